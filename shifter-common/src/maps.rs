@@ -1,0 +1,161 @@
+//! Map names, keys and values shared by the kernel programs and the loader.
+//!
+//! Addresses are 16 bytes in network order (IPv4 mapped as `::ffff:a.b.c.d`); ports and
+//! protocol numbers are in host order.
+
+/// Services the data plane can hold at once.
+pub const MAX_SERVICES: u32 = 256;
+/// Default flow-table capacity (entries); configurable at load time.
+pub const DEFAULT_FLOW_CAPACITY: u32 = 262_144;
+
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+
+/// Map names (as pinned under the bpffs directory).
+pub const MAP_SERVICES: &str = "SHIFTER_SVC";
+pub const MAP_SERVICE_CONFIG: &str = "SHIFTER_CFG";
+pub const MAP_FLOWS: &str = "SHIFTER_FLOWS";
+pub const MAP_COUNTERS: &str = "SHIFTER_CNT";
+pub const MAP_PORT_BITMAP: &str = "SHIFTER_PORTS";
+pub const MAP_USER_REMOVED: &str = "SHIFTER_UREM";
+
+/// Program names in the object file.
+pub const PROG_TC_INGRESS: &str = "shifter_tc_ingress";
+pub const PROG_TC_EGRESS: &str = "shifter_tc_egress";
+pub const PROG_XDP_INGRESS: &str = "shifter_xdp_ingress";
+
+/// Key of the `SHIFTER_SVC` hash map: which service (slot) a packet to a local port is for.
+/// An all-zero `addr` is the wildcard that matches every local address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct ServiceKey {
+    pub addr: [u8; 16],
+    pub port: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// Key of the flow table. One entry per shifted flow, keyed by the tuple as the backend sees
+/// it, so ingress (trying blue's then green's port) and egress (the reply's source port) find
+/// the same entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FlowKey {
+    pub client_addr: [u8; 16],
+    pub local_addr: [u8; 16],
+    pub client_port: u16,
+    pub backend_port: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+/// The client sent a FIN.
+pub const FLOW_FIN_IN: u8 = 1 << 0;
+/// The backend sent a FIN.
+pub const FLOW_FIN_OUT: u8 = 1 << 1;
+/// The client acknowledged something: the handshake completed.
+pub const FLOW_ESTABLISHED: u8 = 1 << 2;
+/// The entry was restored by socket lookup rather than created by a decision.
+pub const FLOW_RECOVERED: u8 = 1 << 3;
+
+/// Value of the flow table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowValue {
+    /// The port the client connected to, restored on replies.
+    pub service_port: u16,
+    /// The service slot (index into `SHIFTER_CFG` and the counters).
+    pub slot: u16,
+    /// `Backend` as u8.
+    pub backend: u8,
+    /// `FLOW_*` bits.
+    pub flags: u8,
+    pub _pad: u16,
+    /// Initial sequence number of the client's SYN: a SYN with the same number is a
+    /// retransmission, another is a new connection reusing the client port.
+    pub syn_seq: u32,
+    pub _pad2: u32,
+    /// `bpf_ktime_get_ns` of the last packet seen, for idle sweeps.
+    pub last_seen_ns: u64,
+}
+
+/// Per-CPU counters per (service slot, backend): index `slot * 2 + backend`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct BackendCounters {
+    /// Flows decided for this backend (SYN or first datagram).
+    pub new_flows: u64,
+    /// Ingress packets and bytes (L3 length) steered to this backend.
+    pub packets: u64,
+    pub bytes: u64,
+    /// Egress packets and bytes (L3 length) rewritten back to the service port.
+    pub egress_packets: u64,
+    pub egress_bytes: u64,
+    /// Flow entries restored by socket lookup after a miss on a non-SYN segment
+    /// (the entry was evicted or cleared, or the connection predates the shifter).
+    pub recoveries: u64,
+    /// Flow entries the programs removed themselves (RST, or a SYN reusing the client port).
+    /// LRU evictions are silent in the kernel; userspace derives them as
+    /// `new_flows + recoveries - closed - removed by userspace - live entries`.
+    pub closed: u64,
+    /// RSTs from the backend answering a SYN (connection refused).
+    pub refusals: u64,
+    /// RSTs on established connections, either direction.
+    pub resets: u64,
+}
+
+impl BackendCounters {
+    /// Adds another CPU's counters.
+    pub fn accumulate(&mut self, o: &Self) {
+        self.new_flows += o.new_flows;
+        self.packets += o.packets;
+        self.bytes += o.bytes;
+        self.egress_packets += o.egress_packets;
+        self.egress_bytes += o.egress_bytes;
+        self.recoveries += o.recoveries;
+        self.closed += o.closed;
+        self.refusals += o.refusals;
+        self.resets += o.resets;
+    }
+}
+
+/// Counter index of a (slot, backend) pair.
+#[inline(always)]
+pub const fn counter_index(slot: u32, backend: u8) -> u32 {
+    slot * 2 + (backend as u32 & 1)
+}
+
+/// Ports are kept in a 65536-bit bitmap of u64 words so the hot path can reject a packet
+/// for a non-service port with one array lookup instead of a hash lookup.
+pub const PORT_BITMAP_WORDS: u32 = 65536 / 64;
+/// Bit set in the service half of the bitmap (index `port / 64`).
+pub const PORT_BITMAP_SERVICE_BASE: u32 = 0;
+/// Bit set in the backend half of the bitmap (index `PORT_BITMAP_WORDS + port / 64`).
+pub const PORT_BITMAP_BACKEND_BASE: u32 = PORT_BITMAP_WORDS;
+
+/// Maps an IPv4 address into the 16-byte form used in keys.
+#[inline(always)]
+pub const fn v4_mapped(a: [u8; 4]) -> [u8; 16] {
+    [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3]]
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    unsafe impl aya::Pod for ServiceKey {}
+    unsafe impl aya::Pod for FlowKey {}
+    unsafe impl aya::Pod for FlowValue {}
+    unsafe impl aya::Pod for BackendCounters {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        assert_eq!(core::mem::size_of::<ServiceKey>(), 20);
+        assert_eq!(core::mem::size_of::<FlowKey>(), 40);
+        assert_eq!(core::mem::size_of::<FlowValue>(), 24);
+        assert_eq!(core::mem::size_of::<BackendCounters>(), 72);
+    }
+}

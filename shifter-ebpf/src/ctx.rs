@@ -1,0 +1,116 @@
+//! What the shared ingress logic needs from a TC or an XDP context.
+
+use aya_ebpf::{
+    EbpfContext as _,
+    bindings::BPF_F_MARK_MANGLED_0,
+    cty::c_void,
+    programs::{TcContext, XdpContext},
+};
+use shifter_common::PROTO_UDP;
+
+use crate::{csum, parse::{self, Packet}};
+
+pub trait PacketCtx {
+    fn data(&self) -> usize;
+    fn data_end(&self) -> usize;
+    /// Frame length, for byte counters.
+    fn frame_len(&self) -> u32;
+    fn raw(&self) -> *mut c_void;
+    /// Rewrites the 16-bit port at `field` of the L4 header from `old` to `new` (host order)
+    /// and updates the L4 checksum incrementally.
+    fn rewrite_port(&self, pkt: &Packet, field: usize, old: u16, new: u16) -> Result<(), ()>;
+}
+
+/// Headers we may need in the linear part of an skb.
+const PULL_LEN: u32 = 128;
+
+pub struct Tc<'a>(pub &'a TcContext);
+
+impl Tc<'_> {
+    /// Makes sure the headers are in the linear area for direct access.
+    #[inline(always)]
+    pub fn prepare(&self) {
+        let linear = (self.0.data_end() - self.0.data()) as u32;
+        let len = self.0.len();
+        if linear < len && linear < PULL_LEN {
+            let _ = self.0.pull_data(if len < PULL_LEN { len } else { PULL_LEN });
+        }
+    }
+}
+
+impl PacketCtx for Tc<'_> {
+    #[inline(always)]
+    fn data(&self) -> usize {
+        self.0.data()
+    }
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        self.0.data_end()
+    }
+    #[inline(always)]
+    fn frame_len(&self) -> u32 {
+        self.0.len()
+    }
+    #[inline(always)]
+    fn raw(&self) -> *mut c_void {
+        self.0.as_ptr()
+    }
+    #[inline(always)]
+    fn rewrite_port(&self, pkt: &Packet, field: usize, old: u16, new: u16) -> Result<(), ()> {
+        // The helper leaves a CHECKSUM_PARTIAL field alone (the port is summed later) and
+        // keeps a UDP checksum of 0 at 0 with BPF_F_MARK_MANGLED_0.
+        let mut flags = 2u64;
+        if pkt.proto == PROTO_UDP {
+            flags |= u64::from(BPF_F_MARK_MANGLED_0);
+        }
+        self.0
+            .l4_csum_replace(pkt.csum_off(), u64::from(old.to_be()), u64::from(new.to_be()), flags)
+            .map_err(|_| ())?;
+        self.0
+            .store(pkt.l4_off + field, &new.to_be(), 0)
+            .map_err(|_| ())
+    }
+}
+
+pub struct Xdp<'a>(pub &'a XdpContext);
+
+impl PacketCtx for Xdp<'_> {
+    #[inline(always)]
+    fn data(&self) -> usize {
+        self.0.data()
+    }
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        self.0.data_end()
+    }
+    #[inline(always)]
+    fn frame_len(&self) -> u32 {
+        (self.0.data_end() - self.0.data()) as u32
+    }
+    #[inline(always)]
+    fn raw(&self) -> *mut c_void {
+        self.0.as_ptr()
+    }
+    #[inline(always)]
+    fn rewrite_port(&self, pkt: &Packet, field: usize, old: u16, new: u16) -> Result<(), ()> {
+        let (data, end) = (self.data(), self.data_end());
+        let check = parse::l4_csum(data, end, pkt)?;
+        let port = parse::field16(data, end, pkt.l4_off + field)?;
+        let csum_ptr = parse::field16(data, end, pkt.csum_off())?;
+        // An IPv4 UDP checksum of 0 means "none" and stays 0; a computed 0 is sent as 0xffff.
+        let new_check = if pkt.proto == PROTO_UDP && check == 0 {
+            0
+        } else {
+            match csum::replace16(check, old, new) {
+                0 if pkt.proto == PROTO_UDP => 0xffff,
+                c => c,
+            }
+        };
+        // SAFETY: both pointers were bounds-checked by `field16`.
+        unsafe {
+            port.write_unaligned(new.to_be());
+            csum_ptr.write_unaligned(new_check.to_be());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,59 @@
+//! Egress: replies of shifted connections get their source port back to the service port.
+//! Replies on direct connections to a backend port have no entry and are left alone.
+
+use aya_ebpf::programs::TcContext;
+use shifter_common::{
+    FLOW_ESTABLISHED, FLOW_FIN_OUT, FlowKey, PORT_BITMAP_BACKEND_BASE, PROTO_TCP,
+};
+
+use crate::{
+    ctx::{PacketCtx, Tc},
+    maps::{FLOWS, counters, port_in},
+    parse::{self, L4_SPORT, TCP_FIN, TCP_RST},
+};
+
+#[inline(always)]
+pub fn run(ctx: &TcContext) -> Result<(), ()> {
+    let ctx = Tc(ctx);
+    ctx.prepare();
+    let pkt = parse::parse(ctx.data(), ctx.data_end())?;
+    if !port_in(PORT_BITMAP_BACKEND_BASE, pkt.sport) {
+        return Ok(());
+    }
+    let key = FlowKey {
+        client_addr: pkt.dst,
+        local_addr: pkt.src,
+        client_port: pkt.dport,
+        backend_port: pkt.sport,
+        proto: pkt.proto,
+        _pad: [0; 3],
+    };
+    let entry = FLOWS.get_ptr_mut(&key).ok_or(())?;
+    // SAFETY: map value pointer, valid for this program run.
+    let e = unsafe { &mut *entry };
+    let (service_port, slot, backend) = (e.service_port, u32::from(e.slot), e.backend);
+    let c = counters(slot, backend);
+    if pkt.proto == PROTO_TCP {
+        if pkt.tcp_flags & TCP_RST != 0 {
+            let established = e.flags & FLOW_ESTABLISHED != 0;
+            let _ = FLOWS.remove(&key);
+            if let Some(c) = counters(slot, backend) {
+                c.closed += 1;
+                // A RST before the client's first ACK answers its SYN: a refusal.
+                if established {
+                    c.resets += 1;
+                } else {
+                    c.refusals += 1;
+                }
+            }
+        } else if pkt.tcp_flags & TCP_FIN != 0 && e.flags & FLOW_FIN_OUT == 0 {
+            e.flags |= FLOW_FIN_OUT;
+        }
+    }
+    ctx.rewrite_port(&pkt, L4_SPORT, pkt.sport, service_port)?;
+    if let Some(c) = c {
+        c.egress_packets += 1;
+        c.egress_bytes += u64::from(ctx.frame_len());
+    }
+    Ok(())
+}

@@ -1,0 +1,237 @@
+//! Ingress: steer packets for a service port to the flow's backend port.
+
+use aya_ebpf::helpers::bpf_ktime_get_ns;
+use shifter_common::{
+    Backend, FLOW_ESTABLISHED, FLOW_FIN_IN, FLOW_RECOVERED, FlowKey, FlowTuple, FlowValue,
+    PORT_BITMAP_BACKEND_BASE, PORT_BITMAP_SERVICE_BASE, PROTO_TCP, ServiceConfig, ServiceKey,
+    choose_backend,
+};
+
+pub use crate::ctx::{Tc, Xdp};
+use crate::{
+    ctx::PacketCtx,
+    maps::{FLOWS, SERVICE_CONFIG, SERVICES, counters, port_in},
+    parse::{self, L4_DPORT, Packet, TCP_ACK, TCP_FIN, TCP_RST},
+    sk,
+};
+
+/// Refresh `last_seen_ns` at most this often: fewer writes to a shared cache line.
+const LAST_SEEN_GRANULARITY_NS: u64 = 1_000_000_000;
+
+pub trait Prepare {
+    fn prepare(&self) {}
+}
+impl Prepare for Tc<'_> {
+    #[inline(always)]
+    fn prepare(&self) {
+        Tc::prepare(self);
+    }
+}
+impl Prepare for Xdp<'_> {}
+
+#[inline(always)]
+pub fn run<C: PacketCtx + Prepare>(ctx: &C) -> Result<(), ()> {
+    ctx.prepare();
+    let pkt = parse::parse(ctx.data(), ctx.data_end())?;
+    if !port_in(PORT_BITMAP_SERVICE_BASE, pkt.dport) {
+        if pkt.is_syn() && port_in(PORT_BITMAP_BACKEND_BASE, pkt.dport) {
+            forget_stale_flow(&pkt);
+        }
+        return Ok(());
+    }
+    let slot = find_service(&pkt).ok_or(())?;
+    // One 8-byte load: the packet sees one whole configuration (DESIGN.md, atomicity).
+    let word = SERVICE_CONFIG.get_ptr(slot).ok_or(())?;
+    // SAFETY: aligned array value.
+    let word = unsafe { core::ptr::read_volatile(word) };
+    let cfg = ServiceConfig::unpack(word).ok_or(())?;
+
+    let mut key = FlowKey {
+        client_addr: pkt.src,
+        local_addr: pkt.dst,
+        client_port: pkt.sport,
+        backend_port: cfg.blue_port,
+        proto: pkt.proto,
+        _pad: [0; 3],
+    };
+    let mut entry = FLOWS.get_ptr_mut(&key);
+    if entry.is_none() {
+        key.backend_port = cfg.green_port;
+        entry = FLOWS.get_ptr_mut(&key);
+    }
+    let now = unsafe { bpf_ktime_get_ns() };
+    let backend = match entry {
+        // SAFETY: map value pointer, valid for this program run.
+        Some(e) => match on_hit(unsafe { &mut *e }, &pkt, &key, now) {
+            Some(backend) => backend,
+            None => new_flow(&pkt, slot, &cfg, &mut key, now)?,
+        },
+        None if pkt.proto != PROTO_TCP || pkt.is_syn() => {
+            new_flow(&pkt, slot, &cfg, &mut key, now)?
+        }
+        None => recover(ctx, &pkt, slot, &cfg, &mut key, now)?,
+    };
+
+    ctx.rewrite_port(&pkt, L4_DPORT, pkt.dport, key.backend_port)?;
+    if let Some(c) = counters(slot, backend as u8) {
+        c.packets += 1;
+        c.bytes += u64::from(ctx.frame_len());
+    }
+    Ok(())
+}
+
+/// A SYN to a backend port opens a direct connection: drop any entry left from an earlier
+/// shifted connection with the same tuple, or its replies would be rewritten.
+#[inline(always)]
+fn forget_stale_flow(pkt: &Packet) {
+    let key = FlowKey {
+        client_addr: pkt.src,
+        local_addr: pkt.dst,
+        client_port: pkt.sport,
+        backend_port: pkt.dport,
+        proto: pkt.proto,
+        _pad: [0; 3],
+    };
+    // SAFETY: value read only to learn its slot for the counter.
+    if let Some(old) = unsafe { FLOWS.get(&key) } {
+        let (slot, backend) = (u32::from(old.slot), old.backend);
+        if FLOWS.remove(&key).is_ok() {
+            if let Some(c) = counters(slot, backend) {
+                c.closed += 1;
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn find_service(pkt: &Packet) -> Option<u32> {
+    let mut key = ServiceKey {
+        addr: pkt.dst,
+        port: pkt.dport,
+        proto: pkt.proto,
+        _pad: 0,
+    };
+    // SAFETY: plain u32 values.
+    if let Some(slot) = unsafe { SERVICES.get(&key) } {
+        return Some(*slot);
+    }
+    key.addr = [0; 16];
+    unsafe { SERVICES.get(&key) }.copied()
+}
+
+/// Packet of a known flow. Returns `None` when a SYN reuses the client port of an old
+/// connection (another initial sequence number): that flow must be decided afresh.
+#[inline(always)]
+fn on_hit(e: &mut FlowValue, pkt: &Packet, key: &FlowKey, now: u64) -> Option<Backend> {
+    let backend = Backend::from_u8(e.backend);
+    if pkt.proto == PROTO_TCP {
+        if pkt.is_syn() {
+            if e.syn_seq != pkt.seq {
+                let (slot, b) = (u32::from(e.slot), e.backend);
+                let _ = FLOWS.remove(key);
+                if let Some(c) = counters(slot, b) {
+                    c.closed += 1;
+                }
+                return None;
+            }
+        } else {
+            let mut flags = e.flags;
+            if pkt.tcp_flags & TCP_ACK != 0 {
+                flags |= FLOW_ESTABLISHED;
+            }
+            if pkt.tcp_flags & TCP_FIN != 0 {
+                flags |= FLOW_FIN_IN;
+            }
+            if flags != e.flags {
+                e.flags = flags;
+            }
+            if pkt.tcp_flags & TCP_RST != 0 {
+                let (slot, established) = (u32::from(e.slot), flags & FLOW_ESTABLISHED != 0);
+                let _ = FLOWS.remove(key);
+                if let Some(c) = counters(slot, backend as u8) {
+                    c.closed += 1;
+                    if established {
+                        c.resets += 1;
+                    }
+                }
+                return Some(backend);
+            }
+        }
+    }
+    if now.wrapping_sub(e.last_seen_ns) > LAST_SEEN_GRANULARITY_NS {
+        e.last_seen_ns = now;
+    }
+    Some(backend)
+}
+
+/// A TCP SYN or UDP datagram without an entry: decide, record.
+#[inline(always)]
+fn new_flow(
+    pkt: &Packet,
+    slot: u32,
+    cfg: &ServiceConfig,
+    key: &mut FlowKey,
+    now: u64,
+) -> Result<Backend, ()> {
+    let tuple = FlowTuple {
+        proto: pkt.proto,
+        client_addr: pkt.src,
+        client_port: pkt.sport,
+        local_addr: pkt.dst,
+        service_port: pkt.dport,
+    };
+    let backend = choose_backend(&tuple, cfg);
+    key.backend_port = cfg.port_of(backend);
+    let value = FlowValue {
+        service_port: pkt.dport,
+        slot: slot as u16,
+        backend: backend as u8,
+        flags: 0,
+        _pad: 0,
+        syn_seq: pkt.seq,
+        _pad2: 0,
+        last_seen_ns: now,
+    };
+    // Without an entry the replies could not be rewritten: leave the packet alone then.
+    FLOWS.insert(key, &value, 0).map_err(|_| ())?;
+    if let Some(c) = counters(slot, backend as u8) {
+        c.new_flows += 1;
+    }
+    Ok(backend)
+}
+
+/// A non-SYN TCP segment without an entry: the backend that owns the connection keeps it.
+#[inline(always)]
+fn recover<C: PacketCtx>(
+    ctx: &C,
+    pkt: &Packet,
+    slot: u32,
+    cfg: &ServiceConfig,
+    key: &mut FlowKey,
+    now: u64,
+) -> Result<Backend, ()> {
+    let backend = if sk::owns_connection(ctx.raw(), pkt, cfg.blue_port) {
+        Backend::Blue
+    } else if sk::owns_connection(ctx.raw(), pkt, cfg.green_port) {
+        Backend::Green
+    } else {
+        // Nobody owns it: not ours to touch.
+        return Err(());
+    };
+    key.backend_port = cfg.port_of(backend);
+    let value = FlowValue {
+        service_port: pkt.dport,
+        slot: slot as u16,
+        backend: backend as u8,
+        flags: FLOW_RECOVERED | FLOW_ESTABLISHED,
+        _pad: 0,
+        syn_seq: 0,
+        _pad2: 0,
+        last_seen_ns: now,
+    };
+    FLOWS.insert(key, &value, 0).map_err(|_| ())?;
+    if let Some(c) = counters(slot, backend as u8) {
+        c.recoveries += 1;
+    }
+    Ok(backend)
+}

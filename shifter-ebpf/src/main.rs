@@ -1,0 +1,54 @@
+//! shifter's kernel programs.
+//!
+//! - `shifter_tc_ingress` / `shifter_xdp_ingress`: steer each new connection for a service
+//!   port to the blue or green backend port, and keep established ones where they are.
+//! - `shifter_tc_egress`: rewrite replies of shifted connections back to the service port.
+//!
+//! Every error path passes the packet unchanged: the safe default for a traffic shifter.
+#![no_std]
+#![no_main]
+
+mod csum;
+mod ctx;
+mod egress;
+mod ingress;
+mod maps;
+mod parse;
+mod sk;
+
+use aya_ebpf::{
+    bindings::{TC_ACT_UNSPEC, xdp_action},
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
+
+/// "Continue": lets any program after ours run (TCX_NEXT / TC_ACT_UNSPEC) and otherwise passes.
+const TC_CONTINUE: i32 = TC_ACT_UNSPEC;
+
+#[classifier]
+pub fn shifter_tc_ingress(ctx: TcContext) -> i32 {
+    let _ = ingress::run(&ingress::Tc(&ctx));
+    TC_CONTINUE
+}
+
+#[classifier]
+pub fn shifter_tc_egress(ctx: TcContext) -> i32 {
+    let _ = egress::run(&ctx);
+    TC_CONTINUE
+}
+
+#[xdp]
+pub fn shifter_xdp_ingress(ctx: XdpContext) -> u32 {
+    let _ = ingress::run(&ingress::Xdp(&ctx));
+    xdp_action::XDP_PASS
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,54 @@
+//! The maps, all pinned by name so a restarted daemon (and a new program build) adopts them.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+};
+use shifter_common::{
+    BackendCounters, FlowKey, FlowValue, MAX_SERVICES, PORT_BITMAP_WORDS, ServiceKey,
+};
+
+/// (protocol, local address or wildcard, port) -> service slot.
+#[map(name = "SHIFTER_SVC")]
+pub static SERVICES: HashMap<ServiceKey, u32> = HashMap::pinned(MAX_SERVICES * 2, 0);
+
+/// Slot -> packed `ServiceConfig` word (read with one 8-byte load).
+#[map(name = "SHIFTER_CFG")]
+pub static SERVICE_CONFIG: Array<u64> = Array::pinned(MAX_SERVICES, 0);
+
+/// The flow table. The size given here is a default; the loader sets the configured one.
+#[map(name = "SHIFTER_FLOWS")]
+pub static FLOWS: LruHashMap<FlowKey, FlowValue> =
+    LruHashMap::pinned(shifter_common::DEFAULT_FLOW_CAPACITY, 0);
+
+/// Per-CPU counters, index `slot * 2 + backend`.
+#[map(name = "SHIFTER_CNT")]
+pub static COUNTERS: PerCpuArray<BackendCounters> = PerCpuArray::pinned(MAX_SERVICES * 2, 0);
+
+/// Bitmaps of service ports and backend ports (see `shifter_common::PORT_BITMAP_*`).
+#[map(name = "SHIFTER_PORTS")]
+pub static PORTS: Array<u64> = Array::pinned(PORT_BITMAP_WORDS * 2, 0);
+
+#[inline(always)]
+pub fn port_in(base: u32, port: u16) -> bool {
+    match PORTS.get(base + u32::from(port >> 6)) {
+        Some(word) => {
+            // SAFETY: a single aligned 8-byte load.
+            let word = unsafe { core::ptr::read_volatile(word) };
+            word & (1u64 << (port & 63)) != 0
+        }
+        None => false,
+    }
+}
+
+#[inline(always)]
+pub fn counters(slot: u32, backend: u8) -> Option<&'static mut BackendCounters> {
+    let ptr = COUNTERS.get_ptr_mut(shifter_common::counter_index(slot, backend))?;
+    // SAFETY: per-CPU value, only this CPU writes it while the program runs.
+    Some(unsafe { &mut *ptr })
+}
+
+/// Flow entries removed by userspace (sweeps, clears) per counter index. Written only by
+/// userspace; kept in a pinned map so eviction accounting survives daemon restarts.
+#[map(name = "SHIFTER_UREM")]
+pub static USER_REMOVED: Array<u64> = Array::pinned(MAX_SERVICES * 2, 0);

@@ -1,0 +1,169 @@
+//! Attaching the programs to an interface: tcx where the kernel has it, legacy clsact
+//! otherwise (chosen by trying, not by kernel version), and XDP.
+
+use std::{fmt, io, path::Path};
+
+use aya::programs::{
+    LinkOrder, SchedClassifier, TcAttachType, Xdp, XdpMode,
+    links::{FdLink, LinkError, PinnedLink},
+    tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions, TcError, TcHandle},
+    xdp::XdpLink,
+};
+use log::info;
+
+/// Which ingress hook an interface uses. Egress is always TC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Hook {
+    /// TC ingress + TC egress (the default; best on virtual devices).
+    Tc,
+    /// Native XDP ingress + TC egress (pays off on physical NICs).
+    Xdp,
+    /// Generic (skb) XDP ingress + TC egress.
+    XdpGeneric,
+}
+
+impl fmt::Display for Hook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Tc => "tc",
+            Self::Xdp => "xdp",
+            Self::XdpGeneric => "xdp-generic",
+        })
+    }
+}
+
+impl std::str::FromStr for Hook {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "tc" => Ok(Self::Tc),
+            "xdp" => Ok(Self::Xdp),
+            "xdp-generic" => Ok(Self::XdpGeneric),
+            other => Err(format!("unknown hook {other:?} (expected tc, xdp or xdp-generic)")),
+        }
+    }
+}
+
+/// How a TC program ended up attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcMode {
+    /// bpf_link based multi-program attachment (kernel >= 6.6).
+    Tcx,
+    /// clsact qdisc + cls_bpf filter in direct-action mode.
+    Legacy,
+}
+
+impl fmt::Display for TcMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Tcx => "tcx",
+            Self::Legacy => "legacy clsact",
+        })
+    }
+}
+
+/// Fixed priority and handle of our legacy cls_bpf filters, so a restart finds and
+/// replaces them instead of adding a second copy.
+pub const LEGACY_PRIORITY: u16 = 0x5348; // "SH"
+pub const LEGACY_HANDLE: u32 = 1;
+
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A TC attachment we own.
+pub(crate) enum TcAttachment {
+    /// A tcx link, pinned at the path when pinning is wanted.
+    Tcx(SchedClassifierLink),
+    /// A cls_bpf filter; it lives in the kernel until removed.
+    Legacy(SchedClassifierLink),
+}
+
+fn is_not_found(e: &LinkError) -> bool {
+    matches!(e, LinkError::SyscallError(s) if s.io_error.kind() == io::ErrorKind::NotFound)
+}
+
+/// Attaches `prog` at `attach_type` on `iface`. An existing link pinned at `pin` (tcx) or an
+/// existing shifter filter (legacy) gets the program replaced atomically instead.
+pub(crate) fn attach_tc(
+    prog: &mut SchedClassifier,
+    iface: &str,
+    attach_type: TcAttachType,
+    pin: &Path,
+) -> Result<(TcAttachment, TcMode), BoxError> {
+    match PinnedLink::from_pin(pin) {
+        Ok(pinned) => {
+            // Adopt: swap the program inside the existing link; no packet sees no program.
+            let link = SchedClassifierLink::try_from(FdLink::from(pinned))?;
+            let id = prog.attach_to_link(link)?;
+            return Ok((TcAttachment::Tcx(prog.take_link(id)?), TcMode::Tcx));
+        }
+        Err(e) if is_not_found(&e) => {}
+        Err(e) => return Err(e.into()),
+    }
+    match prog.attach_with_options(
+        iface,
+        attach_type,
+        TcAttachOptions::TcxOrder(LinkOrder::default()),
+    ) {
+        Ok(id) => return Ok((TcAttachment::Tcx(prog.take_link(id)?), TcMode::Tcx)),
+        Err(e) => info!("{iface}: tcx attach unavailable ({e}); using legacy clsact"),
+    }
+    match tc::qdisc_add_clsact(iface) {
+        Ok(()) | Err(TcError::AlreadyAttached) => {}
+        Err(TcError::NetlinkError(e)) if e.to_string().contains("exists") => {}
+        Err(e) => return Err(e.into()),
+    }
+    let options = NlOptions {
+        priority: LEGACY_PRIORITY,
+        handle: TcHandle::from(LEGACY_HANDLE),
+        classid: None,
+    };
+    let id = match prog.attach_with_options(iface, attach_type, TcAttachOptions::Netlink(options))
+    {
+        Ok(id) => id,
+        Err(_) => {
+            // Our filter is already there (an earlier run): replace its program.
+            let existing = SchedClassifierLink::attached(
+                iface,
+                attach_type,
+                LEGACY_PRIORITY,
+                TcHandle::from(LEGACY_HANDLE),
+                None,
+            )?;
+            prog.attach_to_link(existing)?
+        }
+    };
+    Ok((TcAttachment::Legacy(prog.take_link(id)?), TcMode::Legacy))
+}
+
+/// Attaches the XDP program, replacing the program of a link pinned at `pin` if any.
+pub(crate) fn attach_xdp(
+    prog: &mut Xdp,
+    iface: &str,
+    mode: XdpMode,
+    pin: &Path,
+) -> Result<XdpLink, BoxError> {
+    match PinnedLink::from_pin(pin) {
+        Ok(pinned) => {
+            let link = XdpLink::try_from(FdLink::from(pinned))?;
+            let id = prog.attach_to_link(link)?;
+            return Ok(prog.take_link(id)?);
+        }
+        Err(e) if is_not_found(&e) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let id = prog.attach(iface, mode)?;
+    Ok(prog.take_link(id)?)
+}
+
+/// Removes a legacy filter of ours that no process holds a link for.
+pub(crate) fn detach_legacy(iface: &str, attach_type: TcAttachType) -> Result<(), BoxError> {
+    let link = SchedClassifierLink::attached(
+        iface,
+        attach_type,
+        LEGACY_PRIORITY,
+        TcHandle::from(LEGACY_HANDLE),
+        None,
+    )?;
+    drop(link);
+    Ok(())
+}

@@ -1,0 +1,351 @@
+//! Load, attach, pin, adopt and detach the data plane.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, MapData, PerCpuArray},
+    programs::{
+        SchedClassifier, TcAttachType, Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+        xdp::XdpLink,
+    },
+};
+use log::info;
+use shifter_common::{
+    DEFAULT_FLOW_CAPACITY, FlowKey, FlowValue, MAP_COUNTERS, MAP_FLOWS, MAP_PORT_BITMAP,
+    MAP_SERVICE_CONFIG, MAP_SERVICES, MAP_USER_REMOVED, PROG_TC_EGRESS, PROG_TC_INGRESS,
+    PROG_XDP_INGRESS, ServiceKey,
+};
+
+use crate::{
+    EBPF_OBJECT,
+    attach::{self, Hook, TcAttachment, TcMode},
+    error::{Error, Result, map_err},
+};
+
+/// How to load the data plane.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// bpffs directory for maps and links, e.g. `/sys/fs/bpf/shifter`. Maps already pinned
+    /// there are adopted (flows and counters survive), the rest are created and pinned.
+    pub pin_dir: PathBuf,
+    /// Flow-table capacity in entries.
+    pub flow_capacity: u32,
+}
+
+impl LoadOptions {
+    pub fn new(pin_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            pin_dir: pin_dir.into(),
+            flow_capacity: DEFAULT_FLOW_CAPACITY,
+        }
+    }
+}
+
+enum Ingress {
+    Tc(TcAttachment),
+    Xdp(XdpLink),
+}
+
+struct Attachment {
+    hook: Hook,
+    tc_mode: TcMode,
+    ingress: Option<Ingress>,
+    egress: Option<TcAttachment>,
+}
+
+/// What `attach` did, for the caller's log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttachInfo {
+    pub hook: Hook,
+    /// How the TC program(s) were attached (egress always; ingress too for `Hook::Tc`).
+    pub tc_mode: TcMode,
+}
+
+/// The loaded data plane: programs, maps and the attachments this process holds.
+///
+/// Dropping it leaves every attachment in place (pinned links stay pinned, legacy filters
+/// stay in the kernel), as a stopping daemon must. `detach` and `detach_all` remove them.
+pub struct DataPlane {
+    pub(crate) ebpf: Ebpf,
+    pin_dir: PathBuf,
+    attachments: BTreeMap<String, Attachment>,
+}
+
+impl DataPlane {
+    /// Loads the programs and creates or adopts the pinned maps.
+    pub fn load(opts: &LoadOptions) -> Result<Self> {
+        let load_err = |source| Error::Load {
+            pin_dir: opts.pin_dir.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&opts.pin_dir).map_err(|e| Error::Pin {
+            path: opts.pin_dir.clone(),
+            source: e.into(),
+        })?;
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(&opts.pin_dir)
+            .map_max_entries(MAP_FLOWS, opts.flow_capacity)
+            .load(EBPF_OBJECT)
+            .map_err(load_err)?;
+        for name in [PROG_TC_INGRESS, PROG_TC_EGRESS] {
+            let prog: &mut SchedClassifier = program(&mut ebpf, name)?;
+            prog.load().map_err(|source| Error::Program { name, source })?;
+        }
+        let xdp: &mut Xdp = program(&mut ebpf, PROG_XDP_INGRESS)?;
+        xdp.load().map_err(|source| Error::Program {
+            name: PROG_XDP_INGRESS,
+            source,
+        })?;
+        Ok(Self {
+            ebpf,
+            pin_dir: opts.pin_dir.clone(),
+            attachments: BTreeMap::new(),
+        })
+    }
+
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+
+    fn link_pin(&self, iface: &str, what: &str) -> PathBuf {
+        self.pin_dir.join(format!("link-{iface}-{what}"))
+    }
+
+    /// Attaches ingress (per `hook`) and TC egress to `iface`, pinning the links. Links
+    /// already pinned for this interface are adopted: their program is replaced atomically,
+    /// so no second copy is attached.
+    pub fn attach(&mut self, iface: &str, hook: Hook) -> Result<AttachInfo> {
+        if self.attachments.contains_key(iface) {
+            self.detach(iface)?;
+        }
+        let attach_err = |program: &'static str| {
+            let iface = iface.to_owned();
+            move |source| Error::Attach {
+                iface,
+                hook: hook.to_string(),
+                program,
+                source,
+            }
+        };
+        let egress_pin = self.link_pin(iface, "egress");
+        let ingress_pin = self.link_pin(iface, "ingress");
+        let xdp_pin = self.link_pin(iface, "xdp");
+
+        let prog: &mut SchedClassifier = program(&mut self.ebpf, PROG_TC_EGRESS)?;
+        let (egress, tc_mode) = attach::attach_tc(prog, iface, TcAttachType::Egress, &egress_pin)
+            .map_err(attach_err(PROG_TC_EGRESS))?;
+        let mut entry = Attachment {
+            hook,
+            tc_mode,
+            ingress: None,
+            egress: Some(pin_tc(egress, &egress_pin)?),
+        };
+        let ingress = match hook {
+            Hook::Tc => {
+                let prog: &mut SchedClassifier = program(&mut self.ebpf, PROG_TC_INGRESS)?;
+                attach::attach_tc(prog, iface, TcAttachType::Ingress, &ingress_pin)
+                    .map_err(attach_err(PROG_TC_INGRESS))
+                    .and_then(|(link, _)| pin_tc(link, &ingress_pin))
+                    .map(Ingress::Tc)
+            }
+            Hook::Xdp | Hook::XdpGeneric => {
+                let mode = if hook == Hook::Xdp {
+                    XdpMode::Driver
+                } else {
+                    XdpMode::Skb
+                };
+                let prog: &mut Xdp = program(&mut self.ebpf, PROG_XDP_INGRESS)?;
+                attach::attach_xdp(prog, iface, mode, &xdp_pin)
+                    .map_err(attach_err(PROG_XDP_INGRESS))
+                    .and_then(|link| pin_xdp(link, &xdp_pin))
+                    .map(Ingress::Xdp)
+            }
+        };
+        match ingress {
+            Ok(ingress) => entry.ingress = Some(ingress),
+            Err(e) => {
+                // Leave nothing half attached.
+                remove_attachment(iface, entry, &self.pin_dir);
+                return Err(e);
+            }
+        }
+        info!("{iface}: attached ingress={hook} egress=tc via {tc_mode}");
+        self.attachments.insert(iface.to_owned(), entry);
+        Ok(AttachInfo { hook, tc_mode })
+    }
+
+    /// Removes the programs from `iface` and their pins.
+    pub fn detach(&mut self, iface: &str) -> Result<()> {
+        let entry = self
+            .attachments
+            .remove(iface)
+            .ok_or_else(|| Error::NotAttached {
+                iface: iface.to_owned(),
+            })?;
+        remove_attachment(iface, entry, &self.pin_dir);
+        info!("{iface}: detached");
+        Ok(())
+    }
+
+    /// Detaches every interface this process attached.
+    pub fn detach_all(&mut self) -> Result<()> {
+        let ifaces: Vec<String> = self.attachments.keys().cloned().collect();
+        for iface in ifaces {
+            self.detach(&iface)?;
+        }
+        Ok(())
+    }
+
+    /// Interfaces this process holds attachments for, with their hook and TC mode.
+    pub fn attachments(&self) -> Vec<(String, AttachInfo)> {
+        self.attachments
+            .iter()
+            .map(|(k, a)| {
+                (
+                    k.clone(),
+                    AttachInfo {
+                        hook: a.hook,
+                        tc_mode: a.tc_mode,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// Removes the pinned maps and the pin directory (after `detach_all`): the flow table and
+    /// counters are gone for good.
+    pub fn remove_pins(self) -> Result<()> {
+        let dir = self.pin_dir.clone();
+        drop(self);
+        std::fs::remove_dir_all(&dir).map_err(|e| Error::Pin {
+            path: dir,
+            source: e.into(),
+        })
+    }
+
+    /// The loaded program, for BPF_PROG_TEST_RUN in tests and benchmarks.
+    pub fn program_mut(&mut self, name: &str) -> Option<&mut aya::programs::Program> {
+        self.ebpf.program_mut(name)
+    }
+
+    pub(crate) fn services_map(&mut self) -> Result<HashMap<&mut MapData, ServiceKey, u32>> {
+        typed_map(&mut self.ebpf, MAP_SERVICES)
+    }
+    pub(crate) fn config_map(&mut self) -> Result<Array<&mut MapData, u64>> {
+        typed_map(&mut self.ebpf, MAP_SERVICE_CONFIG)
+    }
+    pub(crate) fn port_map(&mut self) -> Result<Array<&mut MapData, u64>> {
+        typed_map(&mut self.ebpf, MAP_PORT_BITMAP)
+    }
+    pub(crate) fn flows_map(&mut self) -> Result<HashMap<&mut MapData, FlowKey, FlowValue>> {
+        typed_map(&mut self.ebpf, MAP_FLOWS)
+    }
+    pub(crate) fn user_removed_map(&mut self) -> Result<Array<&mut MapData, u64>> {
+        typed_map(&mut self.ebpf, MAP_USER_REMOVED)
+    }
+    pub(crate) fn counters_map(
+        &mut self,
+    ) -> Result<PerCpuArray<&mut MapData, shifter_common::BackendCounters>> {
+        typed_map(&mut self.ebpf, MAP_COUNTERS)
+    }
+}
+
+impl Drop for DataPlane {
+    fn drop(&mut self) {
+        // Keep the data plane running without us: legacy filters would be removed when
+        // their link handle drops, so forget those handles. Pinned links stay pinned.
+        for (_, a) in std::mem::take(&mut self.attachments) {
+            for tc in [a.egress, a.ingress.and_then(|i| match i {
+                Ingress::Tc(t) => Some(t),
+                Ingress::Xdp(_) => None,
+            })]
+            .into_iter()
+            .flatten()
+            {
+                if let TcAttachment::Legacy(link) = tc {
+                    std::mem::forget(link);
+                }
+            }
+        }
+    }
+}
+
+fn remove_attachment(iface: &str, entry: Attachment, pin_dir: &Path) {
+    // Dropping a tcx/XDP link after unpinning releases it; dropping a legacy link removes
+    // the filter.
+    for what in ["ingress", "egress", "xdp"] {
+        let _ = std::fs::remove_file(pin_dir.join(format!("link-{iface}-{what}")));
+    }
+    drop(entry);
+}
+
+fn pin_tc(link: TcAttachment, path: &Path) -> Result<TcAttachment> {
+    match link {
+        TcAttachment::Tcx(link) => {
+            let fd: FdLink = link.try_into().map_err(|e: aya::programs::links::LinkError| {
+                Error::Pin {
+                    path: path.to_owned(),
+                    source: e.into(),
+                }
+            })?;
+            let pinned = pin_fd(fd, path)?;
+            let fd = FdLink::from(pinned);
+            Ok(TcAttachment::Tcx(fd.try_into().map_err(
+                |e: aya::programs::links::LinkError| Error::Pin {
+                    path: path.to_owned(),
+                    source: e.into(),
+                },
+            )?))
+        }
+        legacy @ TcAttachment::Legacy(_) => Ok(legacy),
+    }
+}
+
+fn pin_xdp(link: XdpLink, path: &Path) -> Result<XdpLink> {
+    let pin_err = |e: aya::programs::links::LinkError| Error::Pin {
+        path: path.to_owned(),
+        source: e.into(),
+    };
+    let fd: FdLink = link.try_into().map_err(pin_err)?;
+    let pinned = pin_fd(fd, path)?;
+    XdpLink::try_from(FdLink::from(pinned)).map_err(pin_err)
+}
+
+fn pin_fd(fd: FdLink, path: &Path) -> Result<PinnedLink> {
+    if path.exists() {
+        // Adopted link: already pinned at this path.
+        return PinnedLink::from_pin(path).map_err(|e| Error::Pin {
+            path: path.to_owned(),
+            source: e.into(),
+        });
+    }
+    fd.pin(path).map_err(|e| Error::Pin {
+        path: path.to_owned(),
+        source: e.into(),
+    })
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(Error::MissingProgram { name })?
+        .try_into()
+        .map_err(|source| Error::Program { name, source })
+}
+
+fn typed_map<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<T>
+where
+    T: TryFrom<&'a mut aya::maps::Map, Error = aya::maps::MapError>,
+{
+    ebpf.map_mut(name)
+        .ok_or(Error::MissingMap { name })?
+        .try_into()
+        .map_err(map_err(name))
+}

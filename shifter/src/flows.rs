@@ -1,0 +1,168 @@
+//! Reading and maintaining the flow table.
+
+use std::{net::IpAddr, time::Duration};
+
+use shifter_common::{
+    Backend, FLOW_FIN_IN, FLOW_FIN_OUT, FlowKey, FlowValue, MAP_FLOWS, MAP_USER_REMOVED,
+    PROTO_TCP, counter_index,
+};
+
+use crate::{
+    dataplane::DataPlane,
+    error::{Result, map_err},
+    service::{Protocol, addr_from_bytes},
+};
+
+/// One entry of the flow table, decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Flow {
+    pub protocol: Protocol,
+    pub client: IpAddr,
+    pub client_port: u16,
+    pub local: IpAddr,
+    pub service_port: u16,
+    pub backend_port: u16,
+    pub backend: Backend,
+    pub slot: u32,
+    pub flags: u8,
+    pub last_seen_ns: u64,
+}
+
+impl Flow {
+    fn decode(k: &FlowKey, v: &FlowValue) -> Option<Self> {
+        Some(Self {
+            protocol: Protocol::from_number(k.proto)?,
+            client: addr_from_bytes(k.client_addr),
+            client_port: k.client_port,
+            local: addr_from_bytes(k.local_addr),
+            service_port: v.service_port,
+            backend_port: k.backend_port,
+            backend: Backend::from_u8(v.backend),
+            slot: u32::from(v.slot),
+            flags: v.flags,
+            last_seen_ns: v.last_seen_ns,
+        })
+    }
+}
+
+/// When `sweep` removes an entry.
+#[derive(Clone, Copy, Debug)]
+pub struct SweepPolicy {
+    /// UDP flows idle this long end.
+    pub udp_idle: Duration,
+    /// TCP flows idle this long end (a connection that vanished without FIN or RST).
+    pub tcp_idle: Duration,
+    /// TCP flows with FIN seen both ways end after this linger.
+    pub fin_linger: Duration,
+}
+
+impl Default for SweepPolicy {
+    fn default() -> Self {
+        Self {
+            udp_idle: Duration::from_secs(60),
+            tcp_idle: Duration::from_secs(2 * 3600),
+            fin_linger: Duration::from_secs(10),
+        }
+    }
+}
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out pointer; CLOCK_MONOTONIC is bpf_ktime_get_ns's clock.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+impl DataPlane {
+    /// Every flow in the table (optionally of one service slot).
+    pub fn flows(&mut self, slot: Option<u32>) -> Result<Vec<Flow>> {
+        let map = self.flows_map()?;
+        let mut out = Vec::new();
+        for item in map.iter() {
+            let (k, v) = item.map_err(map_err(MAP_FLOWS))?;
+            if let Some(f) = Flow::decode(&k, &v)
+                && slot.is_none_or(|s| s == f.slot)
+            {
+                out.push(f);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Empties the flow table. Established TCP connections are recovered by socket lookup
+    /// on their next packet. Returns how many entries were removed.
+    pub fn clear_flows(&mut self) -> Result<usize> {
+        self.remove_flows(|_, _| true)
+    }
+
+    /// Removes ended and idle flows per `policy`. Returns how many were removed.
+    pub fn sweep(&mut self, policy: &SweepPolicy) -> Result<usize> {
+        let now = monotonic_ns();
+        self.remove_flows(|k, v| {
+            let idle = Duration::from_nanos(now.saturating_sub(v.last_seen_ns));
+            if k.proto == PROTO_TCP {
+                let both_fin = v.flags & (FLOW_FIN_IN | FLOW_FIN_OUT) == FLOW_FIN_IN | FLOW_FIN_OUT;
+                (both_fin && idle >= policy.fin_linger) || idle >= policy.tcp_idle
+            } else {
+                idle >= policy.udp_idle
+            }
+        })
+    }
+
+    fn remove_flows(&mut self, mut doomed: impl FnMut(&FlowKey, &FlowValue) -> bool) -> Result<usize> {
+        let victims: Vec<(FlowKey, FlowValue)> = {
+            let map = self.flows_map()?;
+            map.iter()
+                .filter_map(|r| r.ok())
+                .filter(|(k, v)| doomed(k, v))
+                .collect()
+        };
+        let mut removed = 0;
+        let mut per_counter: std::collections::BTreeMap<u32, u64> = Default::default();
+        {
+            let mut map = self.flows_map()?;
+            for (k, v) in &victims {
+                if map.remove(k).is_ok() {
+                    removed += 1;
+                    *per_counter
+                        .entry(counter_index(u32::from(v.slot), v.backend))
+                        .or_default() += 1;
+                }
+            }
+        }
+        let mut urem = self.user_removed_map()?;
+        for (idx, n) in per_counter {
+            let old = urem.get(&idx, 0).map_err(map_err(MAP_USER_REMOVED))?;
+            urem.set(idx, old + n, 0).map_err(map_err(MAP_USER_REMOVED))?;
+        }
+        Ok(removed)
+    }
+
+    /// Flow-table evictions per backend of `slot` (`[blue, green]`), derived from the
+    /// counters: entries created minus entries removed (by the programs or by userspace)
+    /// minus entries still live. LRU evictions are silent in the kernel; this is exact as
+    /// long as nobody else deletes entries.
+    pub fn evictions(&mut self, slot: u32) -> Result<[u64; 2]> {
+        let counters = self.counters(slot)?;
+        let live = self.flows(Some(slot))?;
+        let mut urem = [0u64; 2];
+        {
+            let map = self.user_removed_map()?;
+            for (b, u) in urem.iter_mut().enumerate() {
+                *u = map
+                    .get(&counter_index(slot, b as u8), 0)
+                    .map_err(map_err(MAP_USER_REMOVED))?;
+            }
+        }
+        let mut out = [0u64; 2];
+        for b in 0..2 {
+            let live_b = live.iter().filter(|f| f.backend as usize == b).count() as u64;
+            let created = counters[b].new_flows + counters[b].recoveries;
+            out[b] = created.saturating_sub(counters[b].closed + urem[b] + live_b);
+        }
+        Ok(out)
+    }
+}

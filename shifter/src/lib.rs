@@ -1,0 +1,21 @@
+//! shifter: steer new connections for a service port to a blue or green backend port, in
+//! the kernel.
+//!
+//! This library is the typed API the daemon and CLI are built on: load the programs, attach
+//! them to interfaces, pin them, manage services and read counters and flows.
+
+pub mod attach;
+pub mod dataplane;
+pub mod error;
+pub mod flows;
+pub mod service;
+pub mod stats;
+
+pub use attach::{Hook, TcMode};
+pub use dataplane::{DataPlane, LoadOptions};
+pub use error::Error;
+pub use service::{Protocol, Service};
+pub use shifter_common::{Affinity, Backend, ServiceConfig};
+
+/// The kernel programs, built by `build.rs` from the `shifter-ebpf` crate.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/shifter"));

@@ -1,0 +1,298 @@
+//! The service definition as the data plane sees it.
+
+use std::{fmt, net::IpAddr};
+
+use shifter_common::{PROTO_TCP, PROTO_UDP, ServiceConfig, ServiceKey, v4_mapped};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub const fn number(self) -> u8 {
+        match self {
+            Self::Tcp => PROTO_TCP,
+            Self::Udp => PROTO_UDP,
+        }
+    }
+    pub const fn from_number(n: u8) -> Option<Self> {
+        match n {
+            PROTO_TCP => Some(Self::Tcp),
+            PROTO_UDP => Some(Self::Udp),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+        })
+    }
+}
+
+/// A service: packets to (`protocol`, `port`, one of `local_addrs` or any address when empty)
+/// are steered by `config`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Service {
+    pub protocol: Protocol,
+    pub port: u16,
+    pub local_addrs: Vec<IpAddr>,
+    pub config: ServiceConfig,
+}
+
+impl Service {
+    /// The identity of a service: everything but its configuration word.
+    pub fn same_identity(&self, other: &Self) -> bool {
+        self.protocol == other.protocol
+            && self.port == other.port
+            && sorted(&self.local_addrs) == sorted(&other.local_addrs)
+    }
+
+    /// The keys of the `SHIFTER_SVC` map this service owns.
+    pub fn keys(&self) -> Vec<ServiceKey> {
+        let key = |addr| ServiceKey {
+            addr,
+            port: self.port,
+            proto: self.protocol.number(),
+            _pad: 0,
+        };
+        if self.local_addrs.is_empty() {
+            vec![key([0; 16])]
+        } else {
+            self.local_addrs.iter().map(|a| key(addr_bytes(*a))).collect()
+        }
+    }
+}
+
+impl fmt::Display for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.protocol, self.port)?;
+        for a in &self.local_addrs {
+            write!(f, "@{a}")?;
+        }
+        Ok(())
+    }
+}
+
+fn sorted(v: &[IpAddr]) -> Vec<IpAddr> {
+    let mut v = v.to_vec();
+    v.sort();
+    v
+}
+
+/// The 16-byte key form of an address (IPv4 mapped into IPv6).
+pub fn addr_bytes(a: IpAddr) -> [u8; 16] {
+    match a {
+        IpAddr::V4(v4) => v4_mapped(v4.octets()),
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+/// The address a 16-byte key form stands for.
+pub fn addr_from_bytes(b: [u8; 16]) -> IpAddr {
+    let v6 = std::net::Ipv6Addr::from(b);
+    match v6.to_ipv4_mapped() {
+        Some(v4) => IpAddr::V4(v4),
+        None => IpAddr::V6(v6),
+    }
+}
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use shifter_common::{
+    MAX_SERVICES, PORT_BITMAP_BACKEND_BASE, PORT_BITMAP_SERVICE_BASE, PORT_BITMAP_WORDS,
+};
+
+use crate::{
+    dataplane::DataPlane,
+    error::{Error, Result, map_err},
+};
+
+impl DataPlane {
+    /// Every configured service with its slot, read from the maps (so it includes services
+    /// configured by an earlier process).
+    pub fn services(&mut self) -> Result<BTreeMap<u32, Service>> {
+        let mut by_slot: BTreeMap<u32, Vec<ServiceKey>> = BTreeMap::new();
+        for item in self.services_map()?.iter() {
+            let (key, slot) = item.map_err(map_err(shifter_common::MAP_SERVICES))?;
+            by_slot.entry(slot).or_default().push(key);
+        }
+        let cfg = self.config_map()?;
+        let mut out = BTreeMap::new();
+        for (slot, keys) in by_slot {
+            let word = cfg
+                .get(&slot, 0)
+                .map_err(map_err(shifter_common::MAP_SERVICE_CONFIG))?;
+            let Some(config) = ServiceConfig::unpack(word) else {
+                continue;
+            };
+            let Some(protocol) = Protocol::from_number(keys[0].proto) else {
+                continue;
+            };
+            let mut local_addrs: Vec<IpAddr> = keys
+                .iter()
+                .filter(|k| k.addr != [0; 16])
+                .map(|k| addr_from_bytes(k.addr))
+                .collect();
+            local_addrs.sort();
+            out.insert(
+                slot,
+                Service {
+                    protocol,
+                    port: keys[0].port,
+                    local_addrs,
+                    config,
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    /// Adds `svc`, or updates the configuration of the service with the same identity in
+    /// one atomic word write. Returns its slot. On error nothing changes.
+    pub fn set_service(&mut self, svc: &Service) -> Result<u32> {
+        let invalid = |reason: String| Error::InvalidService {
+            service: svc.to_string(),
+            reason,
+        };
+        svc.config.validate().map_err(|e| invalid(e.to_string()))?;
+        if svc.port == 0 {
+            return Err(invalid("port 0 is not a service port".into()));
+        }
+        if svc.port == svc.config.blue_port || svc.port == svc.config.green_port {
+            return Err(invalid("the service port cannot also be a backend port".into()));
+        }
+        let current = self.services()?;
+        let existing = current
+            .iter()
+            .find(|(_, s)| s.same_identity(svc))
+            .map(|(slot, _)| *slot);
+        for (slot, other) in &current {
+            if Some(*slot) == existing {
+                continue;
+            }
+            let backend_ports = [other.config.blue_port, other.config.green_port];
+            if other.protocol == svc.protocol
+                && other.port == svc.port
+                && other.keys().iter().any(|k| svc.keys().contains(k))
+            {
+                return Err(invalid(format!("overlaps service {other}")));
+            }
+            if backend_ports.contains(&svc.port) {
+                return Err(invalid(format!(
+                    "port {} is a backend port of service {other}",
+                    svc.port
+                )));
+            }
+            if [svc.config.blue_port, svc.config.green_port].contains(&other.port) {
+                return Err(invalid(format!(
+                    "a backend port is the service port of {other}"
+                )));
+            }
+        }
+        let word = svc.config.pack();
+        if let Some(slot) = existing {
+            let old = current[&slot].config;
+            self.config_map()?
+                .set(slot, word, 0)
+                .map_err(map_err(shifter_common::MAP_SERVICE_CONFIG))?;
+            if old.blue_port != svc.config.blue_port || old.green_port != svc.config.green_port {
+                self.sync_port_bitmap()?;
+            }
+            return Ok(slot);
+        }
+        let used: BTreeSet<u32> = current.keys().copied().collect();
+        let slot = (0..MAX_SERVICES)
+            .find(|s| !used.contains(s))
+            .ok_or_else(|| Error::NoFreeSlot {
+                service: svc.to_string(),
+                max: MAX_SERVICES,
+            })?;
+        // Order matters for packets in flight: the configuration exists before any key
+        // points at it, and the ports are announced last.
+        self.config_map()?
+            .set(slot, word, 0)
+            .map_err(map_err(shifter_common::MAP_SERVICE_CONFIG))?;
+        let keys = svc.keys();
+        let mut map = self.services_map()?;
+        for (i, key) in keys.iter().enumerate() {
+            if let Err(e) = map.insert(key, slot, 0) {
+                for k in &keys[..i] {
+                    let _ = map.remove(k);
+                }
+                let _ = self.config_map()?.set(slot, 0, 0);
+                return Err(map_err(shifter_common::MAP_SERVICES)(e));
+            }
+        }
+        self.sync_port_bitmap()?;
+        Ok(slot)
+    }
+
+    /// Changes only the weight (basis points) of the service in `slot`.
+    pub fn set_weight(&mut self, slot: u32, weight: u16) -> Result<ServiceConfig> {
+        let mut svc = self
+            .services()?
+            .remove(&slot)
+            .ok_or_else(|| Error::UnknownService {
+                service: format!("slot {slot}"),
+            })?;
+        svc.config.weight = weight;
+        self.set_service(&svc)?;
+        Ok(svc.config)
+    }
+
+    /// Removes the service with `svc`'s identity. Its flows are left to end on their own
+    /// (packets of established connections are no longer rewritten).
+    pub fn remove_service(&mut self, svc: &Service) -> Result<()> {
+        let (slot, found) = self
+            .services()?
+            .into_iter()
+            .find(|(_, s)| s.same_identity(svc))
+            .ok_or_else(|| Error::UnknownService {
+                service: svc.to_string(),
+            })?;
+        // Reverse order of `set_service`: stop announcing the ports first.
+        let mut map = self.services_map()?;
+        for key in found.keys() {
+            map.remove(&key)
+                .map_err(map_err(shifter_common::MAP_SERVICES))?;
+        }
+        self.sync_port_bitmap()?;
+        self.config_map()?
+            .set(slot, 0, 0)
+            .map_err(map_err(shifter_common::MAP_SERVICE_CONFIG))?;
+        Ok(())
+    }
+
+    /// Rewrites the port bitmap words that differ from what the services need.
+    fn sync_port_bitmap(&mut self) -> Result<()> {
+        let services = self.services()?;
+        let words = PORT_BITMAP_WORDS as usize;
+        let mut want = vec![0u64; words * 2];
+        let mut set = |base: u32, port: u16| {
+            want[base as usize + usize::from(port >> 6)] |= 1 << (port & 63);
+        };
+        for s in services.values() {
+            set(PORT_BITMAP_SERVICE_BASE, s.port);
+            set(PORT_BITMAP_BACKEND_BASE, s.config.blue_port);
+            set(PORT_BITMAP_BACKEND_BASE, s.config.green_port);
+        }
+        let mut map = self.port_map()?;
+        for (i, w) in want.iter().enumerate() {
+            let i = i as u32;
+            let have = map
+                .get(&i, 0)
+                .map_err(map_err(shifter_common::MAP_PORT_BITMAP))?;
+            if have != *w {
+                map.set(i, *w, 0)
+                    .map_err(map_err(shifter_common::MAP_PORT_BITMAP))?;
+            }
+        }
+        Ok(())
+    }
+}
