@@ -1,15 +1,44 @@
-use shifter::{DataPlane, LoadOptions};
+//! Smallest end-to-end check: the programs load, and one SYN is steered.
+use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
+use shifter::{Affinity, DataPlane, LoadOptions, Protocol, Service, ServiceConfig};
+
+fn syn_v4(dport: u16) -> Vec<u8> {
+    let mut p = vec![0u8; 14 + 20 + 20];
+    p[12] = 0x08;
+    p[14] = 0x45;
+    p[16..18].copy_from_slice(&40u16.to_be_bytes());
+    p[22] = 64;
+    p[23] = 6;
+    p[26..30].copy_from_slice(&[198, 18, 0, 1]);
+    p[30..34].copy_from_slice(&[198, 18, 0, 2]);
+    p[34..36].copy_from_slice(&40000u16.to_be_bytes());
+    p[36..38].copy_from_slice(&dport.to_be_bytes());
+    p[38..42].copy_from_slice(&1234u32.to_be_bytes());
+    p[46] = 0x50;
+    p[47] = 0x02;
+    p
+}
 
 #[test]
-fn programs_load_and_pass_the_verifier() {
+fn programs_load_and_steer_a_syn() {
     let dir = format!("/sys/fs/bpf/shifter-smoke-{}", std::process::id());
-    let dp = DataPlane::load(&LoadOptions::new(&dir));
-    let r = dp.map(|dp| dp.remove_pins());
-    let _ = std::fs::remove_dir_all(&dir);
-    if let Err(e) = r {
-        let mut s = format!("{e}");
-        let mut src: Option<&dyn std::error::Error> = std::error::Error::source(&e);
-        while let Some(c) = src { s += &format!(": {c}"); src = c.source(); }
-        panic!("{s}");
-    }
+    let mut dp = DataPlane::load(&LoadOptions::new(&dir)).expect("load");
+    dp.set_service(&Service {
+        protocol: Protocol::Tcp,
+        port: 80,
+        local_addrs: vec![],
+        config: ServiceConfig { blue_port: 8081, green_port: 8082, weight: 0, affinity: Affinity::Connection },
+    })
+    .expect("set service");
+    let prog: &mut SchedClassifier =
+        dp.program_mut(shifter_common::PROG_TC_INGRESS).unwrap().try_into().unwrap();
+    let input = syn_v4(80);
+    let mut out = vec![0u8; input.len()];
+    let r = prog
+        .test_run(TestRunOptions { data_in: Some(&input), data_out: Some(&mut out), repeat: 1, ..Default::default() })
+        .expect("test run");
+    let _ = r;
+    let port = u16::from_be_bytes([out[36], out[37]]);
+    dp.remove_pins().unwrap();
+    assert_eq!(port, 8081);
 }
