@@ -4,11 +4,22 @@
 use core::mem::size_of;
 use shifter_common::{PROTO_TCP, PROTO_UDP};
 
-const ETH_HLEN: usize = 14;
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86DD;
-const ETH_P_8021Q: u16 = 0x8100;
-const ETH_P_8021AD: u16 = 0x88A8;
+use network_types::{
+    eth::{EthHdr, EtherType},
+    ip::IpProto,
+};
+
+const ETH_HLEN: usize = EthHdr::LEN;
+// network-types keeps ethertypes in network order; we compare host-order values.
+const ETH_P_IP: u16 = u16::from_be(EtherType::Ipv4 as u16);
+const ETH_P_IPV6: u16 = u16::from_be(EtherType::Ipv6 as u16);
+const ETH_P_8021Q: u16 = u16::from_be(EtherType::Ieee8021q as u16);
+const ETH_P_8021AD: u16 = u16::from_be(EtherType::Ieee8021ad as u16);
+const NH_HOP_BY_HOP: u8 = IpProto::HopOpt as u8;
+const NH_ROUTING: u8 = IpProto::Ipv6Route as u8;
+const NH_FRAGMENT: u8 = IpProto::Ipv6Frag as u8;
+const NH_AUTH: u8 = IpProto::Ah as u8;
+const NH_DEST_OPTS: u8 = IpProto::Ipv6Opts as u8;
 /// 802.1ad outer tag plus 802.1Q inner tag.
 const MAX_VLAN_TAGS: usize = 2;
 /// IPv6 extension headers walked before giving up (and passing the packet).
@@ -123,16 +134,16 @@ pub fn parse(data: usize, end: usize) -> Result<Packet, ()> {
                 let h = unsafe { at::<[u8; 8]>(data, end, l4)?.read_unaligned() };
                 let len = match next {
                     // Hop-by-hop, routing, destination options: (len + 1) * 8 bytes.
-                    0 | 43 | 60 => (usize::from(h[1]) + 1) * 8,
+                    NH_HOP_BY_HOP | NH_ROUTING | NH_DEST_OPTS => (usize::from(h[1]) + 1) * 8,
                     // Fragment: 8 bytes; a non-zero offset means no L4 header here.
-                    44 => {
+                    NH_FRAGMENT => {
                         if u16::from_be_bytes([h[2], h[3]]) & 0xfff8 != 0 {
                             return Err(());
                         }
                         8
                     }
                     // Authentication header: (len + 2) * 4 bytes.
-                    51 => (usize::from(h[1]) + 2) * 4,
+                    NH_AUTH => (usize::from(h[1]) + 2) * 4,
                     _ => {
                         done = true;
                         break;

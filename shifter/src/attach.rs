@@ -164,6 +164,7 @@ pub(crate) fn detach_legacy(iface: &str, attach_type: TcAttachType) -> Result<()
         TcHandle::from(LEGACY_HANDLE),
         None,
     )?;
-    drop(link);
+    // Deletes the filter by priority and handle; fails when there is none.
+    aya::programs::links::Link::detach(link)?;
     Ok(())
 }

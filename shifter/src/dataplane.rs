@@ -48,7 +48,8 @@ impl LoadOptions {
 
 enum Ingress {
     Tc(TcAttachment),
-    Xdp(XdpLink),
+    /// Held so the XDP link lives exactly as long as the attachment.
+    Xdp(#[expect(dead_code, reason = "owned for its lifetime, never read")] XdpLink),
 }
 
 struct Attachment {
@@ -199,6 +200,32 @@ impl DataPlane {
             self.detach(&iface)?;
         }
         Ok(())
+    }
+
+    /// Removes what an earlier process left attached to `iface` under `pin_dir`: pinned
+    /// tcx/XDP links (unpinning the last reference detaches them) and our legacy filters.
+    /// Returns true when something was removed.
+    pub fn detach_leftover(pin_dir: &Path, iface: &str) -> Result<bool> {
+        let mut removed = false;
+        for what in ["ingress", "egress", "xdp"] {
+            let path = pin_dir.join(format!("link-{iface}-{what}"));
+            match std::fs::remove_file(&path) {
+                Ok(()) => removed = true,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(Error::Pin {
+                        path,
+                        source: e.into(),
+                    });
+                }
+            }
+        }
+        for attach_type in [TcAttachType::Ingress, TcAttachType::Egress] {
+            if attach::detach_legacy(iface, attach_type).is_ok() {
+                removed = true;
+            }
+        }
+        Ok(removed)
     }
 
     /// Interfaces this process holds attachments for, with their hook and TC mode.
