@@ -1,1 +1,152 @@
-fn main() {}
+//! Developer workflows for shifter: `cargo xtask <command>` (the alias lives in .cargo/config.toml).
+//!
+//! Every command except `setup` first checks the machine and runs setup when something is missing.
+
+mod cmd;
+mod setup;
+
+use anyhow::bail;
+use clap::{Parser, Subcommand};
+use std::process::{Command, ExitCode};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "shifter developer workflows", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Make this machine able to build and test shifter (idempotent).
+    ///
+    /// On Debian as root installs the packages, bpf-linker and the `debian-bpf` rustup toolchain,
+    /// and mounts bpffs at /sys/fs/bpf. Elsewhere prints what is missing and how to get it.
+    ///
+    /// Example: `cargo xtask setup`
+    Setup,
+    /// Build the workspace (userspace crates; shifter's build script builds and embeds the eBPF
+    /// programs).
+    ///
+    /// Example: `cargo xtask build --release`
+    Build {
+        /// Build with the release profile.
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build, lint (clippy, rustfmt) and run every test, including the privileged ones (root).
+    ///
+    /// Example: `cargo xtask test` or `cargo xtask test -- smoke_load`
+    Test {
+        /// Test threads per test binary (the namespace tests are heavy; the machine is small).
+        #[arg(long, default_value_t = 2)]
+        test_threads: usize,
+        /// Arguments for the test harness, e.g. a test name filter.
+        #[arg(last = true)]
+        harness_args: Vec<String>,
+    },
+    /// Run the demo: blue and green servers in namespaces, the data plane attached, connections
+    /// sent at several weights, the observed split printed (root).
+    ///
+    /// Example: `cargo xtask demo`
+    Demo {
+        /// Arguments for the demo binary.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+}
+
+fn cargo() -> Command {
+    // The rustup proxy: picks the workspace's toolchain and finds clippy and rustfmt.
+    Command::new("cargo")
+}
+
+fn require_root(what: &str) -> anyhow::Result<()> {
+    if !cmd::is_root() {
+        bail!(
+            "`cargo xtask {what}` must run as root: it loads eBPF programs, creates network \
+             namespaces and pins under /sys/fs/bpf (try `sudo -E cargo xtask {what}`)"
+        );
+    }
+    Ok(())
+}
+
+fn build(release: bool) -> anyhow::Result<()> {
+    setup::ensure(setup::Scope::BUILD)?;
+    cmd::step("build");
+    let mut c = cargo();
+    c.arg("build");
+    if release {
+        c.arg("--release");
+    }
+    cmd::run("build", &mut c)
+}
+
+fn test(test_threads: usize, harness_args: &[String]) -> anyhow::Result<()> {
+    require_root("test")?;
+    setup::ensure(setup::Scope::ALL)?;
+    cmd::step("build");
+    cmd::run("build", cargo().arg("build"))?;
+    cmd::step("clippy");
+    cmd::run(
+        "clippy",
+        cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]),
+    )?;
+    cmd::step("rustfmt");
+    cmd::run("rustfmt", cargo().args(["fmt", "--all", "--check"]))?;
+    cmd::step("test");
+    let mut c = cargo();
+    // shifter-ebpf only builds for the BPF target (shifter/build.rs builds it and the smoke and
+    // packet tests run it through the kernel), so it is excluded from the host test build.
+    c.args([
+        "test",
+        "--workspace",
+        "--exclude",
+        "shifter-ebpf",
+        "--",
+        "--test-threads",
+        &test_threads.to_string(),
+    ]);
+    c.args(harness_args);
+    cmd::run("test", &mut c)?;
+    eprintln!("\nall checks passed");
+    Ok(())
+}
+
+fn demo(args: &[String]) -> anyhow::Result<()> {
+    require_root("demo")?;
+    setup::ensure(setup::Scope::RUN)?;
+    cmd::step("demo");
+    let mut c = cargo();
+    c.args([
+        "run",
+        "--release",
+        "-p",
+        "shifter-tests",
+        "--bin",
+        "shifter-demo",
+        "--",
+    ]);
+    c.args(args);
+    cmd::run("demo", &mut c)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Setup => setup::run(),
+        Cmd::Build { release } => build(release),
+        Cmd::Test {
+            test_threads,
+            harness_args,
+        } => test(test_threads, &harness_args),
+        Cmd::Demo { args } => demo(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
