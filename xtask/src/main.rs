@@ -131,7 +131,30 @@ fn demo(args: &[String]) -> anyhow::Result<()> {
     cmd::run("demo", &mut c)
 }
 
+/// Puts cargo's bin directory on `PATH` for every command we start: `cargo install` puts
+/// bpf-linker there, and a fresh shell (or sudo) may not have it on `PATH`.
+fn add_cargo_bin_to_path() {
+    let Some(bin) = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cargo")))
+        .map(|h| h.join("bin"))
+    else {
+        return;
+    };
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs: Vec<_> = std::env::split_paths(&path).collect();
+    if dirs.contains(&bin) {
+        return;
+    }
+    dirs.insert(0, bin);
+    if let Ok(joined) = std::env::join_paths(dirs) {
+        // SAFETY: called first thing in main, before any other thread exists.
+        unsafe { std::env::set_var("PATH", joined) };
+    }
+}
+
 fn main() -> ExitCode {
+    add_cargo_bin_to_path();
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Setup => setup::run(),
