@@ -18,11 +18,13 @@ pub const MAP_FLOWS: &str = "SHIFTER_FLOWS";
 pub const MAP_COUNTERS: &str = "SHIFTER_CNT";
 pub const MAP_PORT_BITMAP: &str = "SHIFTER_PORTS";
 pub const MAP_USER_REMOVED: &str = "SHIFTER_UREM";
+pub const MAP_SOCKETS: &str = "SHIFTER_SOCKS";
 
 /// Program names in the object file.
 pub const PROG_TC_INGRESS: &str = "shifter_tc_ingress";
 pub const PROG_TC_EGRESS: &str = "shifter_tc_egress";
 pub const PROG_XDP_INGRESS: &str = "shifter_xdp_ingress";
+pub const PROG_SOCK_OPS: &str = "shifter_sock_ops";
 
 /// Key of the `SHIFTER_SVC` hash map: which service (slot) a packet to a local port is for.
 /// An all-zero `addr` is the wildcard that matches every local address.

@@ -1,14 +1,15 @@
 //! Egress: replies of shifted connections get their source port back to the service port.
 //! Replies on direct connections to a backend port have no entry and are left alone.
 
-use aya_ebpf::programs::TcContext;
+use aya_ebpf::{EbpfContext as _, helpers::bpf_get_socket_cookie, programs::TcContext};
 use shifter_common::{
-    FLOW_ESTABLISHED, FLOW_FIN_OUT, FlowKey, PORT_BITMAP_BACKEND_BASE, PROTO_TCP,
+    FLOW_ESTABLISHED, FLOW_FIN_OUT, FLOW_RECOVERED, FlowKey, FlowValue,
+    PORT_BITMAP_BACKEND_BASE, PROTO_TCP,
 };
 
 use crate::{
     ctx::{PacketCtx, Tc},
-    maps::{FLOWS, counters, port_in},
+    maps::{FLOWS, SOCKETS, counters, port_in},
     parse::{self, L4_SPORT, TCP_FIN, TCP_RST},
 };
 
@@ -28,7 +29,10 @@ pub fn run(ctx: &TcContext) -> Result<(), ()> {
         proto: pkt.proto,
         _pad: [0; 3],
     };
-    let entry = FLOWS.get_ptr_mut(&key).ok_or(())?;
+    let entry = match FLOWS.get_ptr_mut(&key) {
+        Some(e) => e,
+        None => restore_from_socket(ctx.0, &key)?,
+    };
     // SAFETY: map value pointer, valid for this program run.
     let e = unsafe { &mut *entry };
     let (service_port, slot, backend) = (e.service_port, u32::from(e.slot), e.backend);
@@ -56,4 +60,26 @@ pub fn run(ctx: &TcContext) -> Result<(), ()> {
         c.egress_bytes += u64::from(ctx.frame_len());
     }
     Ok(())
+}
+
+/// The flow entry is gone (evicted or cleared) but the socket remembers that its
+/// connection was shifted: restore the entry. A direct connection has no record.
+#[inline(always)]
+fn restore_from_socket(ctx: &TcContext, key: &FlowKey) -> Result<*mut FlowValue, ()> {
+    if key.proto != PROTO_TCP {
+        return Err(());
+    }
+    // SAFETY: the helper reads skb->sk; 0 when the packet has no socket.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    if cookie == 0 {
+        return Err(());
+    }
+    // SAFETY: map value copied out immediately.
+    let mut value = *unsafe { SOCKETS.get(&cookie) }.ok_or(())?;
+    value.flags |= FLOW_RECOVERED;
+    FLOWS.insert(key, &value, 0).map_err(|_| ())?;
+    if let Some(c) = counters(u32::from(value.slot), value.backend) {
+        c.recoveries += 1;
+    }
+    FLOWS.get_ptr_mut(key).ok_or(())
 }

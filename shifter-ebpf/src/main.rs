@@ -15,11 +15,12 @@ mod ingress;
 mod maps;
 mod parse;
 mod sk;
+mod sockops;
 
 use aya_ebpf::{
     bindings::{TC_ACT_UNSPEC, xdp_action},
-    macros::{classifier, xdp},
-    programs::{TcContext, XdpContext},
+    macros::{classifier, sock_ops, xdp},
+    programs::{SockOpsContext, TcContext, XdpContext},
 };
 
 /// "Continue": lets any program after ours run (TCX_NEXT / TC_ACT_UNSPEC) and otherwise passes.
@@ -41,6 +42,12 @@ pub fn shifter_tc_egress(ctx: TcContext) -> i32 {
 pub fn shifter_xdp_ingress(ctx: XdpContext) -> u32 {
     let _ = ingress::run(&ingress::Xdp(&ctx));
     xdp_action::XDP_PASS
+}
+
+#[sock_ops]
+pub fn shifter_sock_ops(ctx: SockOpsContext) -> u32 {
+    sockops::run(&ctx);
+    1
 }
 
 #[cfg(not(test))]

@@ -52,3 +52,11 @@ pub fn counters(slot: u32, backend: u8) -> Option<&'static mut BackendCounters> 
 /// userspace; kept in a pinned map so eviction accounting survives daemon restarts.
 #[map(name = "SHIFTER_UREM")]
 pub static USER_REMOVED: Array<u64> = Array::pinned(MAX_SERVICES * 2, 0);
+
+/// Socket cookie -> the flow's value, for every shifted TCP connection, written by the
+/// sock_ops program when the connection is established and removed when it closes. It is
+/// egress's own truth when the flow entry is gone (evicted or cleared) and the server
+/// speaks first. Sized like the flow table by the loader.
+#[map(name = "SHIFTER_SOCKS")]
+pub static SOCKETS: LruHashMap<u64, FlowValue> =
+    LruHashMap::pinned(shifter_common::DEFAULT_FLOW_CAPACITY, 0);

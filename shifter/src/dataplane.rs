@@ -2,6 +2,7 @@
 
 use std::{
     collections::BTreeMap,
+    os::fd::AsFd as _,
     path::{Path, PathBuf},
 };
 
@@ -9,7 +10,7 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray},
     programs::{
-        SchedClassifier, TcAttachType, Xdp, XdpMode,
+        CgroupAttachMode, SchedClassifier, SockOps, TcAttachType, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
         xdp::XdpLink,
     },
@@ -18,7 +19,7 @@ use log::info;
 use shifter_common::{
     DEFAULT_FLOW_CAPACITY, FlowKey, FlowValue, MAP_COUNTERS, MAP_FLOWS, MAP_PORT_BITMAP,
     MAP_SERVICE_CONFIG, MAP_SERVICES, MAP_USER_REMOVED, PROG_TC_EGRESS, PROG_TC_INGRESS,
-    PROG_XDP_INGRESS, ServiceKey,
+    MAP_SOCKETS, PROG_SOCK_OPS, PROG_XDP_INGRESS, ServiceKey,
 };
 
 use crate::{
@@ -75,6 +76,21 @@ pub struct DataPlane {
     pub(crate) ebpf: Ebpf,
     pin_dir: PathBuf,
     attachments: BTreeMap<String, Attachment>,
+    /// The sock_ops link on the cgroup v2 root, attached with the first interface.
+    sock_ops: Option<PinnedLink>,
+}
+
+/// Pin name of the sock_ops link (host-wide, not per interface).
+const SOCK_OPS_PIN: &str = "link-sockops";
+
+/// Where cgroup v2 is mounted (`/sys/fs/cgroup` on unified hosts).
+fn cgroup2_root() -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
+    mounts.lines().find_map(|line| {
+        let mut f = line.split_whitespace();
+        let (_, path, fstype) = (f.next()?, f.next()?, f.next()?);
+        (fstype == "cgroup2").then(|| PathBuf::from(path))
+    })
 }
 
 impl DataPlane {
@@ -91,6 +107,7 @@ impl DataPlane {
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(&opts.pin_dir)
             .map_max_entries(MAP_FLOWS, opts.flow_capacity)
+            .map_max_entries(MAP_SOCKETS, opts.flow_capacity)
             .load(EBPF_OBJECT)
             .map_err(load_err)?;
         for name in [PROG_TC_INGRESS, PROG_TC_EGRESS] {
@@ -102,11 +119,60 @@ impl DataPlane {
             name: PROG_XDP_INGRESS,
             source,
         })?;
+        let sock_ops: &mut SockOps = program(&mut ebpf, PROG_SOCK_OPS)?;
+        sock_ops.load().map_err(|source| Error::Program {
+            name: PROG_SOCK_OPS,
+            source,
+        })?;
         Ok(Self {
             ebpf,
             pin_dir: opts.pin_dir.clone(),
             attachments: BTreeMap::new(),
+            sock_ops: None,
         })
+    }
+
+    /// Attaches the sock_ops program to the cgroup v2 root (adopting a pinned link), so
+    /// shifted connections are remembered per socket for egress.
+    fn ensure_sock_ops(&mut self) -> Result<()> {
+        if self.sock_ops.is_some() {
+            return Ok(());
+        }
+        let pin = self.pin_dir.join(SOCK_OPS_PIN);
+        let attach_err = |source: attach::BoxError| Error::Attach {
+            iface: "cgroup2".into(),
+            hook: "sock_ops".into(),
+            program: PROG_SOCK_OPS,
+            source,
+        };
+        let prog: &mut SockOps = program(&mut self.ebpf, PROG_SOCK_OPS)?;
+        let pinned = match PinnedLink::from_pin(&pin) {
+            // Adopted: the kernel keeps the program of the pinned link; a new build would
+            // need a link update, which cgroup links support too.
+            Ok(pinned) => {
+                let link = crate::sys::obj_get(&pin).map_err(|e| attach_err(e.into()))?;
+                let prog_fd = prog.fd().map_err(|e| attach_err(e.into()))?;
+                crate::sys::link_update(link.as_fd(), prog_fd.as_fd())
+                    .map_err(|e| attach_err(e.into()))?;
+                pinned
+            }
+            Err(_) => {
+                let root = cgroup2_root()
+                    .ok_or_else(|| attach_err("no cgroup2 mount in /proc/mounts".into()))?;
+                let cgroup = std::fs::File::open(&root).map_err(|e| attach_err(e.into()))?;
+                let id = prog
+                    .attach(&cgroup, CgroupAttachMode::AllowMultiple)
+                    .map_err(|e| attach_err(e.into()))?;
+                let link: FdLink = prog
+                    .take_link(id)
+                    .map_err(|e| attach_err(e.into()))?
+                    .try_into()
+                    .map_err(|e: aya::programs::links::LinkError| attach_err(e.into()))?;
+                pin_fd(link, &pin)?
+            }
+        };
+        self.sock_ops = Some(pinned);
+        Ok(())
     }
 
     pub fn pin_dir(&self) -> &Path {
@@ -124,6 +190,7 @@ impl DataPlane {
         if self.attachments.contains_key(iface) {
             self.detach(iface)?;
         }
+        self.ensure_sock_ops()?;
         let attach_err = |program: &'static str| {
             let iface = iface.to_owned();
             move |source| Error::Attach {
@@ -198,6 +265,10 @@ impl DataPlane {
         let ifaces: Vec<String> = self.attachments.keys().cloned().collect();
         for iface in ifaces {
             self.detach(&iface)?;
+        }
+        if let Some(link) = self.sock_ops.take() {
+            // Unpinning drops the last reference: the program leaves the cgroup.
+            let _ = link.unpin();
         }
         Ok(())
     }

@@ -10,6 +10,7 @@ pub mod error;
 pub mod flows;
 pub mod service;
 pub mod stats;
+mod sys;
 
 pub use attach::{Hook, TcMode};
 pub use dataplane::{DataPlane, LoadOptions};

@@ -1,0 +1,99 @@
+//! sock_ops: remember, per socket, that a connection accepted on a backend port was shifted.
+
+use aya_ebpf::{
+    bindings::{
+        BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB, BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG,
+        BPF_TCP_CLOSE,
+    },
+    helpers::bpf_get_socket_cookie,
+    programs::SockOpsContext,
+    EbpfContext as _,
+};
+use shifter_common::{FLOW_ESTABLISHED, FlowKey, PROTO_TCP, v4_mapped};
+
+use crate::maps::{FLOWS, SOCKETS};
+
+const AF_INET: u32 = 2;
+
+#[inline(always)]
+pub fn run(ctx: &SockOpsContext) {
+    match ctx.op() {
+        BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB => on_established(ctx),
+        BPF_SOCK_OPS_STATE_CB if ctx.arg(1) == BPF_TCP_CLOSE => {
+            // SAFETY: the helper reads the socket behind the sock_ops context.
+            let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+            let _ = SOCKETS.remove(&cookie);
+        }
+        _ => {}
+    }
+}
+
+/// Reads a context field with one load at a constant offset (the verifier rejects
+/// loads through a pointer derived from the context).
+macro_rules! field {
+    ($ops:expr, $f:ident) => {
+        // SAFETY: `ops` is the program's context pointer.
+        unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*$ops).$f)) }
+    };
+}
+
+#[inline(always)]
+fn on_established(ctx: &SockOpsContext) {
+    let ops = ctx.ops;
+    let (client_addr, local_addr) = if field!(ops, family) == AF_INET {
+        (
+            v4_mapped(field!(ops, remote_ip4).to_ne_bytes()),
+            v4_mapped(field!(ops, local_ip4).to_ne_bytes()),
+        )
+    } else {
+        let r = [
+            field!(ops, remote_ip6)[0],
+            field!(ops, remote_ip6)[1],
+            field!(ops, remote_ip6)[2],
+            field!(ops, remote_ip6)[3],
+        ];
+        let l = [
+            field!(ops, local_ip6)[0],
+            field!(ops, local_ip6)[1],
+            field!(ops, local_ip6)[2],
+            field!(ops, local_ip6)[3],
+        ];
+        (words_to_bytes(r), words_to_bytes(l))
+    };
+    let key = FlowKey {
+        client_addr,
+        local_addr,
+        // remote_port holds the network-order port in its upper half.
+        client_port: u32::from_be(field!(ops, remote_port)) as u16,
+        backend_port: field!(ops, local_port) as u16,
+        proto: PROTO_TCP,
+        _pad: [0; 3],
+    };
+    // SAFETY: map value copied out immediately.
+    let Some(flow) = (unsafe { FLOWS.get(&key) }) else {
+        return; // a direct connection to the backend: nothing to remember
+    };
+    let mut value = *flow;
+    value.flags |= FLOW_ESTABLISHED;
+    // SAFETY: the helper reads the socket behind the sock_ops context.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    if SOCKETS.insert(&cookie, &value, 0).is_ok() {
+        // Ask for the state callback so the record goes when the socket closes.
+        let _ = ctx.set_cb_flags((ctx.cb_flags() | BPF_SOCK_OPS_STATE_CB_FLAG) as i32);
+    }
+}
+
+#[inline(always)]
+fn words_to_bytes(w: [u32; 4]) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    let mut i = 0;
+    while i < 4 {
+        let b = w[i].to_ne_bytes();
+        out[i * 4] = b[0];
+        out[i * 4 + 1] = b[1];
+        out[i * 4 + 2] = b[2];
+        out[i * 4 + 3] = b[3];
+        i += 1;
+    }
+    out
+}
