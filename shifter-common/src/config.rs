@@ -141,15 +141,27 @@ mod tests {
         };
         assert_eq!(good.validate(), Ok(()));
         assert_eq!(
-            ServiceConfig { weight: 10001, ..good }.validate(),
+            ServiceConfig {
+                weight: 10001,
+                ..good
+            }
+            .validate(),
             Err(ConfigError::WeightOutOfRange(10001))
         );
         assert_eq!(
-            ServiceConfig { green_port: 1, ..good }.validate(),
+            ServiceConfig {
+                green_port: 1,
+                ..good
+            }
+            .validate(),
             Err(ConfigError::SameBlueAndGreen(1))
         );
         assert_eq!(
-            ServiceConfig { blue_port: 0, ..good }.validate(),
+            ServiceConfig {
+                blue_port: 0,
+                ..good
+            }
+            .validate(),
             Err(ConfigError::ZeroPort)
         );
     }

@@ -205,7 +205,10 @@ mod tests {
                 }
             }
             if (2500..=5000).contains(&weight) {
-                assert!(seen[0] > 0 && seen[1] > 0, "affinity must still split clients");
+                assert!(
+                    seen[0] > 0 && seen[1] > 0,
+                    "affinity must still split clients"
+                );
             }
         }
     }
@@ -224,6 +227,9 @@ mod tests {
                 choose_backend(&t, &c) == Backend::Green
             })
             .count();
-        assert!((800..1200).contains(&green), "{green} of 2000 ports went green");
+        assert!(
+            (800..1200).contains(&green),
+            "{green} of 2000 ports went green"
+        );
     }
 }

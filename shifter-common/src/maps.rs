@@ -138,7 +138,9 @@ pub const PORT_BITMAP_BACKEND_BASE: u32 = PORT_BITMAP_WORDS;
 /// Maps an IPv4 address into the 16-byte form used in keys.
 #[inline(always)]
 pub const fn v4_mapped(a: [u8; 4]) -> [u8; 16] {
-    [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3]]
+    [
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3],
+    ]
 }
 
 #[cfg(feature = "user")]

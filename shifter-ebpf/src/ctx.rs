@@ -8,7 +8,10 @@ use aya_ebpf::{
 };
 use shifter_common::PROTO_UDP;
 
-use crate::{csum, parse::{self, Packet}};
+use crate::{
+    csum,
+    parse::{self, Packet},
+};
 
 pub trait PacketCtx {
     fn data(&self) -> usize;
@@ -33,7 +36,9 @@ impl Tc<'_> {
         let linear = (self.0.data_end() - self.0.data()) as u32;
         let len = self.0.len();
         if linear < len && linear < PULL_LEN {
-            let _ = self.0.pull_data(if len < PULL_LEN { len } else { PULL_LEN });
+            let _ = self
+                .0
+                .pull_data(if len < PULL_LEN { len } else { PULL_LEN });
         }
     }
 }
@@ -64,7 +69,12 @@ impl PacketCtx for Tc<'_> {
             flags |= u64::from(BPF_F_MARK_MANGLED_0);
         }
         self.0
-            .l4_csum_replace(pkt.csum_off(), u64::from(old.to_be()), u64::from(new.to_be()), flags)
+            .l4_csum_replace(
+                pkt.csum_off(),
+                u64::from(old.to_be()),
+                u64::from(new.to_be()),
+                flags,
+            )
             .map_err(|_| ())?;
         self.0
             .store(pkt.l4_off + field, &new.to_be(), 0)

@@ -3,8 +3,8 @@
 
 use aya_ebpf::{EbpfContext as _, helpers::bpf_get_socket_cookie, programs::TcContext};
 use shifter_common::{
-    FLOW_ESTABLISHED, FLOW_FIN_OUT, FLOW_RECOVERED, FlowKey, FlowValue,
-    PORT_BITMAP_BACKEND_BASE, PROTO_TCP,
+    FLOW_ESTABLISHED, FLOW_FIN_OUT, FLOW_RECOVERED, FlowKey, FlowValue, PORT_BITMAP_BACKEND_BASE,
+    PROTO_TCP,
 };
 
 use crate::{

@@ -55,7 +55,12 @@ pub struct Packet {
 impl Packet {
     #[inline(always)]
     pub fn csum_off(&self) -> usize {
-        self.l4_off + if self.proto == PROTO_TCP { TCP_CSUM } else { UDP_CSUM }
+        self.l4_off
+            + if self.proto == PROTO_TCP {
+                TCP_CSUM
+            } else {
+                UDP_CSUM
+            }
     }
     #[inline(always)]
     pub fn is_syn(&self) -> bool {
@@ -75,11 +80,10 @@ fn at<T>(data: usize, end: usize, off: usize) -> Result<*const T, ()> {
 #[inline(always)]
 fn be16(data: usize, end: usize, off: usize) -> Result<u16, ()> {
     // SAFETY: bounds checked by `at`.
-    Ok(u16::from_be(unsafe { at::<u16>(data, end, off)?.read_unaligned() }))
+    Ok(u16::from_be(unsafe {
+        at::<u16>(data, end, off)?.read_unaligned()
+    }))
 }
-
-
-
 
 /// Parses Ethernet (with up to two VLAN tags), IPv4 (with options) or IPv6 (with extension
 /// headers), then the TCP or UDP header. Later fragments (no ports) are `Err`.
@@ -181,7 +185,12 @@ pub fn parse(data: usize, end: usize) -> Result<Packet, ()> {
         PROTO_UDP => {
             // SAFETY: bounds checked by `at`.
             let h = unsafe { at::<[u8; 8]>(data, end, l4_off)?.read_unaligned() };
-            (u16::from_be_bytes([h[0], h[1]]), u16::from_be_bytes([h[2], h[3]]), 0, 0)
+            (
+                u16::from_be_bytes([h[0], h[1]]),
+                u16::from_be_bytes([h[2], h[3]]),
+                0,
+                0,
+            )
         }
         _ => return Err(()),
     };

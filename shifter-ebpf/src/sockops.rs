@@ -1,13 +1,13 @@
 //! sock_ops: remember, per socket, that a connection accepted on a backend port was shifted.
 
 use aya_ebpf::{
+    EbpfContext as _,
     bindings::{
         BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB, BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG,
         BPF_TCP_CLOSE,
     },
     helpers::bpf_get_socket_cookie,
     programs::SockOpsContext,
-    EbpfContext as _,
 };
 use shifter_common::{FLOW_ESTABLISHED, FlowKey, PROTO_TCP, v4_mapped};
 

@@ -39,7 +39,9 @@ impl std::str::FromStr for Hook {
             "tc" => Ok(Self::Tc),
             "xdp" => Ok(Self::Xdp),
             "xdp-generic" => Ok(Self::XdpGeneric),
-            other => Err(format!("unknown hook {other:?} (expected tc, xdp or xdp-generic)")),
+            other => Err(format!(
+                "unknown hook {other:?} (expected tc, xdp or xdp-generic)"
+            )),
         }
     }
 }
@@ -117,8 +119,7 @@ pub(crate) fn attach_tc(
         handle: TcHandle::from(LEGACY_HANDLE),
         classid: None,
     };
-    let id = match prog.attach_with_options(iface, attach_type, TcAttachOptions::Netlink(options))
-    {
+    let id = match prog.attach_with_options(iface, attach_type, TcAttachOptions::Netlink(options)) {
         Ok(id) => id,
         Err(_) => {
             // Our filter is already there (an earlier run): replace its program.

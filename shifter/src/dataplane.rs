@@ -18,8 +18,8 @@ use aya::{
 use log::info;
 use shifter_common::{
     DEFAULT_FLOW_CAPACITY, FlowKey, FlowValue, MAP_COUNTERS, MAP_FLOWS, MAP_PORT_BITMAP,
-    MAP_SERVICE_CONFIG, MAP_SERVICES, MAP_USER_REMOVED, PROG_TC_EGRESS, PROG_TC_INGRESS,
-    MAP_SOCKETS, PROG_SOCK_OPS, PROG_XDP_INGRESS, ServiceKey,
+    MAP_SERVICE_CONFIG, MAP_SERVICES, MAP_SOCKETS, MAP_USER_REMOVED, PROG_SOCK_OPS, PROG_TC_EGRESS,
+    PROG_TC_INGRESS, PROG_XDP_INGRESS, ServiceKey,
 };
 
 use crate::{
@@ -112,7 +112,8 @@ impl DataPlane {
             .map_err(load_err)?;
         for name in [PROG_TC_INGRESS, PROG_TC_EGRESS] {
             let prog: &mut SchedClassifier = program(&mut ebpf, name)?;
-            prog.load().map_err(|source| Error::Program { name, source })?;
+            prog.load()
+                .map_err(|source| Error::Program { name, source })?;
         }
         let xdp: &mut Xdp = program(&mut ebpf, PROG_XDP_INGRESS)?;
         xdp.load().map_err(|source| Error::Program {
@@ -358,10 +359,13 @@ impl Drop for DataPlane {
         // Keep the data plane running without us: legacy filters would be removed when
         // their link handle drops, so forget those handles. Pinned links stay pinned.
         for (_, a) in std::mem::take(&mut self.attachments) {
-            for tc in [a.egress, a.ingress.and_then(|i| match i {
-                Ingress::Tc(t) => Some(t),
-                Ingress::Xdp(_) => None,
-            })]
+            for tc in [
+                a.egress,
+                a.ingress.and_then(|i| match i {
+                    Ingress::Tc(t) => Some(t),
+                    Ingress::Xdp(_) => None,
+                }),
+            ]
             .into_iter()
             .flatten()
             {
@@ -385,12 +389,12 @@ fn remove_attachment(iface: &str, entry: Attachment, pin_dir: &Path) {
 fn pin_tc(link: TcAttachment, path: &Path) -> Result<TcAttachment> {
     match link {
         TcAttachment::Tcx(link) => {
-            let fd: FdLink = link.try_into().map_err(|e: aya::programs::links::LinkError| {
-                Error::Pin {
+            let fd: FdLink = link
+                .try_into()
+                .map_err(|e: aya::programs::links::LinkError| Error::Pin {
                     path: path.to_owned(),
                     source: e.into(),
-                }
-            })?;
+                })?;
             let pinned = pin_fd(fd, path)?;
             let fd = FdLink::from(pinned);
             Ok(TcAttachment::Tcx(fd.try_into().map_err(

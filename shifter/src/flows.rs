@@ -3,8 +3,8 @@
 use std::{net::IpAddr, time::Duration};
 
 use shifter_common::{
-    Backend, FLOW_FIN_IN, FLOW_FIN_OUT, FlowKey, FlowValue, MAP_FLOWS, MAP_USER_REMOVED,
-    PROTO_TCP, counter_index,
+    Backend, FLOW_FIN_IN, FLOW_FIN_OUT, FlowKey, FlowValue, MAP_FLOWS, MAP_USER_REMOVED, PROTO_TCP,
+    counter_index,
 };
 
 use crate::{
@@ -112,7 +112,10 @@ impl DataPlane {
         })
     }
 
-    fn remove_flows(&mut self, mut doomed: impl FnMut(&FlowKey, &FlowValue) -> bool) -> Result<usize> {
+    fn remove_flows(
+        &mut self,
+        mut doomed: impl FnMut(&FlowKey, &FlowValue) -> bool,
+    ) -> Result<usize> {
         let victims: Vec<(FlowKey, FlowValue)> = {
             let map = self.flows_map()?;
             map.iter()
@@ -136,7 +139,8 @@ impl DataPlane {
         let mut urem = self.user_removed_map()?;
         for (idx, n) in per_counter {
             let old = urem.get(&idx, 0).map_err(map_err(MAP_USER_REMOVED))?;
-            urem.set(idx, old + n, 0).map_err(map_err(MAP_USER_REMOVED))?;
+            urem.set(idx, old + n, 0)
+                .map_err(map_err(MAP_USER_REMOVED))?;
         }
         Ok(removed)
     }

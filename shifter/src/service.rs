@@ -64,7 +64,10 @@ impl Service {
         if self.local_addrs.is_empty() {
             vec![key([0; 16])]
         } else {
-            self.local_addrs.iter().map(|a| key(addr_bytes(*a))).collect()
+            self.local_addrs
+                .iter()
+                .map(|a| key(addr_bytes(*a)))
+                .collect()
         }
     }
 }
@@ -165,7 +168,9 @@ impl DataPlane {
             return Err(invalid("port 0 is not a service port".into()));
         }
         if svc.port == svc.config.blue_port || svc.port == svc.config.green_port {
-            return Err(invalid("the service port cannot also be a backend port".into()));
+            return Err(invalid(
+                "the service port cannot also be a backend port".into(),
+            ));
         }
         let current = self.services()?;
         let existing = current
