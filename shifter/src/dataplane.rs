@@ -162,7 +162,10 @@ impl DataPlane {
                     .ok_or_else(|| attach_err("no cgroup2 mount in /proc/mounts".into()))?;
                 let cgroup = std::fs::File::open(&root).map_err(|e| attach_err(e.into()))?;
                 let id = prog
-                    .attach(&cgroup, CgroupAttachMode::AllowMultiple)
+                    // aya passes the mode as bpf_link_create flags, which the kernel
+                    // requires to be 0 for cgroup links (EINVAL otherwise); a link never
+                    // excludes other programs anyway.
+                    .attach(&cgroup, CgroupAttachMode::Single)
                     .map_err(|e| attach_err(e.into()))?;
                 let link: FdLink = prog
                     .take_link(id)
