@@ -1,0 +1,358 @@
+//! Client traffic for the namespace tests: many short request/response connections (or UDP
+//! exchanges), and long-lived connections that keep exchanging data. Every result records
+//! which backend answered. Each function runs in the calling thread's network namespace
+//! (use `netns::run_in`), except `LongLived`, which takes the namespace itself.
+
+use std::{
+    io::{Read, Write},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    thread::{self, JoinHandle},
+    time::{Duration, Instant},
+};
+
+use crate::netns::{self, GREEN_ID, MSG_LEN};
+
+/// What happened to one short connection or datagram exchange.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// The client's source port.
+    pub local_port: u16,
+    /// Id byte of the server that answered, if any did.
+    pub backend: Option<u8>,
+    pub error: Option<String>,
+}
+
+/// Results of a batch of short exchanges.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    pub outcomes: Vec<Outcome>,
+}
+
+impl Report {
+    /// Exchanges answered by the server with `id`.
+    pub fn count(&self, id: u8) -> usize {
+        self.outcomes
+            .iter()
+            .filter(|o| o.error.is_none() && o.backend == Some(id))
+            .count()
+    }
+    pub fn failures(&self) -> Vec<&Outcome> {
+        self.outcomes.iter().filter(|o| o.error.is_some()).collect()
+    }
+    /// Green's share of the answered exchanges, in percent.
+    pub fn green_percent(&self) -> f64 {
+        let answered = self.outcomes.iter().filter(|o| o.error.is_none()).count();
+        if answered == 0 {
+            return 0.0;
+        }
+        self.count(GREEN_ID) as f64 * 100.0 / answered as f64
+    }
+    /// The first few failures, for an assertion message.
+    pub fn failure_summary(&self) -> String {
+        let f = self.failures();
+        let mut s = format!("{} of {} failed", f.len(), self.outcomes.len());
+        for o in f.iter().take(5) {
+            s.push_str(&format!(
+                "; port {}: {}",
+                o.local_port,
+                o.error.as_deref().unwrap_or("")
+            ));
+        }
+        s
+    }
+}
+
+fn request(seq: u64) -> [u8; MSG_LEN] {
+    seq.to_be_bytes()
+}
+
+/// Checks an echo reply and returns the id byte.
+fn check_reply(reply: &[u8; MSG_LEN + 1], req: &[u8; MSG_LEN]) -> Result<u8, String> {
+    if &reply[1..] != req {
+        return Err(format!("echo mismatch: sent {req:?}, got {:?}", &reply[1..]));
+    }
+    Ok(reply[0])
+}
+
+fn tcp_exchange(s: &mut TcpStream, seq: u64) -> Result<u8, String> {
+    let req = request(seq);
+    s.write_all(&req).map_err(|e| format!("write: {e}"))?;
+    let mut reply = [0u8; MSG_LEN + 1];
+    s.read_exact(&mut reply).map_err(|e| format!("read: {e}"))?;
+    check_reply(&reply, &req)
+}
+
+fn tcp_one(target: SocketAddr, timeout: Duration, seq: u64) -> Outcome {
+    let mut out = Outcome {
+        local_port: 0,
+        backend: None,
+        error: None,
+    };
+    let result = (|| {
+        let mut s =
+            TcpStream::connect_timeout(&target, timeout).map_err(|e| format!("connect: {e}"))?;
+        out.local_port = s.local_addr().map_err(|e| e.to_string())?.port();
+        s.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+        s.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+        s.set_nodelay(true).map_err(|e| e.to_string())?;
+        let peer = s.peer_addr().map_err(|e| e.to_string())?;
+        if peer != target {
+            return Err(format!("peer is {peer}, not {target}"));
+        }
+        tcp_exchange(&mut s, seq)
+    })();
+    match result {
+        Ok(id) => out.backend = Some(id),
+        Err(e) => out.error = Some(e),
+    }
+    out
+}
+
+/// `n` short TCP connections to `target`, one after the other, each doing one
+/// request/response and closing. Each step is bounded by `timeout`; the whole batch stops
+/// early (remaining connections count as failures) after `budget`.
+pub fn tcp_short(target: SocketAddr, n: usize, timeout: Duration, budget: Duration) -> Report {
+    let start = Instant::now();
+    let mut report = Report::default();
+    for i in 0..n {
+        if start.elapsed() > budget {
+            report.outcomes.push(Outcome {
+                local_port: 0,
+                backend: None,
+                error: Some(format!("not attempted: batch budget {budget:?} exhausted")),
+            });
+            continue;
+        }
+        report.outcomes.push(tcp_one(target, timeout, i as u64));
+    }
+    report
+}
+
+/// One UDP request/response from each source port in `ports` to `target`. The reply must
+/// come from `target` itself (the service address and port, i.e. rewritten back). A lost
+/// datagram is retried up to `retries` times, each waiting `timeout`.
+pub fn udp_requests(
+    target: SocketAddr,
+    ports: std::ops::Range<u16>,
+    timeout: Duration,
+    retries: u32,
+) -> Report {
+    let bind_ip = match target.ip() {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    };
+    let mut report = Report::default();
+    for (i, port) in ports.enumerate() {
+        let mut out = Outcome {
+            local_port: port,
+            backend: None,
+            error: None,
+        };
+        let result = (|| {
+            let s = UdpSocket::bind(SocketAddr::new(bind_ip, port))
+                .map_err(|e| format!("bind: {e}"))?;
+            s.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+            let req = request(i as u64);
+            let mut last = String::new();
+            for _ in 0..=retries {
+                s.send_to(&req, target).map_err(|e| format!("send: {e}"))?;
+                let mut buf = [0u8; 64];
+                match s.recv_from(&mut buf) {
+                    Ok((n, from)) => {
+                        if from != target {
+                            return Err(format!("reply came from {from}, not {target}"));
+                        }
+                        if n != MSG_LEN + 1 {
+                            return Err(format!("reply of {n} bytes"));
+                        }
+                        let mut reply = [0u8; MSG_LEN + 1];
+                        reply.copy_from_slice(&buf[..n]);
+                        return check_reply(&reply, &req);
+                    }
+                    Err(e) => last = format!("recv: {e}"),
+                }
+            }
+            Err(format!("no reply after {} tries ({last})", retries + 1))
+        })();
+        match result {
+            Ok(id) => out.backend = Some(id),
+            Err(e) => out.error = Some(e),
+        }
+        report.outcomes.push(out);
+    }
+    report
+}
+
+/// One long-lived connection's story.
+#[derive(Clone, Debug)]
+pub struct LongConn {
+    pub local_port: u16,
+    /// Backend of the first exchange.
+    pub first_backend: Option<u8>,
+    /// Exchanges completed.
+    pub exchanges: u64,
+    /// The first reply from another backend than the first one, if any.
+    pub switched_to: Option<u8>,
+    /// The error that ended the connection, if any.
+    pub error: Option<String>,
+}
+
+/// Long-lived TCP connections that keep doing request/response in rounds (each live
+/// connection one exchange per round) until stopped. One thread inside the client
+/// namespace drives them all.
+pub struct LongLived {
+    stop: Arc<AtomicBool>,
+    rounds: Arc<AtomicU64>,
+    handle: Option<JoinHandle<Vec<LongConn>>>,
+}
+
+impl LongLived {
+    /// Opens `n` connections to `target` from namespace `ns`, each completing one exchange,
+    /// then keeps them busy. Returns once all are open (or failed to open).
+    pub fn open(ns: &str, target: SocketAddr, n: usize, timeout: Duration) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let rounds = Arc::new(AtomicU64::new(0));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let handle = {
+            let (stop, rounds) = (stop.clone(), rounds.clone());
+            netns::spawn_in(ns, move || {
+                let mut conns: Vec<(Option<TcpStream>, LongConn)> = (0..n)
+                    .map(|i| {
+                        tcp_open(target, timeout, i as u64)
+                    })
+                    .collect();
+                let _ = ready_tx.send(());
+                let mut seq = n as u64;
+                while !stop.load(Ordering::Relaxed) {
+                    for (stream, c) in &mut conns {
+                        let Some(s) = stream else { continue };
+                        seq += 1;
+                        match tcp_exchange(s, seq) {
+                            Ok(id) => {
+                                c.exchanges += 1;
+                                if Some(id) != c.first_backend && c.switched_to.is_none() {
+                                    c.switched_to = Some(id);
+                                }
+                            }
+                            Err(e) => {
+                                c.error = Some(e);
+                                *stream = None;
+                            }
+                        }
+                    }
+                    rounds.fetch_add(1, Ordering::Relaxed);
+                    // Leave the CPUs some air between rounds.
+                    thread::sleep(Duration::from_millis(1));
+                }
+                conns.into_iter().map(|(_, c)| c).collect()
+            })
+        };
+        // Opening is bounded by n * (connect + exchange timeouts); wait for it.
+        let _ = ready_rx.recv();
+        Self {
+            stop,
+            rounds,
+            handle: Some(handle),
+        }
+    }
+
+    /// Rounds completed so far.
+    pub fn rounds(&self) -> u64 {
+        self.rounds.load(Ordering::Relaxed)
+    }
+
+    /// Waits until `more` further rounds completed; false when `deadline` passed first.
+    pub fn wait_rounds(&self, more: u64, deadline: Duration) -> bool {
+        let target = self.rounds() + more;
+        let start = Instant::now();
+        while self.rounds() < target {
+            if start.elapsed() > deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(2));
+        }
+        true
+    }
+
+    /// Stops the exchanges and returns each connection's story. The connections close.
+    pub fn finish(mut self) -> Vec<LongConn> {
+        self.stop.store(true, Ordering::Relaxed);
+        match self.handle.take().expect("joined once").join() {
+            Ok(v) => v,
+            Err(p) => std::panic::resume_unwind(p),
+        }
+    }
+}
+
+impl Drop for LongLived {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn tcp_open(target: SocketAddr, timeout: Duration, seq: u64) -> (Option<TcpStream>, LongConn) {
+    let mut c = LongConn {
+        local_port: 0,
+        first_backend: None,
+        exchanges: 0,
+        switched_to: None,
+        error: None,
+    };
+    let r = (|| {
+        let mut s =
+            TcpStream::connect_timeout(&target, timeout).map_err(|e| format!("connect: {e}"))?;
+        c.local_port = s.local_addr().map_err(|e| e.to_string())?.port();
+        s.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+        s.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+        s.set_nodelay(true).map_err(|e| e.to_string())?;
+        let id = tcp_exchange(&mut s, seq)?;
+        Ok::<_, String>((s, id))
+    })();
+    match r {
+        Ok((s, id)) => {
+            c.first_backend = Some(id);
+            c.exchanges = 1;
+            (Some(s), c)
+        }
+        Err(e) => {
+            c.error = Some(e);
+            (None, c)
+        }
+    }
+}
+
+/// Summary of long-lived connections for assertion messages: the problems, if any.
+pub fn long_problems(conns: &[LongConn], expect_backend: Option<u8>) -> Vec<String> {
+    let mut p = Vec::new();
+    for c in conns {
+        if let Some(e) = &c.error {
+            p.push(format!("port {}: error after {} exchanges: {e}", c.local_port, c.exchanges));
+        }
+        if let Some(to) = c.switched_to {
+            p.push(format!(
+                "port {}: moved from {:?} to {:?}",
+                c.local_port,
+                c.first_backend.map(char::from),
+                char::from(to)
+            ));
+        }
+        if let (Some(want), Some(got)) = (expect_backend, c.first_backend)
+            && want != got
+        {
+            p.push(format!(
+                "port {}: started on {:?}, expected {:?}",
+                c.local_port,
+                char::from(got),
+                char::from(want)
+            ));
+        }
+    }
+    p
+}
