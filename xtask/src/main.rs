@@ -4,6 +4,7 @@
 
 mod cmd;
 mod setup;
+mod vm;
 
 use anyhow::bail;
 use clap::{Parser, Subcommand};
@@ -54,6 +55,12 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Run the privileged integration tests in a qemu VM (TCG) on another kernel; no root
+    /// needed on the host. See docs/vm-tests.md.
+    ///
+    /// Example: `cargo xtask vm-test` (Debian 6.1) or
+    /// `cargo xtask vm-test --kernel ./bzImage --modules ./lib/modules/6.6.0`
+    VmTest(vm::VmArgs),
 }
 
 fn cargo() -> Command {
@@ -164,6 +171,7 @@ fn main() -> ExitCode {
             harness_args,
         } => test(test_threads, &harness_args),
         Cmd::Demo { args } => demo(&args),
+        Cmd::VmTest(args) => vm::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,678 @@
+//! `cargo xtask vm-test`: the privileged integration tests inside a qemu VM on another kernel.
+//!
+//! 1. Build every integration-test binary of `shifter-tests` and the `shifter` binary.
+//! 2. Get the kernel (a named one from [`kernel::KERNELS`], e.g. Debian's 6.1 package, or
+//!    `--kernel PATH --modules DIR`).
+//! 3. Write an initramfs: busybox (static), iproute2's `ip` with its shared libraries, the
+//!    binaries with theirs, the modules the tests need (dependencies first) and an `/init`
+//!    script that mounts proc/sys/bpffs, loads the modules, runs each test binary with
+//!    `--test-threads=1`, prints `SHIFTER-VM-RESULT: <rc>` and powers off.
+//! 4. Boot it under `qemu-system-x86_64 -accel tcg` (KVM hangs on our machines), stream the
+//!    console, and fail on a missing or non-zero result, a kernel panic or the time limit.
+//!    qemu runs in its own process group with a parent-death signal and is killed by a guard on
+//!    every way out (error, panic, Ctrl-C).
+//!
+//! See docs/vm-tests.md.
+
+mod cpio;
+mod elf;
+mod kernel;
+mod qemu;
+
+use anyhow::{Context as _, bail};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cpio::{Entry, Tree};
+
+/// Arguments of `cargo xtask vm-test`.
+#[derive(clap::Args, Debug)]
+pub struct VmArgs {
+    /// A kernel name from the table in xtask/src/vm/kernel.rs (`debian-6.1`) or the path to a
+    /// bzImage (then pass its modules with --modules).
+    #[arg(long, default_value = kernel::DEFAULT_KERNEL)]
+    pub kernel: String,
+    /// The `lib/modules/<release>` directory that goes with `--kernel PATH`.
+    #[arg(long)]
+    pub modules: Option<PathBuf>,
+    /// Time limit for the whole guest run, in minutes (boot, module loading, all tests).
+    #[arg(long, default_value_t = 20)]
+    pub timeout_minutes: u64,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = 2048)]
+    pub memory_mib: u32,
+    /// Guest CPUs (TCG runs one host thread per guest CPU).
+    #[arg(long, default_value_t = 2)]
+    pub cpus: u32,
+    /// Build the test binaries with the release profile (slower to build, faster in the guest).
+    #[arg(long)]
+    pub release: bool,
+    /// Only these test binaries (names of tests/tests/*.rs without `.rs`); default: all.
+    #[arg(long = "test", value_name = "NAME")]
+    pub tests: Vec<String>,
+    /// List the known kernels and exit.
+    #[arg(long)]
+    pub list_kernels: bool,
+    /// Arguments for every test binary's harness, e.g. a test name filter.
+    #[arg(last = true)]
+    pub harness_args: Vec<String>,
+}
+
+/// Prefix of the guest's result line; the host looks for it on the console.
+const RESULT_MARKER: &str = "SHIFTER-VM-RESULT: ";
+/// Prefix of a per-binary line: `SHIFTER-VM-TEST: <name> rc=<rc> seconds=<s>`.
+const TEST_MARKER: &str = "SHIFTER-VM-TEST: ";
+
+pub fn run(args: &VmArgs) -> anyhow::Result<()> {
+    if args.list_kernels {
+        for k in kernel::KERNELS {
+            println!("{:<14} {}", k.name, k.what);
+        }
+        return Ok(());
+    }
+    let started = Instant::now();
+    ensure_tools()?;
+    let root = workspace_root();
+    let target = target_dir(&root);
+    let cache = target.join("vm");
+
+    crate::cmd::step("vm-test: kernel");
+    let kernel = kernel::resolve(&args.kernel, args.modules.as_deref(), &cache)?;
+    eprintln!(
+        "kernel {}: {} (release {})",
+        kernel.label,
+        kernel.bzimage.display(),
+        kernel.release
+    );
+    let modules = kernel::modules_to_load(&kernel)?;
+
+    crate::cmd::step("vm-test: build");
+    let built = build(&root, args.release)?;
+    let tests: Vec<_> = if args.tests.is_empty() {
+        built.tests
+    } else {
+        for t in &args.tests {
+            if !built.tests.iter().any(|(n, _)| n == t) {
+                let names: Vec<_> = built.tests.iter().map(|(n, _)| n.as_str()).collect();
+                bail!(
+                    "--test {t}: no such test binary (have: {})",
+                    names.join(", ")
+                );
+            }
+        }
+        built
+            .tests
+            .into_iter()
+            .filter(|(n, _)| args.tests.contains(n))
+            .collect()
+    };
+    if tests.is_empty() {
+        bail!("no integration-test binaries were built for shifter-tests");
+    }
+
+    crate::cmd::step("vm-test: initramfs");
+    let work = cache.join(sanitize(&args.kernel));
+    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    let expect_mode = if kernel::expects_tcx(&kernel.release) {
+        "tcx"
+    } else {
+        "legacy"
+    };
+    let image = Image {
+        work: &work,
+        kernel: &kernel,
+        modules: &modules,
+        tests: &tests,
+        bins: &built.bins,
+        harness_args: &args.harness_args,
+        expect_mode,
+    };
+    let initrd = work.join("initramfs.cpio");
+    let size = image.write(&initrd)?;
+    eprintln!(
+        "{}: {} MiB; {} test binaries, {} modules, expecting tc mode {expect_mode}",
+        initrd.display(),
+        size >> 20,
+        tests.len(),
+        modules.len()
+    );
+
+    crate::cmd::step("vm-test: boot (qemu, TCG)");
+    let timeout = Duration::from_secs(args.timeout_minutes.saturating_mul(60));
+    let outcome = qemu::boot(&qemu::Boot {
+        bzimage: &kernel.bzimage,
+        initrd: &initrd,
+        memory_mib: args.memory_mib,
+        cpus: args.cpus,
+        timeout,
+    })?;
+    report(&kernel, &outcome, started.elapsed())
+}
+
+fn report(kernel: &kernel::Kernel, o: &qemu::Outcome, total: Duration) -> anyhow::Result<()> {
+    let mut summary = format!("\n==> vm-test summary: kernel {}\n", kernel.label);
+    for l in o.lines.iter().filter_map(|l| l.strip_prefix(TEST_MARKER)) {
+        let _ = writeln!(summary, "  {l}");
+    }
+    for l in o.lines.iter().filter(|l| l.contains("SHIFTER-TC-MODE")) {
+        let _ = writeln!(summary, "  {}", l.trim());
+    }
+    let _ = writeln!(
+        summary,
+        "  guest ran {:.0} s; vm-test took {:.0} s in all",
+        o.guest_time.as_secs_f64(),
+        total.as_secs_f64()
+    );
+    eprint!("{summary}");
+    let fail = |why: String| -> anyhow::Result<()> {
+        eprintln!("\n==> guest console (last {} lines)", o.tail.len());
+        for l in &o.tail {
+            eprintln!("{l}");
+        }
+        bail!("vm-test on {} failed: {why}", kernel.label)
+    };
+    if o.timed_out {
+        return fail(format!(
+            "no result within the time limit ({} s): the guest hung or the tests are too slow \
+             (raise --timeout-minutes)",
+            o.guest_time.as_secs()
+        ));
+    }
+    if let Some(panic) = o.lines.iter().find(|l| l.contains("Kernel panic")) {
+        return fail(format!("the guest kernel panicked: {}", panic.trim()));
+    }
+    match o.result {
+        Some(0) => {
+            eprintln!("vm-test on {}: all tests passed", kernel.label);
+            Ok(())
+        }
+        Some(rc) => fail(format!("a test binary failed (guest result {rc})")),
+        None => fail(format!(
+            "the guest stopped without a result line (qemu exit {})",
+            o.qemu_status
+        )),
+    }
+}
+
+/// Commands vm-test needs besides the build tools; installed on Debian as root.
+const VM_PACKAGES: &[(&str, &str)] = &[
+    ("qemu-system-x86", "qemu-system-x86_64"),
+    ("busybox-static", "busybox"),
+];
+const BUSYBOX: &str = "/bin/busybox";
+
+fn busybox_is_static() -> bool {
+    std::fs::read(BUSYBOX).is_ok_and(|d| elf::is_dynamic(&d) == Some(false))
+}
+
+fn ensure_tools() -> anyhow::Result<()> {
+    crate::setup::ensure(crate::setup::Scope::RUN)?;
+    let missing: Vec<&str> = VM_PACKAGES
+        .iter()
+        .filter(|(pkg, cmd)| {
+            if *pkg == "busybox-static" {
+                !busybox_is_static()
+            } else {
+                !crate::cmd::on_path(cmd)
+            }
+        })
+        .map(|(pkg, _)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !crate::cmd::is_root() || !crate::cmd::on_path("apt-get") {
+        bail!(
+            "vm-test needs {}: install {} (Debian: `apt-get install {}`)",
+            VM_PACKAGES
+                .iter()
+                .map(|(_, c)| *c)
+                .collect::<Vec<_>>()
+                .join(" and a static "),
+            missing.join(", "),
+            missing.join(" ")
+        );
+    }
+    crate::cmd::step("vm-test: installing qemu and busybox");
+    let mut c = Command::new("apt-get");
+    c.args(["install", "-y", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive");
+    crate::cmd::run("vm-test: install", &mut c)?;
+    if !busybox_is_static() {
+        bail!("{BUSYBOX} is still not a static executable after installing busybox-static");
+    }
+    Ok(())
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives inside the workspace")
+        .to_owned()
+}
+
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
+}
+
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// What the build produced: (name, executable) pairs.
+struct Built {
+    tests: Vec<(String, PathBuf)>,
+    bins: Vec<(String, PathBuf)>,
+}
+
+fn build(root: &Path, release: bool) -> anyhow::Result<Built> {
+    let mut tests = Vec::new();
+    let mut bins = Vec::new();
+    let profile: &[&str] = if release { &["--release"] } else { &[] };
+    for argv in [
+        &["test", "--no-run", "-p", "shifter-tests", "--tests"][..],
+        &["build", "-p", "shifter", "--bins"][..],
+    ] {
+        let mut c = Command::new("cargo");
+        c.args(argv)
+            .args(profile)
+            .arg("--message-format=json-render-diagnostics")
+            .current_dir(root)
+            .stdout(Stdio::piped());
+        eprintln!("$ {}", crate::cmd::render(&c));
+        let out = c.spawn().context("running cargo")?.wait_with_output()?;
+        if !out.status.success() {
+            bail!("`{}` failed ({})", crate::cmd::render(&c), out.status);
+        }
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            if let Some((kind, name, exe)) = artifact(line) {
+                match kind {
+                    ArtifactKind::Test => tests.push((name, exe)),
+                    ArtifactKind::Bin => bins.push((name, exe)),
+                }
+            }
+        }
+    }
+    tests.sort();
+    tests.dedup();
+    bins.sort();
+    bins.dedup();
+    Ok(Built { tests, bins })
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum ArtifactKind {
+    Test,
+    Bin,
+}
+
+/// An executable from one line of cargo's JSON messages: integration-test binaries (target
+/// kind `test`) and binaries (kind `bin`, not built as tests).
+fn artifact(line: &str) -> Option<(ArtifactKind, String, PathBuf)> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    if v["reason"] != "compiler-artifact" {
+        return None;
+    }
+    let exe = PathBuf::from(v["executable"].as_str()?);
+    let name = v["target"]["name"].as_str()?.to_owned();
+    let kinds = v["target"]["kind"].as_array()?;
+    let is_test = v["profile"]["test"].as_bool()?;
+    if kinds.iter().any(|k| k == "test") && is_test {
+        Some((ArtifactKind::Test, name, exe))
+    } else if kinds.iter().any(|k| k == "bin") && !is_test {
+        Some((ArtifactKind::Bin, name, exe))
+    } else {
+        None
+    }
+}
+
+/// Host tools copied into the guest: (command, required). iproute2's `ip` is required (busybox's
+/// has no `netns`); the others help tests that may use them.
+const HOST_TOOLS: &[(&str, bool)] = &[("ip", true), ("tc", false), ("ethtool", false)];
+
+/// Directory in the guest for host tools; first on PATH so it wins over busybox applets.
+const GUEST_TOOLS: &str = "/usr/local/sbin";
+const GUEST_BINS: &str = "/usr/local/bin";
+const GUEST_TESTS: &str = "/shifter-tests";
+const GUEST_MODULES: &str = "/lib/shifter-modules";
+
+struct Image<'a> {
+    work: &'a Path,
+    kernel: &'a kernel::Kernel,
+    modules: &'a [kernel::Module],
+    tests: &'a [(String, PathBuf)],
+    bins: &'a [(String, PathBuf)],
+    harness_args: &'a [String],
+    expect_mode: &'a str,
+}
+
+impl Image<'_> {
+    fn write(&self, out: &Path) -> anyhow::Result<u64> {
+        let mut t = base_tree()?;
+        let stage = self.work.join("stage");
+        let _ = std::fs::remove_dir_all(&stage);
+        std::fs::create_dir_all(&stage)?;
+        let mut dynamic = Vec::new();
+        for &(tool, required) in HOST_TOOLS {
+            match find_on_path(tool) {
+                Some(p) => {
+                    t.add(
+                        &format!("{GUEST_TOOLS}/{tool}"),
+                        Entry::File {
+                            source: p.clone(),
+                            mode: 0o755,
+                        },
+                    )?;
+                    dynamic.push(p);
+                }
+                None if required => bail!("`{tool}` is not installed (Debian: iproute2)"),
+                None => {}
+            }
+        }
+        for (dir, set) in [(GUEST_TESTS, self.tests), (GUEST_BINS, self.bins)] {
+            for (name, exe) in set {
+                let staged = strip_into(exe, &stage.join(name))?;
+                t.add(
+                    &format!("{dir}/{name}"),
+                    Entry::File {
+                        source: staged,
+                        mode: 0o755,
+                    },
+                )?;
+                dynamic.push(exe.clone());
+            }
+        }
+        for lib in shared_libraries(&dynamic)? {
+            let path = lib.to_string_lossy().into_owned();
+            if !t.contains(&path) {
+                let source = std::fs::canonicalize(&lib)
+                    .with_context(|| format!("resolving {}", lib.display()))?;
+                t.add(
+                    &path,
+                    Entry::File {
+                        source,
+                        mode: 0o755,
+                    },
+                )?;
+            }
+        }
+        let mut load = String::new();
+        for m in self.modules {
+            let data = kernel::read_module(&m.source)?;
+            let name = format!("{GUEST_MODULES}/{}.ko", m.name);
+            t.add(&name, Entry::Data { data, mode: 0o644 })?;
+            let _ = writeln!(load, "{name}");
+        }
+        t.add(
+            "etc/shifter-vm/modules",
+            Entry::Data {
+                data: load.into_bytes(),
+                mode: 0o644,
+            },
+        )?;
+        t.add(
+            "init",
+            Entry::Data {
+                data: self.init_script().into_bytes(),
+                mode: 0o755,
+            },
+        )?;
+        let n = t.write(out)?;
+        let _ = std::fs::remove_dir_all(&stage);
+        Ok(n)
+    }
+
+    fn init_script(&self) -> String {
+        let tests: Vec<&str> = self.tests.iter().map(|(n, _)| n.as_str()).collect();
+        let harness: Vec<String> = self.harness_args.iter().map(|a| shell_quote(a)).collect();
+        INIT_TEMPLATE
+            .replace("@TOOLS@", GUEST_TOOLS)
+            .replace("@BINS@", GUEST_BINS)
+            .replace("@TESTDIR@", GUEST_TESTS)
+            .replace("@TESTS@", &tests.join(" "))
+            .replace("@HARNESS@", &harness.join(" "))
+            .replace("@EXPECT_MODE@", self.expect_mode)
+            .replace("@RELEASE@", &self.kernel.release)
+            .replace("@RESULT@", RESULT_MARKER)
+            .replace("@TEST@", TEST_MARKER)
+    }
+}
+
+/// The fixed part of the image: directories, device nodes, busybox, a few /etc files.
+fn base_tree() -> anyhow::Result<Tree> {
+    let mut t = Tree::default();
+    for d in ["proc", "sys", "dev", "run", "tmp", "root", "etc", "mnt"] {
+        t.add(d, Entry::Dir)?;
+    }
+    t.add("dev/console", Entry::CharDev(5, 1))?;
+    t.add("dev/null", Entry::CharDev(1, 3))?;
+    t.add("var/run", Entry::Symlink("../run".into()))?;
+    t.add(
+        "bin/busybox",
+        Entry::File {
+            source: BUSYBOX.into(),
+            mode: 0o755,
+        },
+    )?;
+    t.add("bin/sh", Entry::Symlink("busybox".into()))?;
+    t.add(
+        "etc/hosts",
+        Entry::Data {
+            data: b"127.0.0.1 localhost\n::1 localhost\n".to_vec(),
+            mode: 0o644,
+        },
+    )?;
+    t.add(
+        "etc/passwd",
+        Entry::Data {
+            data: b"root:x:0:0:root:/root:/bin/sh\n".to_vec(),
+            mode: 0o644,
+        },
+    )?;
+    t.add(
+        "etc/group",
+        Entry::Data {
+            data: b"root:x:0:\n".to_vec(),
+            mode: 0o644,
+        },
+    )?;
+
+    Ok(t)
+}
+
+/// The guest's PID 1 (busybox sh). Any way out of it ends the VM: poweroff on success or
+/// failure, and the kernel panics (then qemu exits: `panic=-1 -no-reboot`) if init dies.
+const INIT_TEMPLATE: &str = r#"#!/bin/sh
+export PATH=@TOOLS@:@BINS@:/usr/sbin:/usr/bin:/sbin:/bin
+export HOME=/root RUST_BACKTRACE=1 SHIFTER_EXPECT_TC_MODE=@EXPECT_MODE@
+/bin/busybox --install -s
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+mount -t tmpfs tmpfs /run
+mount -t tmpfs tmpfs /tmp
+mkdir -p /run/netns
+mount -t bpf bpf /sys/fs/bpf || { echo "shifter-vm: cannot mount bpffs"; echo "@RESULT@97"; poweroff -f; }
+echo "shifter-vm: kernel $(uname -r) (expected @RELEASE@), $(nproc) cpus"
+while read -r m; do
+    [ -n "$m" ] || continue
+    insmod "$m" || { echo "shifter-vm: insmod $m failed"; echo "@RESULT@98"; poweroff -f; }
+done < /etc/shifter-vm/modules
+echo "shifter-vm: modules loaded: $(cut -d' ' -f1 /proc/modules | tr '\n' ' ')"
+ip link set lo up
+rc=0
+for t in @TESTS@; do
+    echo "shifter-vm: === $t"
+    start=$(date +%s)
+    @TESTDIR@/$t --test-threads=1 @HARNESS@ </dev/null
+    r=$?
+    echo "@TEST@$t rc=$r seconds=$(( $(date +%s) - start ))"
+    [ "$r" -eq 0 ] || rc=1
+done
+leftover=$(ls /sys/fs/bpf; ip netns list)
+[ -z "$leftover" ] || echo "shifter-vm: left behind after the tests: $leftover"
+echo "@RESULT@$rc"
+sync
+poweroff -f
+"#;
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+fn find_on_path(cmd: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .map(|d| d.join(cmd))
+        .find(|p| p.is_file())
+}
+
+/// Copies `exe` to `dst` without debug info (`strip --strip-debug`; a plain copy when strip is
+/// missing). Debug test binaries shrink about fivefold, which keeps the initramfs small.
+fn strip_into(exe: &Path, dst: &Path) -> anyhow::Result<PathBuf> {
+    let stripped = Command::new("strip")
+        .arg("--strip-debug")
+        .arg("-o")
+        .arg(dst)
+        .arg(exe)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !stripped {
+        std::fs::copy(exe, dst)
+            .with_context(|| format!("copying {} to {}", exe.display(), dst.display()))?;
+    }
+    Ok(dst.to_owned())
+}
+
+/// The shared libraries (and the dynamic loader) the executables need, per `ldd`.
+fn shared_libraries(exes: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut libs = Vec::new();
+    for exe in exes {
+        let out = Command::new("ldd")
+            .arg(exe)
+            .output()
+            .context("running ldd (Debian: libc-bin)")?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            // A static executable: "not a dynamic executable".
+            continue;
+        }
+        for lib in parse_ldd(&text) {
+            if !lib.exists() {
+                bail!(
+                    "{} needs {}, which does not exist",
+                    exe.display(),
+                    lib.display()
+                );
+            }
+            libs.push(lib);
+        }
+        if text.contains("not found") {
+            bail!("{} has unresolved libraries:\n{text}", exe.display());
+        }
+    }
+    libs.sort();
+    libs.dedup();
+    Ok(libs)
+}
+
+fn parse_ldd(text: &str) -> Vec<PathBuf> {
+    text.lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let path = l.split_once("=>").map_or(l, |(_, r)| r.trim());
+            let path = path.split(" (").next()?.trim();
+            path.starts_with('/').then(|| PathBuf::from(path))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ldd_output_gives_libraries_and_loader() {
+        let text = "\tlinux-vdso.so.1 (0x00007f43a4076000)\n\
+            \tlibgcc_s.so.1 => /lib/x86_64-linux-gnu/libgcc_s.so.1 (0x00007f43a4042000)\n\
+            \tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f43a3a1e000)\n\
+            \t/lib64/ld-linux-x86-64.so.2 (0x00007f43a4078000)\n";
+        assert_eq!(
+            parse_ldd(text),
+            [
+                "/lib/x86_64-linux-gnu/libgcc_s.so.1",
+                "/lib/x86_64-linux-gnu/libc.so.6",
+                "/lib64/ld-linux-x86-64.so.2"
+            ]
+            .map(PathBuf::from)
+        );
+    }
+
+    #[test]
+    fn cargo_messages_give_test_and_bin_executables() {
+        let test = r#"{"reason":"compiler-artifact","target":{"kind":["test"],"name":"smoke_load"},"profile":{"test":true},"executable":"/t/debug/deps/smoke_load-5d0e"}"#;
+        let lib = r#"{"reason":"compiler-artifact","target":{"kind":["lib"],"name":"shifter_tests"},"profile":{"test":true},"executable":"/t/debug/deps/shifter_tests-04"}"#;
+        let bin = r#"{"reason":"compiler-artifact","target":{"kind":["bin"],"name":"shifter"},"profile":{"test":false},"executable":"/t/debug/shifter"}"#;
+        let rlib = r#"{"reason":"compiler-artifact","target":{"kind":["lib"],"name":"aya"},"profile":{"test":false},"executable":null}"#;
+        assert_eq!(
+            artifact(test),
+            Some((
+                ArtifactKind::Test,
+                "smoke_load".into(),
+                "/t/debug/deps/smoke_load-5d0e".into()
+            ))
+        );
+        assert_eq!(
+            artifact(bin),
+            Some((
+                ArtifactKind::Bin,
+                "shifter".into(),
+                "/t/debug/shifter".into()
+            ))
+        );
+        assert_eq!(artifact(lib), None);
+        assert_eq!(artifact(rlib), None);
+        assert_eq!(artifact("not json"), None);
+    }
+
+    #[test]
+    fn init_script_runs_every_test_and_reports() {
+        let k = kernel::Kernel {
+            label: "k".into(),
+            bzimage: "/k".into(),
+            modules: None,
+            release: "6.1.0-56-amd64".into(),
+        };
+        let tests = [
+            ("smoke_load".to_owned(), PathBuf::from("/x")),
+            ("packets".to_owned(), PathBuf::from("/y")),
+        ];
+        let img = Image {
+            work: Path::new("/w"),
+            kernel: &k,
+            modules: &[],
+            tests: &tests,
+            bins: &[],
+            harness_args: &["it's".to_owned()],
+            expect_mode: "legacy",
+        };
+        let s = img.init_script();
+        assert!(!s.contains('@'), "unreplaced placeholder in:\n{s}");
+        assert!(s.contains("for t in smoke_load packets; do"));
+        assert!(s.contains(r"--test-threads=1 'it'\''s'"));
+        assert!(s.contains("SHIFTER_EXPECT_TC_MODE=legacy"));
+        assert!(s.contains("echo \"SHIFTER-VM-RESULT: $rc\""));
+    }
+}
