@@ -98,7 +98,7 @@ impl DataPlane {
     pub fn load(opts: &LoadOptions) -> Result<Self> {
         let load_err = |source| Error::Load {
             pin_dir: opts.pin_dir.clone(),
-            source,
+            source: Box::new(source),
         };
         std::fs::create_dir_all(&opts.pin_dir).map_err(|e| Error::Pin {
             path: opts.pin_dir.clone(),
@@ -112,18 +112,20 @@ impl DataPlane {
             .map_err(load_err)?;
         for name in [PROG_TC_INGRESS, PROG_TC_EGRESS] {
             let prog: &mut SchedClassifier = program(&mut ebpf, name)?;
-            prog.load()
-                .map_err(|source| Error::Program { name, source })?;
+            prog.load().map_err(|source| Error::Program {
+                name,
+                source: Box::new(source),
+            })?;
         }
         let xdp: &mut Xdp = program(&mut ebpf, PROG_XDP_INGRESS)?;
         xdp.load().map_err(|source| Error::Program {
             name: PROG_XDP_INGRESS,
-            source,
+            source: Box::new(source),
         })?;
         let sock_ops: &mut SockOps = program(&mut ebpf, PROG_SOCK_OPS)?;
         sock_ops.load().map_err(|source| Error::Program {
             name: PROG_SOCK_OPS,
-            source,
+            source: Box::new(source),
         })?;
         Ok(Self {
             ebpf,
@@ -442,7 +444,10 @@ where
     ebpf.program_mut(name)
         .ok_or(Error::MissingProgram { name })?
         .try_into()
-        .map_err(|source| Error::Program { name, source })
+        .map_err(|source| Error::Program {
+            name,
+            source: Box::new(source),
+        })
 }
 
 fn typed_map<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<T>

@@ -8,7 +8,7 @@ pub enum Error {
     Load {
         pin_dir: PathBuf,
         #[source]
-        source: aya::EbpfError,
+        source: Box<aya::EbpfError>,
     },
     #[error("program {name} is missing from the eBPF object")]
     MissingProgram { name: &'static str },
@@ -16,7 +16,7 @@ pub enum Error {
     Program {
         name: &'static str,
         #[source]
-        source: aya::programs::ProgramError,
+        source: Box<aya::programs::ProgramError>,
     },
     #[error("map {name} is missing from the eBPF object")]
     MissingMap { name: &'static str },
@@ -24,7 +24,7 @@ pub enum Error {
     Map {
         name: &'static str,
         #[source]
-        source: aya::maps::MapError,
+        source: Box<aya::maps::MapError>,
     },
     #[error("attaching {program} to {iface} ({hook})")]
     Attach {
@@ -53,5 +53,8 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 pub(crate) fn map_err(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> Error {
-    move |source| Error::Map { name, source }
+    move |source| Error::Map {
+        name,
+        source: Box::new(source),
+    }
 }

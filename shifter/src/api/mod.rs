@@ -1,0 +1,17 @@
+//! The control API: HTTP/1.1 + JSON on the daemon's Unix socket.
+//!
+//! | Method | Path | Who | What |
+//! |---|---|---|---|
+//! | GET | `/v1/status` | any peer | daemon, interfaces, services with counters |
+//! | GET | `/v1/services/{name}` | any peer | one service |
+//! | PUT | `/v1/services/{name}/weight` | root or group | body `{"percent": 12.5}` |
+//! | GET | `/v1/services/{name}/flows` | any peer | the service's flow-table entries |
+//! | GET | `/v1/events[?since=N][&follow=true]` | any peer | weight changes (JSON lines when following) |
+//! | POST | `/v1/reload` | root or group | re-read the configuration file (like SIGHUP) |
+//! | POST | `/v1/detach` | root or group | remove every program, link and pin, then stop |
+//! | GET | `/metrics` | any peer | Prometheus text format |
+
+pub mod client;
+pub mod error;
+pub mod server;
+pub mod types;

@@ -1,0 +1,554 @@
+//! The control API server: HTTP/1.1 + JSON on a Unix socket, authorised by SO_PEERCRED.
+
+use std::{
+    convert::Infallible,
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full, Limited, combinators::BoxBody};
+use hyper::{
+    Method, Request, Response, StatusCode,
+    body::{Frame, Incoming},
+    header,
+    server::conn::http1,
+    service::service_fn,
+};
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use tokio::{
+    net::{TcpListener, UnixListener},
+    sync::{broadcast, mpsc, watch},
+    task::JoinSet,
+};
+use tracing::{debug, info, warn};
+
+use super::{
+    error::ApiError,
+    types::{ErrorBody, Events},
+};
+use crate::{
+    config::{Config, DaemonConfig, SocketGroup, number_text, parse_percent},
+    daemon::{DaemonError, engine::{Command, Engine}},
+    events::Event,
+    util::error_chain,
+};
+
+/// Largest request body accepted (a weight change is about 20 bytes).
+pub const BODY_LIMIT: usize = 1024;
+/// How long open connections get to finish when the daemon stops.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+type Body = BoxBody<Bytes, Infallible>;
+
+/// Who is asking.
+#[derive(Clone, Copy, Debug)]
+pub enum Peer {
+    /// A Unix-socket peer, from SO_PEERCRED.
+    Unix { uid: u32, gid: u32, pid: Option<i32> },
+    /// The optional TCP metrics listener: only `/metrics` is served.
+    Metrics,
+}
+
+pub(crate) struct ApiContext {
+    pub engine: Engine,
+    pub group: Option<SocketGroup>,
+    pub config_path: Option<PathBuf>,
+    /// Set to true to stop the daemon (after `detach`) and, by the daemon, to stop serving.
+    pub stop: watch::Sender<bool>,
+}
+
+/// Binds the control socket with the configured mode and group. Refuses when another
+/// daemon answers on it; removes a stale socket file otherwise.
+pub(crate) fn bind(cfg: &DaemonConfig) -> Result<UnixListener, DaemonError> {
+    let path = &cfg.socket;
+    let err = |source: std::io::Error| DaemonError::Socket {
+        path: path.clone(),
+        source,
+    };
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(err)?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(DaemonError::AlreadyRunning { path: path.clone() });
+        }
+        std::fs::remove_file(path).map_err(err)?;
+    }
+    let listener = UnixListener::bind(path).map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(cfg.socket_mode)).map_err(err)?;
+    if let Some(g) = &cfg.socket_group {
+        std::os::unix::fs::chown(path, None, Some(g.gid)).map_err(err)?;
+    }
+    Ok(listener)
+}
+
+/// Removes the socket file if it is still ours.
+pub(crate) fn unlink(path: &Path) {
+    let _ = std::fs::remove_file(path);
+}
+
+/// Serves the Unix socket until `stop` turns true.
+pub(crate) async fn serve_unix(listener: UnixListener, ctx: Arc<ApiContext>, mut stop: watch::Receiver<bool>) {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => break,
+            res = listener.accept() => match res {
+                Ok((stream, _)) => {
+                    let peer = match stream.peer_cred() {
+                        Ok(c) => Peer::Unix { uid: c.uid(), gid: c.gid(), pid: c.pid() },
+                        Err(e) => {
+                            warn!("control socket: no peer credentials ({e}); closing the connection");
+                            continue;
+                        }
+                    };
+                    conns.spawn(serve_conn(TokioIo::new(stream), ctx.clone(), peer, stop.clone()));
+                }
+                Err(e) => {
+                    warn!("control socket: accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    drain(conns).await;
+}
+
+/// Serves `/metrics` on the TCP listener until `stop` turns true.
+pub(crate) async fn serve_metrics(listener: TcpListener, ctx: Arc<ApiContext>, mut stop: watch::Receiver<bool>) {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => break,
+            res = listener.accept() => match res {
+                Ok((stream, _)) => {
+                    conns.spawn(serve_conn(TokioIo::new(stream), ctx.clone(), Peer::Metrics, stop.clone()));
+                }
+                Err(e) => {
+                    warn!("metrics listener: accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    drain(conns).await;
+}
+
+async fn drain(mut conns: JoinSet<()>) {
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+    conns.abort_all();
+}
+
+async fn serve_conn<IO>(io: TokioIo<IO>, ctx: Arc<ApiContext>, peer: Peer, mut stop: watch::Receiver<bool>)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let stop_for_handler = stop.clone();
+    let svc = service_fn(move |req| {
+        let ctx = ctx.clone();
+        let stop = stop_for_handler.clone();
+        async move { Ok::<_, Infallible>(handle(&ctx, peer, req, stop).await) }
+    });
+    let conn = http1::Builder::new().serve_connection(io, svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        res = conn.as_mut() => {
+            if let Err(e) = res {
+                debug!("control connection: {e}");
+            }
+        }
+        _ = stop.wait_for(|s| *s) => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()).boxed());
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, header::HeaderValue::from_str(content_type).expect("valid header"));
+    r
+}
+
+fn json<T: serde::Serialize>(status: StatusCode, v: &T) -> Response<Body> {
+    let mut body = serde_json::to_vec_pretty(v).expect("API types serialize");
+    body.push(b'\n');
+    full(status, "application/json", body)
+}
+
+fn error_response(e: &ApiError) -> Response<Body> {
+    json(e.status, &ErrorBody {
+        error: e.message.clone(),
+    })
+}
+
+async fn handle(ctx: &ApiContext, peer: Peer, req: Request<Incoming>, stop: watch::Receiver<bool>) -> Response<Body> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let res = route(ctx, peer, req, stop).await;
+    match res {
+        Ok(r) => r,
+        Err((e, allow)) => {
+            if e.status.is_server_error() {
+                warn!("{method} {path}: {}", e.message);
+            } else {
+                debug!("{method} {path}: {}", e.message);
+            }
+            let mut r = error_response(&e);
+            if let Some(allow) = allow {
+                r.headers_mut()
+                    .insert(header::ALLOW, header::HeaderValue::from_static(allow));
+            }
+            r
+        }
+    }
+}
+
+type RouteError = (ApiError, Option<&'static str>);
+
+fn method(got: &Method, want: &Method, allow: &'static str) -> Result<(), RouteError> {
+    if got == want {
+        Ok(())
+    } else {
+        Err((
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, format!("method {got} is not allowed here (allowed: {allow})")),
+            Some(allow),
+        ))
+    }
+}
+
+fn plain(e: ApiError) -> RouteError {
+    (e, None)
+}
+
+/// Query parameters, rejecting any not in `allowed`.
+fn query(req: &Request<Incoming>, allowed: &[&str]) -> Result<Vec<(String, String)>, RouteError> {
+    let mut out = Vec::new();
+    for pair in req.uri().query().unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if !allowed.contains(&k) {
+            return Err(plain(ApiError::bad_request(format!(
+                "unknown query parameter {k:?} (allowed: {})",
+                if allowed.is_empty() { "none".to_owned() } else { allowed.join(", ") }
+            ))));
+        }
+        out.push((k.to_owned(), v.to_owned()));
+    }
+    Ok(out)
+}
+
+async fn route(ctx: &ApiContext, peer: Peer, req: Request<Incoming>, stop: watch::Receiver<bool>) -> Result<Response<Body>, RouteError> {
+    let path = req.uri().path().to_owned();
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let m = req.method().clone();
+    if matches!(peer, Peer::Metrics) && segs.as_slice() != ["metrics"] {
+        return Err(plain(ApiError::not_found(format!("no endpoint {path} (this listener serves /metrics only)"))));
+    }
+    let engine = &ctx.engine;
+    match segs.as_slice() {
+        ["v1", "status"] => {
+            method(&m, &Method::GET, "GET")?;
+            query(&req, &[])?;
+            let s = engine.call(Command::Status).await.map_err(plain)?;
+            Ok(json(StatusCode::OK, &s))
+        }
+        ["v1", "services", name] => {
+            method(&m, &Method::GET, "GET")?;
+            query(&req, &[])?;
+            let name = (*name).to_owned();
+            let s = engine.call(|r| Command::Service(name, r)).await.map_err(plain)?.map_err(plain)?;
+            Ok(json(StatusCode::OK, &s))
+        }
+        ["v1", "services", name, "flows"] => {
+            method(&m, &Method::GET, "GET")?;
+            query(&req, &[])?;
+            let name = (*name).to_owned();
+            let f = engine.call(|r| Command::Flows(name, r)).await.map_err(plain)?.map_err(plain)?;
+            Ok(json(StatusCode::OK, &f))
+        }
+        ["v1", "services", name, "weight"] => {
+            method(&m, &Method::PUT, "PUT")?;
+            query(&req, &[])?;
+            let uid = authorize(ctx, peer, "change a weight").map_err(plain)?;
+            let name = (*name).to_owned();
+            let body = read_body(req).await.map_err(plain)?;
+            let bp = parse_weight_body(&body).map_err(plain)?;
+            let c = engine
+                .call(|reply| Command::SetWeight { name, bp, uid, reply })
+                .await
+                .map_err(plain)?
+                .map_err(plain)?;
+            Ok(json(StatusCode::OK, &c))
+        }
+        ["v1", "events"] => {
+            method(&m, &Method::GET, "GET")?;
+            let q = query(&req, &["since", "follow"])?;
+            let mut since = 0u64;
+            let mut follow = false;
+            for (k, v) in q {
+                match k.as_str() {
+                    "since" => {
+                        since = v.parse().map_err(|_| {
+                            plain(ApiError::bad_request(format!("since: {v:?} is not an event number")))
+                        })?;
+                    }
+                    _ => {
+                        follow = match v.as_str() {
+                            "" | "1" | "true" => true,
+                            "0" | "false" => false,
+                            other => {
+                                return Err(plain(ApiError::bad_request(format!(
+                                    "follow: {other:?} is not true or false"
+                                ))));
+                            }
+                        };
+                    }
+                }
+            }
+            if follow {
+                return Ok(follow_events(engine.clone(), since, stop));
+            }
+            let events = engine.call(|r| Command::Events(since, r)).await.map_err(plain)?;
+            Ok(json(StatusCode::OK, &Events { events }))
+        }
+        ["v1", "detach"] => {
+            method(&m, &Method::POST, "POST")?;
+            query(&req, &[])?;
+            let uid = authorize(ctx, peer, "detach the data plane").map_err(plain)?;
+            let _ = read_body(req).await.map_err(plain)?;
+            info!("detach requested by uid {uid}");
+            let report = engine.call(Command::Detach).await.map_err(plain)?.map_err(plain)?;
+            let _ = ctx.stop.send(true);
+            Ok(json(StatusCode::OK, &report))
+        }
+        ["v1", "reload"] => {
+            method(&m, &Method::POST, "POST")?;
+            query(&req, &[])?;
+            let uid = authorize(ctx, peer, "reload the configuration").map_err(plain)?;
+            let _ = read_body(req).await.map_err(plain)?;
+            info!("reload requested by uid {uid}");
+            let report = reload(ctx).await.map_err(plain)?;
+            Ok(json(StatusCode::OK, &report))
+        }
+        ["metrics"] => {
+            method(&m, &Method::GET, "GET")?;
+            let text = engine.call(Command::Metrics).await.map_err(plain)?;
+            Ok(full(StatusCode::OK, "text/plain; version=0.0.4", text))
+        }
+        _ => Err(plain(ApiError::not_found(format!("no endpoint {path}")))),
+    }
+}
+
+/// Reloads the configuration file into the engine.
+pub(crate) async fn reload(ctx: &ApiContext) -> Result<super::types::ReloadReport, ApiError> {
+    let Some(path) = ctx.config_path.clone() else {
+        return Err(ApiError::new(StatusCode::CONFLICT, "the daemon was started without a configuration file"));
+    };
+    let config = tokio::task::spawn_blocking(move || Config::load(&path))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| {
+            for p in e.problems() {
+                warn!("reload refused: {p}");
+            }
+            ApiError::bad_request(format!("configuration not reloaded: {}", e.problems().join("; ")))
+        })?;
+    ctx.engine.call(|r| Command::Reload(Box::new(config), r)).await
+}
+
+/// Changes need uid 0 or membership in the configured group. Returns the uid.
+fn authorize(ctx: &ApiContext, peer: Peer, what: &str) -> Result<u32, ApiError> {
+    let Peer::Unix { uid, gid, pid } = peer else {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "changes are not allowed on the metrics listener"));
+    };
+    if uid == 0 {
+        return Ok(uid);
+    }
+    if let Some(g) = &ctx.group
+        && (gid == g.gid || user_in_group(uid, g.gid))
+    {
+        return Ok(uid);
+    }
+    warn!("refused: uid {uid} (pid {pid:?}) may not {what}");
+    let who = match &ctx.group {
+        Some(g) => format!("root or members of group {:?} (gid {})", g.name, g.gid),
+        None => "root (no daemon.socket_group is configured)".to_owned(),
+    };
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        format!("uid {uid} may not {what}: only {who} may change anything"),
+    ))
+}
+
+/// Whether the user `uid` has `gid` among its groups (primary or supplementary).
+pub fn user_in_group(uid: u32, gid: u32) -> bool {
+    use nix::unistd::{Gid, Uid, User, getgrouplist};
+    let Ok(Some(user)) = User::from_uid(Uid::from_raw(uid)) else {
+        return false;
+    };
+    if user.gid.as_raw() == gid {
+        return true;
+    }
+    let Ok(name) = std::ffi::CString::new(user.name) else {
+        return false;
+    };
+    getgrouplist(&name, user.gid).is_ok_and(|groups| groups.contains(&Gid::from_raw(gid)))
+}
+
+async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body is larger than {BODY_LIMIT} bytes"),
+        )
+    };
+    if let Some(len) = req.headers().get(header::CONTENT_LENGTH)
+        && len.to_str().ok().and_then(|l| l.parse::<u64>().ok()).is_some_and(|l| l > BODY_LIMIT as u64)
+    {
+        return Err(too_large());
+    }
+    match Limited::new(req.into_body(), BODY_LIMIT).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(e) => Err(ApiError::bad_request(format!("reading the request body: {e}"))),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WeightRequest {
+    percent: serde_json::Value,
+}
+
+/// `{"percent": 12.5}` -> basis points, or a 400 naming the problem.
+pub fn parse_weight_body(body: &[u8]) -> Result<u16, ApiError> {
+    let req: WeightRequest = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body (expected {{\"percent\": 12.5}}): {e}")))?;
+    let text = match &req.percent {
+        serde_json::Value::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
+            (Some(u), _, _) => u.to_string(),
+            (None, Some(i), _) => i.to_string(),
+            (None, None, Some(f)) => number_text(f).map_err(|e| ApiError::bad_request(format!("percent: {e}")))?,
+            _ => return Err(ApiError::bad_request("percent: not a number")),
+        },
+        other => {
+            return Err(ApiError::bad_request(format!("percent: {other} is not a number")));
+        }
+    };
+    parse_percent(&text).map_err(|e| ApiError::bad_request(format!("percent: {text} {e}")))
+}
+
+/// A response body fed by a channel (for `?follow`).
+struct ChannelBody(mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+fn line(ev: &Event) -> Bytes {
+    let mut v = serde_json::to_vec(ev).expect("events serialize");
+    v.push(b'\n');
+    Bytes::from(v)
+}
+
+/// Streams events as JSON lines: those since `since`, then new ones as they happen, until
+/// the client goes away or the daemon stops.
+fn follow_events(engine: Engine, since: u64, mut stop: watch::Receiver<bool>) -> Response<Body> {
+    let (tx, rx) = mpsc::channel::<Bytes>(16);
+    let mut sub = engine.subscribe();
+    tokio::spawn(async move {
+        let mut next = since;
+        let Ok(backlog) = engine.call(|r| Command::Events(since, r)).await else {
+            return;
+        };
+        for ev in &backlog {
+            if tx.send(line(ev)).await.is_err() {
+                return;
+            }
+            next = ev.seq + 1;
+        }
+        loop {
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                () = tx.closed() => return,
+                r = sub.recv() => match r {
+                    Ok(ev) if ev.seq >= next => {
+                        next = ev.seq + 1;
+                        if tx.send(line(&ev)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        let Ok(missed) = engine.call(|r| Command::Events(next, r)).await else {
+                            return;
+                        };
+                        for ev in &missed {
+                            if tx.send(line(ev)).await.is_err() {
+                                return;
+                            }
+                            next = ev.seq + 1;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+            }
+        }
+    });
+    let mut r = Response::new(BodyExt::boxed(ChannelBody(rx)));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/x-ndjson"));
+    r
+}
+
+/// Logs the error chain of a failed reload triggered by a signal.
+pub(crate) fn log_reload_result(res: &Result<super::types::ReloadReport, ApiError>) {
+    if let Err(e) = res {
+        warn!("reload failed: {}", error_chain(e));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weight_bodies() {
+        assert_eq!(parse_weight_body(br#"{"percent": 12.5}"#), Ok(1250));
+        assert_eq!(parse_weight_body(br#"{"percent": 0}"#), Ok(0));
+        assert_eq!(parse_weight_body(br#"{"percent": 100}"#), Ok(10_000));
+        assert_eq!(parse_weight_body(br#"{"percent": 0.01}"#), Ok(1));
+        let msg = |b: &[u8]| parse_weight_body(b).unwrap_err().message;
+        assert_eq!(msg(br#"{"percent": 12.345}"#), "percent: 12.345 has more than two decimals");
+        assert_eq!(msg(br#"{"percent": 100.01}"#), "percent: 100.01 is outside 0..=100");
+        assert_eq!(msg(br#"{"percent": -1}"#), "percent: -1 is negative (a weight is 0..=100 percent)");
+        assert_eq!(msg(br#"{"percent": "12"}"#), "percent: \"12\" is not a number");
+        assert!(msg(br#"{"percent": 1, "x": 2}"#).contains("unknown field"));
+        assert!(msg(br#"{"weight": 1}"#).contains("unknown field"));
+        assert!(msg(b"{}").contains("missing field `percent`"));
+        assert!(msg(b"not json").contains("invalid JSON body"));
+        assert_eq!(parse_weight_body(b"[]").unwrap_err().status, StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn root_is_in_its_group() {
+        assert!(user_in_group(0, 0));
+    }
+}

@@ -1,0 +1,718 @@
+//! The daemon's single owner of the data plane and the persisted state: an actor on its own
+//! OS thread, fed by a channel.
+//!
+//! The thread is spawned by the caller of `run`, so it lives in the caller's network
+//! namespace: netlink attachment and interface names are per namespace.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::Path,
+    thread::JoinHandle,
+};
+
+use hyper::StatusCode;
+use shifter_common::{FLOW_ESTABLISHED, FLOW_FIN_IN, FLOW_FIN_OUT, FLOW_RECOVERED, counter_index};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tracing::{error, info, warn};
+
+use crate::{
+    DataPlane, Hook, LoadOptions, Service,
+    api::{
+        error::ApiError,
+        types::{
+            Counters, DetachReport, FlowEntry, Flows, InterfaceStatus, ReloadReport,
+            ServiceStatus, Status,
+        },
+    },
+    config::{Config, ServiceSpec, format_percent},
+    events::{Cause, Event},
+    flows::SweepPolicy,
+    state::{Source, State, Store},
+    util::{error_chain, monotonic_ns},
+};
+
+use super::DaemonError;
+
+type Reply<T> = oneshot::Sender<T>;
+
+pub(crate) enum Command {
+    Status(Reply<Status>),
+    Service(String, Reply<Result<ServiceStatus, ApiError>>),
+    SetWeight {
+        name: String,
+        bp: u16,
+        uid: u32,
+        reply: Reply<Result<crate::api::types::WeightChange, ApiError>>,
+    },
+    Flows(String, Reply<Result<Flows, ApiError>>),
+    Events(u64, Reply<Vec<Event>>),
+    Reload(Box<Config>, Reply<ReloadReport>),
+    Detach(Reply<Result<DetachReport, ApiError>>),
+    Sweep(Reply<()>),
+    Metrics(Reply<String>),
+    Ping(Reply<()>),
+    /// Persist and stop; the data plane stays attached.
+    Shutdown(Reply<()>),
+}
+
+/// Handle to the engine thread.
+#[derive(Clone)]
+pub struct Engine {
+    tx: mpsc::Sender<Command>,
+    events: broadcast::Sender<Event>,
+}
+
+impl Engine {
+    /// Starts the engine thread: loads state, loads or adopts the data plane, applies the
+    /// services and attaches. Returns once that is done (or failed).
+    pub(crate) async fn start(config: Config) -> Result<(Self, JoinHandle<()>), DaemonError> {
+        let (tx, rx) = mpsc::channel(64);
+        let (events, _) = broadcast::channel(256);
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let ev = events.clone();
+        let thread = std::thread::Builder::new()
+            .name("shifter-engine".into())
+            .spawn(move || match Actor::start(config, ev) {
+                Ok(actor) => {
+                    let _ = ready_tx.send(Ok(()));
+                    actor.run(rx);
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                }
+            })
+            .map_err(DaemonError::Thread)?;
+        match ready_rx.await {
+            Ok(Ok(())) => Ok((Self { tx, events }, thread)),
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                Err(e)
+            }
+            Err(_) => {
+                let _ = thread.join();
+                Err(DaemonError::EngineGone)
+            }
+        }
+    }
+
+    pub(crate) async fn call<T>(
+        &self,
+        make: impl FnOnce(Reply<T>) -> Command,
+    ) -> Result<T, ApiError> {
+        let (reply, rx) = oneshot::channel();
+        let gone = || ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the daemon is shutting down");
+        self.tx.send(make(reply)).await.map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// Stops the engine: it persists the state and drops the data plane handle, which
+    /// leaves every attachment in place.
+    pub(crate) async fn close(self) {
+        let _ = self.call(Command::Shutdown).await;
+    }
+}
+
+struct Actor {
+    dp: DataPlane,
+    config: Config,
+    slots: BTreeMap<String, u32>,
+    state: State,
+    store: Store,
+    events: broadcast::Sender<Event>,
+}
+
+fn dp_err(e: &crate::Error) -> ApiError {
+    ApiError::internal(format!("data plane: {}", error_chain(e)))
+}
+
+impl Actor {
+    fn start(config: Config, events: broadcast::Sender<Event>) -> Result<Self, DaemonError> {
+        let store = Store::new(&config.daemon.state_dir);
+        let loaded = store.load();
+        for w in &loaded.warnings {
+            warn!("{w}");
+        }
+        match loaded.source {
+            Source::Current => info!("state loaded from {}", store.path().display()),
+            Source::Previous => warn!("state restored from the previous good copy"),
+            Source::Empty => info!("no saved state; weights come from the pinned maps or the configuration"),
+        }
+        let mut opts = LoadOptions::new(&config.daemon.bpffs_dir);
+        opts.flow_capacity = config.daemon.flow_table_size;
+        let adopting = config.daemon.bpffs_dir.join(shifter_common::MAP_FLOWS).exists();
+        let dp = DataPlane::load(&opts).map_err(DaemonError::DataPlane)?;
+        info!(
+            "data plane loaded, pins under {} ({})",
+            config.daemon.bpffs_dir.display(),
+            if adopting { "adopted the pinned maps: flows and counters kept" } else { "fresh maps" }
+        );
+        let mut actor = Self {
+            dp,
+            config,
+            slots: BTreeMap::new(),
+            state: loaded.state,
+            store,
+            events,
+        };
+        actor.apply_initial().map_err(DaemonError::DataPlane)?;
+        actor.attach_initial()?;
+        actor.persist();
+        Ok(actor)
+    }
+
+    fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        while let Some(cmd) = rx.blocking_recv() {
+            match cmd {
+                Command::Status(r) => {
+                    let _ = r.send(self.status());
+                }
+                Command::Service(name, r) => {
+                    let _ = r.send(self.service_status(&name));
+                }
+                Command::SetWeight {
+                    name,
+                    bp,
+                    uid,
+                    reply,
+                } => {
+                    let _ = reply.send(self.set_weight(&name, bp, uid));
+                }
+                Command::Flows(name, r) => {
+                    let _ = r.send(self.flows(&name));
+                }
+                Command::Events(since, r) => {
+                    let _ = r.send(self.state.log.since(since));
+                }
+                Command::Reload(config, r) => {
+                    let _ = r.send(self.reload(*config));
+                }
+                Command::Detach(r) => {
+                    let res = self.detach();
+                    let ok = res.is_ok();
+                    let _ = r.send(res);
+                    if ok {
+                        return;
+                    }
+                }
+                Command::Sweep(r) => {
+                    match self.dp.sweep(&SweepPolicy::default()) {
+                        Ok(0) => {}
+                        Ok(n) => tracing::debug!("swept {n} ended or idle flows"),
+                        Err(e) => warn!("flow sweep: {}", error_chain(&e)),
+                    }
+                    let _ = r.send(());
+                }
+                Command::Metrics(r) => {
+                    let _ = r.send(self.metrics());
+                }
+                Command::Ping(r) => {
+                    let _ = r.send(());
+                }
+                Command::Shutdown(r) => {
+                    self.persist();
+                    info!("engine stopped; the data plane stays attached");
+                    let _ = r.send(());
+                    return;
+                }
+            }
+        }
+        self.persist();
+        info!("engine stopped; the data plane stays attached");
+    }
+
+    fn persist(&mut self) {
+        if let Err(e) = self.store.save(&self.state) {
+            error!("{}", error_chain(&e));
+        }
+    }
+
+    fn record(&mut self, service: &str, old: Option<u16>, new: Option<u16>, cause: Cause, uid: Option<u32>) {
+        let show = |w: Option<u16>| w.map_or_else(|| "none".to_owned(), |w| format!("{}%", format_percent(w)));
+        match uid {
+            Some(uid) => info!("{service}: weight {} -> {} (cause {cause}, uid {uid})", show(old), show(new)),
+            None => info!("{service}: weight {} -> {} (cause {cause})", show(old), show(new)),
+        }
+        let ev = self.state.log.record(service, old, new, cause, uid);
+        let _ = self.events.send(ev);
+    }
+
+    fn apply_initial(&mut self) -> Result<(), crate::Error> {
+        let live = self.dp.services()?;
+        for svc in live.values() {
+            if !self.config.services.iter().any(|s| s.service.same_identity(svc)) {
+                info!("removing service {svc}: pinned but no longer configured");
+                self.dp.remove_service(svc)?;
+            }
+        }
+        let specs = self.config.services.clone();
+        for spec in &specs {
+            let existing = live
+                .iter()
+                .find(|(_, s)| s.same_identity(&spec.service))
+                .map(|(slot, s)| (*slot, s.clone()));
+            let (weight, cause, from) = match (self.state.weights.get(&spec.name), &existing) {
+                (Some(w), _) => (*w, Cause::Restore, "state file"),
+                (None, Some((_, s))) => (s.config.weight, Cause::Restore, "pinned maps"),
+                (None, None) => (spec.service.config.weight, Cause::Config, "configuration"),
+            };
+            let mut want = spec.service.clone();
+            want.config.weight = weight;
+            let slot = match &existing {
+                Some((slot, s)) if *s == want => {
+                    info!("{}: adopted unchanged ({want}, slot {slot})", spec.name);
+                    *slot
+                }
+                _ => self.dp.set_service(&want)?,
+            };
+            let old = existing.as_ref().map(|(_, s)| s.config.weight);
+            info!("{}: weight {}% from the {from}", spec.name, format_percent(weight));
+            if old != Some(weight) {
+                self.record(&spec.name, old, Some(weight), cause, None);
+            }
+            self.slots.insert(spec.name.clone(), slot);
+            self.state.weights.insert(spec.name.clone(), weight);
+        }
+        let names: BTreeSet<&String> = specs.iter().map(|s| &s.name).collect();
+        self.state.weights.retain(|n, _| names.contains(n));
+        Ok(())
+    }
+
+    /// Interfaces with link pins in the bpffs directory: `link-<iface>-<what>`.
+    fn pinned_ifaces(dir: &Path) -> BTreeMap<String, BTreeSet<String>> {
+        let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return out;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(rest) = name.strip_prefix("link-")
+                && let Some((iface, what)) = rest.rsplit_once('-')
+            {
+                out.entry(iface.to_owned()).or_default().insert(what.to_owned());
+            }
+        }
+        out
+    }
+
+    fn attach_initial(&mut self) -> Result<(), DaemonError> {
+        let dir = self.config.daemon.bpffs_dir.clone();
+        let pinned = Self::pinned_ifaces(&dir);
+        for (iface, _) in pinned.iter().filter(|(i, _)| !self.config.interfaces.iter().any(|c| &c.name == *i)) {
+            info!("{iface}: attached by an earlier run but no longer configured; detaching");
+            if let Err(e) = DataPlane::detach_leftover(&dir, iface) {
+                warn!("{iface}: detaching leftover: {}", error_chain(&e));
+            }
+        }
+        for ic in self.config.interfaces.clone() {
+            let kinds = pinned.get(&ic.name).cloned().unwrap_or_default();
+            self.prepare_hook_change(&ic.name, ic.hook, &kinds);
+            let info = self.dp.attach(&ic.name, ic.hook).map_err(|source| DaemonError::Attach {
+                iface: ic.name.clone(),
+                source,
+            })?;
+            info!(
+                "{}: {} ingress={} egress=tc via {}",
+                ic.name,
+                if kinds.is_empty() { "attached" } else { "adopted the pinned links,"},
+                info.hook,
+                info.tc_mode
+            );
+        }
+        Ok(())
+    }
+
+    /// When the ingress hook of an interface changed since the last run, the old ingress
+    /// attachment would stay next to the new one: remove it first.
+    fn prepare_hook_change(&mut self, iface: &str, hook: Hook, pinned: &BTreeSet<String>) {
+        let stale = match hook {
+            Hook::Tc => pinned.contains("xdp"),
+            Hook::Xdp | Hook::XdpGeneric => pinned.contains("ingress"),
+        };
+        let legacy_ingress = hook != Hook::Tc && !pinned.contains("ingress");
+        if stale {
+            info!("{iface}: ingress hook changed to {hook}; removing the old attachment");
+            if let Err(e) = DataPlane::detach_leftover(&self.config.daemon.bpffs_dir, iface) {
+                warn!("{iface}: {}", error_chain(&e));
+            }
+        } else if legacy_ingress {
+            // A legacy TC ingress filter of an earlier run has no pin; remove it if present.
+            let _ = crate::attach::detach_legacy(iface, aya::programs::TcAttachType::Ingress);
+        }
+    }
+
+    fn slot_of(&self, name: &str) -> Result<u32, ApiError> {
+        self.slots
+            .get(name)
+            .copied()
+            .ok_or_else(|| ApiError::unknown_service(name))
+    }
+
+    fn set_weight(&mut self, name: &str, bp: u16, uid: u32) -> Result<crate::api::types::WeightChange, ApiError> {
+        let slot = self.slot_of(name)?;
+        let old = self
+            .dp
+            .services()
+            .map_err(|e| dp_err(&e))?
+            .get(&slot)
+            .map(|s| s.config.weight)
+            .ok_or_else(|| ApiError::internal(format!("service {name:?} is missing from the maps")))?;
+        let mut event = None;
+        if old != bp {
+            self.dp.set_weight(slot, bp).map_err(|e| dp_err(&e))?;
+            self.state.weights.insert(name.to_owned(), bp);
+            self.record(name, Some(old), Some(bp), Cause::Operator, Some(uid));
+            event = self.state.log.events.back().cloned();
+            self.persist();
+        }
+        Ok(crate::api::types::WeightChange {
+            service: name.to_owned(),
+            old_weight_bp: old,
+            new_weight_bp: bp,
+            event,
+        })
+    }
+
+    fn counters(&mut self, slot: u32, live: [u64; 2]) -> Result<[Counters; 2], crate::Error> {
+        let raw = self.dp.counters(slot)?;
+        let mut urem = [0u64; 2];
+        {
+            let map = self.dp.user_removed_map()?;
+            for (b, u) in urem.iter_mut().enumerate() {
+                *u = map
+                    .get(&counter_index(slot, b as u8), 0)
+                    .map_err(crate::error::map_err(shifter_common::MAP_USER_REMOVED))?;
+            }
+        }
+        let mut out: [Counters; 2] = Default::default();
+        for b in 0..2 {
+            let c = &raw[b];
+            out[b] = Counters {
+                new_flows: c.new_flows,
+                active_flows: live[b],
+                packets: c.packets,
+                bytes: c.bytes,
+                egress_packets: c.egress_packets,
+                egress_bytes: c.egress_bytes,
+                recoveries: c.recoveries,
+                evictions: (c.new_flows + c.recoveries).saturating_sub(c.closed + urem[b] + live[b]),
+                refusals: c.refusals,
+                resets: c.resets,
+            };
+        }
+        Ok(out)
+    }
+
+    fn statuses(&mut self, only: Option<&str>) -> Result<Vec<ServiceStatus>, crate::Error> {
+        let live_services = self.dp.services()?;
+        let mut live_flows: BTreeMap<u32, [u64; 2]> = BTreeMap::new();
+        for f in self.dp.flows(None)? {
+            live_flows.entry(f.slot).or_default()[f.backend as usize & 1] += 1;
+        }
+        let mut out = Vec::new();
+        for spec in self.config.services.clone() {
+            if only.is_some_and(|n| n != spec.name) {
+                continue;
+            }
+            let Some(&slot) = self.slots.get(&spec.name) else {
+                continue;
+            };
+            let Some(svc) = live_services.get(&slot) else {
+                continue;
+            };
+            let [blue, green] = self.counters(slot, live_flows.get(&slot).copied().unwrap_or_default())?;
+            out.push(service_status(&spec.name, slot, svc, blue, green));
+        }
+        Ok(out)
+    }
+
+    fn status(&mut self) -> Status {
+        let services = self.statuses(None).unwrap_or_else(|e| {
+            error!("reading the maps: {}", error_chain(&e));
+            Vec::new()
+        });
+        Status {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            pid: std::process::id(),
+            bpffs_dir: self.config.daemon.bpffs_dir.display().to_string(),
+            state_dir: self.config.daemon.state_dir.display().to_string(),
+            flow_table_size: self.config.daemon.flow_table_size,
+            interfaces: self
+                .dp
+                .attachments()
+                .into_iter()
+                .map(|(name, a)| InterfaceStatus {
+                    name,
+                    hook: a.hook.to_string(),
+                    tc_mode: a.tc_mode.to_string(),
+                })
+                .collect(),
+            services,
+        }
+    }
+
+    fn service_status(&mut self, name: &str) -> Result<ServiceStatus, ApiError> {
+        self.slot_of(name)?;
+        self.statuses(Some(name))
+            .map_err(|e| dp_err(&e))?
+            .pop()
+            .ok_or_else(|| ApiError::internal(format!("service {name:?} is missing from the maps")))
+    }
+
+    fn flows(&mut self, name: &str) -> Result<Flows, ApiError> {
+        let slot = self.slot_of(name)?;
+        let now = monotonic_ns();
+        let flows = self
+            .dp
+            .flows(Some(slot))
+            .map_err(|e| dp_err(&e))?
+            .into_iter()
+            .map(|f| FlowEntry {
+                protocol: f.protocol.to_string(),
+                client: f.client.to_string(),
+                client_port: f.client_port,
+                local: f.local.to_string(),
+                service_port: f.service_port,
+                backend: backend_name(f.backend as u8).to_owned(),
+                backend_port: f.backend_port,
+                established: f.flags & FLOW_ESTABLISHED != 0,
+                recovered: f.flags & FLOW_RECOVERED != 0,
+                fin_in: f.flags & FLOW_FIN_IN != 0,
+                fin_out: f.flags & FLOW_FIN_OUT != 0,
+                idle_ms: now.saturating_sub(f.last_seen_ns) / 1_000_000,
+            })
+            .collect();
+        Ok(Flows {
+            service: name.to_owned(),
+            flows,
+        })
+    }
+
+    fn reload(&mut self, mut new: Config) -> ReloadReport {
+        let mut report = ReloadReport::default();
+        let (od, nd) = (&self.config.daemon, &new.daemon);
+        for (field, changed) in [
+            ("daemon.socket", od.socket != nd.socket),
+            ("daemon.socket_group", od.socket_group != nd.socket_group),
+            ("daemon.socket_mode", od.socket_mode != nd.socket_mode),
+            ("daemon.state_dir", od.state_dir != nd.state_dir),
+            ("daemon.bpffs_dir", od.bpffs_dir != nd.bpffs_dir),
+            ("daemon.flow_table_size", od.flow_table_size != nd.flow_table_size),
+            ("daemon.metrics_address", od.metrics_address != nd.metrics_address),
+            ("daemon.sweep_interval_secs", od.sweep_interval != nd.sweep_interval),
+        ] {
+            if changed {
+                warn!("reload: {field} changed; it takes effect after a restart");
+                report.needs_restart.push(field.to_owned());
+            }
+        }
+        new.daemon = self.config.daemon.clone();
+        let old = std::mem::replace(&mut self.config, new.clone());
+        let find = |c: &Config, name: &str| c.service(name).cloned();
+
+        // Removed services first, so their ports are free for added ones.
+        for spec in &old.services {
+            if find(&new, &spec.name).is_none() {
+                match self.dp.remove_service(&spec.service) {
+                    Ok(()) => {
+                        let w = self.state.weights.remove(&spec.name);
+                        self.slots.remove(&spec.name);
+                        self.record(&spec.name, w, None, Cause::Removed, None);
+                        report.removed.push(spec.name.clone());
+                    }
+                    Err(e) => report.errors.push(format!("removing {}: {}", spec.name, error_chain(&e))),
+                }
+            }
+        }
+        // Changed services whose identity changed are removed before any is re-added.
+        let mut readd: Vec<(ServiceSpec, u16)> = Vec::new();
+        for spec in &new.services {
+            let Some(o) = find(&old, &spec.name) else {
+                continue;
+            };
+            if o.service == spec.service {
+                report.unchanged.push(spec.name.clone());
+                continue;
+            }
+            let current = self.state.weights.get(&spec.name).copied().unwrap_or(o.service.config.weight);
+            // A weight edited in the file wins; otherwise the current (operator's) weight stays.
+            let weight = if o.service.config.weight == spec.service.config.weight {
+                current
+            } else {
+                spec.service.config.weight
+            };
+            if o.service.same_identity(&spec.service) {
+                let mut want = spec.service.clone();
+                want.config.weight = weight;
+                match self.dp.set_service(&want) {
+                    Ok(slot) => {
+                        self.slots.insert(spec.name.clone(), slot);
+                        self.state.weights.insert(spec.name.clone(), weight);
+                        if weight != current {
+                            self.record(&spec.name, Some(current), Some(weight), Cause::Reload, None);
+                        }
+                        report.changed.push(spec.name.clone());
+                    }
+                    Err(e) => report.errors.push(format!("updating {}: {}", spec.name, error_chain(&e))),
+                }
+            } else {
+                match self.dp.remove_service(&o.service) {
+                    Ok(()) => readd.push((spec.clone(), weight)),
+                    Err(e) => report.errors.push(format!("updating {}: {}", spec.name, error_chain(&e))),
+                }
+                self.slots.remove(&spec.name);
+            }
+        }
+        for (spec, weight) in readd {
+            let current = self.state.weights.get(&spec.name).copied();
+            let mut want = spec.service.clone();
+            want.config.weight = weight;
+            match self.dp.set_service(&want) {
+                Ok(slot) => {
+                    self.slots.insert(spec.name.clone(), slot);
+                    self.state.weights.insert(spec.name.clone(), weight);
+                    if current != Some(weight) {
+                        self.record(&spec.name, current, Some(weight), Cause::Reload, None);
+                    }
+                    report.changed.push(spec.name.clone());
+                }
+                Err(e) => report.errors.push(format!("updating {}: {}", spec.name, error_chain(&e))),
+            }
+        }
+        for spec in &new.services {
+            if find(&old, &spec.name).is_some() {
+                continue;
+            }
+            match self.dp.set_service(&spec.service) {
+                Ok(slot) => {
+                    self.slots.insert(spec.name.clone(), slot);
+                    let w = spec.service.config.weight;
+                    self.state.weights.insert(spec.name.clone(), w);
+                    self.record(&spec.name, None, Some(w), Cause::Reload, None);
+                    report.added.push(spec.name.clone());
+                }
+                Err(e) => report.errors.push(format!("adding {}: {}", spec.name, error_chain(&e))),
+            }
+        }
+        // Interfaces.
+        let held: BTreeMap<String, Hook> = self
+            .dp
+            .attachments()
+            .into_iter()
+            .map(|(n, a)| (n, a.hook))
+            .collect();
+        for (name, hook) in &held {
+            let want = new.interfaces.iter().find(|i| &i.name == name);
+            if want.is_none_or(|w| w.hook != *hook) {
+                match self.dp.detach(name) {
+                    Ok(()) => report.interfaces_detached.push(name.clone()),
+                    Err(e) => report.errors.push(format!("detaching {name}: {}", error_chain(&e))),
+                }
+            }
+        }
+        for ic in &new.interfaces {
+            if held.get(&ic.name) == Some(&ic.hook) {
+                continue;
+            }
+            match self.dp.attach(&ic.name, ic.hook) {
+                Ok(_) => report.interfaces_attached.push(ic.name.clone()),
+                Err(e) => report.errors.push(format!("attaching {}: {}", ic.name, error_chain(&e))),
+            }
+        }
+        for e in &report.errors {
+            error!("reload: {e}");
+        }
+        info!(
+            "configuration reloaded: added {:?}, removed {:?}, changed {:?}, unchanged {:?}",
+            report.added, report.removed, report.changed, report.unchanged
+        );
+        self.persist();
+        report
+    }
+
+    fn detach(&mut self) -> Result<DetachReport, ApiError> {
+        let dir = self.config.daemon.bpffs_dir.clone();
+        let interfaces: Vec<String> = self.dp.attachments().into_iter().map(|(n, _)| n).collect();
+        self.dp.detach_all().map_err(|e| dp_err(&e))?;
+        for iface in Self::pinned_ifaces(&dir).keys() {
+            DataPlane::detach_leftover(&dir, iface).map_err(|e| dp_err(&e))?;
+        }
+        self.persist();
+        self.slots.clear();
+        // The pinned maps go with the directory; our handles close when the engine stops.
+        let removed = std::fs::remove_dir_all(&dir);
+        if let Err(e) = &removed
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            return Err(ApiError::internal(format!("removing {}: {e}", dir.display())));
+        }
+        info!("detached from {interfaces:?} and removed the pins under {}", dir.display());
+        Ok(DetachReport {
+            interfaces,
+            pins_removed: true,
+        })
+    }
+
+    fn metrics(&mut self) -> String {
+        use std::fmt::Write as _;
+        let services = self.statuses(None).unwrap_or_default();
+        let mut out = String::new();
+        let gauge = |out: &mut String, name: &str, help: &str, kind: &str| {
+            let _ = writeln!(out, "# HELP shifter_{name} {help}\n# TYPE shifter_{name} {kind}");
+        };
+        gauge(&mut out, "weight_basis_points", "Green's share of new flows (0..10000).", "gauge");
+        for s in &services {
+            let _ = writeln!(out, "shifter_weight_basis_points{{service=\"{}\"}} {}", s.name, s.weight_bp);
+        }
+        type Get = fn(&Counters) -> u64;
+        let per_backend: [(&str, &str, &str, Get); 10] = [
+            ("new_flows_total", "Flows decided for the backend.", "counter", |c| c.new_flows),
+            ("active_flows", "Flow-table entries of the backend.", "gauge", |c| c.active_flows),
+            ("packets_total", "Ingress packets steered to the backend.", "counter", |c| c.packets),
+            ("bytes_total", "Ingress bytes (L3) steered to the backend.", "counter", |c| c.bytes),
+            ("egress_packets_total", "Reply packets rewritten back to the service port.", "counter", |c| c.egress_packets),
+            ("egress_bytes_total", "Reply bytes (L3) rewritten back to the service port.", "counter", |c| c.egress_bytes),
+            ("recoveries_total", "Flow entries restored by socket lookup.", "counter", |c| c.recoveries),
+            ("evictions_total", "Flow entries evicted from the full table (derived).", "counter", |c| c.evictions),
+            ("refusals_total", "Connections refused by the backend (RST answering a SYN).", "counter", |c| c.refusals),
+            ("resets_total", "Resets on established connections.", "counter", |c| c.resets),
+        ];
+        for (name, help, kind, get) in per_backend {
+            gauge(&mut out, name, help, kind);
+            for s in &services {
+                for (b, c) in [("blue", &s.blue), ("green", &s.green)] {
+                    let _ = writeln!(out, "shifter_{name}{{service=\"{}\",backend=\"{b}\"}} {}", s.name, get(c));
+                }
+            }
+        }
+        out
+    }
+}
+
+fn backend_name(b: u8) -> &'static str {
+    if b & 1 == 0 { "blue" } else { "green" }
+}
+
+fn service_status(name: &str, slot: u32, svc: &Service, blue: Counters, green: Counters) -> ServiceStatus {
+    ServiceStatus {
+        name: name.to_owned(),
+        protocol: svc.protocol.to_string(),
+        port: svc.port,
+        local_addresses: svc.local_addrs.iter().map(ToString::to_string).collect(),
+        blue_port: svc.config.blue_port,
+        green_port: svc.config.green_port,
+        weight_bp: svc.config.weight,
+        weight_percent: format_percent(svc.config.weight),
+        affinity: match svc.config.affinity {
+            shifter_common::Affinity::Connection => "connection",
+            shifter_common::Affinity::Client => "client",
+        }
+        .to_owned(),
+        slot,
+        blue,
+        green,
+    }
+}

@@ -1,0 +1,194 @@
+//! The daemon: `run(config, shutdown)`.
+//!
+//! Start-up binds the control socket (refusing when another daemon answers on it), loads the
+//! data plane adopting the pinned maps and links, applies the services (weights from the state
+//! file win over the pinned maps, which win over the configuration), attaches, then serves the
+//! control API and tells systemd it is ready. The shutdown future stops serving, persists the
+//! state and returns, leaving the data plane attached and forwarding.
+
+pub mod engine;
+
+use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
+
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
+
+use crate::{
+    api::server::{self, ApiContext},
+    config::Config,
+    util::error_chain,
+};
+use engine::{Command, Engine};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("control socket {}", .path.display())]
+    Socket {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("another shifter daemon is already serving {}", .path.display())]
+    AlreadyRunning { path: PathBuf },
+    #[error("metrics address {addr}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("data plane")]
+    DataPlane(#[source] crate::Error),
+    #[error("interface {iface}")]
+    Attach {
+        iface: String,
+        #[source]
+        source: crate::Error,
+    },
+    #[error("starting the engine thread")]
+    Thread(#[source] std::io::Error),
+    #[error("the engine thread stopped unexpectedly")]
+    EngineGone,
+}
+
+/// Everything but the configuration and the shutdown signal.
+#[derive(Default)]
+pub struct Options {
+    /// The file to re-read on reload (SIGHUP or `POST /v1/reload`).
+    pub config_path: Option<PathBuf>,
+    /// Each message reloads the configuration (the binary feeds SIGHUP into it).
+    pub reload: Option<mpsc::Receiver<()>>,
+}
+
+/// Runs the daemon until `shutdown` completes (or the data plane is detached through the API).
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+    run_with(config, Options::default(), shutdown).await
+}
+
+/// `run` with a configuration file to reload and a reload trigger.
+pub async fn run_with(config: Config, opts: Options, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+    let socket_path = config.daemon.socket.clone();
+    let listener = server::bind(&config.daemon)?;
+    let metrics_listener = match config.daemon.metrics_address {
+        Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => Some(l),
+            Err(source) => {
+                server::unlink(&socket_path);
+                return Err(DaemonError::Metrics { addr, source });
+            }
+        },
+        None => None,
+    };
+    let (engine, thread) = match Engine::start(config.clone()).await {
+        Ok(x) => x,
+        Err(e) => {
+            server::unlink(&socket_path);
+            return Err(e);
+        }
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let ctx = Arc::new(ApiContext {
+        engine: engine.clone(),
+        group: config.daemon.socket_group.clone(),
+        config_path: opts.config_path.clone(),
+        stop: stop_tx.clone(),
+    });
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(server::serve_unix(listener, ctx.clone(), stop_rx.clone()));
+    if let Some(l) = metrics_listener {
+        info!("metrics on http://{}/metrics", config.daemon.metrics_address.expect("set"));
+        tasks.spawn(server::serve_metrics(l, ctx.clone(), stop_rx.clone()));
+    }
+    tasks.spawn(sweep_loop(engine.clone(), config.daemon.sweep_interval, stop_rx.clone()));
+    tasks.spawn(watchdog_loop(engine.clone(), stop_rx.clone()));
+
+    let status = format!(
+        "serving {} service(s) on {} interface(s)",
+        config.services.len(),
+        config.interfaces.len()
+    );
+    info!("ready: {status}; control socket {}", socket_path.display());
+    notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(&status)]);
+
+    let mut reload = opts.reload;
+    let mut stop_watch = stop_rx.clone();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => {
+                info!("shutting down; the data plane stays attached");
+                break;
+            }
+            _ = stop_watch.wait_for(|s| *s) => {
+                info!("data plane detached; stopping");
+                break;
+            }
+            Some(()) = async {
+                match reload.as_mut() {
+                    Some(r) => r.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                info!("reloading the configuration");
+                notify(&[sd_notify::NotifyState::Reloading]);
+                let res = server::reload(&ctx).await;
+                server::log_reload_result(&res);
+                notify(&[sd_notify::NotifyState::Ready]);
+            }
+        }
+    }
+    notify(&[sd_notify::NotifyState::Stopping]);
+    let _ = stop_tx.send(true);
+    while tasks.join_next().await.is_some() {}
+    drop(ctx);
+    engine.close().await;
+    if tokio::task::spawn_blocking(move || thread.join()).await.is_err() {
+        warn!("the engine thread panicked");
+    }
+    server::unlink(&socket_path);
+    Ok(())
+}
+
+fn notify(state: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(false, state) {
+        warn!("systemd notify: {e}");
+    }
+}
+
+async fn sweep_loop(engine: Engine, every: Duration, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tick.tick() => {
+                if engine.call(Command::Sweep).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Pings systemd's watchdog at half its interval, but only while the engine answers.
+async fn watchdog_loop(engine: Engine, mut stop: watch::Receiver<bool>) {
+    let mut usec = 0u64;
+    if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
+        return;
+    }
+    let every = Duration::from_micros(usec / 2);
+    info!("systemd watchdog every {every:?}");
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tick.tick() => {
+                match tokio::time::timeout(every, engine.call(Command::Ping)).await {
+                    Ok(Ok(())) => notify(&[sd_notify::NotifyState::Watchdog]),
+                    Ok(Err(e)) => warn!("watchdog: engine: {}", error_chain(&e)),
+                    Err(_) => warn!("watchdog: the engine did not answer within {every:?}"),
+                }
+            }
+        }
+    }
+}

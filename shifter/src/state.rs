@@ -1,0 +1,292 @@
+//! Persisted daemon state (weights per service, the event log) under the state directory.
+//!
+//! Saving writes a temporary file, fsyncs it, keeps the current file as `state.json.prev`
+//! (a hard link, so `state.json` never disappears) and renames the new file over it. Loading
+//! falls back to the previous copy when the current one is unreadable, and to nothing (the
+//! configuration's values) when both are.
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    io::{self, Write as _},
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{events::EventLog, paths};
+
+pub const STATE_VERSION: u32 = 1;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub version: u32,
+    /// Current green weight per service name, basis points.
+    pub weights: BTreeMap<String, u16>,
+    #[serde(default)]
+    pub log: EventLog,
+}
+
+/// Where the loaded state came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    Current,
+    Previous,
+    /// No usable state file: start from the configuration.
+    Empty,
+}
+
+#[derive(Debug)]
+pub struct Loaded {
+    pub state: State,
+    pub source: Source,
+    /// What went wrong on the way (for the log): corrupt or unreadable files.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("saving state to {path}")]
+pub struct SaveError {
+    pub path: PathBuf,
+    #[source]
+    pub source: io::Error,
+}
+
+/// The state files in one directory.
+#[derive(Clone, Debug)]
+pub struct Store {
+    dir: PathBuf,
+}
+
+impl Store {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+    pub fn path(&self) -> PathBuf {
+        self.dir.join(paths::STATE_FILE)
+    }
+    fn prev_path(&self) -> PathBuf {
+        self.dir.join(paths::STATE_FILE_PREV)
+    }
+
+    /// Loads the state, never failing: problems become warnings.
+    pub fn load(&self) -> Loaded {
+        let mut warnings = Vec::new();
+        let cur = self.path();
+        match read(&cur) {
+            Ok(Some(state)) => {
+                return Loaded {
+                    state,
+                    source: Source::Current,
+                    warnings,
+                };
+            }
+            Ok(None) => {}
+            Err(e) => {
+                let bad = self.dir.join(paths::STATE_FILE_BAD);
+                let moved = fs::rename(&cur, &bad).is_ok();
+                warnings.push(format!(
+                    "state file {} is unusable ({e}){}",
+                    cur.display(),
+                    if moved {
+                        format!("; moved it to {}", bad.display())
+                    } else {
+                        String::new()
+                    }
+                ));
+            }
+        }
+        let prev = self.prev_path();
+        match read(&prev) {
+            Ok(Some(state)) => {
+                warnings.push(format!("using the previous good copy {}", prev.display()));
+                Loaded {
+                    state,
+                    source: Source::Previous,
+                    warnings,
+                }
+            }
+            Ok(None) => {
+                if !warnings.is_empty() {
+                    warnings
+                        .push("no previous copy; starting from the configuration's weights".into());
+                }
+                Loaded {
+                    state: empty(),
+                    source: Source::Empty,
+                    warnings,
+                }
+            }
+            Err(e) => {
+                warnings.push(format!(
+                    "previous copy {} is unusable too ({e}); starting from the configuration's weights",
+                    prev.display()
+                ));
+                Loaded {
+                    state: empty(),
+                    source: Source::Empty,
+                    warnings,
+                }
+            }
+        }
+    }
+
+    /// Writes `state` durably (temp file, fsync, keep previous, rename, fsync directory).
+    pub fn save(&self, state: &State) -> Result<(), SaveError> {
+        let path = self.path();
+        let err = |source| SaveError {
+            path: path.clone(),
+            source,
+        };
+        fs::create_dir_all(&self.dir).map_err(err)?;
+        let tmp = self.dir.join(format!("{}.tmp", paths::STATE_FILE));
+        let body = serde_json::to_vec_pretty(state).map_err(|e| err(io::Error::other(e)))?;
+        {
+            let mut f = fs::File::create(&tmp).map_err(err)?;
+            f.write_all(&body).map_err(err)?;
+            f.write_all(b"\n").map_err(err)?;
+            f.sync_all().map_err(err)?;
+        }
+        if read(&path).is_ok_and(|s| s.is_some()) {
+            let prev = self.prev_path();
+            let _ = fs::remove_file(&prev);
+            fs::hard_link(&path, &prev).map_err(err)?;
+        }
+        fs::rename(&tmp, &path).map_err(err)?;
+        fs::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(err)?;
+        Ok(())
+    }
+}
+
+fn empty() -> State {
+    State {
+        version: STATE_VERSION,
+        ..State::default()
+    }
+}
+
+/// `Ok(None)` when the file does not exist; `Err` with a reason when it is unusable.
+fn read(path: &Path) -> Result<Option<State>, String> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    let state: State = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+    if state.version != STATE_VERSION {
+        return Err(format!("version {} is not {STATE_VERSION}", state.version));
+    }
+    if let Some((name, w)) = state.weights.iter().find(|(_, w)| **w > 10_000) {
+        return Err(format!(
+            "weight {w} of {name} is outside 0..=10000 basis points"
+        ));
+    }
+    Ok(Some(state))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::Cause;
+
+    struct TempDir(PathBuf);
+    impl TempDir {
+        fn new(name: &str) -> Self {
+            let p = std::env::temp_dir().join(format!(
+                "shifter-state-{name}-{}-{}",
+                std::process::id(),
+                crate::util::now_unix_ms()
+            ));
+            fs::create_dir_all(&p).unwrap();
+            Self(p)
+        }
+    }
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn state(w: u16) -> State {
+        let mut s = empty();
+        s.weights.insert("web".into(), w);
+        s.log
+            .record("web", Some(0), Some(w), Cause::Operator, Some(1000));
+        s
+    }
+
+    #[test]
+    fn missing_dir_is_empty_without_warnings() {
+        let d = TempDir::new("missing");
+        let l = Store::new(d.0.join("nope")).load();
+        assert_eq!(l.source, Source::Empty);
+        assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+        assert_eq!(l.state, empty());
+    }
+
+    #[test]
+    fn save_then_load_round_trips_and_keeps_previous() {
+        let d = TempDir::new("roundtrip");
+        let store = Store::new(&d.0);
+        store.save(&state(100)).unwrap();
+        store.save(&state(200)).unwrap();
+        let l = store.load();
+        assert_eq!(l.source, Source::Current);
+        assert_eq!(l.state, state(200));
+        assert!(l.warnings.is_empty());
+        let prev: State = serde_json::from_slice(&fs::read(store.prev_path()).unwrap()).unwrap();
+        assert_eq!(prev.weights["web"], 100);
+        assert!(!d.0.join("state.json.tmp").exists());
+    }
+
+    #[test]
+    fn truncated_file_falls_back_to_previous() {
+        let d = TempDir::new("truncated");
+        let store = Store::new(&d.0);
+        store.save(&state(100)).unwrap();
+        store.save(&state(200)).unwrap();
+        let bytes = fs::read(store.path()).unwrap();
+        fs::write(store.path(), &bytes[..bytes.len() / 2]).unwrap();
+        let l = store.load();
+        assert_eq!(l.source, Source::Previous);
+        assert_eq!(l.state.weights["web"], 100);
+        assert!(l.warnings[0].contains("unusable"), "{:?}", l.warnings);
+        assert!(d.0.join(paths::STATE_FILE_BAD).exists());
+        // The next save does not turn the bad file into the previous copy.
+        store.save(&state(300)).unwrap();
+        assert_eq!(store.load().state.weights["web"], 300);
+    }
+
+    #[test]
+    fn garbage_everywhere_starts_empty() {
+        let d = TempDir::new("garbage");
+        let store = Store::new(&d.0);
+        fs::write(store.path(), b"\x00\x01garbage").unwrap();
+        fs::write(
+            store.prev_path(),
+            b"{\"version\": 1, \"weights\": {\"web\": 20000}}",
+        )
+        .unwrap();
+        let l = store.load();
+        assert_eq!(l.source, Source::Empty);
+        assert_eq!(l.state, empty());
+        assert_eq!(l.warnings.len(), 2, "{:?}", l.warnings);
+        assert!(
+            l.warnings[1].contains("outside 0..=10000"),
+            "{:?}",
+            l.warnings
+        );
+    }
+
+    #[test]
+    fn wrong_version_is_unusable() {
+        let d = TempDir::new("version");
+        let store = Store::new(&d.0);
+        fs::write(store.path(), b"{\"version\": 99, \"weights\": {}}").unwrap();
+        let l = store.load();
+        assert_eq!(l.source, Source::Empty);
+        assert!(l.warnings[0].contains("version 99"), "{:?}", l.warnings);
+    }
+}
