@@ -2,6 +2,7 @@
 
 use std::{
     convert::Infallible,
+    os::fd::AsRawFd as _,
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     pin::Pin,
@@ -52,11 +53,13 @@ type Body = BoxBody<Bytes, Infallible>;
 /// Who is asking.
 #[derive(Clone, Copy, Debug)]
 pub enum Peer {
-    /// A Unix-socket peer, from SO_PEERCRED.
+    /// A Unix-socket peer, from SO_PEERCRED; `in_group`: its gid, its supplementary groups
+    /// (SO_PEERGROUPS) or the user's groups (getgrouplist) include the configured group.
     Unix {
         uid: u32,
         gid: u32,
         pid: Option<i32>,
+        in_group: bool,
     },
     /// The optional TCP metrics listener: only `/metrics` is served.
     Metrics,
@@ -114,7 +117,14 @@ pub(crate) async fn serve_unix(
             res = listener.accept() => match res {
                 Ok((stream, _)) => {
                     let peer = match stream.peer_cred() {
-                        Ok(c) => Peer::Unix { uid: c.uid(), gid: c.gid(), pid: c.pid() },
+                        Ok(c) => {
+                            let in_group = ctx.group.as_ref().is_some_and(|g| {
+                                c.gid() == g.gid
+                                    || peer_groups(stream.as_raw_fd()).contains(&g.gid)
+                                    || user_in_group(c.uid(), g.gid)
+                            });
+                            Peer::Unix { uid: c.uid(), gid: c.gid(), pid: c.pid(), in_group }
+                        }
                         Err(e) => {
                             warn!("control socket: no peer credentials ({e}); closing the connection");
                             continue;
@@ -451,7 +461,13 @@ pub(crate) async fn reload(ctx: &ApiContext) -> Result<super::types::ReloadRepor
 
 /// Changes need uid 0 or membership in the configured group. Returns the uid.
 fn authorize(ctx: &ApiContext, peer: Peer, what: &str) -> Result<u32, ApiError> {
-    let Peer::Unix { uid, gid, pid } = peer else {
+    let Peer::Unix {
+        uid,
+        gid,
+        pid,
+        in_group,
+    } = peer
+    else {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "changes are not allowed on the metrics listener",
@@ -460,12 +476,10 @@ fn authorize(ctx: &ApiContext, peer: Peer, what: &str) -> Result<u32, ApiError> 
     if uid == 0 {
         return Ok(uid);
     }
-    if let Some(g) = &ctx.group
-        && (gid == g.gid || user_in_group(uid, g.gid))
-    {
+    if in_group {
         return Ok(uid);
     }
-    warn!("refused: uid {uid} (pid {pid:?}) may not {what}");
+    warn!("refused: uid {uid} gid {gid} (pid {pid:?}) may not {what}");
     let who = match &ctx.group {
         Some(g) => format!("root or members of group {:?} (gid {})", g.name, g.gid),
         None => "root (no daemon.socket_group is configured)".to_owned(),
@@ -474,6 +488,27 @@ fn authorize(ctx: &ApiContext, peer: Peer, what: &str) -> Result<u32, ApiError> 
         StatusCode::FORBIDDEN,
         format!("uid {uid} may not {what}: only {who} may change anything"),
     ))
+}
+
+/// The peer's supplementary groups at connect time (SO_PEERGROUPS); empty when unknown.
+fn peer_groups(fd: std::os::fd::RawFd) -> Vec<u32> {
+    let mut groups = vec![0u32; 256];
+    let mut len = (groups.len() * std::mem::size_of::<u32>()) as libc::socklen_t;
+    // SAFETY: the buffer and its length are valid; the kernel writes at most `len` bytes.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEERGROUPS,
+            groups.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Vec::new();
+    }
+    groups.truncate(len as usize / std::mem::size_of::<u32>());
+    groups
 }
 
 /// Whether the user `uid` has `gid` among its groups (primary or supplementary).
