@@ -3,3 +3,4 @@ pub mod pkt;
 pub mod testrun;
 pub mod netns;
 pub mod traffic;
+pub mod daemon;
