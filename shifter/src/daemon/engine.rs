@@ -363,17 +363,12 @@ impl Actor {
                     iface: ic.name.clone(),
                     source,
                 })?;
-            info!(
-                "{}: {} ingress={} egress=tc via {}",
-                ic.name,
-                if kinds.is_empty() {
-                    "attached"
-                } else {
-                    "adopted the pinned links,"
-                },
-                info.hook,
-                info.tc_mode
-            );
+            if !kinds.is_empty() {
+                info!(
+                    "{}: adopted the pinned links (program replaced in place), ingress={} egress=tc via {}",
+                    ic.name, info.hook, info.tc_mode
+                );
+            }
         }
         Ok(())
     }
