@@ -73,7 +73,10 @@ fn request(seq: u64) -> [u8; MSG_LEN] {
 /// Checks an echo reply and returns the id byte.
 fn check_reply(reply: &[u8; MSG_LEN + 1], req: &[u8; MSG_LEN]) -> Result<u8, String> {
     if &reply[1..] != req {
-        return Err(format!("echo mismatch: sent {req:?}, got {:?}", &reply[1..]));
+        return Err(format!(
+            "echo mismatch: sent {req:?}, got {:?}",
+            &reply[1..]
+        ));
     }
     Ok(reply[0])
 }
@@ -96,8 +99,10 @@ fn tcp_one(target: SocketAddr, timeout: Duration, seq: u64) -> Outcome {
         let mut s =
             TcpStream::connect_timeout(&target, timeout).map_err(|e| format!("connect: {e}"))?;
         out.local_port = s.local_addr().map_err(|e| e.to_string())?.port();
-        s.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
-        s.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(timeout))
+            .map_err(|e| e.to_string())?;
+        s.set_write_timeout(Some(timeout))
+            .map_err(|e| e.to_string())?;
         s.set_nodelay(true).map_err(|e| e.to_string())?;
         let peer = s.peer_addr().map_err(|e| e.to_string())?;
         if peer != target {
@@ -112,29 +117,51 @@ fn tcp_one(target: SocketAddr, timeout: Duration, seq: u64) -> Outcome {
     out
 }
 
+/// A batch gives up after this many failures in a row (the rest count as not attempted), so
+/// a broken data plane fails a test in seconds instead of running into every timeout.
+pub const MAX_FAILURES_IN_A_ROW: usize = 10;
+
+impl Report {
+    /// True when the last `MAX_FAILURES_IN_A_ROW` exchanges all failed.
+    fn hopeless(&self) -> bool {
+        self.outcomes.len() >= MAX_FAILURES_IN_A_ROW
+            && self.outcomes[self.outcomes.len() - MAX_FAILURES_IN_A_ROW..]
+                .iter()
+                .all(|o| o.error.is_some())
+    }
+
+    fn skip(&mut self, local_port: u16, why: &str) {
+        self.outcomes.push(Outcome {
+            local_port,
+            backend: None,
+            error: Some(format!("not attempted: {why}")),
+        });
+    }
+}
+
 /// `n` short TCP connections to `target`, one after the other, each doing one
-/// request/response and closing. Each step is bounded by `timeout`; the whole batch stops
-/// early (remaining connections count as failures) after `budget`.
+/// request/response and closing. Each step is bounded by `timeout`; the batch stops early
+/// (the remaining connections count as failures) after `budget` or after
+/// `MAX_FAILURES_IN_A_ROW` failures in a row.
 pub fn tcp_short(target: SocketAddr, n: usize, timeout: Duration, budget: Duration) -> Report {
     let start = Instant::now();
     let mut report = Report::default();
     for i in 0..n {
         if start.elapsed() > budget {
-            report.outcomes.push(Outcome {
-                local_port: 0,
-                backend: None,
-                error: Some(format!("not attempted: batch budget {budget:?} exhausted")),
-            });
-            continue;
+            report.skip(0, &format!("batch budget {budget:?} exhausted"));
+        } else if report.hopeless() {
+            report.skip(0, "too many failures in a row");
+        } else {
+            report.outcomes.push(tcp_one(target, timeout, i as u64));
         }
-        report.outcomes.push(tcp_one(target, timeout, i as u64));
     }
     report
 }
 
 /// One UDP request/response from each source port in `ports` to `target`. The reply must
 /// come from `target` itself (the service address and port, i.e. rewritten back). A lost
-/// datagram is retried up to `retries` times, each waiting `timeout`.
+/// datagram is retried up to `retries` times, each waiting `timeout`. Gives up like
+/// `tcp_short` after `MAX_FAILURES_IN_A_ROW` failures in a row.
 pub fn udp_requests(
     target: SocketAddr,
     ports: std::ops::Range<u16>,
@@ -147,6 +174,10 @@ pub fn udp_requests(
     };
     let mut report = Report::default();
     for (i, port) in ports.enumerate() {
+        if report.hopeless() {
+            report.skip(port, "too many failures in a row");
+            continue;
+        }
         let mut out = Outcome {
             local_port: port,
             backend: None,
@@ -155,7 +186,8 @@ pub fn udp_requests(
         let result = (|| {
             let s = UdpSocket::bind(SocketAddr::new(bind_ip, port))
                 .map_err(|e| format!("bind: {e}"))?;
-            s.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+            s.set_read_timeout(Some(timeout))
+                .map_err(|e| e.to_string())?;
             let req = request(i as u64);
             let mut last = String::new();
             for _ in 0..=retries {
@@ -221,9 +253,7 @@ impl LongLived {
             let (stop, rounds) = (stop.clone(), rounds.clone());
             netns::spawn_in(ns, move || {
                 let mut conns: Vec<(Option<TcpStream>, LongConn)> = (0..n)
-                    .map(|i| {
-                        tcp_open(target, timeout, i as u64)
-                    })
+                    .map(|i| tcp_open(target, timeout, i as u64))
                     .collect();
                 let _ = ready_tx.send(());
                 let mut seq = n as u64;
@@ -309,8 +339,10 @@ fn tcp_open(target: SocketAddr, timeout: Duration, seq: u64) -> (Option<TcpStrea
         let mut s =
             TcpStream::connect_timeout(&target, timeout).map_err(|e| format!("connect: {e}"))?;
         c.local_port = s.local_addr().map_err(|e| e.to_string())?.port();
-        s.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
-        s.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(timeout))
+            .map_err(|e| e.to_string())?;
+        s.set_write_timeout(Some(timeout))
+            .map_err(|e| e.to_string())?;
         s.set_nodelay(true).map_err(|e| e.to_string())?;
         let id = tcp_exchange(&mut s, seq)?;
         Ok::<_, String>((s, id))
@@ -333,7 +365,10 @@ pub fn long_problems(conns: &[LongConn], expect_backend: Option<u8>) -> Vec<Stri
     let mut p = Vec::new();
     for c in conns {
         if let Some(e) = &c.error {
-            p.push(format!("port {}: error after {} exchanges: {e}", c.local_port, c.exchanges));
+            p.push(format!(
+                "port {}: error after {} exchanges: {e}",
+                c.local_port, c.exchanges
+            ));
         }
         if let Some(to) = c.switched_to {
             p.push(format!(
