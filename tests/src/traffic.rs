@@ -89,15 +89,77 @@ fn tcp_exchange(s: &mut TcpStream, seq: u64) -> Result<u8, String> {
     check_reply(&reply, &req)
 }
 
-fn tcp_one(target: SocketAddr, timeout: Duration, seq: u64) -> Outcome {
+/// `sockaddr_storage` form of an address, with its length.
+fn sockaddr(a: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match a {
+        SocketAddr::V4(v4) => {
+            // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in.
+            let sin = unsafe { &mut *(&raw mut ss).cast::<libc::sockaddr_in>() };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = v4.port().to_be();
+            sin.sin_addr.s_addr = u32::from_ne_bytes(v4.ip().octets());
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(v6) => {
+            // SAFETY: as above, for sockaddr_in6.
+            let sin6 = unsafe { &mut *(&raw mut ss).cast::<libc::sockaddr_in6>() };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = v6.port().to_be();
+            sin6.sin6_addr.s6_addr = v6.ip().octets();
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (ss, len as libc::socklen_t)
+}
+
+/// Connects to `target` from source port `port` (any address), waiting at most `timeout`.
+fn connect_from(port: u16, target: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
+    use std::os::fd::FromRawFd;
+    let family = if target.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: plain socket() call; the fd is owned by the TcpStream below or closed.
+    let fd = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh socket we own.
+    let stream = unsafe { TcpStream::from_raw_fd(fd) };
+    // A blocking connect() gives up after SO_SNDTIMEO on Linux.
+    stream.set_write_timeout(Some(timeout))?;
+    let local = match target {
+        SocketAddr::V4(_) => SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port),
+        SocketAddr::V6(_) => SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port),
+    };
+    let (ss, len) = sockaddr(local);
+    // SAFETY: valid sockaddr of `len` bytes.
+    if unsafe { libc::bind(fd, (&raw const ss).cast(), len) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let (ss, len) = sockaddr(target);
+    // SAFETY: as above.
+    if unsafe { libc::connect(fd, (&raw const ss).cast(), len) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(stream)
+}
+
+fn tcp_one(target: SocketAddr, source_port: Option<u16>, timeout: Duration, seq: u64) -> Outcome {
     let mut out = Outcome {
-        local_port: 0,
+        local_port: source_port.unwrap_or(0),
         backend: None,
         error: None,
     };
     let result = (|| {
-        let mut s =
-            TcpStream::connect_timeout(&target, timeout).map_err(|e| format!("connect: {e}"))?;
+        let mut s = match source_port {
+            Some(p) => connect_from(p, target, timeout),
+            None => TcpStream::connect_timeout(&target, timeout),
+        }
+        .map_err(|e| format!("connect: {e}"))?;
         out.local_port = s.local_addr().map_err(|e| e.to_string())?.port();
         s.set_read_timeout(Some(timeout))
             .map_err(|e| e.to_string())?;
@@ -152,7 +214,33 @@ pub fn tcp_short(target: SocketAddr, n: usize, timeout: Duration, budget: Durati
         } else if report.hopeless() {
             report.skip(0, "too many failures in a row");
         } else {
-            report.outcomes.push(tcp_one(target, timeout, i as u64));
+            report
+                .outcomes
+                .push(tcp_one(target, None, timeout, i as u64));
+        }
+    }
+    report
+}
+
+/// Like `tcp_short`, but one connection from each source port of `ports` (bound explicitly),
+/// so the tuples and therefore the expected split are the same on every run.
+pub fn tcp_short_from(
+    target: SocketAddr,
+    ports: std::ops::Range<u16>,
+    timeout: Duration,
+    budget: Duration,
+) -> Report {
+    let start = Instant::now();
+    let mut report = Report::default();
+    for (i, port) in ports.enumerate() {
+        if start.elapsed() > budget {
+            report.skip(port, &format!("batch budget {budget:?} exhausted"));
+        } else if report.hopeless() {
+            report.skip(port, "too many failures in a row");
+        } else {
+            report
+                .outcomes
+                .push(tcp_one(target, Some(port), timeout, i as u64));
         }
     }
     report

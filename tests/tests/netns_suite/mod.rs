@@ -97,11 +97,15 @@ pub fn new_tcp_connections_follow_weight(hook: Hook, family: Family, name: &str)
     let svc = service(Protocol::Tcp, 0);
     let slot = tb.dp.dp().set_service(&svc).expect("set service");
     let target = SocketAddr::new(family.server(), SERVICE_PORT);
-    for weight in [0u16, 2500, 10000] {
+    // Fixed source ports (a fresh range per weight, so no port meets its own TIME_WAIT): the
+    // tuples, and so the expected split, are the same on every run.
+    for (i, weight) in [0u16, 2500, 10000].into_iter().enumerate() {
         let cfg = tb.dp.dp().set_weight(slot, weight).expect("set weight");
         let before = tb.dp.dp().counters(slot).expect("counters");
+        let first = 20000 + (i * NEW_CONNECTIONS) as u16;
+        let ports = first..first + NEW_CONNECTIONS as u16;
         let report = run_in(tb.client_ns(), || {
-            traffic::tcp_short(target, NEW_CONNECTIONS, STEP_TIMEOUT, BATCH_BUDGET)
+            traffic::tcp_short_from(target, ports, STEP_TIMEOUT, BATCH_BUDGET)
         });
         let what = format!("{hook} {family:?} tcp weight {weight}");
         assert!(
