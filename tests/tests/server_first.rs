@@ -11,8 +11,8 @@ use std::{
 
 use shifter::{Affinity, Hook, Protocol, Service, ServiceConfig};
 use shifter_tests::netns::{
-    AttachedDataPlane, BLUE_PORT, Family, GREEN_PORT, NetnsPair, SERVER_IF, SERVICE_PORT,
-    run_in, spawn_in,
+    AttachedDataPlane, BLUE_PORT, Family, GREEN_PORT, NetnsPair, SERVER_IF, SERVICE_PORT, run_in,
+    spawn_in,
 };
 
 const GREETING: &[u8] = b"hello from the server";
@@ -41,7 +41,11 @@ fn greeter(ns: &str, addr: IpAddr, port: u16) -> (mpsc::Sender<()>, std::thread:
 }
 
 fn run_case(family: Family, direct: bool) {
-    let name = if direct { "srvfirst-direct" } else { "srvfirst" };
+    let name = if direct {
+        "srvfirst-direct"
+    } else {
+        "srvfirst"
+    };
     let pair = NetnsPair::new(name);
     let (client_ns, server_ns) = (pair.client.name.clone(), pair.server.name.clone());
     let mut dp = AttachedDataPlane::new(name, &server_ns, SERVER_IF, Hook::Tc);
@@ -87,7 +91,11 @@ fn run_case(family: Family, direct: bool) {
         assert_eq!(after, before, "a direct connection must not be restored");
         assert!(dp.dp().flows(None).expect("flows").is_empty());
     } else {
-        assert_eq!(after, before + 1, "egress restored the entry from the socket");
+        assert_eq!(
+            after,
+            before + 1,
+            "egress restored the entry from the socket"
+        );
         assert_eq!(dp.dp().flows(None).expect("flows").len(), 1);
     }
     drop(conn);
