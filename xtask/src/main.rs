@@ -51,8 +51,8 @@ enum Cmd {
         #[arg(last = true)]
         harness_args: Vec<String>,
     },
-    /// Run the demo: blue and green servers in namespaces, the data plane attached, connections
-    /// sent at several weights, the observed split printed (root).
+    /// Run the demo: blue and green servers in namespaces, the real `shifter daemon` on a
+    /// generated config, weights changed through the CLI, the observed split printed (root).
     ///
     /// Example: `cargo xtask demo`
     Demo {
@@ -128,6 +128,12 @@ fn test(test_threads: usize, harness_args: &[String]) -> anyhow::Result<()> {
 fn demo(args: &[String]) -> anyhow::Result<()> {
     require_root("demo")?;
     setup::ensure(setup::Scope::RUN)?;
+    // The demo runs the real `shifter` binary, which it finds next to itself.
+    cmd::step("build shifter");
+    cmd::run(
+        "build shifter",
+        cargo().args(["build", "--release", "-p", "shifter", "--bin", "shifter"]),
+    )?;
     cmd::step("demo");
     let mut c = cargo();
     c.args([
