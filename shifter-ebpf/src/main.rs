@@ -26,26 +26,46 @@ use aya_ebpf::{
 /// "Continue": lets any program after ours run (TCX_NEXT / TC_ACT_UNSPEC) and otherwise passes.
 const TC_CONTINUE: i32 = TC_ACT_UNSPEC;
 
+// The `build-variant` feature (upgrade tests only) makes a second build whose instructions
+// differ in a path nothing takes (an skb or XDP frame is never empty, no sock_ops op is
+// u32::MAX), so its program tags differ from the normal build's.
+
 #[classifier]
 pub fn shifter_tc_ingress(ctx: TcContext) -> i32 {
+    #[cfg(feature = "build-variant")]
+    if ctx.len() == 0 {
+        return aya_ebpf::bindings::TC_ACT_OK;
+    }
     let _ = ingress::run(&ingress::Tc(&ctx));
     TC_CONTINUE
 }
 
 #[classifier]
 pub fn shifter_tc_egress(ctx: TcContext) -> i32 {
+    #[cfg(feature = "build-variant")]
+    if ctx.len() == 0 {
+        return aya_ebpf::bindings::TC_ACT_OK;
+    }
     let _ = egress::run(&ctx);
     TC_CONTINUE
 }
 
 #[xdp]
 pub fn shifter_xdp_ingress(ctx: XdpContext) -> u32 {
+    #[cfg(feature = "build-variant")]
+    if ctx.data_end() <= ctx.data() {
+        return xdp_action::XDP_ABORTED;
+    }
     let _ = ingress::run(&ingress::Xdp(&ctx));
     xdp_action::XDP_PASS
 }
 
 #[sock_ops]
 pub fn shifter_sock_ops(ctx: SockOpsContext) -> u32 {
+    #[cfg(feature = "build-variant")]
+    if ctx.op() == u32::MAX {
+        return 0;
+    }
     sockops::run(&ctx);
     1
 }

@@ -64,6 +64,47 @@ impl fmt::Display for TcMode {
     }
 }
 
+/// What attaching found in place, per hook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Adoption {
+    /// Nothing of ours was attached: a new attachment.
+    Fresh,
+    /// A pinned link already runs this very build (same program tag): kept as it is, the
+    /// link is not updated at all.
+    SameBuild,
+    /// An existing link (or legacy filter) ran another build, or a build we cannot compare
+    /// (legacy filters): its program was replaced atomically in place.
+    Replaced,
+}
+
+impl Adoption {
+    /// One word for several hooks: the same when all agree, `Replaced` when any was,
+    /// `Fresh` otherwise.
+    pub fn combine(all: &[Self]) -> Self {
+        match all {
+            [first, rest @ ..] if rest.iter().all(|a| a == first) => *first,
+            _ if all.contains(&Self::Replaced) => Self::Replaced,
+            _ => Self::Fresh,
+        }
+    }
+}
+
+impl fmt::Display for Adoption {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Fresh => "attached new",
+            Self::SameBuild => "adopted, same build",
+            Self::Replaced => "upgraded programs, maps kept",
+        })
+    }
+}
+
+/// True when the program attached through `link` has the tag `tag` (same build).
+pub(crate) fn same_build(link: &FdLink, tag: u64) -> Result<bool, BoxError> {
+    let id = link.info()?.program_id();
+    Ok(u64::from_be_bytes(crate::sys::prog_tag_by_id(id)?) == tag)
+}
+
 /// Fixed priority and handle of our legacy cls_bpf filters, so a restart finds and
 /// replaces them instead of adding a second copy.
 pub const LEGACY_PRIORITY: u16 = 0x5348; // "SH"
@@ -83,20 +124,31 @@ fn is_not_found(e: &LinkError) -> bool {
     matches!(e, LinkError::SyscallError(s) if s.io_error.kind() == io::ErrorKind::NotFound)
 }
 
-/// Attaches `prog` at `attach_type` on `iface`. An existing link pinned at `pin` (tcx) or an
-/// existing shifter filter (legacy) gets the program replaced atomically instead.
+/// Attaches `prog` at `attach_type` on `iface`. An existing link pinned at `pin` (tcx) is
+/// adopted: kept untouched when it runs the same build as `prog`, otherwise its program is
+/// replaced atomically. An existing shifter filter (legacy) gets the program replaced.
 pub(crate) fn attach_tc(
     prog: &mut SchedClassifier,
     iface: &str,
     attach_type: TcAttachType,
     pin: &Path,
-) -> Result<(TcAttachment, TcMode), BoxError> {
+) -> Result<(TcAttachment, TcMode, Adoption), BoxError> {
     match PinnedLink::from_pin(pin) {
         Ok(pinned) => {
-            // Adopt: swap the program inside the existing link; no packet sees no program.
-            let link = SchedClassifierLink::try_from(FdLink::from(pinned))?;
+            let fd = FdLink::from(pinned);
+            if same_build(&fd, prog.info()?.tag())? {
+                let link = SchedClassifierLink::try_from(fd)?;
+                return Ok((TcAttachment::Tcx(link), TcMode::Tcx, Adoption::SameBuild));
+            }
+            // Another build: swap the program inside the existing link; no packet sees no
+            // program, and the maps (pinned) stay.
+            let link = SchedClassifierLink::try_from(fd)?;
             let id = prog.attach_to_link(link)?;
-            return Ok((TcAttachment::Tcx(prog.take_link(id)?), TcMode::Tcx));
+            return Ok((
+                TcAttachment::Tcx(prog.take_link(id)?),
+                TcMode::Tcx,
+                Adoption::Replaced,
+            ));
         }
         Err(e) if is_not_found(&e) => {}
         Err(e) => return Err(e.into()),
@@ -106,7 +158,13 @@ pub(crate) fn attach_tc(
         attach_type,
         TcAttachOptions::TcxOrder(LinkOrder::default()),
     ) {
-        Ok(id) => return Ok((TcAttachment::Tcx(prog.take_link(id)?), TcMode::Tcx)),
+        Ok(id) => {
+            return Ok((
+                TcAttachment::Tcx(prog.take_link(id)?),
+                TcMode::Tcx,
+                Adoption::Fresh,
+            ));
+        }
         Err(e) => info!("{iface}: tcx attach unavailable ({e}); using legacy clsact"),
     }
     match tc::qdisc_add_clsact(iface) {
@@ -121,6 +179,7 @@ pub(crate) fn attach_tc(
         handle: TcHandle::from(LEGACY_HANDLE),
         classid: None,
     };
+    let mut adoption = Adoption::Fresh;
     let id = match prog.attach_with_options(iface, attach_type, TcAttachOptions::Netlink(options)) {
         Ok(id) => id,
         Err(_) => {
@@ -132,30 +191,40 @@ pub(crate) fn attach_tc(
                 TcHandle::from(LEGACY_HANDLE),
                 None,
             )?;
+            adoption = Adoption::Replaced;
             prog.attach_to_link(existing)?
         }
     };
-    Ok((TcAttachment::Legacy(prog.take_link(id)?), TcMode::Legacy))
+    Ok((
+        TcAttachment::Legacy(prog.take_link(id)?),
+        TcMode::Legacy,
+        adoption,
+    ))
 }
 
-/// Attaches the XDP program, replacing the program of a link pinned at `pin` if any.
+/// Attaches the XDP program, adopting a link pinned at `pin` if any (kept when it runs the
+/// same build, its program replaced otherwise).
 pub(crate) fn attach_xdp(
     prog: &mut Xdp,
     iface: &str,
     mode: XdpMode,
     pin: &Path,
-) -> Result<XdpLink, BoxError> {
+) -> Result<(XdpLink, Adoption), BoxError> {
     match PinnedLink::from_pin(pin) {
         Ok(pinned) => {
-            let link = XdpLink::try_from(FdLink::from(pinned))?;
+            let fd = FdLink::from(pinned);
+            if same_build(&fd, prog.info()?.tag())? {
+                return Ok((XdpLink::try_from(fd)?, Adoption::SameBuild));
+            }
+            let link = XdpLink::try_from(fd)?;
             let id = prog.attach_to_link(link)?;
-            return Ok(prog.take_link(id)?);
+            return Ok((prog.take_link(id)?, Adoption::Replaced));
         }
         Err(e) if is_not_found(&e) => {}
         Err(e) => return Err(e.into()),
     }
     let id = prog.attach(iface, mode)?;
-    Ok(prog.take_link(id)?)
+    Ok((prog.take_link(id)?, Adoption::Fresh))
 }
 
 /// Removes a legacy filter of ours that no process holds a link for.

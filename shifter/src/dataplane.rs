@@ -24,7 +24,7 @@ use shifter_common::{
 
 use crate::{
     EBPF_OBJECT,
-    attach::{self, Hook, TcAttachment, TcMode},
+    attach::{self, Adoption, Hook, TcAttachment, TcMode},
     error::{Error, Result, map_err},
 };
 
@@ -36,6 +36,9 @@ pub struct LoadOptions {
     pub pin_dir: PathBuf,
     /// Flow-table capacity in entries.
     pub flow_capacity: u32,
+    /// The eBPF object to load: this build's programs (`EBPF_OBJECT`) unless a test loads
+    /// another build over the same pins.
+    pub object: &'static [u8],
 }
 
 impl LoadOptions {
@@ -43,6 +46,7 @@ impl LoadOptions {
         Self {
             pin_dir: pin_dir.into(),
             flow_capacity: DEFAULT_FLOW_CAPACITY,
+            object: EBPF_OBJECT,
         }
     }
 }
@@ -56,6 +60,8 @@ enum Ingress {
 struct Attachment {
     hook: Hook,
     tc_mode: TcMode,
+    ingress_adoption: Adoption,
+    egress_adoption: Adoption,
     ingress: Option<Ingress>,
     egress: Option<TcAttachment>,
 }
@@ -66,6 +72,17 @@ pub struct AttachInfo {
     pub hook: Hook,
     /// How the TC program(s) were attached (egress always; ingress too for `Hook::Tc`).
     pub tc_mode: TcMode,
+    /// What the ingress attachment found in place (pinned links of an earlier run).
+    pub ingress: Adoption,
+    /// What the egress attachment found in place.
+    pub egress: Adoption,
+}
+
+impl AttachInfo {
+    /// Both hooks in one word (see `Adoption::combine`).
+    pub fn adoption(&self) -> Adoption {
+        Adoption::combine(&[self.ingress, self.egress])
+    }
 }
 
 /// The loaded data plane: programs, maps and the attachments this process holds.
@@ -138,7 +155,7 @@ impl DataPlane {
             .default_map_pin_directory(&opts.pin_dir)
             .map_max_entries(MAP_FLOWS, opts.flow_capacity)
             .map_max_entries(MAP_SOCKETS, opts.flow_capacity)
-            .load(EBPF_OBJECT)
+            .load(opts.object)
             .map_err(load_err)?;
         for name in [PROG_TC_INGRESS, PROG_TC_EGRESS] {
             let prog: &mut SchedClassifier = program(&mut ebpf, name)?;
@@ -180,14 +197,22 @@ impl DataPlane {
         };
         let prog: &mut SockOps = program(&mut self.ebpf, PROG_SOCK_OPS)?;
         let pinned = match PinnedLink::from_pin(&pin) {
-            // Adopted: the kernel keeps the program of the pinned link; a new build would
-            // need a link update, which cgroup links support too.
+            // Adopted: the same build stays as it is; another build is swapped in with a link
+            // update (cgroup links support it).
             Ok(pinned) => {
-                let link = crate::sys::obj_get(&pin).map_err(|e| attach_err(e.into()))?;
-                let prog_fd = prog.fd().map_err(|e| attach_err(e.into()))?;
-                crate::sys::link_update(link.as_fd(), prog_fd.as_fd())
-                    .map_err(|e| attach_err(e.into()))?;
-                pinned
+                let tag = prog.info().map_err(|e| attach_err(e.into()))?.tag();
+                let fd = FdLink::from(pinned);
+                let same = attach::same_build(&fd, tag).map_err(attach_err)?;
+                if same {
+                    info!("sock_ops: {}", Adoption::SameBuild);
+                } else {
+                    let link = crate::sys::obj_get(&pin).map_err(|e| attach_err(e.into()))?;
+                    let prog_fd = prog.fd().map_err(|e| attach_err(e.into()))?;
+                    crate::sys::link_update(link.as_fd(), prog_fd.as_fd())
+                        .map_err(|e| attach_err(e.into()))?;
+                    info!("sock_ops: {}", Adoption::Replaced);
+                }
+                PinnedLink::from_pin(&pin).map_err(|e| attach_err(e.into()))?
             }
             Err(_) => {
                 let root = cgroup2_root()
@@ -241,11 +266,14 @@ impl DataPlane {
         let xdp_pin = self.link_pin(iface, "xdp");
 
         let prog: &mut SchedClassifier = program(&mut self.ebpf, PROG_TC_EGRESS)?;
-        let (egress, tc_mode) = attach::attach_tc(prog, iface, TcAttachType::Egress, &egress_pin)
-            .map_err(attach_err(PROG_TC_EGRESS))?;
+        let (egress, tc_mode, egress_adoption) =
+            attach::attach_tc(prog, iface, TcAttachType::Egress, &egress_pin)
+                .map_err(attach_err(PROG_TC_EGRESS))?;
         let mut entry = Attachment {
             hook,
             tc_mode,
+            ingress_adoption: Adoption::Fresh,
+            egress_adoption,
             ingress: None,
             egress: Some(pin_tc(egress, &egress_pin)?),
         };
@@ -254,8 +282,9 @@ impl DataPlane {
                 let prog: &mut SchedClassifier = program(&mut self.ebpf, PROG_TC_INGRESS)?;
                 attach::attach_tc(prog, iface, TcAttachType::Ingress, &ingress_pin)
                     .map_err(attach_err(PROG_TC_INGRESS))
-                    .and_then(|(link, _)| pin_tc(link, &ingress_pin))
-                    .map(Ingress::Tc)
+                    .and_then(|(link, _, adoption)| {
+                        Ok((Ingress::Tc(pin_tc(link, &ingress_pin)?), adoption))
+                    })
             }
             Hook::Xdp | Hook::XdpGeneric => {
                 let mode = if hook == Hook::Xdp {
@@ -266,21 +295,34 @@ impl DataPlane {
                 let prog: &mut Xdp = program(&mut self.ebpf, PROG_XDP_INGRESS)?;
                 attach::attach_xdp(prog, iface, mode, &xdp_pin)
                     .map_err(attach_err(PROG_XDP_INGRESS))
-                    .and_then(|link| pin_xdp(link, &xdp_pin))
-                    .map(Ingress::Xdp)
+                    .and_then(|(link, adoption)| {
+                        Ok((Ingress::Xdp(pin_xdp(link, &xdp_pin)?), adoption))
+                    })
             }
         };
         match ingress {
-            Ok(ingress) => entry.ingress = Some(ingress),
+            Ok((ingress, adoption)) => {
+                entry.ingress = Some(ingress);
+                entry.ingress_adoption = adoption;
+            }
             Err(e) => {
                 // Leave nothing half attached.
                 remove_attachment(iface, entry, &self.pin_dir);
                 return Err(e);
             }
         }
-        info!("{iface}: attached ingress={hook} egress=tc via {tc_mode}");
+        let info = AttachInfo {
+            hook,
+            tc_mode,
+            ingress: entry.ingress_adoption,
+            egress: entry.egress_adoption,
+        };
+        info!(
+            "{iface}: ingress={hook} ({}) egress=tc via {tc_mode} ({})",
+            info.ingress, info.egress
+        );
         self.attachments.insert(iface.to_owned(), entry);
-        Ok(AttachInfo { hook, tc_mode })
+        Ok(info)
     }
 
     /// Removes the programs from `iface` and their pins.
@@ -345,6 +387,8 @@ impl DataPlane {
                     AttachInfo {
                         hook: a.hook,
                         tc_mode: a.tc_mode,
+                        ingress: a.ingress_adoption,
+                        egress: a.egress_adoption,
                     },
                 )
             })

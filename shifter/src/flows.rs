@@ -29,7 +29,7 @@ pub struct Flow {
 }
 
 impl Flow {
-    fn decode(k: &FlowKey, v: &FlowValue) -> Option<Self> {
+    pub(crate) fn decode(k: &FlowKey, v: &FlowValue) -> Option<Self> {
         Some(Self {
             protocol: Protocol::from_number(k.proto)?,
             client: addr_from_bytes(k.client_addr),
@@ -71,8 +71,8 @@ fn monotonic_ns() -> u64 {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: valid out pointer; CLOCK_MONOTONIC is bpf_ktime_get_ns's clock.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    // SAFETY: valid out pointer; CLOCK_MONOTONIC_COARSE is the clock of bpf_ktime_get_coarse_ns.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 

@@ -14,13 +14,14 @@ pub mod error;
 pub mod events;
 pub mod flows;
 pub mod paths;
+pub mod pinned;
 pub mod service;
 pub mod state;
 pub mod stats;
 mod sys;
 pub mod util;
 
-pub use attach::{Hook, TcMode};
+pub use attach::{Adoption, Hook, TcMode};
 pub use dataplane::{DataPlane, LoadOptions};
 pub use error::Error;
 pub use service::{Protocol, Service};

@@ -118,40 +118,15 @@ impl DataPlane {
     /// Every configured service with its slot, read from the maps (so it includes services
     /// configured by an earlier process).
     pub fn services(&mut self) -> Result<BTreeMap<u32, Service>> {
-        let mut by_slot: BTreeMap<u32, Vec<ServiceKey>> = BTreeMap::new();
+        let mut entries = Vec::new();
         for item in self.services_map()?.iter() {
-            let (key, slot) = item.map_err(map_err(shifter_common::MAP_SERVICES))?;
-            by_slot.entry(slot).or_default().push(key);
+            entries.push(item.map_err(map_err(shifter_common::MAP_SERVICES))?);
         }
         let cfg = self.config_map()?;
-        let mut out = BTreeMap::new();
-        for (slot, keys) in by_slot {
-            let word = cfg
-                .get(&slot, 0)
-                .map_err(map_err(shifter_common::MAP_SERVICE_CONFIG))?;
-            let Some(config) = ServiceConfig::unpack(word) else {
-                continue;
-            };
-            let Some(protocol) = Protocol::from_number(keys[0].proto) else {
-                continue;
-            };
-            let mut local_addrs: Vec<IpAddr> = keys
-                .iter()
-                .filter(|k| k.addr != [0; 16])
-                .map(|k| addr_from_bytes(k.addr))
-                .collect();
-            local_addrs.sort();
-            out.insert(
-                slot,
-                Service {
-                    protocol,
-                    port: keys[0].port,
-                    local_addrs,
-                    config,
-                },
-            );
-        }
-        Ok(out)
+        decode_services(entries, |slot| {
+            cfg.get(&slot, 0)
+                .map_err(map_err(shifter_common::MAP_SERVICE_CONFIG))
+        })
     }
 
     /// Adds `svc`, or updates the configuration of the service with the same identity in
@@ -313,4 +288,42 @@ impl DataPlane {
         }
         Ok(())
     }
+}
+
+/// Services by slot from the entries of the `SHIFTER_SVC` map (key -> slot) and the
+/// configuration word of a slot (`SHIFTER_CFG`); slots without a valid word are skipped.
+pub(crate) fn decode_services(
+    entries: Vec<(ServiceKey, u32)>,
+    mut word_of: impl FnMut(u32) -> Result<u64>,
+) -> Result<BTreeMap<u32, Service>> {
+    let mut by_slot: BTreeMap<u32, Vec<ServiceKey>> = BTreeMap::new();
+    for (key, slot) in entries {
+        by_slot.entry(slot).or_default().push(key);
+    }
+    let mut out = BTreeMap::new();
+    for (slot, keys) in by_slot {
+        let word = word_of(slot)?;
+        let Some(config) = ServiceConfig::unpack(word) else {
+            continue;
+        };
+        let Some(protocol) = Protocol::from_number(keys[0].proto) else {
+            continue;
+        };
+        let mut local_addrs: Vec<IpAddr> = keys
+            .iter()
+            .filter(|k| k.addr != [0; 16])
+            .map(|k| addr_from_bytes(k.addr))
+            .collect();
+        local_addrs.sort();
+        out.insert(
+            slot,
+            Service {
+                protocol,
+                port: keys[0].port,
+                local_addrs,
+                config,
+            },
+        );
+    }
+    Ok(out)
 }

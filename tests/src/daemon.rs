@@ -7,7 +7,7 @@
 //! detached inside the namespace, pins and the temporary directory removed.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashSet},
     fs::File,
     io::Write as _,
     net::IpAddr,
@@ -19,10 +19,11 @@ use std::{
 };
 
 use aya::{
-    maps::{Array, Map, MapData},
+    maps::{Array, HashMap, Map, MapData},
     programs::{SchedClassifier, TcAttachType},
 };
 use shifter::{DataPlane, ServiceConfig};
+use shifter_common::{FlowKey, FlowValue};
 
 use crate::netns::{
     self, BLUE_ID, BLUE_PORT, EchoServer, GREEN_ID, GREEN_PORT, NetnsPair, SERVER_IF, SERVER_V4,
@@ -333,6 +334,50 @@ impl DaemonBed {
             }
         })
     }
+    /// The programs attached through tcx at the server interface (ingress then egress), with
+    /// their kernel id and tag, asked from the kernel. A link update changes the id; another
+    /// build also changes the tag.
+    pub fn tcx_programs(&self) -> Vec<TcxProgram> {
+        netns::run_in(self.server_ns(), || {
+            let mut out = Vec::new();
+            for (hook, t) in [
+                ("ingress", TcAttachType::Ingress),
+                ("egress", TcAttachType::Egress),
+            ] {
+                let (_, progs) = SchedClassifier::query_tcx(SERVER_IF, t).unwrap_or_else(|e| {
+                    panic!("tcx query of {SERVER_IF} {hook}: {}", error_chain(&e))
+                });
+                out.extend(progs.iter().map(|p| TcxProgram {
+                    hook,
+                    name: p.name_as_str().unwrap_or("?").to_owned(),
+                    id: p.id(),
+                    tag: p.tag(),
+                }));
+            }
+            out
+        })
+    }
+
+    /// The keys of the pinned flow table, read from bpffs without asking the daemon.
+    pub fn pinned_flow_keys(&self) -> HashSet<FlowKey> {
+        let path = self.pin_dir.join(shifter_common::MAP_FLOWS);
+        let md = MapData::from_pin(&path)
+            .unwrap_or_else(|e| panic!("open pinned {}: {}", path.display(), error_chain(&e)));
+        let map: HashMap<MapData, FlowKey, FlowValue> =
+            HashMap::try_from(Map::HashMap(md)).expect("the flow table is a hash map");
+        map.keys()
+            .collect::<Result<_, _>>()
+            .unwrap_or_else(|e| panic!("reading {}: {}", path.display(), error_chain(&e)))
+    }
+}
+
+/// One program attached through tcx.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TcxProgram {
+    pub hook: &'static str,
+    pub name: String,
+    pub id: u32,
+    pub tag: u64,
 }
 
 #[derive(Debug, PartialEq, Eq)]

@@ -16,7 +16,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{error, info, warn};
 
 use crate::{
-    DataPlane, Hook, LoadOptions, Service,
+    Adoption, DataPlane, Hook, LoadOptions, Service,
     api::{
         error::ApiError,
         types::{
@@ -363,12 +363,24 @@ impl Actor {
                     iface: ic.name.clone(),
                     source,
                 })?;
-            if !kinds.is_empty() {
-                info!(
-                    "{}: adopted the pinned links (program replaced in place), ingress={} egress=tc via {}",
-                    ic.name, info.hook, info.tc_mode
-                );
-            }
+            let what = match info.adoption() {
+                Adoption::SameBuild => {
+                    "adopted, same build: the pinned links keep their programs".to_owned()
+                }
+                Adoption::Replaced => {
+                    "upgraded programs, maps kept: the programs were replaced atomically in place"
+                        .to_owned()
+                }
+                Adoption::Fresh if kinds.is_empty() => "attached".to_owned(),
+                Adoption::Fresh => format!(
+                    "attached (ingress: {}, egress: {})",
+                    info.ingress, info.egress
+                ),
+            };
+            info!(
+                "{}: {what}; ingress={} egress=tc via {}",
+                ic.name, info.hook, info.tc_mode
+            );
         }
         Ok(())
     }
@@ -442,24 +454,7 @@ impl Actor {
                     .map_err(crate::error::map_err(shifter_common::MAP_USER_REMOVED))?;
             }
         }
-        let mut out: [Counters; 2] = Default::default();
-        for b in 0..2 {
-            let c = &raw[b];
-            out[b] = Counters {
-                new_flows: c.new_flows,
-                active_flows: live[b],
-                packets: c.packets,
-                bytes: c.bytes,
-                egress_packets: c.egress_packets,
-                egress_bytes: c.egress_bytes,
-                recoveries: c.recoveries,
-                evictions: (c.new_flows + c.recoveries)
-                    .saturating_sub(c.closed + urem[b] + live[b]),
-                refusals: c.refusals,
-                resets: c.resets,
-            };
-        }
-        Ok(out)
+        Ok(counters_view(&raw, urem, live))
     }
 
     fn statuses(&mut self, only: Option<&str>) -> Result<Vec<ServiceStatus>, crate::Error> {
@@ -527,20 +522,7 @@ impl Actor {
             .flows(Some(slot))
             .map_err(|e| dp_err(&e))?
             .into_iter()
-            .map(|f| FlowEntry {
-                protocol: f.protocol.to_string(),
-                client: f.client.to_string(),
-                client_port: f.client_port,
-                local: f.local.to_string(),
-                service_port: f.service_port,
-                backend: backend_name(f.backend as u8).to_owned(),
-                backend_port: f.backend_port,
-                established: f.flags & FLOW_ESTABLISHED != 0,
-                recovered: f.flags & FLOW_RECOVERED != 0,
-                fin_in: f.flags & FLOW_FIN_IN != 0,
-                fin_out: f.flags & FLOW_FIN_OUT != 0,
-                idle_ms: now.saturating_sub(f.last_seen_ns) / 1_000_000,
-            })
+            .map(|f| flow_entry(&f, now))
             .collect();
         Ok(Flows {
             service: name.to_owned(),
@@ -864,11 +846,55 @@ impl Actor {
     }
 }
 
-fn backend_name(b: u8) -> &'static str {
+/// The API's counters from the kernel's (summed over CPUs), the entries userspace removed and
+/// the live entries, per backend: evictions are derived (LRU evictions are silent).
+pub(crate) fn counters_view(
+    raw: &[shifter_common::BackendCounters; 2],
+    urem: [u64; 2],
+    live: [u64; 2],
+) -> [Counters; 2] {
+    let mut out: [Counters; 2] = Default::default();
+    for b in 0..2 {
+        let c = &raw[b];
+        out[b] = Counters {
+            new_flows: c.new_flows,
+            active_flows: live[b],
+            packets: c.packets,
+            bytes: c.bytes,
+            egress_packets: c.egress_packets,
+            egress_bytes: c.egress_bytes,
+            recoveries: c.recoveries,
+            evictions: (c.new_flows + c.recoveries).saturating_sub(c.closed + urem[b] + live[b]),
+            refusals: c.refusals,
+            resets: c.resets,
+        };
+    }
+    out
+}
+
+/// A flow-table entry as the API shows it; `now` is CLOCK_MONOTONIC in ns.
+pub(crate) fn flow_entry(f: &crate::flows::Flow, now: u64) -> FlowEntry {
+    FlowEntry {
+        protocol: f.protocol.to_string(),
+        client: f.client.to_string(),
+        client_port: f.client_port,
+        local: f.local.to_string(),
+        service_port: f.service_port,
+        backend: backend_name(f.backend as u8).to_owned(),
+        backend_port: f.backend_port,
+        established: f.flags & FLOW_ESTABLISHED != 0,
+        recovered: f.flags & FLOW_RECOVERED != 0,
+        fin_in: f.flags & FLOW_FIN_IN != 0,
+        fin_out: f.flags & FLOW_FIN_OUT != 0,
+        idle_ms: now.saturating_sub(f.last_seen_ns) / 1_000_000,
+    }
+}
+
+pub(crate) fn backend_name(b: u8) -> &'static str {
     if b & 1 == 0 { "blue" } else { "green" }
 }
 
-fn service_status(
+pub(crate) fn service_status(
     name: &str,
     slot: u32,
     svc: &Service,
