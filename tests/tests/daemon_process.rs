@@ -351,3 +351,111 @@ fn corrupted_state_file_falls_back_and_says_so() {
     bed.programs().assert_exactly_one();
     stop(p);
 }
+
+#[test]
+fn reads_fall_back_to_the_pinned_maps_when_the_daemon_is_down() {
+    let bed = DaemonBed::new("dproc-offline");
+    bed.write_config(&web_service(25.0));
+    let mut p = Process::start(&bed);
+    let long = traffic::LongLived::open(bed.client_ns(), target(), 6, Duration::from_secs(3));
+    assert!(
+        long.wait_rounds(5, Duration::from_secs(10)),
+        "long-lived connections make no progress"
+    );
+    let online: serde_json::Value =
+        serde_json::from_str(&bed.cli_ok(&["flows", "web", "--json"])).expect("JSON");
+    assert!(
+        online.get("source").is_none(),
+        "the daemon's answer is not labelled: {online}"
+    );
+    p.signal(libc::SIGTERM);
+    assert_eq!(
+        p.wait_exit(Duration::from_secs(20)),
+        Some(0),
+        "log:\n{}",
+        p.log_text()
+    );
+
+    let cfg = bed.config_path.to_str().expect("utf8").to_owned();
+    let label = "(daemon not running; read from pinned maps)";
+
+    let out = bed.cli_ok(&["status", "--config", &cfg]);
+    assert!(out.starts_with(label), "labelled:\n{out}");
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("web "))
+        .unwrap_or_else(|| panic!("a row for web:\n{out}"));
+    assert!(row.contains("25.00%"), "weight from the maps: {row}");
+    assert!(
+        out.contains(netns::SERVER_IF),
+        "the pinned interface: {out}"
+    );
+
+    let s: serde_json::Value =
+        serde_json::from_str(&bed.cli_ok(&["status", "--json", "--config", &cfg])).expect("JSON");
+    assert_eq!(s["source"], "pinned-maps", "{s}");
+    assert_eq!(s["pid"], 0, "{s}");
+    assert_eq!(s["services"][0]["name"], "web", "{s}");
+    assert_eq!(s["services"][0]["weight_bp"], 2500, "{s}");
+    let active = s["services"][0]["blue"]["active_flows"]
+        .as_u64()
+        .expect("n")
+        + s["services"][0]["green"]["active_flows"]
+            .as_u64()
+            .expect("n");
+    assert!(active >= 6, "the long-lived connections' entries: {s}");
+
+    let out = bed.cli_ok(&["status", "web", "--config", &cfg]);
+    assert!(
+        out.starts_with(label) && out.contains("green weight 25.00%"),
+        "{out}"
+    );
+
+    let f: serde_json::Value =
+        serde_json::from_str(&bed.cli_ok(&["flows", "web", "--json", "--config", &cfg]))
+            .expect("JSON");
+    assert_eq!(f["source"], "pinned-maps", "{f}");
+    let ports: Vec<u64> = f["flows"]
+        .as_array()
+        .expect("flows")
+        .iter()
+        .map(|e| e["client_port"].as_u64().expect("port"))
+        .collect();
+    for c in long.finish() {
+        assert!(
+            ports.contains(&u64::from(c.local_port)),
+            "the flow of client port {} is listed: {f}",
+            c.local_port
+        );
+    }
+    let out = bed.cli_ok(&["flows", "web", "--config", &cfg]);
+    assert!(out.starts_with(label) && out.contains("flow(s)"), "{out}");
+
+    // Unknown service, unprivileged reader, nothing pinned: one clear line, non-zero.
+    let out = bed.cli(&["flows", "nope", "--config", &cfg], None);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unknown service \"nope\""),
+        "{out:?}"
+    );
+    let out = bed.cli(
+        &["status", "--config", &cfg],
+        Some(shifter_tests::daemon::Creds::nobody()),
+    );
+    assert_eq!(out.status.code(), Some(69), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("daemon is not running"),
+        "{out:?}"
+    );
+    netns::run_in(bed.server_ns(), || {
+        shifter::DataPlane::detach_leftover(&bed.pin_dir, netns::SERVER_IF)
+    })
+    .expect("detach");
+    std::fs::remove_dir_all(&bed.pin_dir).expect("remove pins");
+    let out = bed.cli(&["status", "--config", &cfg], None);
+    assert_eq!(out.status.code(), Some(69), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("nothing is pinned"),
+        "{out:?}"
+    );
+}

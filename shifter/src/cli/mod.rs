@@ -8,6 +8,7 @@ mod detach;
 mod events;
 mod flows;
 mod man;
+mod offline;
 mod set_weight;
 mod status;
 mod table;
