@@ -8,9 +8,12 @@ pub mod attach;
 pub mod dataplane;
 pub mod error;
 pub mod flows;
+pub mod health;
+pub mod rollout;
 pub mod service;
 pub mod stats;
 mod sys;
+pub mod util;
 
 pub use attach::{Hook, TcMode};
 pub use dataplane::{DataPlane, LoadOptions};
