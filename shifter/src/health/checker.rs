@@ -27,6 +27,24 @@ pub struct CheckReport {
 
 /// Runs checks of `port` until the receiver of `tx` is gone (or the task is aborted).
 pub async fn run_checker(settings: HealthSettings, port: u16, tx: mpsc::Sender<CheckReport>) {
+    let s = settings.clone();
+    run_checker_with(&settings, port, tx, move || {
+        let s = s.clone();
+        async move { probe(&s, port).await.map_err(|e| e.to_string()) }
+    })
+    .await;
+}
+
+/// [`run_checker`] with the check itself supplied (tests script results with it).
+pub async fn run_checker_with<F, Fut>(
+    settings: &HealthSettings,
+    port: u16,
+    tx: mpsc::Sender<CheckReport>,
+    mut check: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
     let mut tracker = HealthTracker::new(settings.rise, settings.fall);
     let mut next = Instant::now();
     loop {
@@ -34,7 +52,7 @@ pub async fn run_checker(settings: HealthSettings, port: u16, tx: mpsc::Sender<C
         let started = Instant::now();
         next = started + next_wait(settings.interval, settings.jitter);
         let real_start = std::time::Instant::now();
-        let result = probe(&settings, port).await.map_err(|e| e.to_string());
+        let result = check().await;
         let decided_at = std::time::Instant::now();
         let changed = tracker.record(result.clone());
         let verdict = changed.map(|s| HealthVerdict {

@@ -11,13 +11,15 @@
 //! before its checks have said something.
 
 pub mod checker;
+#[cfg(test)]
+mod live_tests;
 pub mod probe;
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use checker::{CheckReport, spawn_checker};
+pub use checker::{CheckReport, run_checker, run_checker_with, spawn_checker};
 pub use probe::{ProbeError, probe};
 
 /// State of one backend as its checks say.
