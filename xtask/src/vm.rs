@@ -153,8 +153,14 @@ pub fn run(args: &VmArgs) -> anyhow::Result<()> {
 
 fn report(kernel: &kernel::Kernel, o: &qemu::Outcome, total: Duration) -> anyhow::Result<()> {
     let mut summary = format!("\n==> vm-test summary: kernel {}\n", kernel.label);
-    for l in o.lines.iter().filter_map(|l| l.strip_prefix(TEST_MARKER)) {
-        let _ = writeln!(summary, "  {l}");
+    let mut last_result = "";
+    for l in &o.lines {
+        if let Some(r) = l.trim().strip_prefix("test result: ") {
+            last_result = r;
+        } else if let Some(t) = l.trim().strip_prefix(TEST_MARKER) {
+            let _ = writeln!(summary, "  {t}: {last_result}");
+            last_result = "";
+        }
     }
     for l in o.lines.iter().filter(|l| l.contains("SHIFTER-TC-MODE")) {
         let _ = writeln!(summary, "  {}", l.trim());
@@ -502,7 +508,8 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
 mount -t tmpfs tmpfs /run
 mount -t tmpfs tmpfs /tmp
-mkdir -p /run/netns
+mkdir -p /run/netns /sys/fs/cgroup
+mount -t cgroup2 cgroup2 /sys/fs/cgroup || { echo "shifter-vm: cannot mount cgroup2"; echo "@RESULT@96"; poweroff -f; }
 mount -t bpf bpf /sys/fs/bpf || { echo "shifter-vm: cannot mount bpffs"; echo "@RESULT@97"; poweroff -f; }
 echo "shifter-vm: kernel $(uname -r) (expected @RELEASE@), $(nproc) cpus"
 while read -r m; do
@@ -510,7 +517,7 @@ while read -r m; do
     insmod "$m" || { echo "shifter-vm: insmod $m failed"; echo "@RESULT@98"; poweroff -f; }
 done < /etc/shifter-vm/modules
 echo "shifter-vm: modules loaded: $(cut -d' ' -f1 /proc/modules | tr '\n' ' ')"
-ip link set lo up
+@TOOLS@/ip link set lo up
 rc=0
 for t in @TESTS@; do
     echo "shifter-vm: === $t"
@@ -520,7 +527,7 @@ for t in @TESTS@; do
     echo "@TEST@$t rc=$r seconds=$(( $(date +%s) - start ))"
     [ "$r" -eq 0 ] || rc=1
 done
-leftover=$(ls /sys/fs/bpf; ip netns list)
+leftover=$(ls /sys/fs/bpf; @TOOLS@/ip netns list)
 [ -z "$leftover" ] || echo "shifter-vm: left behind after the tests: $leftover"
 echo "@RESULT@$rc"
 sync
