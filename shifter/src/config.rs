@@ -15,7 +15,10 @@ use std::{
 use serde::Deserialize;
 use shifter_common::{Affinity, DEFAULT_FLOW_CAPACITY, MAX_SERVICES, ServiceConfig};
 
-use crate::{Hook, Protocol, Service, paths};
+use crate::{
+    Hook, Protocol, Service, paths,
+    rollout::config::{FieldProblem, HealthSettings, RawHealth, RawRollout, RolloutSettings},
+};
 
 /// Smallest and largest flow table accepted.
 pub const FLOW_TABLE_MIN: u32 = 64;
@@ -64,6 +67,10 @@ pub struct InterfaceConfig {
 pub struct ServiceSpec {
     pub name: String,
     pub service: Service,
+    /// `[services.health]`: checks of blue and green (none: health counts as passing).
+    pub health: Option<HealthSettings>,
+    /// `[services.rollout]` (defaults when absent).
+    pub rollout: RolloutSettings,
 }
 
 /// One problem in the configuration.
@@ -226,6 +233,8 @@ struct RawService {
     green_port: i64,
     weight: Option<Number>,
     affinity: Option<String>,
+    health: Option<RawHealth>,
+    rollout: Option<RawRollout>,
 }
 
 /// Collects problems while validating.
@@ -238,6 +247,13 @@ impl Problems {
             field: field.into(),
             message: message.into(),
         });
+    }
+
+    /// Takes the problems of a nested section (already named with their full field).
+    fn extend(&mut self, list: Vec<FieldProblem>) {
+        for f in list {
+            self.add(f.field, f.message);
+        }
     }
 }
 
@@ -464,7 +480,38 @@ fn validate(raw: RawConfig, p: &mut Problems) -> Config {
                 Affinity::Connection
             }
         };
+        let health = r.health.as_ref().and_then(|h| {
+            HealthSettings::from_raw(h, &format!("services[{i}].health"))
+                .map_err(|e| p.extend(e))
+                .ok()
+        });
+        if let Some(h) = &health
+            && h.port_offset != 0
+        {
+            for (what, port) in [("blue_port", blue), ("green_port", green)] {
+                let checked = i32::from(port) + h.port_offset;
+                if port != 0 && !(1..=65535).contains(&checked) {
+                    p.add(
+                        f("health.port_offset"),
+                        format!(
+                            "{} puts the check of {what} {port} at {checked}, outside 1..=65535",
+                            h.port_offset
+                        ),
+                    );
+                }
+            }
+        }
+        let rollout = match &r.rollout {
+            None => RolloutSettings::default(),
+            Some(raw) => RolloutSettings::from_raw(raw, &format!("services[{i}].rollout"))
+                .unwrap_or_else(|e| {
+                    p.extend(e);
+                    RolloutSettings::default()
+                }),
+        };
         services.push(ServiceSpec {
+            health,
+            rollout,
             name: r.name,
             service: Service {
                 protocol,

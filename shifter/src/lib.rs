@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod dataplane;
+mod dryrun;
 pub mod error;
 pub mod events;
 pub mod flows;

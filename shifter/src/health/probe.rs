@@ -42,6 +42,7 @@ pub enum ProbeError {
 
 /// Runs one check of `settings.check` against `settings.address:port`.
 pub async fn probe(settings: &HealthSettings, port: u16) -> Result<(), ProbeError> {
+    let port = settings.check_port(port);
     let addr = SocketAddr::new(settings.address, port);
     let timeout = settings.timeout;
     match &settings.check {

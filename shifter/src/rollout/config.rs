@@ -14,6 +14,7 @@
 //! jitter = "200ms"
 //! rise = 2
 //! fall = 3
+//! port_offset = 1000           # check backend port + 1000 (a separate health endpoint)
 //!
 //! [services.rollout]
 //! steps = [1, 5, { weight = 25, approve = true }, 50, { weight = 100, hold = "2m" }]
@@ -110,38 +111,6 @@ impl RawNumber {
     }
 }
 
-/// Percent with at most two decimals (`"12.5"`, `0`, `100`) -> basis points `0..=10000`.
-/// The error completes a sentence that starts with the value.
-pub fn percent_to_bp(text: &str) -> Result<u16, String> {
-    let t = text.trim();
-    let (int, frac) = t.split_once('.').unwrap_or((t, ""));
-    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    if t.starts_with('-') {
-        return Err("is negative".into());
-    }
-    if (int.is_empty() && frac.is_empty()) || !digits(int) || !digits(frac) {
-        return Err("is not a percentage (expected e.g. 12.5)".into());
-    }
-    if frac.len() > 2 {
-        return Err("has more than two decimals".into());
-    }
-    let int = int.trim_start_matches('0');
-    if int.len() > 3 {
-        return Err("is above 100".into());
-    }
-    let int: u32 = if int.is_empty() {
-        0
-    } else {
-        int.parse().unwrap_or(u32::MAX)
-    };
-    let frac: u32 = format!("{frac:0<2}").parse().unwrap_or(0);
-    let bp = int * 100 + frac;
-    if bp > u32::from(WEIGHT_MAX) {
-        return Err("is above 100".into());
-    }
-    Ok(bp as u16)
-}
-
 /// Basis points as percent text (`1250` -> `12.50%`).
 pub fn bp_text(bp: u16) -> String {
     format!("{}.{:02}%", bp / 100, bp % 100)
@@ -182,6 +151,7 @@ pub struct RawHealth {
     pub jitter: Option<String>,
     pub rise: Option<i64>,
     pub fall: Option<i64>,
+    pub port_offset: Option<i64>,
 }
 
 /// Inclusive range of accepted HTTP status codes.
@@ -237,9 +207,18 @@ pub struct HealthSettings {
     pub jitter: Duration,
     pub rise: u32,
     pub fall: u32,
+    /// The check runs against `backend port + port_offset` (a separate health endpoint,
+    /// e.g. a management port); verdicts still name the backend port.
+    #[serde(default)]
+    pub port_offset: i32,
 }
 
 impl HealthSettings {
+    /// The port a check of the backend on `port` connects to.
+    pub fn check_port(&self, port: u16) -> u16 {
+        u16::try_from(i32::from(port) + self.port_offset).unwrap_or(port)
+    }
+
     /// Settings with the defaults for a check kind.
     pub fn new(check: CheckKind) -> Self {
         Self {
@@ -250,6 +229,7 @@ impl HealthSettings {
             jitter: Duration::ZERO,
             rise: DEFAULT_RISE,
             fall: DEFAULT_FALL,
+            port_offset: 0,
         }
     }
 
@@ -349,7 +329,16 @@ impl HealthSettings {
         };
         let rise = threshold(&mut p, "rise", raw.rise, DEFAULT_RISE);
         let fall = threshold(&mut p, "fall", raw.fall, DEFAULT_FALL);
+        let port_offset = match raw.port_offset {
+            None => 0,
+            Some(n) if (-65535..=65535).contains(&n) => n as i32,
+            Some(n) => {
+                p.add("port_offset", format!("{n} is outside -65535..=65535"));
+                0
+            }
+        };
         p.finish(Self {
+            port_offset,
             check,
             address,
             interval,
@@ -599,7 +588,7 @@ impl RolloutSettings {
                         } => (weight, hold.as_deref(), *approve),
                     };
                     let text = weight.text();
-                    let weight_bp = match percent_to_bp(&text) {
+                    let weight_bp = match crate::config::parse_percent(&text) {
                         Ok(bp) => bp,
                         Err(e) => {
                             p.add(&format!("steps[{i}]"), format!("{text} {e}"));
@@ -802,7 +791,7 @@ mod tests {
     #[test]
     fn rollout_problems_name_their_field() {
         let e = rollout("steps = [5, 5, 101]").unwrap_err();
-        assert_eq!(e, ["services[0].rollout.steps[2]: 101 is above 100"]);
+        assert_eq!(e, ["services[0].rollout.steps[2]: 101 is outside 0..=100"]);
         let e = rollout("steps = [5, 5, 100]").unwrap_err();
         assert_eq!(
             e,
@@ -832,17 +821,5 @@ mod tests {
             e[0].starts_with("services[0].rollout.steps[0].hold: \"forever\""),
             "{e:?}"
         );
-    }
-
-    #[test]
-    fn percent_parsing() {
-        assert_eq!(percent_to_bp("12.5"), Ok(1250));
-        assert_eq!(percent_to_bp("100"), Ok(10_000));
-        assert_eq!(percent_to_bp("0.01"), Ok(1));
-        assert_eq!(percent_to_bp("007"), Ok(700));
-        assert!(percent_to_bp("100.01").is_err());
-        assert!(percent_to_bp("-1").is_err());
-        assert!(percent_to_bp("1e3").is_err());
-        assert!(percent_to_bp("99999999999").is_err());
     }
 }

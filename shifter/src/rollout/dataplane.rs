@@ -68,8 +68,9 @@ impl<'a> DataPlaneActuator<'a> {
 impl Actuator for DataPlaneActuator<'_> {
     type Error = ActuatorError;
 
-    /// The data plane has no would-be weight yet: a dry-run change touches nothing and
-    /// reports zero time (the event still records what the rollout would have done).
+    /// A dry-run change sets the slot's would-be weight (`SHIFTER_DRY`): the kernel counts
+    /// the decisions it would make and steers by the real weight. A real change ends any
+    /// dry run of the slot first.
     fn set_weight(
         &mut self,
         bp: u16,
@@ -77,11 +78,17 @@ impl Actuator for DataPlaneActuator<'_> {
         _cause: &Cause,
     ) -> Result<Duration, ActuatorError> {
         if dry_run {
-            return Ok(Duration::ZERO);
+            let t = Instant::now();
+            self.dp
+                .set_dry_weight(self.slot, bp)
+                .map_err(self.dp_err())?;
+            return Ok(t.elapsed());
         }
         let t = Instant::now();
         self.dp.set_weight(self.slot, bp).map_err(self.dp_err())?;
-        Ok(t.elapsed())
+        let took = t.elapsed();
+        self.dp.clear_dry_weight(self.slot).map_err(self.dp_err())?;
+        Ok(took)
     }
 
     fn swap_roles(&mut self, _cause: &Cause) -> Result<Duration, ActuatorError> {
@@ -97,7 +104,9 @@ impl Actuator for DataPlaneActuator<'_> {
         let t = Instant::now();
         // Same identity: one config-word write (ports and weight together).
         self.dp.set_service(&svc).map_err(self.dp_err())?;
-        Ok(t.elapsed())
+        let took = t.elapsed();
+        self.dp.clear_dry_weight(self.slot).map_err(self.dp_err())?;
+        Ok(took)
     }
 
     fn sample(&mut self) -> Result<SignalSample, ActuatorError> {
