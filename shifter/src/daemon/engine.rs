@@ -306,6 +306,7 @@ impl Actor {
                 }
                 Command::Shutdown(r) => {
                     self.persist();
+                    self.rollouts.persist(false);
                     info!("engine stopped; the data plane stays attached");
                     let _ = r.send(());
                     return;

@@ -352,7 +352,24 @@ impl Rollouts {
             }
         }
         out.retain(|o| !o.events.is_empty());
+        // A running hold's remaining time is kept fresh on disk, so even a killed daemon
+        // resumes close to where it was.
+        self.persist(true);
         out
+    }
+
+    /// Stores every engine's progress (`running_only`: only those holding a step).
+    pub fn persist(&self, running_only: bool) {
+        let now = self.now();
+        for (name, s) in &self.services {
+            if running_only && !matches!(s.engine.state(), rollout::State::Running { .. }) {
+                continue;
+            }
+            let path = Self::progress_path(&self.state_dir, name);
+            if let Err(e) = rollout::store_progress(&path, &s.engine.progress(now)) {
+                warn!("{name}: {}", error_chain(&e));
+            }
+        }
     }
 
     /// A health checker's report: kept for `status`; a change of state goes to the engine,
