@@ -698,6 +698,46 @@ mod tests {
         parse(&GOOD.replacen(from, to, 1)).expect_err("must be rejected")
     }
 
+    #[test]
+    fn health_and_rollout_sections_are_validated_with_their_field() {
+        let svc = "[[services]]\nname = \"web\"\nport = 80\nblue_port = 8081\ngreen_port = 8082\n";
+        let c = parse(&format!(
+            "{svc}[services.health]\nkind = \"http\"\npath = \"/h\"\nport_offset = 1000\n\
+             [services.rollout]\nsteps = [1, 50, 100]\nhold = \"5s\"\n"
+        ))
+        .unwrap();
+        let s = &c.services[0];
+        let h = s.health.as_ref().expect("health");
+        assert_eq!((h.check_port(8081), h.check_port(8082)), (9081, 9082));
+        let w: Vec<u16> = s.rollout.steps.iter().map(|s| s.weight_bp).collect();
+        assert_eq!(w, [100, 5000, 10_000]);
+        assert_eq!(parse(svc).unwrap().services[0].health, None);
+        let e = parse(&format!(
+            "{svc}[services.health]\nkind = \"ping\"\n\
+             [services.rollout]\nsteps = [5, 1]\n"
+        ))
+        .unwrap_err();
+        assert_eq!(
+            e,
+            [
+                "services[0].health.kind: \"ping\" is not a check kind (expected tcp, http or exec)",
+                "services[0].rollout.steps[1]: 1.00% is not above the previous step (5.00%)",
+            ]
+            .map(String::from)
+        );
+        let e = parse(&format!("{svc}[services.health]\nport_offset = 57454\n")).unwrap_err();
+        assert_eq!(
+            e,
+            [
+                "services[0].health.port_offset: 57454 puts the check of green_port 8082 at 65536, outside 1..=65535"
+            ]
+        );
+        assert!(
+            parse(&format!("{svc}[services.rollout]\nstep = [1]\n")).unwrap_err()[0]
+                .contains("unknown field `step`")
+        );
+    }
+
     fn assert_error(from: &str, to: &str, want: &str) {
         let errs = errors_with(from, to);
         assert!(

@@ -911,6 +911,54 @@ mod tests {
     }
 
     #[test]
+    fn rollout_bodies() {
+        use std::time::Duration;
+        assert_eq!(
+            rollout_command("start", b""),
+            Ok(OperatorCommand::Start {
+                steps: None,
+                hold: None,
+                dry_run: false
+            })
+        );
+        assert_eq!(
+            rollout_command(
+                "start",
+                br#"{"steps": [1, "5", 12.5, 100], "hold": "1m30s", "dry_run": true}"#
+            ),
+            Ok(OperatorCommand::Start {
+                steps: Some(vec![100, 500, 1250, 10_000]),
+                hold: Some(Duration::from_secs(90)),
+                dry_run: true
+            })
+        );
+        assert_eq!(
+            rollout_command("blue-green", br#"{"hold": "10s"}"#),
+            Ok(OperatorCommand::BlueGreen {
+                hold: Some(Duration::from_secs(10)),
+                dry_run: false
+            })
+        );
+        assert_eq!(rollout_command("pause", b"{}"), Ok(OperatorCommand::Pause));
+        assert_eq!(rollout_command("freeze", b""), Ok(OperatorCommand::Freeze));
+        let msg = |v: &str, b: &[u8]| rollout_command(v, b).unwrap_err().message;
+        assert_eq!(
+            msg("start", br#"{"steps": [1, 12.345]}"#),
+            "steps[1]: 12.345 has more than two decimals"
+        );
+        assert!(
+            msg("start", br#"{"hold": "soon"}"#).starts_with("hold: \"soon\" is not a duration")
+        );
+        assert!(msg("start", br#"{"hold": "30d"}"#).starts_with("hold: 30d is above"));
+        assert!(msg("start", br#"{"stepz": []}"#).contains("unknown field"));
+        assert_eq!(msg("pause", br#"{"x": 1}"#), "pause takes no parameters");
+        assert_eq!(
+            msg("blue-green", br#"{"steps": [100]}"#),
+            "steps: a blue-green switch has one step (to 100%)"
+        );
+    }
+
+    #[test]
     fn root_is_in_its_group() {
         assert!(user_in_group(0, 0));
     }
