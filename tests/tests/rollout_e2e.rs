@@ -594,3 +594,48 @@ fn promote_moves_no_connection() {
     );
     daemon.stop();
 }
+
+#[test]
+fn a_dry_run_counts_the_would_be_split_and_steers_nothing() {
+    let bed = DaemonBed::new("dry");
+    bed.write_config(&web("", "hold = \"30s\""));
+    let daemon = InProcess::start(&bed);
+    let out = bed.cli_ok(&["rollout", "start", "web", "--steps", "50,100", "--dry-run"]);
+    assert!(out.contains("dry-run running step 1/2"), "{out}");
+    assert_eq!(weight(&bed).weight, 0, "a dry run changed the real weight");
+    let r = netns::run_in(bed.client_ns(), || {
+        tcp_short_from(
+            target(),
+            30_000..30_200,
+            Duration::from_secs(1),
+            Duration::from_secs(10),
+        )
+    });
+    assert!(r.failures().is_empty(), "{}", r.failure_summary());
+    assert_eq!(
+        r.count(BLUE_ID),
+        200,
+        "a dry run steered connections to green"
+    );
+    let want_green = (30_000..30_200u16)
+        .filter(|p| decided(*p, 5000) == Backend::Green)
+        .count() as u64;
+    let st = service_status(&bed);
+    assert_eq!(st["rollout"]["dry_run"], true);
+    assert_eq!(st["rollout"]["would_weight_bp"], 5000);
+    assert_eq!(st["green"]["dry_new_flows"], want_green, "{st:#?}");
+    assert_eq!(st["blue"]["dry_new_flows"], 200 - want_green);
+    assert_eq!(st["green"]["new_flows"], 0);
+    let table = bed.cli_ok(&["status"]);
+    assert!(table.contains("would-be new B/G"), "{table}");
+    // Promote refuses a dry run; rollback ends it and the real weight never moved.
+    let p = bed.cli(&["promote", "web"], None);
+    assert!(!p.status.success());
+    bed.cli_ok(&["rollback", "web"]);
+    assert_eq!(weight(&bed).weight, 0);
+    eprintln!(
+        "dry run at 50 %: 200 connections all to blue; would-be split {}/{want_green}",
+        200 - want_green
+    );
+    daemon.stop();
+}
