@@ -19,6 +19,21 @@ pub const MAP_COUNTERS: &str = "SHIFTER_CNT";
 pub const MAP_PORT_BITMAP: &str = "SHIFTER_PORTS";
 pub const MAP_USER_REMOVED: &str = "SHIFTER_UREM";
 pub const MAP_SOCKETS: &str = "SHIFTER_SOCKS";
+pub const MAP_DRY_RUN: &str = "SHIFTER_DRY";
+
+/// A `SHIFTER_DRY` word with this bit set: a dry run is active for the slot and the low 16
+/// bits are its would-be weight. 0 (what a new map holds) means no dry run.
+pub const DRY_ACTIVE: u32 = 1 << 31;
+
+/// The would-be weight of a `SHIFTER_DRY` word, if a dry run is active.
+#[inline(always)]
+pub const fn dry_weight(word: u32) -> Option<u16> {
+    if word & DRY_ACTIVE == 0 {
+        None
+    } else {
+        Some(word as u16)
+    }
+}
 
 /// Program names in the object file.
 pub const PROG_TC_INGRESS: &str = "shifter_tc_ingress";
@@ -104,6 +119,9 @@ pub struct BackendCounters {
     pub refusals: u64,
     /// RSTs on established connections, either direction.
     pub resets: u64,
+    /// Dry run: new flows this backend WOULD have got under the slot's would-be weight
+    /// (`SHIFTER_DRY`); they were steered by the real weight.
+    pub dry_new_flows: u64,
 }
 
 impl BackendCounters {
@@ -118,6 +136,7 @@ impl BackendCounters {
         self.closed += o.closed;
         self.refusals += o.refusals;
         self.resets += o.resets;
+        self.dry_new_flows += o.dry_new_flows;
     }
 }
 
@@ -160,6 +179,9 @@ mod tests {
         assert_eq!(core::mem::size_of::<ServiceKey>(), 20);
         assert_eq!(core::mem::size_of::<FlowKey>(), 40);
         assert_eq!(core::mem::size_of::<FlowValue>(), 24);
-        assert_eq!(core::mem::size_of::<BackendCounters>(), 72);
+        assert_eq!(core::mem::size_of::<BackendCounters>(), 80);
+        assert_eq!(core::mem::offset_of!(BackendCounters, dry_new_flows), 72);
+        assert_eq!(dry_weight(0), None);
+        assert_eq!(dry_weight(DRY_ACTIVE | 2500), Some(2500));
     }
 }

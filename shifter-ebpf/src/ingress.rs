@@ -4,13 +4,13 @@ use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use shifter_common::{
     Backend, FLOW_ESTABLISHED, FLOW_FIN_IN, FLOW_RECOVERED, FlowKey, FlowTuple, FlowValue,
     PORT_BITMAP_BACKEND_BASE, PORT_BITMAP_SERVICE_BASE, PROTO_TCP, ServiceConfig, ServiceKey,
-    choose_backend,
+    choose_backend, dry_weight,
 };
 
 pub use crate::ctx::{Tc, Xdp};
 use crate::{
     ctx::PacketCtx,
-    maps::{FLOWS, SERVICE_CONFIG, SERVICES, counters, port_in},
+    maps::{DRY_RUN, FLOWS, SERVICE_CONFIG, SERVICES, counters, port_in},
     parse::{self, L4_DPORT, Packet, TCP_ACK, TCP_FIN, TCP_RST},
     sk,
 };
@@ -200,7 +200,25 @@ fn new_flow(
     if let Some(c) = counters(slot, backend as u8) {
         c.new_flows += 1;
     }
+    count_dry_run(&tuple, slot, cfg);
     Ok(backend)
+}
+
+/// Dry run: count the backend this new flow would get under the slot's would-be weight.
+/// Steering is not affected.
+#[inline(always)]
+fn count_dry_run(tuple: &FlowTuple, slot: u32, cfg: &ServiceConfig) {
+    let Some(word) = DRY_RUN.get(slot) else {
+        return;
+    };
+    let Some(weight) = dry_weight(*word) else {
+        return;
+    };
+    let shadow = ServiceConfig { weight, ..*cfg };
+    let would = choose_backend(tuple, &shadow);
+    if let Some(c) = counters(slot, would as u8) {
+        c.dry_new_flows += 1;
+    }
 }
 
 /// A non-SYN TCP segment without an entry: the backend that owns the connection keeps it.

@@ -25,6 +25,10 @@ pub static FLOWS: LruHashMap<FlowKey, FlowValue> =
 #[map(name = "SHIFTER_CNT")]
 pub static COUNTERS: PerCpuArray<BackendCounters> = PerCpuArray::pinned(MAX_SERVICES * 2, 0);
 
+/// Per slot: a dry run's would-be weight (`shifter_common::DRY_ACTIVE | weight`; 0: none).
+#[map(name = "SHIFTER_DRY")]
+pub static DRY_RUN: Array<u32> = Array::pinned(MAX_SERVICES, 0);
+
 /// Bitmaps of service ports and backend ports (see `shifter_common::PORT_BITMAP_*`).
 #[map(name = "SHIFTER_PORTS")]
 pub static PORTS: Array<u64> = Array::pinned(PORT_BITMAP_WORDS * 2, 0);

@@ -15,7 +15,10 @@ use std::{
 use serde::Deserialize;
 use shifter_common::{Affinity, DEFAULT_FLOW_CAPACITY, MAX_SERVICES, ServiceConfig};
 
-use crate::{Hook, Protocol, Service, paths};
+use crate::{
+    Hook, Protocol, Service, paths,
+    rollout::config::{FieldProblem, HealthSettings, RawHealth, RawRollout, RolloutSettings},
+};
 
 /// Smallest and largest flow table accepted.
 pub const FLOW_TABLE_MIN: u32 = 64;
@@ -64,6 +67,10 @@ pub struct InterfaceConfig {
 pub struct ServiceSpec {
     pub name: String,
     pub service: Service,
+    /// `[services.health]`: checks of blue and green (none: health counts as passing).
+    pub health: Option<HealthSettings>,
+    /// `[services.rollout]` (defaults when absent).
+    pub rollout: RolloutSettings,
 }
 
 /// One problem in the configuration.
@@ -226,6 +233,8 @@ struct RawService {
     green_port: i64,
     weight: Option<Number>,
     affinity: Option<String>,
+    health: Option<RawHealth>,
+    rollout: Option<RawRollout>,
 }
 
 /// Collects problems while validating.
@@ -238,6 +247,13 @@ impl Problems {
             field: field.into(),
             message: message.into(),
         });
+    }
+
+    /// Takes the problems of a nested section (already named with their full field).
+    fn extend(&mut self, list: Vec<FieldProblem>) {
+        for f in list {
+            self.add(f.field, f.message);
+        }
     }
 }
 
@@ -464,7 +480,38 @@ fn validate(raw: RawConfig, p: &mut Problems) -> Config {
                 Affinity::Connection
             }
         };
+        let health = r.health.as_ref().and_then(|h| {
+            HealthSettings::from_raw(h, &format!("services[{i}].health"))
+                .map_err(|e| p.extend(e))
+                .ok()
+        });
+        if let Some(h) = &health
+            && h.port_offset != 0
+        {
+            for (what, port) in [("blue_port", blue), ("green_port", green)] {
+                let checked = i32::from(port) + h.port_offset;
+                if port != 0 && !(1..=65535).contains(&checked) {
+                    p.add(
+                        f("health.port_offset"),
+                        format!(
+                            "{} puts the check of {what} {port} at {checked}, outside 1..=65535",
+                            h.port_offset
+                        ),
+                    );
+                }
+            }
+        }
+        let rollout = match &r.rollout {
+            None => RolloutSettings::default(),
+            Some(raw) => RolloutSettings::from_raw(raw, &format!("services[{i}].rollout"))
+                .unwrap_or_else(|e| {
+                    p.extend(e);
+                    RolloutSettings::default()
+                }),
+        };
         services.push(ServiceSpec {
+            health,
+            rollout,
             name: r.name,
             service: Service {
                 protocol,
@@ -649,6 +696,46 @@ mod tests {
     fn errors_with(from: &str, to: &str) -> Vec<String> {
         assert!(GOOD.contains(from), "test bug: {from:?} not in GOOD");
         parse(&GOOD.replacen(from, to, 1)).expect_err("must be rejected")
+    }
+
+    #[test]
+    fn health_and_rollout_sections_are_validated_with_their_field() {
+        let svc = "[[services]]\nname = \"web\"\nport = 80\nblue_port = 8081\ngreen_port = 8082\n";
+        let c = parse(&format!(
+            "{svc}[services.health]\nkind = \"http\"\npath = \"/h\"\nport_offset = 1000\n\
+             [services.rollout]\nsteps = [1, 50, 100]\nhold = \"5s\"\n"
+        ))
+        .unwrap();
+        let s = &c.services[0];
+        let h = s.health.as_ref().expect("health");
+        assert_eq!((h.check_port(8081), h.check_port(8082)), (9081, 9082));
+        let w: Vec<u16> = s.rollout.steps.iter().map(|s| s.weight_bp).collect();
+        assert_eq!(w, [100, 5000, 10_000]);
+        assert_eq!(parse(svc).unwrap().services[0].health, None);
+        let e = parse(&format!(
+            "{svc}[services.health]\nkind = \"ping\"\n\
+             [services.rollout]\nsteps = [5, 1]\n"
+        ))
+        .unwrap_err();
+        assert_eq!(
+            e,
+            [
+                "services[0].health.kind: \"ping\" is not a check kind (expected tcp, http or exec)",
+                "services[0].rollout.steps[1]: 1.00% is not above the previous step (5.00%)",
+            ]
+            .map(String::from)
+        );
+        let e = parse(&format!("{svc}[services.health]\nport_offset = 57454\n")).unwrap_err();
+        assert_eq!(
+            e,
+            [
+                "services[0].health.port_offset: 57454 puts the check of green_port 8082 at 65536, outside 1..=65535"
+            ]
+        );
+        assert!(
+            parse(&format!("{svc}[services.rollout]\nstep = [1]\n")).unwrap_err()[0]
+                .contains("unknown field `step`")
+        );
     }
 
     fn assert_error(from: &str, to: &str, want: &str) {

@@ -21,6 +21,17 @@ pub enum Cause {
     Reload,
     /// A configuration reload removed the service.
     Removed,
+    /// A rollout moved on (a step passed its hold and gates, or waits for evidence).
+    RolloutStep,
+    /// Automatic rollback: green's health check reached its fall threshold.
+    HealthRollback,
+    /// Automatic rollback: a step's kernel-signal gate failed.
+    GateRollback,
+    /// Green became the new blue (roles swapped, weight 0); the event carries the uid.
+    Promote,
+    /// An operator's rollout command (start, pause, resume, abort, approve, freeze,
+    /// rollback, blue-green), or the rollout reacting to an outside weight change.
+    Rollout,
 }
 
 impl std::fmt::Display for Cause {
@@ -31,6 +42,11 @@ impl std::fmt::Display for Cause {
             Self::Restore => "restore",
             Self::Reload => "reload",
             Self::Removed => "removed",
+            Self::RolloutStep => "rollout-step",
+            Self::HealthRollback => "health-rollback",
+            Self::GateRollback => "gate-rollback",
+            Self::Promote => "promote",
+            Self::Rollout => "rollout",
         })
     }
 }
@@ -49,6 +65,19 @@ pub struct Event {
     pub cause: Cause,
     /// The peer's uid for operator changes.
     pub uid: Option<u32>,
+    /// Rollout events: the transition and its cause in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// The weights are the would-be weights of a dry run (the real weight did not change).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+    /// How long the map update took, nanoseconds (rollout weight changes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub map_update_ns: Option<u64>,
+    /// From the deciding health check's result to the map update returning, nanoseconds
+    /// (automatic health rollbacks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_decision_ns: Option<u64>,
 }
 
 /// The bounded event log.
@@ -69,15 +98,26 @@ impl EventLog {
         cause: Cause,
         uid: Option<u32>,
     ) -> Event {
-        let ev = Event {
-            seq: self.next_seq,
-            time_ms: crate::util::now_unix_ms(),
+        self.push(Event {
+            seq: 0,
+            time_ms: 0,
             service: service.to_owned(),
             old_weight_bp,
             new_weight_bp,
             cause,
             uid,
-        };
+            detail: None,
+            dry_run: false,
+            map_update_ns: None,
+            since_decision_ns: None,
+        })
+    }
+
+    /// Appends `ev`, numbering and timestamping it, and drops the oldest beyond
+    /// `MAX_EVENTS`. Returns the stored event.
+    pub fn push(&mut self, mut ev: Event) -> Event {
+        ev.seq = self.next_seq;
+        ev.time_ms = crate::util::now_unix_ms();
         self.next_seq += 1;
         self.events.push_back(ev.clone());
         while self.events.len() > MAX_EVENTS {

@@ -249,6 +249,8 @@ impl DataPlane {
         self.config_map()?
             .set(slot, 0, 0)
             .map_err(map_err(shifter_common::MAP_SERVICE_CONFIG))?;
+        // A later service in this slot must not inherit a dry run.
+        self.clear_dry_weight(slot)?;
         Ok(())
     }
 

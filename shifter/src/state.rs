@@ -25,6 +25,10 @@ pub struct State {
     pub weights: BTreeMap<String, u16>,
     #[serde(default)]
     pub log: EventLog,
+    /// Services whose blue and green ports are swapped relative to the configuration
+    /// (each `promote` toggles it), so a restart keeps the promoted version as blue.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub swapped: std::collections::BTreeSet<String>,
 }
 
 /// Where the loaded state came from.

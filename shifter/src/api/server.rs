@@ -40,6 +40,7 @@ use crate::{
         engine::{Command, Engine},
     },
     events::Event,
+    rollout::OperatorCommand,
     util::error_chain,
 };
 
@@ -366,6 +367,49 @@ async fn route(
                 .map_err(plain)?;
             Ok(json(StatusCode::OK, &c))
         }
+        ["v1", "services", name, "rollout", verb] => {
+            method(&m, &Method::POST, "POST")?;
+            query(&req, &[])?;
+            if !["start", "pause", "resume", "abort", "approve", "freeze"].contains(verb) {
+                return Err(plain(ApiError::not_found(format!(
+                    "no rollout verb {verb:?} (expected start, pause, resume, abort, approve or freeze)"
+                ))));
+            }
+            let uid = authorize(ctx, peer, "change a rollout").map_err(plain)?;
+            let body = read_body(req).await.map_err(plain)?;
+            let command = rollout_command(verb, &body).map_err(plain)?;
+            run_rollout(ctx, name, command, uid, None).await
+        }
+        [
+            "v1",
+            "services",
+            name,
+            verb @ ("promote" | "rollback" | "blue-green"),
+        ] => {
+            method(&m, &Method::POST, "POST")?;
+            query(&req, &[])?;
+            let uid = authorize(ctx, peer, "change a rollout").map_err(plain)?;
+            let body = read_body(req).await.map_err(plain)?;
+            let (command, drain) = match *verb {
+                "promote" => {
+                    empty_body(&body, "promote").map_err(plain)?;
+                    (OperatorCommand::Promote, None)
+                }
+                "rollback" => {
+                    let b: RollbackBody =
+                        json_body(&body, "{\"drain_timeout\": \"30s\"}").map_err(plain)?;
+                    let drain = b
+                        .drain_timeout
+                        .as_deref()
+                        .map(|t| parse_duration("drain_timeout", t, MAX_DRAIN))
+                        .transpose()
+                        .map_err(plain)?;
+                    (OperatorCommand::Rollback, drain)
+                }
+                _ => (rollout_command("blue-green", &body).map_err(plain)?, None),
+            };
+            run_rollout(ctx, name, command, uid, drain).await
+        }
         ["v1", "events"] => {
             method(&m, &Method::GET, "GET")?;
             let q = query(&req, &["since", "follow"])?;
@@ -432,6 +476,174 @@ async fn route(
         }
         _ => Err(plain(ApiError::not_found(format!("no endpoint {path}")))),
     }
+}
+
+/// The longest `rollback --drain-timeout` the API waits.
+const MAX_DRAIN: Duration = Duration::from_secs(3600);
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct StartBody {
+    /// Percent values (numbers or strings), ascending.
+    steps: Option<Vec<serde_json::Value>>,
+    hold: Option<String>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RollbackBody {
+    drain_timeout: Option<String>,
+}
+
+/// An empty body (or whitespace) is `T::default()`; otherwise JSON.
+fn json_body<T: serde::de::DeserializeOwned + Default>(
+    body: &[u8],
+    example: &str,
+) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(format!("invalid JSON body (expected e.g. {example}): {e}"))
+    })
+}
+
+fn empty_body(body: &[u8], what: &str) -> Result<(), ApiError> {
+    let ok = body.iter().all(u8::is_ascii_whitespace)
+        || serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(body)
+            .is_ok_and(|m| m.is_empty());
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!("{what} takes no parameters")))
+    }
+}
+
+fn parse_duration(field: &str, text: &str, max: Duration) -> Result<Duration, ApiError> {
+    let d = humantime::parse_duration(text.trim()).map_err(|e| {
+        ApiError::bad_request(format!(
+            "{field}: {text:?} is not a duration like 30s or 1m30s ({e})"
+        ))
+    })?;
+    if d > max {
+        return Err(ApiError::bad_request(format!(
+            "{field}: {text} is above {}",
+            humantime::format_duration(max)
+        )));
+    }
+    Ok(d)
+}
+
+fn percent_value(field: &str, v: &serde_json::Value) -> Result<u16, ApiError> {
+    let text = match v {
+        serde_json::Value::Number(n) => match (n.as_u64(), n.as_f64()) {
+            (Some(u), _) => u.to_string(),
+            (None, Some(f)) => {
+                number_text(f).map_err(|e| ApiError::bad_request(format!("{field}: {e}")))?
+            }
+            _ => return Err(ApiError::bad_request(format!("{field}: not a number"))),
+        },
+        serde_json::Value::String(s) => s.clone(),
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "{field}: {other} is not a percentage"
+            )));
+        }
+    };
+    parse_percent(&text).map_err(|e| ApiError::bad_request(format!("{field}: {text} {e}")))
+}
+
+/// The command of `POST .../rollout/{verb}` (or `blue-green`) with its body.
+pub fn rollout_command(verb: &str, body: &[u8]) -> Result<OperatorCommand, ApiError> {
+    let hold = |b: &StartBody| {
+        b.hold
+            .as_deref()
+            .map(|h| parse_duration("hold", h, crate::rollout::config::MAX_HOLD))
+            .transpose()
+    };
+    Ok(match verb {
+        "start" => {
+            let b: StartBody = json_body(
+                body,
+                "{\"steps\": [1, 5, 25, 50, 100], \"hold\": \"30s\", \"dry_run\": false}",
+            )?;
+            let steps = b
+                .steps
+                .as_ref()
+                .map(|list| {
+                    list.iter()
+                        .enumerate()
+                        .map(|(i, v)| percent_value(&format!("steps[{i}]"), v))
+                        .collect::<Result<Vec<u16>, ApiError>>()
+                })
+                .transpose()?;
+            OperatorCommand::Start {
+                steps,
+                hold: hold(&b)?,
+                dry_run: b.dry_run,
+            }
+        }
+        "blue-green" => {
+            let b: StartBody = json_body(body, "{\"hold\": \"30s\", \"dry_run\": false}")?;
+            if b.steps.is_some() {
+                return Err(ApiError::bad_request(
+                    "steps: a blue-green switch has one step (to 100%)",
+                ));
+            }
+            OperatorCommand::BlueGreen {
+                hold: hold(&b)?,
+                dry_run: b.dry_run,
+            }
+        }
+        other => {
+            empty_body(body, other)?;
+            match other {
+                "pause" => OperatorCommand::Pause,
+                "resume" => OperatorCommand::Resume,
+                "abort" => OperatorCommand::Abort,
+                "approve" => OperatorCommand::Approve,
+                _ => OperatorCommand::Freeze,
+            }
+        }
+    })
+}
+
+async fn run_rollout(
+    ctx: &ApiContext,
+    name: &str,
+    command: OperatorCommand,
+    uid: u32,
+    drain: Option<Duration>,
+) -> Result<Response<Body>, RouteError> {
+    let engine = &ctx.engine;
+    let name = name.to_owned();
+    let n = name.clone();
+    let mut reply = engine
+        .call(|reply| Command::Rollout {
+            name: n,
+            command,
+            uid,
+            reply,
+        })
+        .await
+        .map_err(plain)?
+        .map_err(plain)?;
+    if let Some(timeout) = drain {
+        // Nothing is closed: existing green connections finish on their own.
+        tokio::time::sleep(timeout).await;
+        let remaining = engine
+            .call(|r| Command::GreenFlows(name, r))
+            .await
+            .map_err(plain)?
+            .map_err(plain)?;
+        reply.drain = Some(super::types::DrainReport {
+            timeout_ms: timeout.as_millis() as u64,
+            green_flows_remaining: remaining,
+        });
+    }
+    Ok(json(StatusCode::OK, &reply))
 }
 
 /// Reloads the configuration file into the engine.
@@ -695,6 +907,54 @@ mod tests {
         assert_eq!(
             parse_weight_body(b"[]").unwrap_err().status,
             StatusCode::BAD_REQUEST
+        );
+    }
+
+    #[test]
+    fn rollout_bodies() {
+        use std::time::Duration;
+        assert_eq!(
+            rollout_command("start", b""),
+            Ok(OperatorCommand::Start {
+                steps: None,
+                hold: None,
+                dry_run: false
+            })
+        );
+        assert_eq!(
+            rollout_command(
+                "start",
+                br#"{"steps": [1, "5", 12.5, 100], "hold": "1m30s", "dry_run": true}"#
+            ),
+            Ok(OperatorCommand::Start {
+                steps: Some(vec![100, 500, 1250, 10_000]),
+                hold: Some(Duration::from_secs(90)),
+                dry_run: true
+            })
+        );
+        assert_eq!(
+            rollout_command("blue-green", br#"{"hold": "10s"}"#),
+            Ok(OperatorCommand::BlueGreen {
+                hold: Some(Duration::from_secs(10)),
+                dry_run: false
+            })
+        );
+        assert_eq!(rollout_command("pause", b"{}"), Ok(OperatorCommand::Pause));
+        assert_eq!(rollout_command("freeze", b""), Ok(OperatorCommand::Freeze));
+        let msg = |v: &str, b: &[u8]| rollout_command(v, b).unwrap_err().message;
+        assert_eq!(
+            msg("start", br#"{"steps": [1, 12.345]}"#),
+            "steps[1]: 12.345 has more than two decimals"
+        );
+        assert!(
+            msg("start", br#"{"hold": "soon"}"#).starts_with("hold: \"soon\" is not a duration")
+        );
+        assert!(msg("start", br#"{"hold": "30d"}"#).starts_with("hold: 30d is above"));
+        assert!(msg("start", br#"{"stepz": []}"#).contains("unknown field"));
+        assert_eq!(msg("pause", br#"{"x": 1}"#), "pause takes no parameters");
+        assert_eq!(
+            msg("blue-green", br#"{"steps": [100]}"#),
+            "steps: a blue-green switch has one step (to 100%)"
         );
     }
 

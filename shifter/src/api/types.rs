@@ -22,6 +22,9 @@ pub struct Counters {
     pub evictions: u64,
     pub refusals: u64,
     pub resets: u64,
+    /// Dry run: new flows this backend would have got under the would-be weight.
+    #[serde(default)]
+    pub dry_new_flows: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -40,6 +43,74 @@ pub struct ServiceStatus {
     pub slot: u32,
     pub blue: Counters,
     pub green: Counters,
+    /// Health of blue and green (`None`: no checks configured).
+    #[serde(default)]
+    pub health: Option<HealthView>,
+    #[serde(default)]
+    pub rollout: Option<RolloutView>,
+}
+
+/// Health of one backend as its checks say.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendHealthView {
+    pub port: u16,
+    /// The port the checks connect to (the backend port plus `health.port_offset`).
+    pub check_port: u16,
+    /// unknown, up, down
+    pub status: String,
+    pub last_failure: Option<String>,
+    /// Whether the latest check passed (`None`: none ran yet).
+    pub last_check_ok: Option<bool>,
+    pub checks: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthView {
+    pub blue: BackendHealthView,
+    pub green: BackendHealthView,
+}
+
+/// A service's rollout.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutView {
+    /// idle, running, paused, waiting for approval, frozen, rolled back, completed
+    pub state: String,
+    /// canary or blue-green (`None`: no rollout has run).
+    pub kind: Option<String>,
+    pub dry_run: bool,
+    /// The current step, counted from 1.
+    pub step: Option<usize>,
+    pub steps: usize,
+    /// The current step's weight (a would-be weight in a dry run).
+    pub step_weight_bp: Option<u16>,
+    /// Time left in the current step's hold (running or paused).
+    pub remaining_hold_ms: Option<u64>,
+    /// Dry run: the weight the rollout would have set by now.
+    pub would_weight_bp: Option<u16>,
+    /// Why the step's gate has no verdict yet.
+    pub gate_waiting: Option<String>,
+    /// Why the rollout was rolled back.
+    pub rolled_back: Option<String>,
+}
+
+/// Answer to a rollout command (`rollout ...`, `promote`, `rollback`, `blue-green`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutReply {
+    pub service: String,
+    /// The events the command recorded.
+    pub events: Vec<Event>,
+    /// Green's real weight afterwards, basis points.
+    pub weight_bp: u16,
+    pub rollout: RolloutView,
+    /// `rollback --drain-timeout`: green's flows left after the timeout (none are closed).
+    pub drain: Option<DrainReport>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainReport {
+    pub timeout_ms: u64,
+    /// Flow-table entries of green after the timeout.
+    pub green_flows_remaining: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

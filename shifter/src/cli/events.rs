@@ -23,7 +23,9 @@ pub(crate) struct Args {
     follow: bool,
 }
 
-const HEADER: [&str; 7] = ["SEQ", "TIME", "SERVICE", "OLD", "NEW", "CAUSE", "UID"];
+const HEADER: [&str; 8] = [
+    "SEQ", "TIME", "SERVICE", "OLD", "NEW", "CAUSE", "UID", "DETAIL",
+];
 
 fn row(e: &Event) -> Vec<String> {
     let w =
@@ -36,6 +38,19 @@ fn row(e: &Event) -> Vec<String> {
         w(e.new_weight_bp),
         e.cause.to_string(),
         e.uid.map_or_else(|| "-".to_owned(), |u| u.to_string()),
+        {
+            let mut d = e.detail.clone().unwrap_or_default();
+            if e.dry_run {
+                d.insert_str(0, "[dry run] ");
+            }
+            if let Some(ns) = e.since_decision_ns {
+                d.push_str(&format!(
+                    " [{:.3} ms after the deciding check]",
+                    ns as f64 / 1e6
+                ));
+            }
+            d
+        },
     ]
 }
 

@@ -1,6 +1,7 @@
 //! The `shifter` command line: one module per verb. Every verb but `daemon`,
 //! `check-config`, `completions` and `man` talks to the daemon through the control API.
 
+mod blue_green;
 mod check_config;
 mod completions;
 mod daemon;
@@ -9,6 +10,9 @@ mod events;
 mod flows;
 mod man;
 mod offline;
+mod promote;
+mod rollback;
+mod rollout;
 mod set_weight;
 mod status;
 mod table;
@@ -49,6 +53,10 @@ enum Verb {
     Daemon(daemon::Args),
     Status(status::Args),
     SetWeight(set_weight::Args),
+    Rollout(rollout::Args),
+    Promote(promote::Args),
+    Rollback(rollback::Args),
+    BlueGreen(blue_green::Args),
     Flows(flows::Args),
     Events(events::Args),
     CheckConfig(check_config::Args),
@@ -96,6 +104,10 @@ pub fn main() -> ExitCode {
         Verb::Daemon(a) => daemon::run(a),
         Verb::Status(a) => status::run(&client, a),
         Verb::SetWeight(a) => set_weight::run(&client, a),
+        Verb::Rollout(a) => rollout::run(&client, a),
+        Verb::Promote(a) => promote::run(&client, a),
+        Verb::Rollback(a) => rollback::run(&client, a),
+        Verb::BlueGreen(a) => blue_green::run(&client, a),
         Verb::Flows(a) => flows::run(&client, a),
         Verb::Events(a) => events::run(&client, a),
         Verb::CheckConfig(a) => check_config::run(a),

@@ -8,10 +8,62 @@ use super::{VerbResult, block_on, fail, offline, print_json, table};
 use crate::{
     api::{
         client::{Client, ClientError},
-        types::{ServiceStatus, Status},
+        types::{HealthView, RolloutView, ServiceStatus, Status},
     },
+    config::format_percent,
     paths,
 };
+
+/// One line for a rollout: phase, step, time left, would-be weight of a dry run.
+pub(crate) fn rollout_text(r: &RolloutView) -> String {
+    let mut t = if r.dry_run {
+        format!("dry-run {}", r.state)
+    } else {
+        r.state.clone()
+    };
+    if let Some(step) = r.step {
+        t.push_str(&format!(" step {step}/{}", r.steps));
+        if let Some(w) = r.step_weight_bp {
+            t.push_str(&format!(" ({}%)", format_percent(w)));
+        }
+    }
+    if let Some(ms) = r.remaining_hold_ms {
+        let secs = ms.div_ceil(1000);
+        t.push_str(&format!(
+            ", {} left",
+            humantime::format_duration(std::time::Duration::from_secs(secs))
+        ));
+    }
+    if let Some(w) = r.would_weight_bp {
+        t.push_str(&format!(", would be {}%", format_percent(w)));
+    }
+    if let Some(g) = &r.gate_waiting {
+        t.push_str(&format!(", gate waiting: {g}"));
+    }
+    if let Some(c) = &r.rolled_back {
+        t.push_str(&format!(": {c}"));
+    }
+    t
+}
+
+fn health_short(h: Option<&HealthView>) -> String {
+    h.map_or_else(
+        || "-".to_owned(),
+        |h| format!("{}/{}", h.blue.status, h.green.status),
+    )
+}
+
+/// Would-be split of a dry run, from the kernel's dry counters.
+fn dry_split(v: &ServiceStatus) -> Option<String> {
+    let (b, g) = (v.blue.dry_new_flows, v.green.dry_new_flows);
+    if b + g == 0 {
+        return None;
+    }
+    Some(format!(
+        "{b}/{g} ({:.1}% green)",
+        g as f64 * 100.0 / (b + g) as f64
+    ))
+}
 
 /// Show the daemon, its interfaces and services (weights, flows, counters).
 ///
@@ -126,6 +178,17 @@ fn print_overview(s: &Status) {
                 format!("{}/{}", v.blue.active_flows, v.green.active_flows),
                 format!("{}/{}", v.blue.new_flows, v.green.new_flows),
                 format!("{}/{}", v.blue.refusals, v.green.refusals),
+                health_short(v.health.as_ref()),
+                v.rollout.as_ref().map_or_else(
+                    || "-".to_owned(),
+                    |r| {
+                        let mut t = rollout_text(r);
+                        if let (true, Some(d)) = (r.dry_run, dry_split(v)) {
+                            t.push_str(&format!(", would-be new B/G {d}"));
+                        }
+                        t
+                    },
+                ),
             ]
         })
         .collect();
@@ -142,7 +205,9 @@ fn print_overview(s: &Status) {
                 "AFFINITY",
                 "FLOWS B/G",
                 "NEW B/G",
-                "REFUSED B/G"
+                "REFUSED B/G",
+                "HEALTH B/G",
+                "ROLLOUT"
             ],
             &rows
         )
@@ -172,7 +237,34 @@ fn detail(s: &ServiceStatus) -> String {
         row("evictions", b.evictions, g.evictions),
         row("refusals", b.refusals, g.refusals),
         row("resets", b.resets, g.resets),
+        row("dry-run new flows", b.dry_new_flows, g.dry_new_flows),
     ];
+    if let Some(h) = &s.health {
+        for (name, b) in [("blue", &h.blue), ("green", &h.green)] {
+            out.push_str(&format!(
+                "health {name} (port {}, checked on {}): {}, {} checks{}\n",
+                b.port,
+                b.check_port,
+                b.status,
+                b.checks,
+                b.last_failure
+                    .as_ref()
+                    .map(|f| format!(", last failure: {f}"))
+                    .unwrap_or_default()
+            ));
+        }
+    } else {
+        out.push_str("health: not checked\n");
+    }
+    if let Some(r) = &s.rollout {
+        out.push_str(&format!("rollout: {}\n", rollout_text(r)));
+        if r.dry_run
+            && let Some(d) = dry_split(s)
+        {
+            out.push_str(&format!("dry run: would-be new flows blue/green {d}\n"));
+        }
+    }
+    out.push('\n');
     out.push_str(&table::render(&["COUNTER", "BLUE", "GREEN"], &rows));
     out
 }

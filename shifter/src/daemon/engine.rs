@@ -12,7 +12,7 @@ use std::{
 
 use hyper::StatusCode;
 use shifter_common::{FLOW_ESTABLISHED, FLOW_FIN_IN, FLOW_FIN_OUT, FLOW_RECOVERED, counter_index};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
 use crate::{
@@ -31,7 +31,11 @@ use crate::{
     util::{error_chain, monotonic_ns},
 };
 
-use super::DaemonError;
+use super::{
+    DaemonError,
+    rollouts::{Outcome, Rollouts, to_event},
+};
+use crate::{api::types::RolloutReply, health::CheckReport, rollout::OperatorCommand};
 
 type Reply<T> = oneshot::Sender<T>;
 
@@ -51,6 +55,22 @@ pub(crate) enum Command {
     Sweep(Reply<()>),
     Metrics(Reply<String>),
     Ping(Reply<()>),
+    /// A rollout command (`rollout ...`, `promote`, `rollback`, `blue-green`).
+    Rollout {
+        name: String,
+        command: OperatorCommand,
+        uid: u32,
+        reply: Reply<Result<RolloutReply, ApiError>>,
+    },
+    /// After `rollback --drain-timeout`: green's flows left (none are closed).
+    GreenFlows(String, Reply<Result<u64, ApiError>>),
+    /// A health checker's report.
+    Health {
+        service: String,
+        report: CheckReport,
+    },
+    /// Sample counters and tick the rollout engines (end of a hold, or periodic).
+    Tick,
     /// Persist and stop; the data plane stays attached.
     Shutdown(Reply<()>),
 }
@@ -60,6 +80,8 @@ pub(crate) enum Command {
 pub struct Engine {
     tx: mpsc::Sender<Command>,
     events: broadcast::Sender<Event>,
+    /// When the earliest rollout hold ends (for the timer task).
+    deadline: watch::Receiver<Option<std::time::Instant>>,
 }
 
 impl Engine {
@@ -69,10 +91,17 @@ impl Engine {
         let (tx, rx) = mpsc::channel(64);
         let (events, _) = broadcast::channel(256);
         let (ready_tx, ready_rx) = oneshot::channel();
+        let (deadline_tx, deadline) = watch::channel(None);
         let ev = events.clone();
+        let rollouts = Rollouts::new(
+            &config.daemon.state_dir,
+            tokio::runtime::Handle::current(),
+            tx.downgrade(),
+            deadline_tx,
+        );
         let thread = std::thread::Builder::new()
             .name("shifter-engine".into())
-            .spawn(move || match Actor::start(config, ev) {
+            .spawn(move || match Actor::start(config, ev, rollouts) {
                 Ok(actor) => {
                     let _ = ready_tx.send(Ok(()));
                     actor.run(rx);
@@ -83,7 +112,14 @@ impl Engine {
             })
             .map_err(DaemonError::Thread)?;
         match ready_rx.await {
-            Ok(Ok(())) => Ok((Self { tx, events }, thread)),
+            Ok(Ok(())) => Ok((
+                Self {
+                    tx,
+                    events,
+                    deadline,
+                },
+                thread,
+            )),
             Ok(Err(e)) => {
                 let _ = thread.join();
                 Err(e)
@@ -114,6 +150,16 @@ impl Engine {
         self.events.subscribe()
     }
 
+    /// When the earliest rollout hold ends.
+    pub(crate) fn deadline(&self) -> watch::Receiver<Option<std::time::Instant>> {
+        self.deadline.clone()
+    }
+
+    /// Posts a command without waiting for an answer (timer ticks).
+    pub(crate) async fn post(&self, cmd: Command) -> bool {
+        self.tx.send(cmd).await.is_ok()
+    }
+
     /// Stops the engine: it persists the state and drops the data plane handle, which
     /// leaves every attachment in place.
     pub(crate) async fn close(self) {
@@ -128,6 +174,7 @@ struct Actor {
     state: State,
     store: Store,
     events: broadcast::Sender<Event>,
+    rollouts: Rollouts,
 }
 
 fn dp_err(e: &crate::Error) -> ApiError {
@@ -135,7 +182,11 @@ fn dp_err(e: &crate::Error) -> ApiError {
 }
 
 impl Actor {
-    fn start(config: Config, events: broadcast::Sender<Event>) -> Result<Self, DaemonError> {
+    fn start(
+        config: Config,
+        events: broadcast::Sender<Event>,
+        rollouts: Rollouts,
+    ) -> Result<Self, DaemonError> {
         let store = Store::new(&config.daemon.state_dir);
         let loaded = store.load();
         for w in &loaded.warnings {
@@ -172,8 +223,10 @@ impl Actor {
             state: loaded.state,
             store,
             events,
+            rollouts,
         };
         actor.apply_initial().map_err(DaemonError::DataPlane)?;
+        actor.sync_rollouts();
         actor.attach_initial()?;
         actor.persist();
         Ok(actor)
@@ -227,8 +280,33 @@ impl Actor {
                 Command::Ping(r) => {
                     let _ = r.send(());
                 }
+                Command::Rollout {
+                    name,
+                    command,
+                    uid,
+                    reply,
+                } => {
+                    let _ = reply.send(self.rollout_command(&name, command, uid));
+                }
+                Command::GreenFlows(name, r) => {
+                    let _ = r.send(self.green_flows(&name));
+                }
+                Command::Health { service, report } => {
+                    if let Some(o) = self.rollouts.health(&mut self.dp, &service, report) {
+                        self.take_outcome(&service, o);
+                    }
+                }
+                Command::Tick => {
+                    for o in self.rollouts.tick(&mut self.dp) {
+                        let name = o.events.first().map(|e| e.service.clone());
+                        if let Some(name) = name {
+                            self.take_outcome(&name, o);
+                        }
+                    }
+                }
                 Command::Shutdown(r) => {
                     self.persist();
+                    self.rollouts.persist(false);
                     info!("engine stopped; the data plane stays attached");
                     let _ = r.send(());
                     return;
@@ -296,7 +374,7 @@ impl Actor {
                 (None, Some((_, s))) => (s.config.weight, Cause::Restore, "pinned maps"),
                 (None, None) => (spec.service.config.weight, Cause::Config, "configuration"),
             };
-            let mut want = spec.service.clone();
+            let mut want = self.with_roles(&spec.name, &spec.service);
             want.config.weight = weight;
             let slot = match &existing {
                 Some((slot, s)) if *s == want => {
@@ -404,6 +482,145 @@ impl Actor {
         }
     }
 
+    /// The configured service with blue and green swapped if a promote swapped them.
+    fn with_roles(&self, name: &str, svc: &Service) -> Service {
+        let mut s = svc.clone();
+        if self.state.swapped.contains(name) {
+            std::mem::swap(&mut s.config.blue_port, &mut s.config.green_port);
+        }
+        s
+    }
+
+    /// Creates, resumes or updates the rollout engine of every configured service and
+    /// drops those of services that are gone.
+    fn sync_rollouts(&mut self) {
+        let live = match self.dp.services() {
+            Ok(l) => l,
+            Err(e) => {
+                error!("rollouts: reading the services: {}", error_chain(&e));
+                return;
+            }
+        };
+        for spec in self.config.services.clone() {
+            let Some(&slot) = self.slots.get(&spec.name) else {
+                self.rollouts.remove(&spec.name);
+                continue;
+            };
+            let Some(svc) = live.get(&slot) else {
+                continue;
+            };
+            for o in self.rollouts.ensure(&mut self.dp, &spec, slot, svc) {
+                self.take_outcome(&spec.name, o);
+            }
+        }
+        let gone: Vec<String> = self
+            .state
+            .weights
+            .keys()
+            .filter(|n| !self.slots.contains_key(*n))
+            .cloned()
+            .collect();
+        for n in gone {
+            self.rollouts.remove(&n);
+        }
+        for spec in &self.config.services {
+            if !self.slots.contains_key(&spec.name) {
+                self.rollouts.remove(&spec.name);
+            }
+        }
+    }
+
+    /// Records what a batch of rollout effects did: its events, the weight it set, a swap.
+    fn take_outcome(&mut self, name: &str, o: Outcome) -> Vec<Event> {
+        if let Some(w) = o.weight {
+            self.state.weights.insert(name.to_owned(), w);
+        }
+        if o.swapped && !self.state.swapped.remove(name) {
+            self.state.swapped.insert(name.to_owned());
+        }
+        let mut recorded = Vec::new();
+        for ev in &o.events {
+            // An operator's weight change is already recorded; the rollout's own event
+            // only matters when it changed the rollout's state (a ramp froze).
+            if matches!(ev.cause, crate::rollout::Cause::OutsideWeightChange { .. })
+                && ev.from == ev.to
+            {
+                continue;
+            }
+            let e = to_event(ev);
+            let timing = match (e.map_update_ns, e.since_decision_ns) {
+                (Some(m), Some(d)) => format!(
+                    "; map update {:.3} ms, {:.3} ms after the deciding check",
+                    m as f64 / 1e6,
+                    d as f64 / 1e6
+                ),
+                (Some(m), None) => format!("; map update {:.3} ms", m as f64 / 1e6),
+                _ => String::new(),
+            };
+            info!(
+                "{name}: {}weight {}% -> {}% (cause {}{}) {}{timing}",
+                if e.dry_run { "dry run: would-be " } else { "" },
+                format_percent(e.old_weight_bp.unwrap_or(0)),
+                format_percent(e.new_weight_bp.unwrap_or(0)),
+                e.cause,
+                e.uid.map(|u| format!(", uid {u}")).unwrap_or_default(),
+                e.detail.as_deref().unwrap_or("")
+            );
+            let stored = self.state.log.push(e);
+            let _ = self.events.send(stored.clone());
+            recorded.push(stored);
+        }
+        if o.weight.is_some() || o.swapped || !o.events.is_empty() {
+            self.persist();
+        }
+        recorded
+    }
+
+    fn rollout_command(
+        &mut self,
+        name: &str,
+        command: OperatorCommand,
+        uid: u32,
+    ) -> Result<RolloutReply, ApiError> {
+        self.slot_of(name)?;
+        let what = command.name();
+        let o = self
+            .rollouts
+            .command(&mut self.dp, name, command, uid)
+            .map_err(|e| ApiError::new(StatusCode::CONFLICT, e.to_string()))?;
+        info!("{name}: rollout command {what} by uid {uid}");
+        let events = self.take_outcome(name, o);
+        let slot = self.slot_of(name)?;
+        let weight_bp = self
+            .dp
+            .services()
+            .map_err(|e| dp_err(&e))?
+            .get(&slot)
+            .map_or(0, |s| s.config.weight);
+        let (rollout, _) = self
+            .rollouts
+            .view(name)
+            .ok_or_else(|| ApiError::internal(format!("service {name:?} has no rollout engine")))?;
+        Ok(RolloutReply {
+            service: name.to_owned(),
+            events,
+            weight_bp,
+            rollout,
+            drain: None,
+        })
+    }
+
+    fn green_flows(&mut self, name: &str) -> Result<u64, ApiError> {
+        let slot = self.slot_of(name)?;
+        Ok(self
+            .dp
+            .flows(Some(slot))
+            .map_err(|e| dp_err(&e))?
+            .iter()
+            .filter(|f| f.backend as u8 & 1 == 1)
+            .count() as u64)
+    }
+
     fn slot_of(&self, name: &str) -> Result<u32, ApiError> {
         self.slots
             .get(name)
@@ -434,6 +651,15 @@ impl Actor {
             self.record(name, Some(old), Some(bp), Cause::Operator, Some(uid));
             event = self.state.log.events.back().cloned();
             self.persist();
+            // A ramp under way stops where the operator put the weight.
+            if let Ok(o) = self.rollouts.feed(
+                &mut self.dp,
+                name,
+                crate::rollout::Input::WeightChanged { bp },
+                None,
+            ) {
+                self.take_outcome(name, o);
+            }
         }
         Ok(crate::api::types::WeightChange {
             service: name.to_owned(),
@@ -476,7 +702,12 @@ impl Actor {
             };
             let [blue, green] =
                 self.counters(slot, live_flows.get(&slot).copied().unwrap_or_default())?;
-            out.push(service_status(&spec.name, slot, svc, blue, green));
+            let mut st = service_status(&spec.name, slot, svc, blue, green);
+            if let Some((rollout, health)) = self.rollouts.view(&spec.name) {
+                st.rollout = Some(rollout);
+                st.health = health;
+            }
+            out.push(st);
         }
         Ok(out)
     }
@@ -568,6 +799,7 @@ impl Actor {
                     Ok(()) => {
                         let w = self.state.weights.remove(&spec.name);
                         self.slots.remove(&spec.name);
+                        self.state.swapped.remove(&spec.name);
                         self.record(&spec.name, w, None, Cause::Removed, None);
                         report.removed.push(spec.name.clone());
                     }
@@ -589,6 +821,15 @@ impl Actor {
                 report.unchanged.push(spec.name.clone());
                 continue;
             }
+            // New backend ports: an earlier promote's swap no longer applies.
+            if (o.service.config.blue_port, o.service.config.green_port)
+                != (
+                    spec.service.config.blue_port,
+                    spec.service.config.green_port,
+                )
+            {
+                self.state.swapped.remove(&spec.name);
+            }
             let current = self
                 .state
                 .weights
@@ -602,7 +843,7 @@ impl Actor {
                 spec.service.config.weight
             };
             if o.service.same_identity(&spec.service) {
-                let mut want = spec.service.clone();
+                let mut want = self.with_roles(&spec.name, &spec.service);
                 want.config.weight = weight;
                 match self.dp.set_service(&want) {
                     Ok(slot) => {
@@ -639,7 +880,7 @@ impl Actor {
         }
         for (spec, weight) in readd {
             let current = self.state.weights.get(&spec.name).copied();
-            let mut want = spec.service.clone();
+            let mut want = self.with_roles(&spec.name, &spec.service);
             want.config.weight = weight;
             match self.dp.set_service(&want) {
                 Ok(slot) => {
@@ -703,6 +944,7 @@ impl Actor {
                     .push(format!("attaching {}: {}", ic.name, error_chain(&e))),
             }
         }
+        self.sync_rollouts();
         for e in &report.errors {
             error!("reload: {e}");
         }
@@ -867,6 +1109,7 @@ pub(crate) fn counters_view(
             evictions: (c.new_flows + c.recoveries).saturating_sub(c.closed + urem[b] + live[b]),
             refusals: c.refusals,
             resets: c.resets,
+            dry_new_flows: c.dry_new_flows,
         };
     }
     out
@@ -918,5 +1161,7 @@ pub(crate) fn service_status(
         slot,
         blue,
         green,
+        health: None,
+        rollout: None,
     }
 }

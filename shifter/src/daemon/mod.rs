@@ -7,6 +7,7 @@
 //! state and returns, leaving the data plane attached and forwarding.
 
 pub mod engine;
+mod rollouts;
 
 use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
 
@@ -111,6 +112,7 @@ pub async fn run_with(
         stop_rx.clone(),
     ));
     tasks.spawn(watchdog_loop(engine.clone(), stop_rx.clone()));
+    tasks.spawn(rollout_timer_loop(engine.clone(), stop_rx.clone()));
 
     let status = format!(
         "serving {} service(s) on {} interface(s)",
@@ -181,6 +183,37 @@ async fn sweep_loop(engine: Engine, every: Duration, mut stop: watch::Receiver<b
             _ = tick.tick() => {
                 if engine.call(Command::Sweep).await.is_err() {
                     return;
+                }
+            }
+        }
+    }
+}
+
+/// Ticks the rollout engines at the end of each hold and every `SAMPLE_EVERY` (each tick
+/// samples the counters first).
+async fn rollout_timer_loop(engine: Engine, mut stop: watch::Receiver<bool>) {
+    let mut deadline = engine.deadline();
+    let mut next_sample = tokio::time::Instant::now() + rollouts::SAMPLE_EVERY;
+    loop {
+        // A hold end already ticked (the engine publishes the next one) waits for no one.
+        let hold_end = (*deadline.borrow_and_update())
+            .map(tokio::time::Instant::from_std)
+            .filter(|h| *h > tokio::time::Instant::now());
+        let wake = hold_end.map_or(next_sample, |h| h.min(next_sample));
+        tokio::select! {
+            () = crate::util::stopped(&mut stop) => return,
+            changed = deadline.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            () = tokio::time::sleep_until(wake) => {
+                if !engine.post(Command::Tick).await {
+                    return;
+                }
+                let now = tokio::time::Instant::now();
+                if now >= next_sample {
+                    next_sample = now + rollouts::SAMPLE_EVERY;
                 }
             }
         }

@@ -1,0 +1,514 @@
+//! The rollout side of the engine actor: one rollout engine per service, its health
+//! checkers, its persisted progress (`<state_dir>/rollout-<service>.json`) and the mapping of
+//! its transitions to the daemon's events.
+//!
+//! Everything here runs on the actor's thread, which owns the data plane: every input ends
+//! in `engine.handle` and `rollout::apply` on a [`DataPlaneActuator`] borrowed for that one
+//! batch, so a rollback is one config-word write made right where it is decided. Health
+//! checkers are tokio tasks that post their reports to the actor as commands; a timer task
+//! posts a tick at the end of each hold and about every second (counter sample, then tick).
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
+
+use super::engine::Command;
+use crate::{
+    DataPlane, Service,
+    api::types::{BackendHealthView, HealthView, RolloutView},
+    config::ServiceSpec,
+    events::{Cause, Event},
+    health::{CheckReport, HealthStatus, run_checker},
+    rollout::config::HealthSettings,
+    rollout::{
+        self, CommandError, DataPlaneActuator, Effect, Engine, Input, OperatorCommand,
+        RolloutEvent, engine::Cause as RolloutCause, load_progress,
+    },
+    util::error_chain,
+};
+
+/// How often counters are sampled and the engines ticked when no hold ends sooner.
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
+/// A tokio task aborted when dropped.
+struct Task(tokio::task::JoinHandle<()>);
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The latest check of one backend, for `status`.
+#[derive(Clone, Debug, Default)]
+struct CheckView {
+    status: Option<HealthStatus>,
+    last_failure: Option<String>,
+    last_ok: Option<bool>,
+    checks: u64,
+}
+
+struct ServiceRollout {
+    engine: Engine,
+    slot: u32,
+    health: Option<HealthSettings>,
+    checks: BTreeMap<u16, CheckView>,
+    _checkers: Vec<Task>,
+}
+
+/// What one batch of effects did.
+#[derive(Debug, Default)]
+pub(crate) struct Outcome {
+    pub events: Vec<RolloutEvent>,
+    /// The real weight after the batch, when a weight effect ran (not for dry runs).
+    pub weight: Option<u16>,
+    /// The roles were swapped (promote).
+    pub swapped: bool,
+}
+
+pub(crate) struct Rollouts {
+    origin: Instant,
+    state_dir: PathBuf,
+    rt: tokio::runtime::Handle,
+    commands: mpsc::WeakSender<Command>,
+    deadline: watch::Sender<Option<Instant>>,
+    services: BTreeMap<String, ServiceRollout>,
+}
+
+impl Rollouts {
+    pub fn new(
+        state_dir: &Path,
+        rt: tokio::runtime::Handle,
+        commands: mpsc::WeakSender<Command>,
+        deadline: watch::Sender<Option<Instant>>,
+    ) -> Self {
+        Self {
+            origin: Instant::now(),
+            state_dir: state_dir.to_owned(),
+            rt,
+            commands,
+            deadline,
+            services: BTreeMap::new(),
+        }
+    }
+
+    /// The engines' clock.
+    fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
+
+    pub fn progress_path(state_dir: &Path, name: &str) -> PathBuf {
+        state_dir.join(format!("rollout-{name}.json"))
+    }
+
+    /// Creates, resumes or updates the rollout of a configured service whose data-plane
+    /// entry is `live` in `slot`. Returns the batches it ran (a resume, an outside weight
+    /// change).
+    pub fn ensure(
+        &mut self,
+        dp: &mut DataPlane,
+        spec: &ServiceSpec,
+        slot: u32,
+        live: &Service,
+    ) -> Vec<Outcome> {
+        let name = spec.name.clone();
+        let ports = (live.config.blue_port, live.config.green_port);
+        let mut out = Vec::new();
+        let keep = self.services.get(&name).is_some_and(|s| {
+            s.engine.ports() == ports
+                && s.slot == slot
+                && s.health.is_some() == spec.health.is_some()
+        });
+        if keep {
+            let s = self.services.get_mut(&name).expect("checked");
+            s.engine.set_settings(spec.rollout.clone());
+            if s.health != spec.health {
+                s.health.clone_from(&spec.health);
+                s.checks.clear();
+                s._checkers = Vec::new();
+                let checkers = self.spawn_checkers(&name, spec.health.as_ref(), ports);
+                self.services.get_mut(&name).expect("checked")._checkers = checkers;
+            }
+        } else {
+            let now = self.now();
+            let health_checked = spec.health.is_some();
+            let path = Self::progress_path(&self.state_dir, &name);
+            // A rollout already running here (health checks switched on or off) keeps its
+            // progress through its own snapshot; otherwise the file is the source.
+            let progress = match self.services.remove(&name) {
+                Some(old) if old.engine.ports() == ports => Some(old.engine.progress(now)),
+                _ => match load_progress(&path) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        warn!("{name}: ignoring the rollout progress: {}", error_chain(&e));
+                        None
+                    }
+                },
+            };
+            let progress = progress.filter(|p| {
+                let fits = p.service == name && (p.blue_port, p.green_port) == ports;
+                if !fits {
+                    warn!(
+                        "{name}: the saved rollout progress is for ports {}/{}, the service now has {}/{}; starting afresh",
+                        p.blue_port, p.green_port, ports.0, ports.1
+                    );
+                }
+                fits
+            });
+            let (engine, fx) = match progress {
+                Some(p) => {
+                    info!(
+                        "{name}: resuming the rollout ({:?}) without changing the weight",
+                        p.phase
+                    );
+                    Engine::resume_from(p, spec.rollout.clone(), health_checked, now)
+                }
+                None => (
+                    Engine::new(
+                        name.clone(),
+                        spec.rollout.clone(),
+                        ports.0,
+                        ports.1,
+                        live.config.weight,
+                        health_checked,
+                    ),
+                    Vec::new(),
+                ),
+            };
+            let checkers = self.spawn_checkers(&name, spec.health.as_ref(), ports);
+            self.services.insert(
+                name.clone(),
+                ServiceRollout {
+                    engine,
+                    slot,
+                    health: spec.health.clone(),
+                    checks: BTreeMap::new(),
+                    _checkers: checkers,
+                },
+            );
+            if !fx.is_empty() {
+                out.push(self.run(dp, &name, fx, None));
+            }
+        }
+        let known = self.services[&name].engine.weight_bp();
+        if known != live.config.weight
+            && let Ok(o) = self.feed(
+                dp,
+                &name,
+                Input::WeightChanged {
+                    bp: live.config.weight,
+                },
+                None,
+            )
+        {
+            out.push(o);
+        }
+        self.publish_deadline();
+        out
+    }
+
+    /// Forgets a service that left the configuration (its progress file goes too).
+    pub fn remove(&mut self, name: &str) {
+        if self.services.remove(name).is_some() {
+            let _ = std::fs::remove_file(Self::progress_path(&self.state_dir, name));
+        }
+        self.publish_deadline();
+    }
+
+    fn spawn_checkers(
+        &self,
+        name: &str,
+        health: Option<&HealthSettings>,
+        (blue, green): (u16, u16),
+    ) -> Vec<Task> {
+        let Some(settings) = health else {
+            return Vec::new();
+        };
+        let Some(commands) = self.commands.upgrade() else {
+            return Vec::new();
+        };
+        [blue, green]
+            .into_iter()
+            .map(|port| {
+                let (tx, mut rx) = mpsc::channel::<CheckReport>(16);
+                let settings = settings.clone();
+                let commands = commands.clone();
+                let service = name.to_owned();
+                Task(self.rt.spawn(async move {
+                    let forward = async {
+                        while let Some(report) = rx.recv().await {
+                            let cmd = Command::Health {
+                                service: service.clone(),
+                                report,
+                            };
+                            if commands.send(cmd).await.is_err() {
+                                return;
+                            }
+                        }
+                    };
+                    tokio::join!(run_checker(settings, port, tx), forward);
+                }))
+            })
+            .collect()
+    }
+
+    /// Feeds one input to a service's engine and carries out its effects.
+    pub fn feed(
+        &mut self,
+        dp: &mut DataPlane,
+        name: &str,
+        input: Input,
+        decided_at: Option<Instant>,
+    ) -> Result<Outcome, CommandError> {
+        let now = self.now();
+        let Some(s) = self.services.get_mut(name) else {
+            return Ok(Outcome::default());
+        };
+        let fx = s.engine.handle(now, input)?;
+        let o = self.run(dp, name, fx, decided_at);
+        self.publish_deadline();
+        Ok(o)
+    }
+
+    /// An operator command.
+    pub fn command(
+        &mut self,
+        dp: &mut DataPlane,
+        name: &str,
+        command: OperatorCommand,
+        uid: u32,
+    ) -> Result<Outcome, CommandError> {
+        self.feed(
+            dp,
+            name,
+            Input::Command {
+                command,
+                uid: Some(uid),
+            },
+            None,
+        )
+    }
+
+    fn run(
+        &mut self,
+        dp: &mut DataPlane,
+        name: &str,
+        fx: Vec<Effect>,
+        decided_at: Option<Instant>,
+    ) -> Outcome {
+        let Some(s) = self.services.get_mut(name) else {
+            return Outcome::default();
+        };
+        let mut weight = None;
+        let mut swapped = false;
+        for e in &fx {
+            match e {
+                Effect::SetWeight { dry_run: false, .. } => weight = Some(()),
+                Effect::SwapRoles { .. } => {
+                    weight = Some(());
+                    swapped = true;
+                }
+                _ => {}
+            }
+        }
+        let path = Self::progress_path(&self.state_dir, name);
+        let events = rollout::apply(
+            &mut DataPlaneActuator::new(dp, s.slot, Some(&path)),
+            fx,
+            decided_at,
+        );
+        Outcome {
+            events,
+            weight: weight.map(|()| s.engine.weight_bp()),
+            swapped,
+        }
+    }
+
+    /// Samples every service's counters, then ticks its engine.
+    pub fn tick(&mut self, dp: &mut DataPlane) -> Vec<Outcome> {
+        let names: Vec<(String, u32)> = self
+            .services
+            .iter()
+            .map(|(n, s)| (n.clone(), s.slot))
+            .collect();
+        let mut out = Vec::new();
+        for (name, slot) in names {
+            match dp.counters(slot) {
+                Ok(c) => {
+                    let sample = rollout::SignalSample::from(&c);
+                    if let Ok(o) = self.feed(dp, &name, Input::Signals(sample), None) {
+                        out.push(o);
+                    }
+                }
+                Err(e) => warn!("{name}: reading counters: {}", error_chain(&e)),
+            }
+            if let Ok(o) = self.feed(dp, &name, Input::Tick, None) {
+                out.push(o);
+            }
+        }
+        out.retain(|o| !o.events.is_empty());
+        // A running hold's remaining time is kept fresh on disk, so even a killed daemon
+        // resumes close to where it was.
+        self.persist(true);
+        out
+    }
+
+    /// Stores every engine's progress (`running_only`: only those holding a step).
+    pub fn persist(&self, running_only: bool) {
+        let now = self.now();
+        for (name, s) in &self.services {
+            if running_only && !matches!(s.engine.state(), rollout::State::Running { .. }) {
+                continue;
+            }
+            let path = Self::progress_path(&self.state_dir, name);
+            if let Err(e) = rollout::store_progress(&path, &s.engine.progress(now)) {
+                warn!("{name}: {}", error_chain(&e));
+            }
+        }
+    }
+
+    /// A health checker's report: kept for `status`; a change of state goes to the engine,
+    /// timed from the check's end.
+    pub fn health(
+        &mut self,
+        dp: &mut DataPlane,
+        name: &str,
+        report: CheckReport,
+    ) -> Option<Outcome> {
+        let s = self.services.get_mut(name)?;
+        let view = s.checks.entry(report.port).or_default();
+        view.status = Some(report.status);
+        view.last_failure.clone_from(&report.last_failure);
+        view.last_ok = Some(report.result.is_ok());
+        view.checks += 1;
+        let verdict = report.verdict?;
+        if !verdict.healthy {
+            warn!(
+                "{name}: port {} is down: {}",
+                verdict.port,
+                verdict.reason.as_deref().unwrap_or("unhealthy")
+            );
+        } else {
+            info!("{name}: port {} is up", verdict.port);
+        }
+        self.feed(dp, name, Input::Health(verdict), Some(report.decided_at))
+            .ok()
+    }
+
+    /// The rollout and health of a service for `status`.
+    pub fn view(&self, name: &str) -> Option<(RolloutView, Option<HealthView>)> {
+        let s = self.services.get(name)?;
+        let st = s.engine.status(self.now());
+        let r = s.engine.rollout();
+        let dry_run = r.is_some_and(|r| r.dry_run);
+        let step = match &st.progress.phase {
+            rollout::engine::Phase::Running { step, .. }
+            | rollout::engine::Phase::Paused { step, .. }
+            | rollout::engine::Phase::WaitingApproval { step }
+            | rollout::engine::Phase::Frozen { step } => Some(step + 1),
+            _ => None,
+        };
+        let rolled_back = match s.engine.state() {
+            rollout::State::RolledBack { cause } => Some(cause.to_string()),
+            _ => None,
+        };
+        let view = RolloutView {
+            state: s.engine.state().name().to_string(),
+            kind: r.map(|r| {
+                match r.kind {
+                    rollout::engine::RolloutKind::Canary => "canary",
+                    rollout::engine::RolloutKind::BlueGreen => "blue-green",
+                }
+                .to_owned()
+            }),
+            dry_run,
+            step,
+            steps: r.map_or(0, |r| r.steps.len()),
+            step_weight_bp: st.step_weight_bp,
+            remaining_hold_ms: st.remaining_hold.map(|d| d.as_millis() as u64),
+            would_weight_bp: r.filter(|r| r.dry_run).map(|r| r.would_weight_bp),
+            gate_waiting: st.gate_waiting.clone(),
+            rolled_back,
+        };
+        let health = s.health.as_ref().map(|h| {
+            let backend = |b: &rollout::engine::BackendHealth| {
+                let c = s.checks.get(&b.port).cloned().unwrap_or_default();
+                BackendHealthView {
+                    port: b.port,
+                    check_port: h.check_port(b.port),
+                    status: c.status.unwrap_or(b.status).to_string(),
+                    last_failure: c.last_failure.or_else(|| b.last_failure.clone()),
+                    last_check_ok: c.last_ok,
+                    checks: c.checks,
+                }
+            };
+            HealthView {
+                blue: backend(&st.blue),
+                green: backend(&st.green),
+            }
+        });
+        Some((view, health))
+    }
+
+    /// Tells the timer task when the earliest hold ends (none: only the periodic sample).
+    fn publish_deadline(&self) {
+        let now = Instant::now();
+        let next = self
+            .services
+            .values()
+            .filter_map(|s| s.engine.next_deadline())
+            .map(|d| self.origin + d)
+            .filter(|t| *t > now)
+            .min();
+        self.deadline.send_if_modified(|cur| {
+            if *cur == next {
+                false
+            } else {
+                *cur = next;
+                true
+            }
+        });
+    }
+}
+
+/// The daemon event for a rollout transition.
+pub(crate) fn to_event(ev: &RolloutEvent) -> Event {
+    let (cause, uid) = match &ev.cause {
+        RolloutCause::Operator { command, uid } if command == "promote" => (Cause::Promote, *uid),
+        RolloutCause::Operator { uid, .. } => (Cause::Rollout, *uid),
+        RolloutCause::StepPassed { .. } | RolloutCause::GateWaiting { .. } => {
+            (Cause::RolloutStep, None)
+        }
+        RolloutCause::Health { .. } => (Cause::HealthRollback, None),
+        RolloutCause::Gate { .. } => (Cause::GateRollback, None),
+        RolloutCause::Restart => (Cause::Restore, None),
+        RolloutCause::OutsideWeightChange { .. } => (Cause::Rollout, None),
+    };
+    let a = ev.actuation.as_ref();
+    let mut detail = format!("rollout {} -> {}: {}", ev.from, ev.to, ev.cause);
+    if let Some(err) = a.and_then(|a| a.error.as_deref()) {
+        detail.push_str(&format!(" (the weight change FAILED: {err})"));
+    }
+    Event {
+        seq: 0,
+        time_ms: 0,
+        service: ev.service.clone(),
+        old_weight_bp: Some(ev.weight_before_bp),
+        new_weight_bp: Some(ev.weight_after_bp),
+        cause,
+        uid,
+        detail: Some(detail),
+        dry_run: ev.dry_run,
+        map_update_ns: a
+            .filter(|a| a.error.is_none())
+            .map(|a| a.map_update.as_nanos() as u64),
+        since_decision_ns: a
+            .and_then(|a| a.since_decision)
+            .map(|d| d.as_nanos() as u64),
+    }
+}

@@ -1,0 +1,1086 @@
+//! The rollout engine: a pure state machine for one service. It is fed inputs (clock ticks,
+//! health verdicts, counter samples, operator commands, outside weight changes) with the
+//! current time, and answers with effects for the caller to carry out, in order: at most one
+//! weight change or role swap first (so a rollback is one config-word write and nothing runs
+//! before it), then the event describing the transition, then the progress to persist.
+//!
+//! Time is a [`Duration`] on a monotonic clock of the caller's choosing (the driver uses
+//! tokio's clock since its start), so the engine does no I/O and tests need no real time.
+//!
+//! Rules worth knowing:
+//! - A ramp never lowers green's weight: `start` skips steps at or below the current weight.
+//! - Automatic rollback (green's health goes Down, or a step's gate fails) sets the weight to 0
+//!   in one effect, while a rollout is running, paused, waiting for approval, frozen or
+//!   completed-but-not-promoted. After a rollback nothing restarts by itself: a green that
+//!   comes back up, or flaps, leaves the weight at 0 until an operator starts again.
+//! - `freeze` stops the ramp where it is without rolling back; the safety net stays armed
+//!   (green still gets traffic). A frozen rollout does not resume: `start` begins a new ramp
+//!   from the current weight.
+//! - Dry run: the engine follows the ramp with a would-be weight and emits weight effects
+//!   flagged `dry_run`; the real weight is left alone (the data plane steers by it).
+//! - An invalid command returns a [`CommandError`] and changes nothing.
+
+use std::{fmt, time::Duration};
+
+use serde::{Deserialize, Serialize};
+use shifter_common::WEIGHT_MAX;
+
+use super::{
+    config::{RolloutSettings, Step, bp_text, check_steps},
+    gate::{GateResult, SignalSample, evaluate},
+};
+use crate::health::{HealthStatus, HealthVerdict};
+
+/// A point on the caller's monotonic clock.
+pub type Now = Duration;
+
+/// The state of a service's rollout.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "kebab-case")]
+pub enum State {
+    /// No rollout has run (or the last one was promoted).
+    Idle,
+    /// Holding `step`: its hold ends `hold_left` after `step_started`.
+    Running {
+        step: usize,
+        step_started: Now,
+        hold_left: Duration,
+    },
+    Paused {
+        step: usize,
+        remaining: Duration,
+    },
+    /// `step` held and passed its gates; waits for `rollout approve`.
+    WaitingApproval {
+        step: usize,
+    },
+    /// Stopped at `step` by an operator (or an outside weight change), weight kept.
+    Frozen {
+        step: usize,
+    },
+    RolledBack {
+        cause: Cause,
+    },
+    /// The last step held and passed its gates.
+    Completed,
+}
+
+/// Names of states, for events and errors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StateName {
+    Idle,
+    Running,
+    Paused,
+    WaitingApproval,
+    Frozen,
+    RolledBack,
+    Completed,
+}
+
+impl fmt::Display for StateName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Idle => "idle",
+            Self::Running => "running",
+            Self::Paused => "paused",
+            Self::WaitingApproval => "waiting for approval",
+            Self::Frozen => "frozen",
+            Self::RolledBack => "rolled back",
+            Self::Completed => "completed",
+        })
+    }
+}
+
+impl State {
+    pub fn name(&self) -> StateName {
+        match self {
+            Self::Idle => StateName::Idle,
+            Self::Running { .. } => StateName::Running,
+            Self::Paused { .. } => StateName::Paused,
+            Self::WaitingApproval { .. } => StateName::WaitingApproval,
+            Self::Frozen { .. } => StateName::Frozen,
+            Self::RolledBack { .. } => StateName::RolledBack,
+            Self::Completed => StateName::Completed,
+        }
+    }
+
+    /// A ramp is under way (it may still move the weight up).
+    pub fn in_progress(&self) -> bool {
+        matches!(
+            self,
+            Self::Running { .. } | Self::Paused { .. } | Self::WaitingApproval { .. }
+        )
+    }
+}
+
+/// Operator commands (`shifter rollout ...`, `promote`, `rollback`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "kebab-case")]
+pub enum OperatorCommand {
+    /// A ramp; `None` takes the configured steps / hold. Given weights are basis points.
+    Start {
+        steps: Option<Vec<u16>>,
+        hold: Option<Duration>,
+        dry_run: bool,
+    },
+    /// One step to 100 % (green must be healthy), held for `hold` with its gates.
+    BlueGreen {
+        hold: Option<Duration>,
+        dry_run: bool,
+    },
+    Pause,
+    Resume,
+    /// Ends the rollout in progress and puts green's weight back to 0.
+    Abort,
+    /// Green (at 100 %) becomes the new blue, with weight 0: one config-word write.
+    Promote,
+    /// Green's weight to 0 now.
+    Rollback,
+    /// Stop where it is, without rolling back.
+    Freeze,
+    Approve,
+}
+
+impl OperatorCommand {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Start { .. } => "start",
+            Self::BlueGreen { .. } => "blue-green",
+            Self::Pause => "pause",
+            Self::Resume => "resume",
+            Self::Abort => "abort",
+            Self::Promote => "promote",
+            Self::Rollback => "rollback",
+            Self::Freeze => "freeze",
+            Self::Approve => "approve",
+        }
+    }
+}
+
+/// Why a transition happened.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cause", rename_all = "kebab-case")]
+pub enum Cause {
+    Operator {
+        command: String,
+        uid: Option<u32>,
+    },
+    /// A step held its time and passed its gates.
+    StepPassed {
+        step: usize,
+        detail: String,
+    },
+    /// A step's gate has no verdict yet (the step keeps holding).
+    GateWaiting {
+        step: usize,
+        reason: String,
+    },
+    /// Green's health went Down.
+    Health {
+        port: u16,
+        reason: String,
+    },
+    /// A step's gate failed.
+    Gate {
+        step: usize,
+        reason: String,
+    },
+    /// The daemon restarted and resumed the persisted progress.
+    Restart,
+    /// The weight was changed outside the rollout (e.g. `shifter set weight`).
+    OutsideWeightChange {
+        weight_bp: u16,
+    },
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Operator { command, uid } => match uid {
+                Some(u) => write!(f, "operator (uid {u}): {command}"),
+                None => write!(f, "operator: {command}"),
+            },
+            Self::StepPassed { step, detail } => write!(f, "step {} passed: {detail}", step + 1),
+            Self::GateWaiting { step, reason } => {
+                write!(f, "step {} gate has no verdict yet: {reason}", step + 1)
+            }
+            Self::Health { port, reason } => {
+                write!(f, "green (port {port}) failed its health check: {reason}")
+            }
+            Self::Gate { step, reason } => write!(f, "step {} gate failed: {reason}", step + 1),
+            Self::Restart => f.write_str("daemon restart: progress resumed"),
+            Self::OutsideWeightChange { weight_bp } => {
+                write!(
+                    f,
+                    "weight set to {} outside the rollout",
+                    bp_text(*weight_bp)
+                )
+            }
+        }
+    }
+}
+
+/// What kind of rollout this is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RolloutKind {
+    Canary,
+    BlueGreen,
+}
+
+/// One transition, as the daemon should record it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutEvent {
+    pub seq: u64,
+    /// Engine time of the transition.
+    pub at: Now,
+    pub service: String,
+    pub from: StateName,
+    pub to: StateName,
+    pub cause: Cause,
+    /// The weight the rollout controls (would-be weight for a dry run), before and after.
+    pub weight_before_bp: u16,
+    pub weight_after_bp: u16,
+    pub dry_run: bool,
+    /// Filled by the driver: how long the weight change took.
+    pub actuation: Option<Actuation>,
+}
+
+/// Measured cost of a weight change (or why it failed).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actuation {
+    /// The actuator's own measurement of the map update.
+    pub map_update: Duration,
+    /// From the deciding check result to the actuator returning (health rollbacks).
+    pub since_decision: Option<Duration>,
+    /// The actuator failed: the data plane may still have the old weight.
+    pub error: Option<String>,
+}
+
+/// What the caller must do, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// Set green's weight. With `dry_run` only the would-be weight changes (the data plane
+    /// counts decisions with it but steers by the real weight).
+    SetWeight {
+        bp: u16,
+        cause: Cause,
+        dry_run: bool,
+    },
+    /// Promote: swap the service's blue and green ports and set the weight to 0, in one
+    /// config-word write (every existing flow keeps its port).
+    SwapRoles {
+        cause: Cause,
+    },
+    Record(RolloutEvent),
+    Persist(Box<Progress>),
+}
+
+/// A command that cannot run in the current state. Nothing changed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    #[error("cannot {command}: the rollout of {service} is {state}")]
+    NotAllowed {
+        command: &'static str,
+        service: String,
+        state: StateName,
+    },
+    #[error("cannot {command}: green ({port}) is {status}{}", .reason.as_ref().map(|r| format!(" (last failure: {r})")).unwrap_or_default())]
+    GreenNotHealthy {
+        command: &'static str,
+        port: u16,
+        status: HealthStatus,
+        reason: Option<String>,
+    },
+    #[error("cannot start: every step is at or below green's current weight {}", bp_text(*.weight_bp))]
+    NothingToRamp { weight_bp: u16 },
+    #[error("cannot roll back: green's weight is already 0")]
+    NothingToRollBack,
+    #[error("cannot promote: green has {} of new connections; promote needs 100%", bp_text(*.weight_bp))]
+    NotFullyShifted { weight_bp: u16 },
+    #[error("cannot promote a dry run: the real weight was never changed")]
+    DryRunPromote,
+    #[error("invalid steps: {0}")]
+    InvalidSteps(String),
+}
+
+/// Persisted progress: enough to resume after a restart without touching the weight.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    pub service: String,
+    pub blue_port: u16,
+    pub green_port: u16,
+    /// The real weight the engine last set or saw.
+    pub weight_bp: u16,
+    pub phase: Phase,
+    pub rollout: Option<Rollout>,
+    pub next_seq: u64,
+}
+
+/// State without clock points (a remaining time instead of a start instant).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "kebab-case")]
+pub enum Phase {
+    Idle,
+    Running { step: usize, remaining: Duration },
+    Paused { step: usize, remaining: Duration },
+    WaitingApproval { step: usize },
+    Frozen { step: usize },
+    RolledBack { cause: Cause },
+    Completed,
+}
+
+/// The rollout being run (or last run).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rollout {
+    pub kind: RolloutKind,
+    pub steps: Vec<Step>,
+    pub dry_run: bool,
+    /// Dry run only: the weight the rollout would have set.
+    pub would_weight_bp: u16,
+    /// Counters at the start of the current step (kernel counters survive restarts).
+    pub baseline: Option<SignalSample>,
+}
+
+/// Health of one backend as the engine knows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendHealth {
+    pub port: u16,
+    pub status: HealthStatus,
+    pub last_failure: Option<String>,
+}
+
+/// Inputs besides commands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    Tick,
+    Health(HealthVerdict),
+    Signals(SignalSample),
+    Command {
+        command: OperatorCommand,
+        uid: Option<u32>,
+    },
+    /// The real weight was changed outside the engine.
+    WeightChanged {
+        bp: u16,
+    },
+}
+
+/// The rollout engine of one service.
+#[derive(Clone, Debug)]
+pub struct Engine {
+    service: String,
+    settings: RolloutSettings,
+    state: State,
+    rollout: Option<Rollout>,
+    weight_bp: u16,
+    blue: BackendHealth,
+    green: BackendHealth,
+    last_sample: Option<SignalSample>,
+    /// Reason of the last "gate has no verdict" event, so it is recorded once.
+    gate_wait: Option<String>,
+    next_seq: u64,
+}
+
+/// A read-only view for `status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub progress: Progress,
+    pub blue: BackendHealth,
+    pub green: BackendHealth,
+    /// Why the current step's gate has no verdict yet.
+    pub gate_waiting: Option<String>,
+    /// Weight of the current step and its remaining hold, if running or paused.
+    pub step_weight_bp: Option<u16>,
+    pub remaining_hold: Option<Duration>,
+}
+
+impl Engine {
+    /// A new engine for a service whose green currently has `weight_bp`.
+    /// `health_checked`: whether health checks run for this service (if not, health
+    /// counts as passing).
+    pub fn new(
+        service: impl Into<String>,
+        settings: RolloutSettings,
+        blue_port: u16,
+        green_port: u16,
+        weight_bp: u16,
+        health_checked: bool,
+    ) -> Self {
+        let initial = if health_checked {
+            HealthStatus::Unknown
+        } else {
+            HealthStatus::NotChecked
+        };
+        Self {
+            service: service.into(),
+            settings,
+            state: State::Idle,
+            rollout: None,
+            weight_bp,
+            blue: BackendHealth {
+                port: blue_port,
+                status: initial,
+                last_failure: None,
+            },
+            green: BackendHealth {
+                port: green_port,
+                status: initial,
+                last_failure: None,
+            },
+            last_sample: None,
+            gate_wait: None,
+            next_seq: 0,
+        }
+    }
+
+    /// Rebuilds an engine from persisted progress at time `now`. The hold of a running step
+    /// continues with its persisted remaining time. Emits an event and no weight effect.
+    /// Health starts Unknown (or NotChecked) again. If the data plane's weight differs from
+    /// `progress.weight_bp`, feed [`Input::WeightChanged`] right after.
+    pub fn resume_from(
+        progress: Progress,
+        settings: RolloutSettings,
+        health_checked: bool,
+        now: Now,
+    ) -> (Self, Vec<Effect>) {
+        let mut e = Self::new(
+            progress.service,
+            settings,
+            progress.blue_port,
+            progress.green_port,
+            progress.weight_bp,
+            health_checked,
+        );
+        e.next_seq = progress.next_seq;
+        e.rollout = progress.rollout;
+        e.state = match progress.phase {
+            Phase::Idle => State::Idle,
+            Phase::Running { step, remaining } => State::Running {
+                step,
+                step_started: now,
+                hold_left: remaining,
+            },
+            Phase::Paused { step, remaining } => State::Paused { step, remaining },
+            Phase::WaitingApproval { step } => State::WaitingApproval { step },
+            Phase::Frozen { step } => State::Frozen { step },
+            Phase::RolledBack { cause } => State::RolledBack { cause },
+            Phase::Completed => State::Completed,
+        };
+        // A progress whose step index does not fit its rollout is not trusted to move the
+        // weight: freeze it where it is.
+        let steps = e.rollout.as_ref().map_or(0, |r| r.steps.len());
+        let step_ok = match e.state {
+            State::Running { step, .. }
+            | State::Paused { step, .. }
+            | State::WaitingApproval { step }
+            | State::Frozen { step } => step < steps,
+            _ => true,
+        };
+        if !step_ok {
+            e.state = State::Frozen {
+                step: steps.saturating_sub(1),
+            };
+        }
+        let mut fx = Vec::new();
+        let name = e.state.name();
+        let w = e.controlled_weight();
+        e.record(&mut fx, now, name, Cause::Restart, w);
+        e.persist(&mut fx, now);
+        (e, fx)
+    }
+
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// The real weight of green as the engine knows it.
+    pub fn weight_bp(&self) -> u16 {
+        self.weight_bp
+    }
+
+    pub fn rollout(&self) -> Option<&Rollout> {
+        self.rollout.as_ref()
+    }
+
+    pub fn ports(&self) -> (u16, u16) {
+        (self.blue.port, self.green.port)
+    }
+
+    /// Replaces the settings (configuration reload); the rollout under way keeps its steps.
+    pub fn set_settings(&mut self, settings: RolloutSettings) {
+        self.settings = settings;
+    }
+
+    fn dry_run(&self) -> bool {
+        self.rollout.as_ref().is_some_and(|r| r.dry_run)
+    }
+
+    /// The weight the rollout steers: the would-be weight of a dry run, else the real one.
+    pub fn controlled_weight(&self) -> u16 {
+        match &self.rollout {
+            Some(r) if r.dry_run => r.would_weight_bp,
+            _ => self.weight_bp,
+        }
+    }
+
+    fn step(&self, i: usize) -> Option<Step> {
+        self.rollout.as_ref().and_then(|r| r.steps.get(i).copied())
+    }
+
+    /// When the engine next needs a tick (end of the current hold), if running.
+    pub fn next_deadline(&self) -> Option<Now> {
+        match self.state {
+            State::Running {
+                step_started,
+                hold_left,
+                ..
+            } => Some(step_started + hold_left),
+            _ => None,
+        }
+    }
+
+    /// Snapshot to persist. Running state is stored with its remaining hold at `now`.
+    pub fn progress(&self, now: Now) -> Progress {
+        let phase = match &self.state {
+            State::Idle => Phase::Idle,
+            State::Running {
+                step,
+                step_started,
+                hold_left,
+            } => Phase::Running {
+                step: *step,
+                remaining: hold_left.saturating_sub(now.saturating_sub(*step_started)),
+            },
+            State::Paused { step, remaining } => Phase::Paused {
+                step: *step,
+                remaining: *remaining,
+            },
+            State::WaitingApproval { step } => Phase::WaitingApproval { step: *step },
+            State::Frozen { step } => Phase::Frozen { step: *step },
+            State::RolledBack { cause } => Phase::RolledBack {
+                cause: cause.clone(),
+            },
+            State::Completed => Phase::Completed,
+        };
+        Progress {
+            service: self.service.clone(),
+            blue_port: self.blue.port,
+            green_port: self.green.port,
+            weight_bp: self.weight_bp,
+            phase,
+            rollout: self.rollout.clone(),
+            next_seq: self.next_seq,
+        }
+    }
+
+    pub fn status(&self, now: Now) -> Status {
+        let progress = self.progress(now);
+        let (step_weight_bp, remaining_hold) = match &progress.phase {
+            Phase::Running { step, remaining } | Phase::Paused { step, remaining } => {
+                (self.step(*step).map(|s| s.weight_bp), Some(*remaining))
+            }
+            Phase::WaitingApproval { step } | Phase::Frozen { step } => {
+                (self.step(*step).map(|s| s.weight_bp), None)
+            }
+            _ => (None, None),
+        };
+        Status {
+            progress,
+            blue: self.blue.clone(),
+            green: self.green.clone(),
+            gate_waiting: self.gate_wait.clone(),
+            step_weight_bp,
+            remaining_hold,
+        }
+    }
+
+    /// Feeds one input at `now`. Only commands can fail; a failed command changes nothing.
+    pub fn handle(&mut self, now: Now, input: Input) -> Result<Vec<Effect>, CommandError> {
+        match input {
+            Input::Tick => Ok(self.tick(now)),
+            Input::Health(v) => Ok(self.health(now, &v)),
+            Input::Signals(s) => Ok(self.signals(now, s)),
+            Input::Command { command, uid } => self.command(now, command, uid),
+            Input::WeightChanged { bp } => Ok(self.weight_changed(now, bp)),
+        }
+    }
+
+    fn record(
+        &mut self,
+        fx: &mut Vec<Effect>,
+        now: Now,
+        from: StateName,
+        cause: Cause,
+        before: u16,
+    ) {
+        let ev = RolloutEvent {
+            seq: self.next_seq,
+            at: now,
+            service: self.service.clone(),
+            from,
+            to: self.state.name(),
+            cause,
+            weight_before_bp: before,
+            weight_after_bp: self.controlled_weight(),
+            dry_run: self.dry_run(),
+            actuation: None,
+        };
+        self.next_seq += 1;
+        fx.push(Effect::Record(ev));
+    }
+
+    fn persist(&self, fx: &mut Vec<Effect>, now: Now) {
+        fx.push(Effect::Persist(Box::new(self.progress(now))));
+    }
+
+    /// Sets the controlled weight (real or would-be) and emits the effect.
+    fn set_weight(&mut self, fx: &mut Vec<Effect>, bp: u16, cause: &Cause) {
+        let dry_run = self.dry_run();
+        match &mut self.rollout {
+            Some(r) if r.dry_run => r.would_weight_bp = bp,
+            _ => self.weight_bp = bp,
+        }
+        fx.push(Effect::SetWeight {
+            bp,
+            cause: cause.clone(),
+            dry_run,
+        });
+    }
+
+    /// Weight to 0, state RolledBack, event: the automatic and the operator path.
+    fn roll_back(&mut self, now: Now, cause: Cause) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        let from = self.state.name();
+        let before = self.controlled_weight();
+        self.set_weight(&mut fx, 0, &cause);
+        self.state = State::RolledBack {
+            cause: cause.clone(),
+        };
+        self.gate_wait = None;
+        self.record(&mut fx, now, from, cause, before);
+        self.persist(&mut fx, now);
+        fx
+    }
+
+    /// Automatic rollback is armed while green carries (would-be) traffic for a rollout.
+    fn armed(&self) -> bool {
+        self.controlled_weight() > 0
+            && matches!(
+                self.state,
+                State::Running { .. }
+                    | State::Paused { .. }
+                    | State::WaitingApproval { .. }
+                    | State::Frozen { .. }
+                    | State::Completed
+            )
+    }
+
+    fn health(&mut self, now: Now, v: &HealthVerdict) -> Vec<Effect> {
+        let status = if v.healthy {
+            HealthStatus::Up
+        } else {
+            HealthStatus::Down
+        };
+        let b = if v.port == self.green.port {
+            &mut self.green
+        } else if v.port == self.blue.port {
+            &mut self.blue
+        } else {
+            return Vec::new();
+        };
+        b.status = status;
+        if !v.healthy {
+            b.last_failure.clone_from(&v.reason);
+        }
+        if v.port == self.green.port && !v.healthy && self.armed() {
+            let reason = v.reason.clone().unwrap_or_else(|| "unhealthy".into());
+            return self.roll_back(
+                now,
+                Cause::Health {
+                    port: v.port,
+                    reason,
+                },
+            );
+        }
+        Vec::new()
+    }
+
+    fn signals(&mut self, now: Now, s: SignalSample) -> Vec<Effect> {
+        self.last_sample = Some(s);
+        if let Some(r) = &mut self.rollout
+            && r.baseline.is_none()
+            && self.state.in_progress()
+        {
+            r.baseline = Some(s);
+        }
+        // A sample may complete a step that was waiting for evidence.
+        self.tick(now)
+    }
+
+    fn weight_changed(&mut self, now: Now, bp: u16) -> Vec<Effect> {
+        if bp == self.weight_bp {
+            return Vec::new();
+        }
+        let before = self.controlled_weight();
+        self.weight_bp = bp;
+        let mut fx = Vec::new();
+        let from = self.state.name();
+        let step = match self.state {
+            State::Running { step, .. }
+            | State::Paused { step, .. }
+            | State::WaitingApproval { step } => Some(step),
+            _ => None,
+        };
+        // A real ramp must not fight an operator: it stops where the operator put it.
+        if let Some(step) = step
+            && !self.dry_run()
+        {
+            self.state = State::Frozen { step };
+            self.gate_wait = None;
+        }
+        self.record(
+            &mut fx,
+            now,
+            from,
+            Cause::OutsideWeightChange { weight_bp: bp },
+            before,
+        );
+        self.persist(&mut fx, now);
+        fx
+    }
+
+    fn tick(&mut self, now: Now) -> Vec<Effect> {
+        let State::Running {
+            step,
+            step_started,
+            hold_left,
+        } = self.state
+        else {
+            return Vec::new();
+        };
+        if now < step_started + hold_left {
+            return Vec::new();
+        }
+        let mut fx = Vec::new();
+        let result = self.judge_step();
+        match result {
+            GateResult::Fail(reason) => self.roll_back(now, Cause::Gate { step, reason }),
+            GateResult::NoVerdict(reason) => {
+                if self.gate_wait.as_ref() != Some(&reason) {
+                    self.gate_wait = Some(reason.clone());
+                    let w = self.controlled_weight();
+                    self.record(
+                        &mut fx,
+                        now,
+                        StateName::Running,
+                        Cause::GateWaiting { step, reason },
+                        w,
+                    );
+                }
+                fx
+            }
+            GateResult::Pass(detail) => {
+                self.gate_wait = None;
+                let cause = Cause::StepPassed { step, detail };
+                let approve = self.step(step).is_some_and(|s| s.approve);
+                if approve {
+                    let w = self.controlled_weight();
+                    self.state = State::WaitingApproval { step };
+                    self.record(&mut fx, now, StateName::Running, cause, w);
+                    self.persist(&mut fx, now);
+                    fx
+                } else {
+                    self.advance(now, step, StateName::Running, cause)
+                }
+            }
+        }
+    }
+
+    /// Health and signal gates at the end of a step's hold.
+    fn judge_step(&self) -> GateResult {
+        match self.green.status {
+            HealthStatus::Up | HealthStatus::NotChecked => {}
+            HealthStatus::Unknown => {
+                return GateResult::NoVerdict("green's health is not known yet".into());
+            }
+            HealthStatus::Down => {
+                return GateResult::Fail(format!(
+                    "green is down: {}",
+                    self.green.last_failure.as_deref().unwrap_or("unhealthy")
+                ));
+            }
+        }
+        let Some(now) = &self.last_sample else {
+            return GateResult::NoVerdict("no counter sample yet".into());
+        };
+        let base = self
+            .rollout
+            .as_ref()
+            .and_then(|r| r.baseline)
+            .unwrap_or_default();
+        evaluate(&self.settings.gate, &base, now)
+    }
+
+    /// After `step` passed (and was approved if needed): next step, or Completed.
+    fn advance(&mut self, now: Now, step: usize, from: StateName, cause: Cause) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        let before = self.controlled_weight();
+        match self.step(step + 1) {
+            Some(next) => {
+                self.set_weight(&mut fx, next.weight_bp, &cause);
+                self.state = State::Running {
+                    step: step + 1,
+                    step_started: now,
+                    hold_left: next.hold,
+                };
+                let sample = self.last_sample;
+                if let Some(r) = &mut self.rollout {
+                    r.baseline = sample;
+                }
+            }
+            None => self.state = State::Completed,
+        }
+        self.record(&mut fx, now, from, cause, before);
+        self.persist(&mut fx, now);
+        fx
+    }
+
+    fn not_allowed(&self, command: &OperatorCommand) -> CommandError {
+        CommandError::NotAllowed {
+            command: command.name(),
+            service: self.service.clone(),
+            state: self.state.name(),
+        }
+    }
+
+    fn require_green_healthy(&self, command: &OperatorCommand) -> Result<(), CommandError> {
+        match self.green.status {
+            HealthStatus::Up | HealthStatus::NotChecked => Ok(()),
+            status => Err(CommandError::GreenNotHealthy {
+                command: command.name(),
+                port: self.green.port,
+                status,
+                reason: self.green.last_failure.clone(),
+            }),
+        }
+    }
+
+    /// Runs an operator command; on error nothing changed.
+    pub fn command(
+        &mut self,
+        now: Now,
+        command: OperatorCommand,
+        uid: Option<u32>,
+    ) -> Result<Vec<Effect>, CommandError> {
+        let cause = Cause::Operator {
+            command: command.name().to_owned(),
+            uid,
+        };
+        let from = self.state.name();
+        let before = self.controlled_weight();
+        let mut fx = Vec::new();
+        match &command {
+            OperatorCommand::Start {
+                steps,
+                hold,
+                dry_run,
+            } => {
+                let plan = self.plan_ramp(steps.as_deref(), *hold)?;
+                return self.begin(now, &command, RolloutKind::Canary, plan, *dry_run, cause);
+            }
+            OperatorCommand::BlueGreen { hold, dry_run } => {
+                let plan = vec![Step {
+                    weight_bp: WEIGHT_MAX,
+                    hold: hold.unwrap_or(self.settings.hold),
+                    approve: false,
+                }];
+                return self.begin(now, &command, RolloutKind::BlueGreen, plan, *dry_run, cause);
+            }
+            OperatorCommand::Pause => match self.state {
+                State::Running {
+                    step,
+                    step_started,
+                    hold_left,
+                } => {
+                    self.state = State::Paused {
+                        step,
+                        remaining: hold_left.saturating_sub(now.saturating_sub(step_started)),
+                    };
+                }
+                _ => return Err(self.not_allowed(&command)),
+            },
+            OperatorCommand::Resume => match self.state {
+                State::Paused { step, remaining } => {
+                    self.state = State::Running {
+                        step,
+                        step_started: now,
+                        hold_left: remaining,
+                    };
+                }
+                _ => return Err(self.not_allowed(&command)),
+            },
+            OperatorCommand::Freeze => match self.state {
+                State::Running { step, .. }
+                | State::Paused { step, .. }
+                | State::WaitingApproval { step } => self.state = State::Frozen { step },
+                _ => return Err(self.not_allowed(&command)),
+            },
+            OperatorCommand::Approve => match self.state {
+                State::WaitingApproval { step } => {
+                    return Ok(self.advance(now, step, from, cause));
+                }
+                _ => return Err(self.not_allowed(&command)),
+            },
+            OperatorCommand::Abort => match self.state {
+                State::Running { .. }
+                | State::Paused { .. }
+                | State::WaitingApproval { .. }
+                | State::Frozen { .. } => return Ok(self.roll_back(now, cause)),
+                _ => return Err(self.not_allowed(&command)),
+            },
+            OperatorCommand::Rollback => {
+                let active = matches!(
+                    self.state,
+                    State::Running { .. }
+                        | State::Paused { .. }
+                        | State::WaitingApproval { .. }
+                        | State::Frozen { .. }
+                );
+                // After a finished dry run, rollback is about the real weight again.
+                let finished_dry =
+                    matches!(self.state, State::Idle | State::RolledBack { .. }) && self.dry_run();
+                let weight = if finished_dry {
+                    self.weight_bp
+                } else {
+                    self.controlled_weight()
+                };
+                if !active && weight == 0 {
+                    return Err(CommandError::NothingToRollBack);
+                }
+                if finished_dry {
+                    self.rollout = None;
+                }
+                return Ok(self.roll_back(now, cause));
+            }
+            OperatorCommand::Promote => {
+                if self.state.in_progress() {
+                    return Err(self.not_allowed(&command));
+                }
+                if self.dry_run() && self.weight_bp != WEIGHT_MAX {
+                    return Err(CommandError::DryRunPromote);
+                }
+                if self.weight_bp != WEIGHT_MAX {
+                    return Err(CommandError::NotFullyShifted {
+                        weight_bp: self.weight_bp,
+                    });
+                }
+                fx.push(Effect::SwapRoles {
+                    cause: cause.clone(),
+                });
+                std::mem::swap(&mut self.blue, &mut self.green);
+                self.weight_bp = 0;
+                self.rollout = None;
+                self.state = State::Idle;
+                self.gate_wait = None;
+                self.record(&mut fx, now, from, cause, before);
+                self.persist(&mut fx, now);
+                return Ok(fx);
+            }
+        }
+        self.gate_wait = None;
+        self.record(&mut fx, now, from, cause, before);
+        self.persist(&mut fx, now);
+        Ok(fx)
+    }
+
+    fn plan_ramp(
+        &self,
+        weights: Option<&[u16]>,
+        hold: Option<Duration>,
+    ) -> Result<Vec<Step>, CommandError> {
+        let steps: Vec<Step> = match weights {
+            None => self
+                .settings
+                .steps
+                .iter()
+                .map(|s| Step {
+                    hold: hold.unwrap_or(s.hold),
+                    ..*s
+                })
+                .collect(),
+            Some(ws) => ws
+                .iter()
+                .map(|&weight_bp| Step {
+                    weight_bp,
+                    hold: hold.unwrap_or(self.settings.hold),
+                    // A configured approval step keeps its approval when named again.
+                    approve: self
+                        .settings
+                        .steps
+                        .iter()
+                        .any(|s| s.weight_bp == weight_bp && s.approve),
+                })
+                .collect(),
+        };
+        check_steps(&steps).map_err(|p| {
+            CommandError::InvalidSteps(
+                p.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
+        })?;
+        Ok(steps)
+    }
+
+    fn begin(
+        &mut self,
+        now: Now,
+        command: &OperatorCommand,
+        kind: RolloutKind,
+        plan: Vec<Step>,
+        dry_run: bool,
+        cause: Cause,
+    ) -> Result<Vec<Effect>, CommandError> {
+        if self.state.in_progress() {
+            return Err(self.not_allowed(command));
+        }
+        self.require_green_healthy(command)?;
+        // The ramp never lowers the weight: skip steps at or below it.
+        let steps: Vec<Step> = plan
+            .into_iter()
+            .filter(|s| s.weight_bp > self.weight_bp)
+            .collect();
+        let Some(first) = steps.first().copied() else {
+            return Err(CommandError::NothingToRamp {
+                weight_bp: self.weight_bp,
+            });
+        };
+        let from = self.state.name();
+        let before = self.controlled_weight();
+        self.rollout = Some(Rollout {
+            kind,
+            steps,
+            dry_run,
+            would_weight_bp: self.weight_bp,
+            baseline: self.last_sample,
+        });
+        let mut fx = Vec::new();
+        self.set_weight(&mut fx, first.weight_bp, &cause);
+        self.state = State::Running {
+            step: 0,
+            step_started: now,
+            hold_left: first.hold,
+        };
+        self.gate_wait = None;
+        self.record(&mut fx, now, from, cause, before);
+        self.persist(&mut fx, now);
+        Ok(fx)
+    }
+}
