@@ -157,7 +157,7 @@ struct Ctx {
 
 fn haproxy_cfg() -> String {
     format!(
-        "global\n  maxconn 200000\n  nbthread 2\n\
+        "global\n  maxconn 9000\n  nbthread 2\n\
          defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n\
          listen shb\n  bind {SERVER}:{SERVICE_PORT}\n  balance roundrobin\n\
          \x20 server blue {SERVER}:{BLUE_PORT} weight 50\n\
@@ -169,7 +169,7 @@ fn nginx_cfg(dir: &std::path::Path, module: &str) -> String {
     let d = dir.display();
     format!(
         "load_module {module};\nworker_processes 2;\ndaemon off;\npid {d}/nginx.pid;\n\
-         error_log {d}/nginx-error.log warn;\nevents {{ worker_connections 20000; }}\n\
+         error_log {d}/nginx-error.log warn;\nevents {{ worker_connections 8000; }}\n\
          stream {{\n  upstream shb {{ server {SERVER}:{BLUE_PORT} weight=1; server {SERVER}:{GREEN_PORT} weight=1; }}\n\
          \x20 server {{ listen {SERVER}:{SERVICE_PORT}; proxy_pass shb; }}\n}}\n"
     )

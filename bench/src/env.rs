@@ -246,6 +246,7 @@ impl Drop for Plane {
 pub struct Proc {
     child: Child,
     pub name: String,
+    log: PathBuf,
 }
 
 impl Proc {
@@ -266,6 +267,7 @@ impl Proc {
         Ok(Self {
             child,
             name: program.to_owned(),
+            log: log.to_owned(),
         })
     }
 
@@ -277,7 +279,14 @@ impl Proc {
     /// Fails when the process has already exited.
     pub fn check_running(&mut self) -> anyhow::Result<()> {
         if let Some(status) = self.child.try_wait()? {
-            bail!("{} exited: {status}", self.name);
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(10).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            bail!(
+                "{} exited: {status}; its output:\n{}",
+                self.name,
+                tail.join("\n")
+            );
         }
         Ok(())
     }

@@ -69,6 +69,46 @@ fn bpf<T>(cmd: libc::c_int, attr: &mut T) -> std::io::Result<libc::c_long> {
     Ok(rc)
 }
 
+/// One eBPF instruction, encoded.
+pub const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
+    code as u64
+        | ((dst as u64 | (src as u64) << 4) << 8)
+        | ((off as u16 as u64) << 16)
+        | ((imm as u32 as u64) << 32)
+}
+
+/// Loads a program from raw instructions; the verifier's log is in the error.
+pub fn load_insns(prog_type: u32, insns: &[u64], name: &str) -> anyhow::Result<OwnedFd> {
+    let license = c"GPL";
+    let mut pname = [0u8; 16];
+    for (d, s) in pname.iter_mut().zip(name.bytes().take(15)) {
+        *d = s;
+    }
+    let mut log = vec![0u8; 64 * 1024];
+    let mut attr = ProgLoadAttr {
+        prog_type,
+        insn_cnt: insns.len() as u32,
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        log_level: 1,
+        log_size: log.len() as u32,
+        log_buf: log.as_mut_ptr() as u64,
+        prog_name: pname,
+        ..Default::default()
+    };
+    match bpf(BPF_PROG_LOAD, &mut attr) {
+        // SAFETY: the kernel returned a new fd that we own.
+        Ok(fd) => Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) }),
+        Err(e) => {
+            let end = log.iter().position(|b| *b == 0).unwrap_or(log.len());
+            bail!(
+                "BPF_PROG_LOAD {name}: {e}: {}",
+                String::from_utf8_lossy(&log[..end])
+            )
+        }
+    }
+}
+
 /// Loads the smallest program of `prog_type`: `r0 = ret; exit`. This is the "no-op program
 /// of the same type" baseline: the kernel's cost of running any program at that hook.
 pub fn load_noop(prog_type: u32, ret: i32) -> anyhow::Result<OwnedFd> {

@@ -77,7 +77,7 @@ fn prog(v: &Value, out: &Path) -> anyhow::Result<()> {
         let baseline = rows
             .iter()
             .find(|r| r["hook"] == hook && r["key"] == "no-op")
-            .and_then(|r| num(r, &["median_ns"]))
+            .and_then(|r| num(r, &["trimmed_mean_ns"]))
             .unwrap_or(0.0);
         let values = cats
             .iter()
@@ -99,7 +99,7 @@ fn prog(v: &Value, out: &Path) -> anyhow::Result<()> {
     .collect::<Vec<_>>();
     bars(
         out,
-        "Cost over a no-op program of the same type (ns per packet; median, whiskers p10-p90)",
+        "Cost over a no-op program of the same type (ns per packet; trimmed mean, whiskers p10-p90)",
         "ns over no-op",
         &cats.map(str::to_owned),
         &series,
