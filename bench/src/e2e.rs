@@ -11,9 +11,9 @@
 //! - haproxy: `mode tcp`, two servers weight 50/50;
 //! - nginx: `stream` with two weighted upstream servers.
 //!
-//! CPU per connection = (this process's CPU time, which holds the clients and the backends,
-//! + the proxy's CPU time from schedstat + hard/soft interrupt time of all CPUs from
-//! /proc/stat) / connections, during the connection-rate run.
+//! CPU per connection: the CPU time of this process (it holds the clients and the
+//! backends), plus the proxy's (schedstat), plus hard and soft interrupt time of all CPUs
+//! (/proc/stat), divided by the connections made in the connection-rate run.
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
@@ -187,7 +187,7 @@ fn nginx_module() -> anyhow::Result<String> {
     anyhow::bail!("nginx's stream module is missing (Debian: libnginx-mod-stream)")
 }
 
-fn setup<'a>(s: Scenario, ctx: &'a mut Ctx) -> anyhow::Result<(Active<'a>, Option<i32>)> {
+fn setup(s: Scenario, ctx: &mut Ctx) -> anyhow::Result<(Active<'_>, Option<i32>)> {
     let server = ctx.pair.server.name.clone();
     Ok(match s {
         Scenario::Direct => (Active::Nothing, None),
@@ -307,7 +307,7 @@ fn measure(s: Scenario, ctx: &mut Ctx, backends: &Backends, opts: &Opts) -> anyh
     Ok(Sample {
         conn_rate: cr.ok as f64 / cr.elapsed.as_secs_f64(),
         conn_errors: cr.errors,
-        cpu_us_per_conn: (c1 - c0).as_secs_f64() * 1e6 / cr.ok.max(1) as f64,
+        cpu_us_per_conn: c1.checked_sub(c0).unwrap().as_secs_f64() * 1e6 / cr.ok.max(1) as f64,
         lat_p50_us: report::median(&lat),
         lat_p99_us: report::percentile(&lat, 99.0),
         tput1_gbps: tput1,

@@ -99,7 +99,7 @@ fn poll_in(fd: i32, timeout: Duration) -> bool {
         revents: 0,
     };
     // SAFETY: one valid pollfd.
-    unsafe { libc::poll(&mut p, 1, timeout.as_millis() as i32) > 0 }
+    unsafe { libc::poll(&raw mut p, 1, timeout.as_millis() as i32) > 0 }
 }
 
 fn accept_loop(l: &TcpListener, stop: &AtomicBool, sink: &AtomicU64, stats: &PortStats) {

@@ -219,7 +219,6 @@ pub fn run(opts: &Opts) -> anyhow::Result<Value> {
     env::run_in(&ns.name, || run_in_ns(opts, &ns.name))
 }
 
-#[expect(clippy::too_many_lines, reason = "one linear list of measured paths")]
 fn run_in_ns(opts: &Opts, ns: &str) -> anyhow::Result<Value> {
     env::ip(&["-n", ns, "addr", "add", "198.18.0.1/32", "dev", "lo"])?;
     env::ip(&["-n", ns, "addr", "add", "198.18.0.2/32", "dev", "lo"])?;

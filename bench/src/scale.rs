@@ -184,9 +184,9 @@ pub fn run(opts: &Opts) -> anyhow::Result<Value> {
         "process RSS: before load / loaded / 64 svc + filled".into(),
         format!(
             "{:.1} / {:.1} / {:.1} MiB",
-            rss0 as f64 / 1048576.0,
-            rss_loaded as f64 / 1048576.0,
-            rss_full as f64 / 1048576.0
+            rss0 as f64 / 1_048_576.0,
+            rss_loaded as f64 / 1_048_576.0,
+            rss_full as f64 / 1_048_576.0
         ),
         format!(
             "library process, not the daemon (none yet); {} flows filled in {fill_secs:.1} s",

@@ -1,4 +1,11 @@
 //! SVG charts drawn from the benchmark JSON (plotters, SVG backend, no font files needed).
+#![allow(
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::too_many_lines,
+    reason = "small chart coordinates"
+)]
 
 use std::path::Path;
 

@@ -13,9 +13,9 @@ use crate::{cargo, cmd, setup};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Suite {
-    /// Cost per packet of each program path (BPF_PROG_TEST_RUN).
+    /// Cost per packet of each program path (`BPF_PROG_TEST_RUN`).
     Prog,
-    /// The whole path over veth against direct, nftables, HAProxy and nginx.
+    /// The whole path over veth against direct, nftables, `HAProxy` and nginx.
     E2e,
     /// Memory per flow, weight-change latency, a 90 % full flow table.
     Scale,
