@@ -728,6 +728,26 @@ mod parts {
                 "per-CPU array lookup (counters)",
                 lookup(counters, 4, verdict),
             ),
+            (
+                "LRU hash insert, new 40-byte key (incl. the ktime making it new)",
+                {
+                    // Key: zeroes with bpf_ktime_get_ns in its first word, so every run inserts
+                    // a new entry; value: 24 zero bytes.
+                    let fd = flows.fd().as_fd().as_raw_fd();
+                    let mut v: Vec<u64> = (1..=8).map(|i| st_dw(-8 * i)).collect();
+                    v.push(call(5));
+                    v.push(insn(0x7b, R10, R0, -40, 0));
+                    v.extend(ld_map(R1, fd));
+                    v.push(mov_reg(R2, R10));
+                    v.push(add_imm(R2, -40));
+                    v.push(mov_reg(R3, R10));
+                    v.push(add_imm(R3, -64));
+                    v.push(mov_imm(R4, 0));
+                    v.push(call(2));
+                    v.extend(exit(verdict));
+                    v
+                },
+            ),
         ];
         if tc {
             let mut v = vec![
