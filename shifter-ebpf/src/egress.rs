@@ -17,7 +17,7 @@ use crate::{
 pub fn run(ctx: &TcContext) -> Result<(), ()> {
     let ctx = Tc(ctx);
     ctx.prepare();
-    let pkt = parse::parse(ctx.data(), ctx.data_end())?;
+    let pkt = parse::parse(ctx.data(), ctx.data_end(), ctx.frame_len() as usize)?;
     if !port_in(PORT_BITMAP_BACKEND_BASE, pkt.sport) {
         return Ok(());
     }

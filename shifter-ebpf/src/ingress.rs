@@ -32,7 +32,7 @@ impl Prepare for Xdp<'_> {}
 #[inline(always)]
 pub fn run<C: PacketCtx + Prepare>(ctx: &C) -> Result<(), ()> {
     ctx.prepare();
-    let pkt = parse::parse(ctx.data(), ctx.data_end())?;
+    let pkt = parse::parse(ctx.data(), ctx.data_end(), ctx.frame_len() as usize)?;
     if !port_in(PORT_BITMAP_SERVICE_BASE, pkt.dport) {
         if pkt.is_syn() && port_in(PORT_BITMAP_BACKEND_BASE, pkt.dport) {
             forget_stale_flow(&pkt);

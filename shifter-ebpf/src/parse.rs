@@ -48,6 +48,9 @@ pub struct Packet {
     pub dport: u16,
     /// Offset of the L4 header from the start of the frame.
     pub l4_off: usize,
+    /// End of the IP datagram per its length field (0: the header states no length, as a
+    /// BIG TCP GSO packet does).
+    pub ip_end: usize,
     pub tcp_flags: u8,
     pub seq: u32,
 }
@@ -86,9 +89,11 @@ fn be16(data: usize, end: usize, off: usize) -> Result<u16, ()> {
 }
 
 /// Parses Ethernet (with up to two VLAN tags), IPv4 (with options) or IPv6 (with extension
-/// headers), then the TCP or UDP header. Later fragments (no ports) are `Err`.
+/// headers), then the TCP or UDP header. Later fragments (no ports) are `Err`, and so are
+/// truncated packets: an IP datagram longer than the `frame_len` bytes present, or too short
+/// for its own L4 header.
 #[inline(always)]
-pub fn parse(data: usize, end: usize) -> Result<Packet, ()> {
+pub fn parse(data: usize, end: usize, frame_len: usize) -> Result<Packet, ()> {
     let mut off = ETH_HLEN;
     let mut ethertype = be16(data, end, 12)?;
     for _ in 0..MAX_VLAN_TAGS {
@@ -98,7 +103,7 @@ pub fn parse(data: usize, end: usize) -> Result<Packet, ()> {
         ethertype = be16(data, end, off + 2)?;
         off += 4;
     }
-    let (is_v6, proto, src, dst, l4_off) = match ethertype {
+    let (is_v6, proto, src, dst, l4_off, ip_end) = match ethertype {
         ETH_P_IP => {
             // SAFETY: bounds checked by `at`.
             let h = unsafe { at::<[u8; 20]>(data, end, off)?.read_unaligned() };
@@ -114,9 +119,14 @@ pub fn parse(data: usize, end: usize) -> Result<Packet, ()> {
             if u16::from_be_bytes([h[6], h[7]]) & 0x1fff != 0 {
                 return Err(());
             }
+            let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
+            if total != 0 && (total < ihl || off + total > frame_len) {
+                return Err(());
+            }
+            let ip_end = if total == 0 { 0 } else { off + total };
             let src = shifter_common::v4_mapped([h[12], h[13], h[14], h[15]]);
             let dst = shifter_common::v4_mapped([h[16], h[17], h[18], h[19]]);
-            (false, h[9], src, dst, off + ihl)
+            (false, h[9], src, dst, off + ihl, ip_end)
         }
         ETH_P_IPV6 => {
             // SAFETY: bounds checked by `at`.
@@ -124,6 +134,11 @@ pub fn parse(data: usize, end: usize) -> Result<Packet, ()> {
             if h[0] >> 4 != 6 {
                 return Err(());
             }
+            let payload = usize::from(u16::from_be_bytes([h[4], h[5]]));
+            if off + 40 + payload > frame_len {
+                return Err(());
+            }
+            let ip_end = if payload == 0 { 0 } else { off + 40 + payload };
             let mut next = h[6];
             let mut src = [0u8; 16];
             let mut dst = [0u8; 16];
@@ -159,11 +174,11 @@ pub fn parse(data: usize, end: usize) -> Result<Packet, ()> {
                     return Err(());
                 }
             }
-            if !done {
+            if !done && matches!(next, 0 | 43 | 44 | 51 | 60) {
                 // More extension headers than we walk: pass unchanged.
                 return Err(());
             }
-            (true, next, src, dst, l4)
+            (true, next, src, dst, l4, ip_end)
         }
         _ => return Err(()),
     };
@@ -171,6 +186,10 @@ pub fn parse(data: usize, end: usize) -> Result<Packet, ()> {
         return Err(());
     }
     // Read the fixed L4 header in one bounds check and take the fields from it.
+    let l4_len = if proto == PROTO_TCP { 20 } else { 8 };
+    if ip_end != 0 && l4_off + l4_len > ip_end {
+        return Err(());
+    }
     let (sport, dport, tcp_flags, seq) = match proto {
         PROTO_TCP => {
             // SAFETY: bounds checked by `at`.
@@ -202,6 +221,7 @@ pub fn parse(data: usize, end: usize) -> Result<Packet, ()> {
         sport,
         dport,
         l4_off,
+        ip_end,
         tcp_flags,
         seq,
     })

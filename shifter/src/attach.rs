@@ -111,7 +111,9 @@ pub(crate) fn attach_tc(
     }
     match tc::qdisc_add_clsact(iface) {
         Ok(()) | Err(TcError::AlreadyAttached) => {}
-        Err(TcError::NetlinkError(e)) if e.to_string().contains("exists") => {}
+        // The message text is the kernel's extack ("Exclusivity flag on, cannot modify" on 6.1),
+        // which need not say "exists": match the errno.
+        Err(TcError::NetlinkError(e)) if e.raw_os_error() == Some(libc::EEXIST) => {}
         Err(e) => return Err(e.into()),
     }
     let options = NlOptions {

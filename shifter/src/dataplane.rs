@@ -83,6 +83,17 @@ pub struct DataPlane {
 /// Pin name of the sock_ops link (host-wide, not per interface).
 const SOCK_OPS_PIN: &str = "link-sockops";
 
+/// True when `dir` lives on a bpffs mount (pins anywhere else fail or vanish).
+fn on_bpffs(dir: &Path) -> bool {
+    const BPF_FS_MAGIC: u32 = 0xcafe_4a11;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs writes into a zeroed struct we own.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    (unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0) && st.f_type as u32 == BPF_FS_MAGIC
+}
+
 /// Where cgroup v2 is mounted (`/sys/fs/cgroup` on unified hosts).
 fn cgroup2_root() -> Option<PathBuf> {
     let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
@@ -96,14 +107,33 @@ fn cgroup2_root() -> Option<PathBuf> {
 impl DataPlane {
     /// Loads the programs and creates or adopts the pinned maps.
     pub fn load(opts: &LoadOptions) -> Result<Self> {
-        let load_err = |source| Error::Load {
-            pin_dir: opts.pin_dir.clone(),
-            source: Box::new(source),
-        };
+        let created = !opts.pin_dir.exists();
         std::fs::create_dir_all(&opts.pin_dir).map_err(|e| Error::Pin {
             path: opts.pin_dir.clone(),
             source: e.into(),
         })?;
+        if !on_bpffs(&opts.pin_dir) {
+            if created {
+                let _ = std::fs::remove_dir_all(&opts.pin_dir);
+            }
+            return Err(Error::Pin {
+                path: opts.pin_dir.clone(),
+                source: "not on a bpffs mount (mount -t bpf bpf /sys/fs/bpf)".into(),
+            });
+        }
+        let loaded = Self::load_into(opts);
+        if loaded.is_err() && created {
+            // Leave no empty pin directory behind; maps pinned before the failure go too.
+            let _ = std::fs::remove_dir_all(&opts.pin_dir);
+        }
+        loaded
+    }
+
+    fn load_into(opts: &LoadOptions) -> Result<Self> {
+        let load_err = |source| Error::Load {
+            pin_dir: opts.pin_dir.clone(),
+            source: Box::new(source),
+        };
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(&opts.pin_dir)
             .map_max_entries(MAP_FLOWS, opts.flow_capacity)

@@ -4,13 +4,21 @@
 //! This library is the typed API the daemon and CLI are built on: load the programs, attach
 //! them to interfaces, pin them, manage services and read counters and flows.
 
+pub mod api;
 pub mod attach;
+pub mod cli;
+pub mod config;
+pub mod daemon;
 pub mod dataplane;
 pub mod error;
+pub mod events;
 pub mod flows;
+pub mod paths;
 pub mod service;
+pub mod state;
 pub mod stats;
 mod sys;
+pub mod util;
 
 pub use attach::{Hook, TcMode};
 pub use dataplane::{DataPlane, LoadOptions};

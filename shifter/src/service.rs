@@ -107,9 +107,7 @@ pub fn addr_from_bytes(b: [u8; 16]) -> IpAddr {
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use shifter_common::{
-    MAX_SERVICES, PORT_BITMAP_BACKEND_BASE, PORT_BITMAP_SERVICE_BASE, PORT_BITMAP_WORDS,
-};
+use shifter_common::{MAX_SERVICES, PORT_BITMAP_BACKEND_BASE, PORT_BITMAP_SERVICE_BASE};
 
 use crate::{
     dataplane::DataPlane,
@@ -207,7 +205,12 @@ impl DataPlane {
                 .set(slot, word, 0)
                 .map_err(map_err(shifter_common::MAP_SERVICE_CONFIG))?;
             if old.blue_port != svc.config.blue_port || old.green_port != svc.config.green_port {
-                self.sync_port_bitmap()?;
+                self.sync_port_bitmap(&[
+                    old.blue_port,
+                    old.green_port,
+                    svc.config.blue_port,
+                    svc.config.green_port,
+                ])?;
             }
             return Ok(slot);
         }
@@ -234,7 +237,7 @@ impl DataPlane {
                 return Err(map_err(shifter_common::MAP_SERVICES)(e));
             }
         }
-        self.sync_port_bitmap()?;
+        self.sync_port_bitmap(&[svc.port, svc.config.blue_port, svc.config.green_port])?;
         Ok(slot)
     }
 
@@ -267,34 +270,44 @@ impl DataPlane {
             map.remove(&key)
                 .map_err(map_err(shifter_common::MAP_SERVICES))?;
         }
-        self.sync_port_bitmap()?;
+        self.sync_port_bitmap(&[found.port, found.config.blue_port, found.config.green_port])?;
         self.config_map()?
             .set(slot, 0, 0)
             .map_err(map_err(shifter_common::MAP_SERVICE_CONFIG))?;
         Ok(())
     }
 
-    /// Rewrites the port bitmap words that differ from what the services need.
-    fn sync_port_bitmap(&mut self) -> Result<()> {
+    /// Recomputes the port bitmap words holding `ports` (both halves) from the services
+    /// now configured and rewrites the ones that changed.
+    fn sync_port_bitmap(&mut self, ports: &[u16]) -> Result<()> {
         let services = self.services()?;
-        let words = PORT_BITMAP_WORDS as usize;
-        let mut want = vec![0u64; words * 2];
-        let mut set = |base: u32, port: u16| {
-            want[base as usize + usize::from(port >> 6)] |= 1 << (port & 63);
-        };
-        for s in services.values() {
-            set(PORT_BITMAP_SERVICE_BASE, s.port);
-            set(PORT_BITMAP_BACKEND_BASE, s.config.blue_port);
-            set(PORT_BITMAP_BACKEND_BASE, s.config.green_port);
-        }
+        let words: BTreeSet<u32> = ports
+            .iter()
+            .flat_map(|p| {
+                let w = u32::from(p >> 6);
+                [PORT_BITMAP_SERVICE_BASE + w, PORT_BITMAP_BACKEND_BASE + w]
+            })
+            .collect();
         let mut map = self.port_map()?;
-        for (i, w) in want.iter().enumerate() {
-            let i = i as u32;
+        for index in words {
+            let mut want = 0u64;
+            for s in services.values() {
+                let mark = |base: u32, port: u16| {
+                    if base + u32::from(port >> 6) == index {
+                        1u64 << (port & 63)
+                    } else {
+                        0
+                    }
+                };
+                want |= mark(PORT_BITMAP_SERVICE_BASE, s.port)
+                    | mark(PORT_BITMAP_BACKEND_BASE, s.config.blue_port)
+                    | mark(PORT_BITMAP_BACKEND_BASE, s.config.green_port);
+            }
             let have = map
-                .get(&i, 0)
+                .get(&index, 0)
                 .map_err(map_err(shifter_common::MAP_PORT_BITMAP))?;
-            if have != *w {
-                map.set(i, *w, 0)
+            if have != want {
+                map.set(index, want, 0)
                     .map_err(map_err(shifter_common::MAP_PORT_BITMAP))?;
             }
         }

@@ -231,10 +231,11 @@ mod tests {
         let d = TempDir::new("roundtrip");
         let store = Store::new(&d.0);
         store.save(&state(100)).unwrap();
-        store.save(&state(200)).unwrap();
+        let second = state(200);
+        store.save(&second).unwrap();
         let l = store.load();
         assert_eq!(l.source, Source::Current);
-        assert_eq!(l.state, state(200));
+        assert_eq!(l.state, second);
         assert!(l.warnings.is_empty());
         let prev: State = serde_json::from_slice(&fs::read(store.prev_path()).unwrap()).unwrap();
         assert_eq!(prev.weights["web"], 100);

@@ -61,10 +61,12 @@ pub fn require_root() {
 }
 
 fn ip(args: &[&str]) {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run `ip {}`: {e} (is iproute2 installed?)", args.join(" ")));
+    let out = Command::new("ip").args(args).output().unwrap_or_else(|e| {
+        panic!(
+            "cannot run `ip {}`: {e} (is iproute2 installed?)",
+            args.join(" ")
+        )
+    });
     assert!(
         out.status.success(),
         "`ip {}` failed: {}",
@@ -171,8 +173,8 @@ impl NetnsPair {
         let server = Netns::new(format!("shs-{name}-{pid}-{n}"));
         let (c, s) = (client.name.as_str(), server.name.as_str());
         ip(&[
-            "-n", c, "link", "add", CLIENT_IF, "type", "veth", "peer", "name", SERVER_IF,
-            "netns", s,
+            "-n", c, "link", "add", CLIENT_IF, "type", "veth", "peer", "name", SERVER_IF, "netns",
+            s,
         ]);
         for (ns, dev, v4, v6) in [
             (c, CLIENT_IF, CLIENT_V4, CLIENT_V6),
@@ -180,7 +182,16 @@ impl NetnsPair {
         ] {
             ip(&["-n", ns, "link", "set", "lo", "up"]);
             ip(&["-n", ns, "addr", "add", &format!("{v4}/24"), "dev", dev]);
-            ip(&["-n", ns, "addr", "add", &format!("{v6}/64"), "dev", dev, "nodad"]);
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{v6}/64"),
+                "dev",
+                dev,
+                "nodad",
+            ]);
             ip(&["-n", ns, "link", "set", dev, "up"]);
         }
         let pair = Self { client, server };
@@ -191,7 +202,10 @@ impl NetnsPair {
     /// Waits (bounded) until both veth ends report a carrier.
     fn wait_carrier(&self) {
         let deadline = Instant::now() + Duration::from_secs(5);
-        for (ns, dev) in [(&self.client.name, CLIENT_IF), (&self.server.name, SERVER_IF)] {
+        for (ns, dev) in [
+            (&self.client.name, CLIENT_IF),
+            (&self.server.name, SERVER_IF),
+        ] {
             loop {
                 let out = Command::new("ip")
                     .args(["-n", ns, "link", "show", dev])
@@ -208,6 +222,120 @@ impl NetnsPair {
             }
         }
     }
+}
+
+/// `struct ifreq` with the `ifr_data` member, as SIOCETHTOOL takes it.
+#[repr(C)]
+struct IfreqData {
+    name: [u8; libc::IFNAMSIZ],
+    data: *mut libc::c_void,
+    _pad: [u8; 16],
+}
+
+/// `struct ethtool_value`.
+#[repr(C)]
+struct EthtoolValue {
+    cmd: u32,
+    data: u32,
+}
+
+const ETHTOOL_GTXCSUM: u32 = 0x16;
+const ETHTOOL_STXCSUM: u32 = 0x17;
+const SIOCETHTOOL: libc::c_ulong = 0x8946;
+
+fn ethtool_value(iface: &str, cmd: u32, data: u32) -> std::io::Result<u32> {
+    let mut val = EthtoolValue { cmd, data };
+    let mut req = IfreqData {
+        name: [0; libc::IFNAMSIZ],
+        data: (&raw mut val).cast(),
+        _pad: [0; 16],
+    };
+    assert!(
+        iface.len() < libc::IFNAMSIZ,
+        "interface name {iface} too long"
+    );
+    req.name[..iface.len()].copy_from_slice(iface.as_bytes());
+    // SAFETY: plain socket() call; the fd is closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `req` and `val` outlive the call; SIOCETHTOOL reads/writes `val` through `data`.
+    let rc = unsafe { libc::ioctl(fd, SIOCETHTOOL as _, &raw mut req) };
+    let err = std::io::Error::last_os_error();
+    // SAFETY: our fd.
+    unsafe { libc::close(fd) };
+    if rc < 0 {
+        return Err(err);
+    }
+    Ok(val.data)
+}
+
+/// Turns TX checksum offload of `iface` in namespace `ns` on or off (as `ethtool -K iface tx
+/// off` does). With it off, the stack sends complete checksums and a veth peer receives
+/// packets as CHECKSUM_NONE, so the receiving kernel verifies every checksum: a rewrite that
+/// breaks one shows up as dropped packets and `InCsumErrors`.
+pub fn set_tx_checksum(ns: &str, iface: &str, on: bool) {
+    run_in(ns, || {
+        ethtool_value(iface, ETHTOOL_STXCSUM, u32::from(on))
+            .unwrap_or_else(|e| panic!("ETHTOOL_STXCSUM on {iface} in {ns}: {e}"));
+        let now = ethtool_value(iface, ETHTOOL_GTXCSUM, 0)
+            .unwrap_or_else(|e| panic!("ETHTOOL_GTXCSUM on {iface} in {ns}: {e}"));
+        assert_eq!(
+            now != 0,
+            on,
+            "TX checksum offload of {iface} in {ns} did not change"
+        );
+    });
+}
+
+/// `InCsumErrors` of TCP and UDP (and UDP6) in namespace `ns`, summed.
+pub fn checksum_errors(ns: &str) -> u64 {
+    run_in(ns, || {
+        let mut total = 0;
+        // /proc/thread-self: /proc/net would show the process's (the main thread's) namespace.
+        for (file, prefixes) in [
+            ("/proc/thread-self/net/snmp", &["Tcp:", "Udp:"][..]),
+            ("/proc/thread-self/net/snmp6", &[][..]),
+        ] {
+            let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("read {file}: {e}"));
+            total += csum_errors_in(&text, prefixes);
+        }
+        total
+    })
+}
+
+fn csum_errors_in(text: &str, prefixes: &[&str]) -> u64 {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut total = 0;
+    if prefixes.is_empty() {
+        // snmp6: "Udp6InCsumErrors  0" lines.
+        for l in &lines {
+            let mut f = l.split_whitespace();
+            if let (Some(k), Some(v)) = (f.next(), f.next())
+                && k.ends_with("InCsumErrors")
+            {
+                total += v.parse::<u64>().unwrap_or(0);
+            }
+        }
+        return total;
+    }
+    // snmp: a header line and a value line per protocol.
+    for pair in lines.windows(2) {
+        let (head, vals) = (pair[0], pair[1]);
+        if !prefixes.iter().any(|p| head.starts_with(p)) || !vals.starts_with(&head[..4]) {
+            continue;
+        }
+        if head.split_whitespace().next() != vals.split_whitespace().next() {
+            continue;
+        }
+        for (k, v) in head.split_whitespace().zip(vals.split_whitespace()) {
+            if k == "InCsumErrors" {
+                total += v.parse::<u64>().unwrap_or(0);
+            }
+        }
+    }
+    total
 }
 
 /// Waits until `fd` is readable or `timeout` passes. True when readable.

@@ -73,7 +73,10 @@ fn request(seq: u64) -> [u8; MSG_LEN] {
 /// Checks an echo reply and returns the id byte.
 fn check_reply(reply: &[u8; MSG_LEN + 1], req: &[u8; MSG_LEN]) -> Result<u8, String> {
     if &reply[1..] != req {
-        return Err(format!("echo mismatch: sent {req:?}, got {:?}", &reply[1..]));
+        return Err(format!(
+            "echo mismatch: sent {req:?}, got {:?}",
+            &reply[1..]
+        ));
     }
     Ok(reply[0])
 }
@@ -86,18 +89,82 @@ fn tcp_exchange(s: &mut TcpStream, seq: u64) -> Result<u8, String> {
     check_reply(&reply, &req)
 }
 
-fn tcp_one(target: SocketAddr, timeout: Duration, seq: u64) -> Outcome {
+/// `sockaddr_storage` form of an address, with its length.
+fn sockaddr(a: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match a {
+        SocketAddr::V4(v4) => {
+            // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in.
+            let sin = unsafe { &mut *(&raw mut ss).cast::<libc::sockaddr_in>() };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = v4.port().to_be();
+            sin.sin_addr.s_addr = u32::from_ne_bytes(v4.ip().octets());
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(v6) => {
+            // SAFETY: as above, for sockaddr_in6.
+            let sin6 = unsafe { &mut *(&raw mut ss).cast::<libc::sockaddr_in6>() };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = v6.port().to_be();
+            sin6.sin6_addr.s6_addr = v6.ip().octets();
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (ss, len as libc::socklen_t)
+}
+
+/// Connects to `target` from source port `port` (any address), waiting at most `timeout`.
+fn connect_from(port: u16, target: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
+    use std::os::fd::FromRawFd;
+    let family = if target.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: plain socket() call; the fd is owned by the TcpStream below or closed.
+    let fd = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh socket we own.
+    let stream = unsafe { TcpStream::from_raw_fd(fd) };
+    // A blocking connect() gives up after SO_SNDTIMEO on Linux.
+    stream.set_write_timeout(Some(timeout))?;
+    let local = match target {
+        SocketAddr::V4(_) => SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port),
+        SocketAddr::V6(_) => SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port),
+    };
+    let (ss, len) = sockaddr(local);
+    // SAFETY: valid sockaddr of `len` bytes.
+    if unsafe { libc::bind(fd, (&raw const ss).cast(), len) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let (ss, len) = sockaddr(target);
+    // SAFETY: as above.
+    if unsafe { libc::connect(fd, (&raw const ss).cast(), len) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(stream)
+}
+
+fn tcp_one(target: SocketAddr, source_port: Option<u16>, timeout: Duration, seq: u64) -> Outcome {
     let mut out = Outcome {
-        local_port: 0,
+        local_port: source_port.unwrap_or(0),
         backend: None,
         error: None,
     };
     let result = (|| {
-        let mut s =
-            TcpStream::connect_timeout(&target, timeout).map_err(|e| format!("connect: {e}"))?;
+        let mut s = match source_port {
+            Some(p) => connect_from(p, target, timeout),
+            None => TcpStream::connect_timeout(&target, timeout),
+        }
+        .map_err(|e| format!("connect: {e}"))?;
         out.local_port = s.local_addr().map_err(|e| e.to_string())?.port();
-        s.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
-        s.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(timeout))
+            .map_err(|e| e.to_string())?;
+        s.set_write_timeout(Some(timeout))
+            .map_err(|e| e.to_string())?;
         s.set_nodelay(true).map_err(|e| e.to_string())?;
         let peer = s.peer_addr().map_err(|e| e.to_string())?;
         if peer != target {
@@ -112,29 +179,77 @@ fn tcp_one(target: SocketAddr, timeout: Duration, seq: u64) -> Outcome {
     out
 }
 
+/// A batch gives up after this many failures in a row (the rest count as not attempted), so
+/// a broken data plane fails a test in seconds instead of running into every timeout.
+pub const MAX_FAILURES_IN_A_ROW: usize = 10;
+
+impl Report {
+    /// True when the last `MAX_FAILURES_IN_A_ROW` exchanges all failed.
+    fn hopeless(&self) -> bool {
+        self.outcomes.len() >= MAX_FAILURES_IN_A_ROW
+            && self.outcomes[self.outcomes.len() - MAX_FAILURES_IN_A_ROW..]
+                .iter()
+                .all(|o| o.error.is_some())
+    }
+
+    fn skip(&mut self, local_port: u16, why: &str) {
+        self.outcomes.push(Outcome {
+            local_port,
+            backend: None,
+            error: Some(format!("not attempted: {why}")),
+        });
+    }
+}
+
 /// `n` short TCP connections to `target`, one after the other, each doing one
-/// request/response and closing. Each step is bounded by `timeout`; the whole batch stops
-/// early (remaining connections count as failures) after `budget`.
+/// request/response and closing. Each step is bounded by `timeout`; the batch stops early
+/// (the remaining connections count as failures) after `budget` or after
+/// `MAX_FAILURES_IN_A_ROW` failures in a row.
 pub fn tcp_short(target: SocketAddr, n: usize, timeout: Duration, budget: Duration) -> Report {
     let start = Instant::now();
     let mut report = Report::default();
     for i in 0..n {
         if start.elapsed() > budget {
-            report.outcomes.push(Outcome {
-                local_port: 0,
-                backend: None,
-                error: Some(format!("not attempted: batch budget {budget:?} exhausted")),
-            });
-            continue;
+            report.skip(0, &format!("batch budget {budget:?} exhausted"));
+        } else if report.hopeless() {
+            report.skip(0, "too many failures in a row");
+        } else {
+            report
+                .outcomes
+                .push(tcp_one(target, None, timeout, i as u64));
         }
-        report.outcomes.push(tcp_one(target, timeout, i as u64));
+    }
+    report
+}
+
+/// Like `tcp_short`, but one connection from each source port of `ports` (bound explicitly),
+/// so the tuples and therefore the expected split are the same on every run.
+pub fn tcp_short_from(
+    target: SocketAddr,
+    ports: std::ops::Range<u16>,
+    timeout: Duration,
+    budget: Duration,
+) -> Report {
+    let start = Instant::now();
+    let mut report = Report::default();
+    for (i, port) in ports.enumerate() {
+        if start.elapsed() > budget {
+            report.skip(port, &format!("batch budget {budget:?} exhausted"));
+        } else if report.hopeless() {
+            report.skip(port, "too many failures in a row");
+        } else {
+            report
+                .outcomes
+                .push(tcp_one(target, Some(port), timeout, i as u64));
+        }
     }
     report
 }
 
 /// One UDP request/response from each source port in `ports` to `target`. The reply must
 /// come from `target` itself (the service address and port, i.e. rewritten back). A lost
-/// datagram is retried up to `retries` times, each waiting `timeout`.
+/// datagram is retried up to `retries` times, each waiting `timeout`. Gives up like
+/// `tcp_short` after `MAX_FAILURES_IN_A_ROW` failures in a row.
 pub fn udp_requests(
     target: SocketAddr,
     ports: std::ops::Range<u16>,
@@ -147,6 +262,10 @@ pub fn udp_requests(
     };
     let mut report = Report::default();
     for (i, port) in ports.enumerate() {
+        if report.hopeless() {
+            report.skip(port, "too many failures in a row");
+            continue;
+        }
         let mut out = Outcome {
             local_port: port,
             backend: None,
@@ -155,7 +274,8 @@ pub fn udp_requests(
         let result = (|| {
             let s = UdpSocket::bind(SocketAddr::new(bind_ip, port))
                 .map_err(|e| format!("bind: {e}"))?;
-            s.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+            s.set_read_timeout(Some(timeout))
+                .map_err(|e| e.to_string())?;
             let req = request(i as u64);
             let mut last = String::new();
             for _ in 0..=retries {
@@ -221,9 +341,7 @@ impl LongLived {
             let (stop, rounds) = (stop.clone(), rounds.clone());
             netns::spawn_in(ns, move || {
                 let mut conns: Vec<(Option<TcpStream>, LongConn)> = (0..n)
-                    .map(|i| {
-                        tcp_open(target, timeout, i as u64)
-                    })
+                    .map(|i| tcp_open(target, timeout, i as u64))
                     .collect();
                 let _ = ready_tx.send(());
                 let mut seq = n as u64;
@@ -309,8 +427,10 @@ fn tcp_open(target: SocketAddr, timeout: Duration, seq: u64) -> (Option<TcpStrea
         let mut s =
             TcpStream::connect_timeout(&target, timeout).map_err(|e| format!("connect: {e}"))?;
         c.local_port = s.local_addr().map_err(|e| e.to_string())?.port();
-        s.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
-        s.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(timeout))
+            .map_err(|e| e.to_string())?;
+        s.set_write_timeout(Some(timeout))
+            .map_err(|e| e.to_string())?;
         s.set_nodelay(true).map_err(|e| e.to_string())?;
         let id = tcp_exchange(&mut s, seq)?;
         Ok::<_, String>((s, id))
@@ -333,7 +453,10 @@ pub fn long_problems(conns: &[LongConn], expect_backend: Option<u8>) -> Vec<Stri
     let mut p = Vec::new();
     for c in conns {
         if let Some(e) = &c.error {
-            p.push(format!("port {}: error after {} exchanges: {e}", c.local_port, c.exchanges));
+            p.push(format!(
+                "port {}: error after {} exchanges: {e}",
+                c.local_port, c.exchanges
+            ));
         }
         if let Some(to) = c.switched_to {
             p.push(format!(

@@ -1,6 +1,7 @@
 //! Smallest end-to-end check: the programs load, and one SYN is steered.
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
-use shifter::{Affinity, DataPlane, LoadOptions, Protocol, Service, ServiceConfig};
+use shifter::{Affinity, Protocol, Service, ServiceConfig};
+use shifter_tests::testrun::TestDataPlane;
 
 fn syn_v4(dport: u16) -> Vec<u8> {
     let mut p = vec![0u8; 14 + 20 + 20];
@@ -21,24 +22,35 @@ fn syn_v4(dport: u16) -> Vec<u8> {
 
 #[test]
 fn programs_load_and_steer_a_syn() {
-    let dir = format!("/sys/fs/bpf/shifter-smoke-{}", std::process::id());
-    let mut dp = DataPlane::load(&LoadOptions::new(&dir)).expect("load");
+    let mut dp = TestDataPlane::load("smoke");
     dp.set_service(&Service {
         protocol: Protocol::Tcp,
         port: 80,
         local_addrs: vec![],
-        config: ServiceConfig { blue_port: 8081, green_port: 8082, weight: 0, affinity: Affinity::Connection },
+        config: ServiceConfig {
+            blue_port: 8081,
+            green_port: 8082,
+            weight: 0,
+            affinity: Affinity::Connection,
+        },
     })
     .expect("set service");
-    let prog: &mut SchedClassifier =
-        dp.program_mut(shifter_common::PROG_TC_INGRESS).unwrap().try_into().unwrap();
+    let prog: &mut SchedClassifier = dp
+        .program_mut(shifter_common::PROG_TC_INGRESS)
+        .unwrap()
+        .try_into()
+        .unwrap();
     let input = syn_v4(80);
     let mut out = vec![0u8; input.len()];
     let r = prog
-        .test_run(TestRunOptions { data_in: Some(&input), data_out: Some(&mut out), repeat: 1, ..Default::default() })
+        .test_run(TestRunOptions {
+            data_in: Some(&input),
+            data_out: Some(&mut out),
+            repeat: 1,
+            ..Default::default()
+        })
         .expect("test run");
-    let _ = r;
+    assert_eq!(r.return_value, shifter_tests::testrun::TC_ACT_UNSPEC);
     let port = u16::from_be_bytes([out[36], out[37]]);
-    dp.remove_pins().unwrap();
     assert_eq!(port, 8081);
 }

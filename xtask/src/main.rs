@@ -12,7 +12,12 @@ use clap::{Parser, Subcommand};
 use std::process::{Command, ExitCode};
 
 #[derive(Parser)]
-#[command(name = "xtask", bin_name = "cargo xtask", about = "shifter developer workflows", version)]
+#[command(
+    name = "xtask",
+    bin_name = "cargo xtask",
+    about = "shifter developer workflows",
+    version
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,

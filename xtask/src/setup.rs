@@ -85,6 +85,8 @@ pub struct Facts {
     /// `SHIFTER_BPF_TOOLCHAIN` and whether that toolchain runs.
     pub override_toolchain: Option<(String, bool)>,
     pub bpffs_mounted: bool,
+    /// A cgroup v2 hierarchy is mounted somewhere (the `sock_ops` program attaches to its root).
+    pub cgroup2_mounted: bool,
     pub clippy: bool,
     pub rustfmt: bool,
 }
@@ -175,6 +177,19 @@ pub fn plan(facts: &Facts, scope: Scope) -> Plan {
             &["mount", "-t", "bpf", "bpf", BPFFS],
             true,
         ));
+    }
+    if scope.runtime && !facts.cgroup2_mounted {
+        // Not mounted by us: where and whether to mount it is the host's business (systemd
+        // mounts it at /sys/fs/cgroup on every current distribution).
+        plan.unresolved.push(Unresolved {
+            what: "a cgroup v2 mount (shifter's sock_ops program attaches to the cgroup v2 root)"
+                .into(),
+            how: vec![
+                "boot with the unified cgroup hierarchy (systemd's default), or: \
+                 mount -t cgroup2 none /sys/fs/cgroup"
+                    .into(),
+            ],
+        });
     }
     if scope.lint {
         let components: Vec<&str> = [("clippy", facts.clippy), ("rustfmt", facts.rustfmt)]
@@ -339,6 +354,14 @@ pub fn bpf_mounted_at(mounts: &str, mountpoint: &str) -> bool {
     })
 }
 
+/// `/proc/mounts` has a cgroup v2 hierarchy mounted anywhere.
+#[must_use]
+pub fn cgroup2_mounted(mounts: &str) -> bool {
+    mounts
+        .lines()
+        .any(|l| l.split_whitespace().nth(2) == Some("cgroup2"))
+}
+
 /// `rustup toolchain list` output contains the toolchain `name`, either as is (a linked toolchain)
 /// or as `name-<host>` (an installed channel).
 #[must_use]
@@ -380,6 +403,7 @@ impl Facts {
     #[must_use]
     pub fn probe() -> Self {
         let debian = std::fs::read_to_string("/etc/os-release").is_ok_and(|s| is_debian(&s));
+        let mounts = std::fs::read_to_string("/proc/mounts").ok();
         let rustup_list = cmd::probe("rustup", &["toolchain", "list"]);
         let rustup = rustup_list.is_some();
         let host = host_triple();
@@ -429,8 +453,8 @@ impl Facts {
             debian_toolchain,
             nightly_rust_src,
             override_toolchain,
-            bpffs_mounted: std::fs::read_to_string("/proc/mounts")
-                .is_ok_and(|m| bpf_mounted_at(&m, BPFFS)),
+            bpffs_mounted: mounts.as_deref().is_some_and(|m| bpf_mounted_at(m, BPFFS)),
+            cgroup2_mounted: mounts.as_deref().is_some_and(cgroup2_mounted),
             clippy: cmd::probe("cargo", &["clippy", "--version"]).is_some(),
             rustfmt: cmd::probe("cargo", &["fmt", "--version"]).is_some(),
         }
@@ -539,6 +563,7 @@ mod tests {
             rustup: true,
             missing_packages: all_packages(),
             missing_tools: vec!["ethtool".into()],
+            cgroup2_mounted: true,
             clippy: true,
             rustfmt: true,
             ..Facts::default()
@@ -554,6 +579,7 @@ mod tests {
             bpf_linker: true,
             debian_toolchain: true,
             bpffs_mounted: true,
+            cgroup2_mounted: true,
             clippy: true,
             rustfmt: true,
             ..Facts::default()
@@ -686,6 +712,7 @@ mod tests {
             nightly_rust_src: true,
             bpf_linker: true,
             bpffs_mounted: true,
+            cgroup2_mounted: true,
             clippy: true,
             rustfmt: true,
             ..Facts::default()
@@ -785,6 +812,27 @@ mod tests {
         assert!(!bpf_mounted_at(
             "bpf /sys/fs/bpf/x bpf rw 0 0\n",
             "/sys/fs/bpf"
+        ));
+    }
+
+    #[test]
+    fn missing_cgroup2_is_reported_not_mounted() {
+        let mut facts = ready_debian();
+        facts.cgroup2_mounted = false;
+        assert!(plan(&facts, Scope::BUILD).is_complete());
+        let p = plan(&facts, Scope::RUN);
+        assert!(p.actions.is_empty(), "{p:?}");
+        assert_eq!(p.unresolved.len(), 1);
+        assert!(p.unresolved[0].what.contains("cgroup v2"));
+    }
+
+    #[test]
+    fn parses_cgroup2_mount() {
+        assert!(cgroup2_mounted(
+            "cgroup2 /sys/fs/cgroup cgroup2 rw,nosuid 0 0\n"
+        ));
+        assert!(!cgroup2_mounted(
+            "cgroup /sys/fs/cgroup/cpu cgroup rw 0 0\ntmpfs /sys/fs/cgroup tmpfs ro 0 0\n"
         ));
     }
 

@@ -153,8 +153,14 @@ pub fn run(args: &VmArgs) -> anyhow::Result<()> {
 
 fn report(kernel: &kernel::Kernel, o: &qemu::Outcome, total: Duration) -> anyhow::Result<()> {
     let mut summary = format!("\n==> vm-test summary: kernel {}\n", kernel.label);
-    for l in o.lines.iter().filter_map(|l| l.strip_prefix(TEST_MARKER)) {
-        let _ = writeln!(summary, "  {l}");
+    let mut last_result = "";
+    for l in &o.lines {
+        if let Some(r) = l.trim().strip_prefix("test result: ") {
+            last_result = r;
+        } else if let Some(t) = l.trim().strip_prefix(TEST_MARKER) {
+            let _ = writeln!(summary, "  {t}: {last_result}");
+            last_result = "";
+        }
     }
     for l in o.lines.iter().filter(|l| l.contains("SHIFTER-TC-MODE")) {
         let _ = writeln!(summary, "  {}", l.trim());
@@ -338,13 +344,16 @@ fn artifact(line: &str) -> Option<(ArtifactKind, String, PathBuf)> {
 }
 
 /// Host tools copied into the guest: (command, required). iproute2's `ip` is required (busybox's
-/// has no `netns`); the others help tests that may use them.
-const HOST_TOOLS: &[(&str, bool)] = &[("ip", true), ("tc", false), ("ethtool", false)];
+/// has no `netns`); the others are used by some tests (curl by the daemon API tests).
+const HOST_TOOLS: &[(&str, bool)] = &[
+    ("ip", true),
+    ("tc", false),
+    ("ethtool", false),
+    ("curl", false),
+];
 
 /// Directory in the guest for host tools; first on PATH so it wins over busybox applets.
 const GUEST_TOOLS: &str = "/usr/local/sbin";
-const GUEST_BINS: &str = "/usr/local/bin";
-const GUEST_TESTS: &str = "/shifter-tests";
 const GUEST_MODULES: &str = "/lib/shifter-modules";
 
 struct Image<'a> {
@@ -380,11 +389,13 @@ impl Image<'_> {
                 None => {}
             }
         }
-        for (dir, set) in [(GUEST_TESTS, self.tests), (GUEST_BINS, self.bins)] {
+        // Executables keep their host paths, so a test finds a binary next to its own `deps`
+        // directory (or through a compile-time `CARGO_BIN_EXE_*` path) as it does on the host.
+        for set in [self.tests, self.bins] {
             for (name, exe) in set {
                 let staged = strip_into(exe, &stage.join(name))?;
                 t.add(
-                    &format!("{dir}/{name}"),
+                    &exe.to_string_lossy(),
                     Entry::File {
                         source: staged,
                         mode: 0o755,
@@ -434,12 +445,27 @@ impl Image<'_> {
     }
 
     fn init_script(&self) -> String {
-        let tests: Vec<&str> = self.tests.iter().map(|(n, _)| n.as_str()).collect();
+        let tests: Vec<String> = self
+            .tests
+            .iter()
+            .map(|(n, exe)| format!("{n}:{}", shell_quote(&exe.to_string_lossy())))
+            .collect();
+        let mut bin_dirs: Vec<String> = self
+            .bins
+            .iter()
+            .filter_map(|(_, exe)| exe.parent())
+            .map(|d| d.to_string_lossy().into_owned())
+            .collect();
+        bin_dirs.sort();
+        bin_dirs.dedup();
+        let path: Vec<&str> = std::iter::once(GUEST_TOOLS)
+            .chain(bin_dirs.iter().map(String::as_str))
+            .chain(["/usr/sbin", "/usr/bin", "/sbin", "/bin"])
+            .collect();
         let harness: Vec<String> = self.harness_args.iter().map(|a| shell_quote(a)).collect();
         INIT_TEMPLATE
             .replace("@TOOLS@", GUEST_TOOLS)
-            .replace("@BINS@", GUEST_BINS)
-            .replace("@TESTDIR@", GUEST_TESTS)
+            .replace("@PATH@", &path.join(":"))
             .replace("@TESTS@", &tests.join(" "))
             .replace("@HARNESS@", &harness.join(" "))
             .replace("@EXPECT_MODE@", self.expect_mode)
@@ -494,7 +520,7 @@ fn base_tree() -> anyhow::Result<Tree> {
 /// The guest's PID 1 (busybox sh). Any way out of it ends the VM: poweroff on success or
 /// failure, and the kernel panics (then qemu exits: `panic=-1 -no-reboot`) if init dies.
 const INIT_TEMPLATE: &str = r#"#!/bin/sh
-export PATH=@TOOLS@:@BINS@:/usr/sbin:/usr/bin:/sbin:/bin
+export PATH=@PATH@
 export HOME=/root RUST_BACKTRACE=1 SHIFTER_EXPECT_TC_MODE=@EXPECT_MODE@
 /bin/busybox --install -s
 mount -t proc proc /proc
@@ -502,7 +528,8 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
 mount -t tmpfs tmpfs /run
 mount -t tmpfs tmpfs /tmp
-mkdir -p /run/netns
+mkdir -p /run/netns /sys/fs/cgroup
+mount -t cgroup2 cgroup2 /sys/fs/cgroup || { echo "shifter-vm: cannot mount cgroup2"; echo "@RESULT@96"; poweroff -f; }
 mount -t bpf bpf /sys/fs/bpf || { echo "shifter-vm: cannot mount bpffs"; echo "@RESULT@97"; poweroff -f; }
 echo "shifter-vm: kernel $(uname -r) (expected @RELEASE@), $(nproc) cpus"
 while read -r m; do
@@ -510,17 +537,18 @@ while read -r m; do
     insmod "$m" || { echo "shifter-vm: insmod $m failed"; echo "@RESULT@98"; poweroff -f; }
 done < /etc/shifter-vm/modules
 echo "shifter-vm: modules loaded: $(cut -d' ' -f1 /proc/modules | tr '\n' ' ')"
-ip link set lo up
+@TOOLS@/ip link set lo up
 rc=0
-for t in @TESTS@; do
+for te in @TESTS@; do
+    t=${te%%:*}
     echo "shifter-vm: === $t"
     start=$(date +%s)
-    @TESTDIR@/$t --test-threads=1 @HARNESS@ </dev/null
+    "${te#*:}" --test-threads=1 @HARNESS@ </dev/null
     r=$?
     echo "@TEST@$t rc=$r seconds=$(( $(date +%s) - start ))"
     [ "$r" -eq 0 ] || rc=1
 done
-leftover=$(ls /sys/fs/bpf; ip netns list)
+leftover=$(ls /sys/fs/bpf; @TOOLS@/ip netns list)
 [ -z "$leftover" ] || echo "shifter-vm: left behind after the tests: $leftover"
 echo "@RESULT@$rc"
 sync
@@ -670,7 +698,10 @@ mod tests {
         };
         let s = img.init_script();
         assert!(!s.contains('@'), "unreplaced placeholder in:\n{s}");
-        assert!(s.contains("for t in smoke_load packets; do"));
+        assert!(
+            s.contains("for te in smoke_load:'/x' packets:'/y'; do"),
+            "{s}"
+        );
         assert!(s.contains(r"--test-threads=1 'it'\''s'"));
         assert!(s.contains("SHIFTER_EXPECT_TC_MODE=legacy"));
         assert!(s.contains("echo \"SHIFTER-VM-RESULT: $rc\""));

@@ -65,24 +65,35 @@ impl Streaming {
 
 impl Client {
     pub fn new(socket: impl Into<PathBuf>) -> Self {
-        Self { socket: socket.into() }
+        Self {
+            socket: socket.into(),
+        }
     }
 
     pub fn socket(&self) -> &Path {
         &self.socket
     }
 
-    async fn send(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<hyper::Response<Incoming>, ClientError> {
-        let stream = UnixStream::connect(&self.socket).await.map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
-                ClientError::NotRunning(self.socket.clone())
-            }
-            std::io::ErrorKind::PermissionDenied => ClientError::PermissionDenied(self.socket.clone()),
-            _ => ClientError::Connect {
-                path: self.socket.clone(),
-                source: e,
-            },
-        })?;
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<hyper::Response<Incoming>, ClientError> {
+        let stream = UnixStream::connect(&self.socket)
+            .await
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+                    ClientError::NotRunning(self.socket.clone())
+                }
+                std::io::ErrorKind::PermissionDenied => {
+                    ClientError::PermissionDenied(self.socket.clone())
+                }
+                _ => ClientError::Connect {
+                    path: self.socket.clone(),
+                    source: e,
+                },
+            })?;
         let (mut sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(async move {
             let _ = conn.await;
@@ -103,14 +114,21 @@ impl Client {
             let bytes = resp.into_body().collect().await?.to_bytes();
             let message = serde_json::from_slice::<ErrorBody>(&bytes)
                 .map(|b| b.error)
-                .unwrap_or_else(|_| format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes).trim()));
+                .unwrap_or_else(|_| {
+                    format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes).trim())
+                });
             return Err(ClientError::Api { status, message });
         }
         Ok(resp)
     }
 
     /// A request whose JSON answer is decoded as `T`.
-    pub async fn call<T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<T, ClientError> {
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<T, ClientError> {
         let resp = self.send(method, path, body).await?;
         let bytes = resp.into_body().collect().await?.to_bytes();
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))

@@ -2,6 +2,7 @@
 
 use std::{
     convert::Infallible,
+    os::fd::AsRawFd as _,
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     pin::Pin,
@@ -34,7 +35,10 @@ use super::{
 };
 use crate::{
     config::{Config, DaemonConfig, SocketGroup, number_text, parse_percent},
-    daemon::{DaemonError, engine::{Command, Engine}},
+    daemon::{
+        DaemonError,
+        engine::{Command, Engine},
+    },
     events::Event,
     util::error_chain,
 };
@@ -49,8 +53,14 @@ type Body = BoxBody<Bytes, Infallible>;
 /// Who is asking.
 #[derive(Clone, Copy, Debug)]
 pub enum Peer {
-    /// A Unix-socket peer, from SO_PEERCRED.
-    Unix { uid: u32, gid: u32, pid: Option<i32> },
+    /// A Unix-socket peer, from SO_PEERCRED; `in_group`: its gid, its supplementary groups
+    /// (SO_PEERGROUPS) or the user's groups (getgrouplist) include the configured group.
+    Unix {
+        uid: u32,
+        gid: u32,
+        pid: Option<i32>,
+        in_group: bool,
+    },
     /// The optional TCP metrics listener: only `/metrics` is served.
     Metrics,
 }
@@ -81,7 +91,8 @@ pub(crate) fn bind(cfg: &DaemonConfig) -> Result<UnixListener, DaemonError> {
         std::fs::remove_file(path).map_err(err)?;
     }
     let listener = UnixListener::bind(path).map_err(err)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(cfg.socket_mode)).map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(cfg.socket_mode))
+        .map_err(err)?;
     if let Some(g) = &cfg.socket_group {
         std::os::unix::fs::chown(path, None, Some(g.gid)).map_err(err)?;
     }
@@ -94,15 +105,26 @@ pub(crate) fn unlink(path: &Path) {
 }
 
 /// Serves the Unix socket until `stop` turns true.
-pub(crate) async fn serve_unix(listener: UnixListener, ctx: Arc<ApiContext>, mut stop: watch::Receiver<bool>) {
+pub(crate) async fn serve_unix(
+    listener: UnixListener,
+    ctx: Arc<ApiContext>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
-            _ = stop.wait_for(|s| *s) => break,
+            () = crate::util::stopped(&mut stop) => break,
             res = listener.accept() => match res {
                 Ok((stream, _)) => {
                     let peer = match stream.peer_cred() {
-                        Ok(c) => Peer::Unix { uid: c.uid(), gid: c.gid(), pid: c.pid() },
+                        Ok(c) => {
+                            let in_group = ctx.group.as_ref().is_some_and(|g| {
+                                c.gid() == g.gid
+                                    || peer_groups(stream.as_raw_fd()).contains(&g.gid)
+                                    || user_in_group(c.uid(), g.gid)
+                            });
+                            Peer::Unix { uid: c.uid(), gid: c.gid(), pid: c.pid(), in_group }
+                        }
                         Err(e) => {
                             warn!("control socket: no peer credentials ({e}); closing the connection");
                             continue;
@@ -122,11 +144,15 @@ pub(crate) async fn serve_unix(listener: UnixListener, ctx: Arc<ApiContext>, mut
 }
 
 /// Serves `/metrics` on the TCP listener until `stop` turns true.
-pub(crate) async fn serve_metrics(listener: TcpListener, ctx: Arc<ApiContext>, mut stop: watch::Receiver<bool>) {
+pub(crate) async fn serve_metrics(
+    listener: TcpListener,
+    ctx: Arc<ApiContext>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
-            _ = stop.wait_for(|s| *s) => break,
+            () = crate::util::stopped(&mut stop) => break,
             res = listener.accept() => match res {
                 Ok((stream, _)) => {
                     conns.spawn(serve_conn(TokioIo::new(stream), ctx.clone(), Peer::Metrics, stop.clone()));
@@ -150,8 +176,12 @@ async fn drain(mut conns: JoinSet<()>) {
     conns.abort_all();
 }
 
-async fn serve_conn<IO>(io: TokioIo<IO>, ctx: Arc<ApiContext>, peer: Peer, mut stop: watch::Receiver<bool>)
-where
+async fn serve_conn<IO>(
+    io: TokioIo<IO>,
+    ctx: Arc<ApiContext>,
+    peer: Peer,
+    mut stop: watch::Receiver<bool>,
+) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let stop_for_handler = stop.clone();
@@ -168,7 +198,7 @@ where
                 debug!("control connection: {e}");
             }
         }
-        _ = stop.wait_for(|s| *s) => {
+        () = crate::util::stopped(&mut stop) => {
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }
@@ -178,8 +208,10 @@ where
 fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
     let mut r = Response::new(Full::new(body.into()).boxed());
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, header::HeaderValue::from_str(content_type).expect("valid header"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_str(content_type).expect("valid header"),
+    );
     r
 }
 
@@ -190,12 +222,20 @@ fn json<T: serde::Serialize>(status: StatusCode, v: &T) -> Response<Body> {
 }
 
 fn error_response(e: &ApiError) -> Response<Body> {
-    json(e.status, &ErrorBody {
-        error: e.message.clone(),
-    })
+    json(
+        e.status,
+        &ErrorBody {
+            error: e.message.clone(),
+        },
+    )
 }
 
-async fn handle(ctx: &ApiContext, peer: Peer, req: Request<Incoming>, stop: watch::Receiver<bool>) -> Response<Body> {
+async fn handle(
+    ctx: &ApiContext,
+    peer: Peer,
+    req: Request<Incoming>,
+    stop: watch::Receiver<bool>,
+) -> Response<Body> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let res = route(ctx, peer, req, stop).await;
@@ -224,7 +264,10 @@ fn method(got: &Method, want: &Method, allow: &'static str) -> Result<(), RouteE
         Ok(())
     } else {
         Err((
-            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, format!("method {got} is not allowed here (allowed: {allow})")),
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("method {got} is not allowed here (allowed: {allow})"),
+            ),
             Some(allow),
         ))
     }
@@ -237,12 +280,22 @@ fn plain(e: ApiError) -> RouteError {
 /// Query parameters, rejecting any not in `allowed`.
 fn query(req: &Request<Incoming>, allowed: &[&str]) -> Result<Vec<(String, String)>, RouteError> {
     let mut out = Vec::new();
-    for pair in req.uri().query().unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+    for pair in req
+        .uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         if !allowed.contains(&k) {
             return Err(plain(ApiError::bad_request(format!(
                 "unknown query parameter {k:?} (allowed: {})",
-                if allowed.is_empty() { "none".to_owned() } else { allowed.join(", ") }
+                if allowed.is_empty() {
+                    "none".to_owned()
+                } else {
+                    allowed.join(", ")
+                }
             ))));
         }
         out.push((k.to_owned(), v.to_owned()));
@@ -250,12 +303,19 @@ fn query(req: &Request<Incoming>, allowed: &[&str]) -> Result<Vec<(String, Strin
     Ok(out)
 }
 
-async fn route(ctx: &ApiContext, peer: Peer, req: Request<Incoming>, stop: watch::Receiver<bool>) -> Result<Response<Body>, RouteError> {
+async fn route(
+    ctx: &ApiContext,
+    peer: Peer,
+    req: Request<Incoming>,
+    stop: watch::Receiver<bool>,
+) -> Result<Response<Body>, RouteError> {
     let path = req.uri().path().to_owned();
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     let m = req.method().clone();
     if matches!(peer, Peer::Metrics) && segs.as_slice() != ["metrics"] {
-        return Err(plain(ApiError::not_found(format!("no endpoint {path} (this listener serves /metrics only)"))));
+        return Err(plain(ApiError::not_found(format!(
+            "no endpoint {path} (this listener serves /metrics only)"
+        ))));
     }
     let engine = &ctx.engine;
     match segs.as_slice() {
@@ -269,14 +329,22 @@ async fn route(ctx: &ApiContext, peer: Peer, req: Request<Incoming>, stop: watch
             method(&m, &Method::GET, "GET")?;
             query(&req, &[])?;
             let name = (*name).to_owned();
-            let s = engine.call(|r| Command::Service(name, r)).await.map_err(plain)?.map_err(plain)?;
+            let s = engine
+                .call(|r| Command::Service(name, r))
+                .await
+                .map_err(plain)?
+                .map_err(plain)?;
             Ok(json(StatusCode::OK, &s))
         }
         ["v1", "services", name, "flows"] => {
             method(&m, &Method::GET, "GET")?;
             query(&req, &[])?;
             let name = (*name).to_owned();
-            let f = engine.call(|r| Command::Flows(name, r)).await.map_err(plain)?.map_err(plain)?;
+            let f = engine
+                .call(|r| Command::Flows(name, r))
+                .await
+                .map_err(plain)?
+                .map_err(plain)?;
             Ok(json(StatusCode::OK, &f))
         }
         ["v1", "services", name, "weight"] => {
@@ -287,7 +355,12 @@ async fn route(ctx: &ApiContext, peer: Peer, req: Request<Incoming>, stop: watch
             let body = read_body(req).await.map_err(plain)?;
             let bp = parse_weight_body(&body).map_err(plain)?;
             let c = engine
-                .call(|reply| Command::SetWeight { name, bp, uid, reply })
+                .call(|reply| Command::SetWeight {
+                    name,
+                    bp,
+                    uid,
+                    reply,
+                })
                 .await
                 .map_err(plain)?
                 .map_err(plain)?;
@@ -302,7 +375,9 @@ async fn route(ctx: &ApiContext, peer: Peer, req: Request<Incoming>, stop: watch
                 match k.as_str() {
                     "since" => {
                         since = v.parse().map_err(|_| {
-                            plain(ApiError::bad_request(format!("since: {v:?} is not an event number")))
+                            plain(ApiError::bad_request(format!(
+                                "since: {v:?} is not an event number"
+                            )))
                         })?;
                     }
                     _ => {
@@ -321,7 +396,10 @@ async fn route(ctx: &ApiContext, peer: Peer, req: Request<Incoming>, stop: watch
             if follow {
                 return Ok(follow_events(engine.clone(), since, stop));
             }
-            let events = engine.call(|r| Command::Events(since, r)).await.map_err(plain)?;
+            let events = engine
+                .call(|r| Command::Events(since, r))
+                .await
+                .map_err(plain)?;
             Ok(json(StatusCode::OK, &Events { events }))
         }
         ["v1", "detach"] => {
@@ -330,7 +408,11 @@ async fn route(ctx: &ApiContext, peer: Peer, req: Request<Incoming>, stop: watch
             let uid = authorize(ctx, peer, "detach the data plane").map_err(plain)?;
             let _ = read_body(req).await.map_err(plain)?;
             info!("detach requested by uid {uid}");
-            let report = engine.call(Command::Detach).await.map_err(plain)?.map_err(plain)?;
+            let report = engine
+                .call(Command::Detach)
+                .await
+                .map_err(plain)?
+                .map_err(plain)?;
             let _ = ctx.stop.send(true);
             Ok(json(StatusCode::OK, &report))
         }
@@ -355,7 +437,10 @@ async fn route(ctx: &ApiContext, peer: Peer, req: Request<Incoming>, stop: watch
 /// Reloads the configuration file into the engine.
 pub(crate) async fn reload(ctx: &ApiContext) -> Result<super::types::ReloadReport, ApiError> {
     let Some(path) = ctx.config_path.clone() else {
-        return Err(ApiError::new(StatusCode::CONFLICT, "the daemon was started without a configuration file"));
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "the daemon was started without a configuration file",
+        ));
     };
     let config = tokio::task::spawn_blocking(move || Config::load(&path))
         .await
@@ -364,25 +449,37 @@ pub(crate) async fn reload(ctx: &ApiContext) -> Result<super::types::ReloadRepor
             for p in e.problems() {
                 warn!("reload refused: {p}");
             }
-            ApiError::bad_request(format!("configuration not reloaded: {}", e.problems().join("; ")))
+            ApiError::bad_request(format!(
+                "configuration not reloaded: {}",
+                e.problems().join("; ")
+            ))
         })?;
-    ctx.engine.call(|r| Command::Reload(Box::new(config), r)).await
+    ctx.engine
+        .call(|r| Command::Reload(Box::new(config), r))
+        .await
 }
 
 /// Changes need uid 0 or membership in the configured group. Returns the uid.
 fn authorize(ctx: &ApiContext, peer: Peer, what: &str) -> Result<u32, ApiError> {
-    let Peer::Unix { uid, gid, pid } = peer else {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "changes are not allowed on the metrics listener"));
+    let Peer::Unix {
+        uid,
+        gid,
+        pid,
+        in_group,
+    } = peer
+    else {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "changes are not allowed on the metrics listener",
+        ));
     };
     if uid == 0 {
         return Ok(uid);
     }
-    if let Some(g) = &ctx.group
-        && (gid == g.gid || user_in_group(uid, g.gid))
-    {
+    if in_group {
         return Ok(uid);
     }
-    warn!("refused: uid {uid} (pid {pid:?}) may not {what}");
+    warn!("refused: uid {uid} gid {gid} (pid {pid:?}) may not {what}");
     let who = match &ctx.group {
         Some(g) => format!("root or members of group {:?} (gid {})", g.name, g.gid),
         None => "root (no daemon.socket_group is configured)".to_owned(),
@@ -391,6 +488,27 @@ fn authorize(ctx: &ApiContext, peer: Peer, what: &str) -> Result<u32, ApiError> 
         StatusCode::FORBIDDEN,
         format!("uid {uid} may not {what}: only {who} may change anything"),
     ))
+}
+
+/// The peer's supplementary groups at connect time (SO_PEERGROUPS); empty when unknown.
+fn peer_groups(fd: std::os::fd::RawFd) -> Vec<u32> {
+    let mut groups = vec![0u32; 256];
+    let mut len = (groups.len() * std::mem::size_of::<u32>()) as libc::socklen_t;
+    // SAFETY: the buffer and its length are valid; the kernel writes at most `len` bytes.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEERGROUPS,
+            groups.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Vec::new();
+    }
+    groups.truncate(len as usize / std::mem::size_of::<u32>());
+    groups
 }
 
 /// Whether the user `uid` has `gid` among its groups (primary or supplementary).
@@ -416,14 +534,20 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
         )
     };
     if let Some(len) = req.headers().get(header::CONTENT_LENGTH)
-        && len.to_str().ok().and_then(|l| l.parse::<u64>().ok()).is_some_and(|l| l > BODY_LIMIT as u64)
+        && len
+            .to_str()
+            .ok()
+            .and_then(|l| l.parse::<u64>().ok())
+            .is_some_and(|l| l > BODY_LIMIT as u64)
     {
         return Err(too_large());
     }
     match Limited::new(req.into_body(), BODY_LIMIT).collect().await {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Err(e) => Err(ApiError::bad_request(format!("reading the request body: {e}"))),
+        Err(e) => Err(ApiError::bad_request(format!(
+            "reading the request body: {e}"
+        ))),
     }
 }
 
@@ -435,17 +559,24 @@ struct WeightRequest {
 
 /// `{"percent": 12.5}` -> basis points, or a 400 naming the problem.
 pub fn parse_weight_body(body: &[u8]) -> Result<u16, ApiError> {
-    let req: WeightRequest = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON body (expected {{\"percent\": 12.5}}): {e}")))?;
+    let req: WeightRequest = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "invalid JSON body (expected {{\"percent\": 12.5}}): {e}"
+        ))
+    })?;
     let text = match &req.percent {
         serde_json::Value::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
             (Some(u), _, _) => u.to_string(),
             (None, Some(i), _) => i.to_string(),
-            (None, None, Some(f)) => number_text(f).map_err(|e| ApiError::bad_request(format!("percent: {e}")))?,
+            (None, None, Some(f)) => {
+                number_text(f).map_err(|e| ApiError::bad_request(format!("percent: {e}")))?
+            }
             _ => return Err(ApiError::bad_request("percent: not a number")),
         },
         other => {
-            return Err(ApiError::bad_request(format!("percent: {other} is not a number")));
+            return Err(ApiError::bad_request(format!(
+                "percent: {other} is not a number"
+            )));
         }
     };
     parse_percent(&text).map_err(|e| ApiError::bad_request(format!("percent: {text} {e}")))
@@ -457,7 +588,10 @@ struct ChannelBody(mpsc::Receiver<Bytes>);
 impl hyper::body::Body for ChannelBody {
     type Data = Bytes;
     type Error = Infallible;
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         self.0.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b))))
     }
 }
@@ -486,7 +620,7 @@ fn follow_events(engine: Engine, since: u64, mut stop: watch::Receiver<bool>) ->
         }
         loop {
             tokio::select! {
-                _ = stop.wait_for(|s| *s) => return,
+                () = crate::util::stopped(&mut stop) => return,
                 () = tx.closed() => return,
                 r = sub.recv() => match r {
                     Ok(ev) if ev.seq >= next => {
@@ -512,9 +646,11 @@ fn follow_events(engine: Engine, since: u64, mut stop: watch::Receiver<bool>) ->
             }
         }
     });
-    let mut r = Response::new(BodyExt::boxed(ChannelBody(rx)));
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/x-ndjson"));
+    let mut r = Response::new(http_body_util::BodyExt::boxed(ChannelBody(rx)));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/x-ndjson"),
+    );
     r
 }
 
@@ -536,15 +672,30 @@ mod tests {
         assert_eq!(parse_weight_body(br#"{"percent": 100}"#), Ok(10_000));
         assert_eq!(parse_weight_body(br#"{"percent": 0.01}"#), Ok(1));
         let msg = |b: &[u8]| parse_weight_body(b).unwrap_err().message;
-        assert_eq!(msg(br#"{"percent": 12.345}"#), "percent: 12.345 has more than two decimals");
-        assert_eq!(msg(br#"{"percent": 100.01}"#), "percent: 100.01 is outside 0..=100");
-        assert_eq!(msg(br#"{"percent": -1}"#), "percent: -1 is negative (a weight is 0..=100 percent)");
-        assert_eq!(msg(br#"{"percent": "12"}"#), "percent: \"12\" is not a number");
+        assert_eq!(
+            msg(br#"{"percent": 12.345}"#),
+            "percent: 12.345 has more than two decimals"
+        );
+        assert_eq!(
+            msg(br#"{"percent": 100.01}"#),
+            "percent: 100.01 is outside 0..=100"
+        );
+        assert_eq!(
+            msg(br#"{"percent": -1}"#),
+            "percent: -1 is negative (a weight is 0..=100 percent)"
+        );
+        assert_eq!(
+            msg(br#"{"percent": "12"}"#),
+            "percent: \"12\" is not a number"
+        );
         assert!(msg(br#"{"percent": 1, "x": 2}"#).contains("unknown field"));
         assert!(msg(br#"{"weight": 1}"#).contains("unknown field"));
         assert!(msg(b"{}").contains("missing field `percent`"));
         assert!(msg(b"not json").contains("invalid JSON body"));
-        assert_eq!(parse_weight_body(b"[]").unwrap_err().status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            parse_weight_body(b"[]").unwrap_err().status,
+            StatusCode::BAD_REQUEST
+        );
     }
 
     #[test]

@@ -20,8 +20,8 @@ use crate::{
     api::{
         error::ApiError,
         types::{
-            Counters, DetachReport, FlowEntry, Flows, InterfaceStatus, ReloadReport,
-            ServiceStatus, Status,
+            Counters, DetachReport, FlowEntry, Flows, InterfaceStatus, ReloadReport, ServiceStatus,
+            Status,
         },
     },
     config::{Config, ServiceSpec, format_percent},
@@ -100,7 +100,12 @@ impl Engine {
         make: impl FnOnce(Reply<T>) -> Command,
     ) -> Result<T, ApiError> {
         let (reply, rx) = oneshot::channel();
-        let gone = || ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the daemon is shutting down");
+        let gone = || {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the daemon is shutting down",
+            )
+        };
         self.tx.send(make(reply)).await.map_err(|_| gone())?;
         rx.await.map_err(|_| gone())
     }
@@ -139,16 +144,26 @@ impl Actor {
         match loaded.source {
             Source::Current => info!("state loaded from {}", store.path().display()),
             Source::Previous => warn!("state restored from the previous good copy"),
-            Source::Empty => info!("no saved state; weights come from the pinned maps or the configuration"),
+            Source::Empty => {
+                info!("no saved state; weights come from the pinned maps or the configuration")
+            }
         }
         let mut opts = LoadOptions::new(&config.daemon.bpffs_dir);
         opts.flow_capacity = config.daemon.flow_table_size;
-        let adopting = config.daemon.bpffs_dir.join(shifter_common::MAP_FLOWS).exists();
+        let adopting = config
+            .daemon
+            .bpffs_dir
+            .join(shifter_common::MAP_FLOWS)
+            .exists();
         let dp = DataPlane::load(&opts).map_err(DaemonError::DataPlane)?;
         info!(
             "data plane loaded, pins under {} ({})",
             config.daemon.bpffs_dir.display(),
-            if adopting { "adopted the pinned maps: flows and counters kept" } else { "fresh maps" }
+            if adopting {
+                "adopted the pinned maps: flows and counters kept"
+            } else {
+                "fresh maps"
+            }
         );
         let mut actor = Self {
             dp,
@@ -230,11 +245,28 @@ impl Actor {
         }
     }
 
-    fn record(&mut self, service: &str, old: Option<u16>, new: Option<u16>, cause: Cause, uid: Option<u32>) {
-        let show = |w: Option<u16>| w.map_or_else(|| "none".to_owned(), |w| format!("{}%", format_percent(w)));
+    fn record(
+        &mut self,
+        service: &str,
+        old: Option<u16>,
+        new: Option<u16>,
+        cause: Cause,
+        uid: Option<u32>,
+    ) {
+        let show = |w: Option<u16>| {
+            w.map_or_else(|| "none".to_owned(), |w| format!("{}%", format_percent(w)))
+        };
         match uid {
-            Some(uid) => info!("{service}: weight {} -> {} (cause {cause}, uid {uid})", show(old), show(new)),
-            None => info!("{service}: weight {} -> {} (cause {cause})", show(old), show(new)),
+            Some(uid) => info!(
+                "{service}: weight {} -> {} (cause {cause}, uid {uid})",
+                show(old),
+                show(new)
+            ),
+            None => info!(
+                "{service}: weight {} -> {} (cause {cause})",
+                show(old),
+                show(new)
+            ),
         }
         let ev = self.state.log.record(service, old, new, cause, uid);
         let _ = self.events.send(ev);
@@ -243,7 +275,12 @@ impl Actor {
     fn apply_initial(&mut self) -> Result<(), crate::Error> {
         let live = self.dp.services()?;
         for svc in live.values() {
-            if !self.config.services.iter().any(|s| s.service.same_identity(svc)) {
+            if !self
+                .config
+                .services
+                .iter()
+                .any(|s| s.service.same_identity(svc))
+            {
                 info!("removing service {svc}: pinned but no longer configured");
                 self.dp.remove_service(svc)?;
             }
@@ -269,7 +306,11 @@ impl Actor {
                 _ => self.dp.set_service(&want)?,
             };
             let old = existing.as_ref().map(|(_, s)| s.config.weight);
-            info!("{}: weight {}% from the {from}", spec.name, format_percent(weight));
+            info!(
+                "{}: weight {}% from the {from}",
+                spec.name,
+                format_percent(weight)
+            );
             if old != Some(weight) {
                 self.record(&spec.name, old, Some(weight), cause, None);
             }
@@ -292,7 +333,9 @@ impl Actor {
             if let Some(rest) = name.strip_prefix("link-")
                 && let Some((iface, what)) = rest.rsplit_once('-')
             {
-                out.entry(iface.to_owned()).or_default().insert(what.to_owned());
+                out.entry(iface.to_owned())
+                    .or_default()
+                    .insert(what.to_owned());
             }
         }
         out
@@ -301,7 +344,10 @@ impl Actor {
     fn attach_initial(&mut self) -> Result<(), DaemonError> {
         let dir = self.config.daemon.bpffs_dir.clone();
         let pinned = Self::pinned_ifaces(&dir);
-        for (iface, _) in pinned.iter().filter(|(i, _)| !self.config.interfaces.iter().any(|c| &c.name == *i)) {
+        for (iface, _) in pinned
+            .iter()
+            .filter(|(i, _)| !self.config.interfaces.iter().any(|c| &c.name == *i))
+        {
             info!("{iface}: attached by an earlier run but no longer configured; detaching");
             if let Err(e) = DataPlane::detach_leftover(&dir, iface) {
                 warn!("{iface}: detaching leftover: {}", error_chain(&e));
@@ -310,17 +356,19 @@ impl Actor {
         for ic in self.config.interfaces.clone() {
             let kinds = pinned.get(&ic.name).cloned().unwrap_or_default();
             self.prepare_hook_change(&ic.name, ic.hook, &kinds);
-            let info = self.dp.attach(&ic.name, ic.hook).map_err(|source| DaemonError::Attach {
-                iface: ic.name.clone(),
-                source,
-            })?;
-            info!(
-                "{}: {} ingress={} egress=tc via {}",
-                ic.name,
-                if kinds.is_empty() { "attached" } else { "adopted the pinned links,"},
-                info.hook,
-                info.tc_mode
-            );
+            let info = self
+                .dp
+                .attach(&ic.name, ic.hook)
+                .map_err(|source| DaemonError::Attach {
+                    iface: ic.name.clone(),
+                    source,
+                })?;
+            if !kinds.is_empty() {
+                info!(
+                    "{}: adopted the pinned links (program replaced in place), ingress={} egress=tc via {}",
+                    ic.name, info.hook, info.tc_mode
+                );
+            }
         }
         Ok(())
     }
@@ -351,7 +399,12 @@ impl Actor {
             .ok_or_else(|| ApiError::unknown_service(name))
     }
 
-    fn set_weight(&mut self, name: &str, bp: u16, uid: u32) -> Result<crate::api::types::WeightChange, ApiError> {
+    fn set_weight(
+        &mut self,
+        name: &str,
+        bp: u16,
+        uid: u32,
+    ) -> Result<crate::api::types::WeightChange, ApiError> {
         let slot = self.slot_of(name)?;
         let old = self
             .dp
@@ -359,7 +412,9 @@ impl Actor {
             .map_err(|e| dp_err(&e))?
             .get(&slot)
             .map(|s| s.config.weight)
-            .ok_or_else(|| ApiError::internal(format!("service {name:?} is missing from the maps")))?;
+            .ok_or_else(|| {
+                ApiError::internal(format!("service {name:?} is missing from the maps"))
+            })?;
         let mut event = None;
         if old != bp {
             self.dp.set_weight(slot, bp).map_err(|e| dp_err(&e))?;
@@ -398,7 +453,8 @@ impl Actor {
                 egress_packets: c.egress_packets,
                 egress_bytes: c.egress_bytes,
                 recoveries: c.recoveries,
-                evictions: (c.new_flows + c.recoveries).saturating_sub(c.closed + urem[b] + live[b]),
+                evictions: (c.new_flows + c.recoveries)
+                    .saturating_sub(c.closed + urem[b] + live[b]),
                 refusals: c.refusals,
                 resets: c.resets,
             };
@@ -423,7 +479,8 @@ impl Actor {
             let Some(svc) = live_services.get(&slot) else {
                 continue;
             };
-            let [blue, green] = self.counters(slot, live_flows.get(&slot).copied().unwrap_or_default())?;
+            let [blue, green] =
+                self.counters(slot, live_flows.get(&slot).copied().unwrap_or_default())?;
             out.push(service_status(&spec.name, slot, svc, blue, green));
         }
         Ok(out)
@@ -500,9 +557,18 @@ impl Actor {
             ("daemon.socket_mode", od.socket_mode != nd.socket_mode),
             ("daemon.state_dir", od.state_dir != nd.state_dir),
             ("daemon.bpffs_dir", od.bpffs_dir != nd.bpffs_dir),
-            ("daemon.flow_table_size", od.flow_table_size != nd.flow_table_size),
-            ("daemon.metrics_address", od.metrics_address != nd.metrics_address),
-            ("daemon.sweep_interval_secs", od.sweep_interval != nd.sweep_interval),
+            (
+                "daemon.flow_table_size",
+                od.flow_table_size != nd.flow_table_size,
+            ),
+            (
+                "daemon.metrics_address",
+                od.metrics_address != nd.metrics_address,
+            ),
+            (
+                "daemon.sweep_interval_secs",
+                od.sweep_interval != nd.sweep_interval,
+            ),
         ] {
             if changed {
                 warn!("reload: {field} changed; it takes effect after a restart");
@@ -523,7 +589,11 @@ impl Actor {
                         self.record(&spec.name, w, None, Cause::Removed, None);
                         report.removed.push(spec.name.clone());
                     }
-                    Err(e) => report.errors.push(format!("removing {}: {}", spec.name, error_chain(&e))),
+                    Err(e) => {
+                        report
+                            .errors
+                            .push(format!("removing {}: {}", spec.name, error_chain(&e)))
+                    }
                 }
             }
         }
@@ -537,7 +607,12 @@ impl Actor {
                 report.unchanged.push(spec.name.clone());
                 continue;
             }
-            let current = self.state.weights.get(&spec.name).copied().unwrap_or(o.service.config.weight);
+            let current = self
+                .state
+                .weights
+                .get(&spec.name)
+                .copied()
+                .unwrap_or(o.service.config.weight);
             // A weight edited in the file wins; otherwise the current (operator's) weight stays.
             let weight = if o.service.config.weight == spec.service.config.weight {
                 current
@@ -552,16 +627,30 @@ impl Actor {
                         self.slots.insert(spec.name.clone(), slot);
                         self.state.weights.insert(spec.name.clone(), weight);
                         if weight != current {
-                            self.record(&spec.name, Some(current), Some(weight), Cause::Reload, None);
+                            self.record(
+                                &spec.name,
+                                Some(current),
+                                Some(weight),
+                                Cause::Reload,
+                                None,
+                            );
                         }
                         report.changed.push(spec.name.clone());
                     }
-                    Err(e) => report.errors.push(format!("updating {}: {}", spec.name, error_chain(&e))),
+                    Err(e) => {
+                        report
+                            .errors
+                            .push(format!("updating {}: {}", spec.name, error_chain(&e)))
+                    }
                 }
             } else {
                 match self.dp.remove_service(&o.service) {
                     Ok(()) => readd.push((spec.clone(), weight)),
-                    Err(e) => report.errors.push(format!("updating {}: {}", spec.name, error_chain(&e))),
+                    Err(e) => {
+                        report
+                            .errors
+                            .push(format!("updating {}: {}", spec.name, error_chain(&e)))
+                    }
                 }
                 self.slots.remove(&spec.name);
             }
@@ -579,7 +668,11 @@ impl Actor {
                     }
                     report.changed.push(spec.name.clone());
                 }
-                Err(e) => report.errors.push(format!("updating {}: {}", spec.name, error_chain(&e))),
+                Err(e) => {
+                    report
+                        .errors
+                        .push(format!("updating {}: {}", spec.name, error_chain(&e)))
+                }
             }
         }
         for spec in &new.services {
@@ -594,7 +687,9 @@ impl Actor {
                     self.record(&spec.name, None, Some(w), Cause::Reload, None);
                     report.added.push(spec.name.clone());
                 }
-                Err(e) => report.errors.push(format!("adding {}: {}", spec.name, error_chain(&e))),
+                Err(e) => report
+                    .errors
+                    .push(format!("adding {}: {}", spec.name, error_chain(&e))),
             }
         }
         // Interfaces.
@@ -609,7 +704,9 @@ impl Actor {
             if want.is_none_or(|w| w.hook != *hook) {
                 match self.dp.detach(name) {
                     Ok(()) => report.interfaces_detached.push(name.clone()),
-                    Err(e) => report.errors.push(format!("detaching {name}: {}", error_chain(&e))),
+                    Err(e) => report
+                        .errors
+                        .push(format!("detaching {name}: {}", error_chain(&e))),
                 }
             }
         }
@@ -619,7 +716,9 @@ impl Actor {
             }
             match self.dp.attach(&ic.name, ic.hook) {
                 Ok(_) => report.interfaces_attached.push(ic.name.clone()),
-                Err(e) => report.errors.push(format!("attaching {}: {}", ic.name, error_chain(&e))),
+                Err(e) => report
+                    .errors
+                    .push(format!("attaching {}: {}", ic.name, error_chain(&e))),
             }
         }
         for e in &report.errors {
@@ -647,9 +746,15 @@ impl Actor {
         if let Err(e) = &removed
             && e.kind() != std::io::ErrorKind::NotFound
         {
-            return Err(ApiError::internal(format!("removing {}: {e}", dir.display())));
+            return Err(ApiError::internal(format!(
+                "removing {}: {e}",
+                dir.display()
+            )));
         }
-        info!("detached from {interfaces:?} and removed the pins under {}", dir.display());
+        info!(
+            "detached from {interfaces:?} and removed the pins under {}",
+            dir.display()
+        );
         Ok(DetachReport {
             interfaces,
             pins_removed: true,
@@ -661,30 +766,97 @@ impl Actor {
         let services = self.statuses(None).unwrap_or_default();
         let mut out = String::new();
         let gauge = |out: &mut String, name: &str, help: &str, kind: &str| {
-            let _ = writeln!(out, "# HELP shifter_{name} {help}\n# TYPE shifter_{name} {kind}");
+            let _ = writeln!(
+                out,
+                "# HELP shifter_{name} {help}\n# TYPE shifter_{name} {kind}"
+            );
         };
-        gauge(&mut out, "weight_basis_points", "Green's share of new flows (0..10000).", "gauge");
+        gauge(
+            &mut out,
+            "weight_basis_points",
+            "Green's share of new flows (0..10000).",
+            "gauge",
+        );
         for s in &services {
-            let _ = writeln!(out, "shifter_weight_basis_points{{service=\"{}\"}} {}", s.name, s.weight_bp);
+            let _ = writeln!(
+                out,
+                "shifter_weight_basis_points{{service=\"{}\"}} {}",
+                s.name, s.weight_bp
+            );
         }
         type Get = fn(&Counters) -> u64;
         let per_backend: [(&str, &str, &str, Get); 10] = [
-            ("new_flows_total", "Flows decided for the backend.", "counter", |c| c.new_flows),
-            ("active_flows", "Flow-table entries of the backend.", "gauge", |c| c.active_flows),
-            ("packets_total", "Ingress packets steered to the backend.", "counter", |c| c.packets),
-            ("bytes_total", "Ingress bytes (L3) steered to the backend.", "counter", |c| c.bytes),
-            ("egress_packets_total", "Reply packets rewritten back to the service port.", "counter", |c| c.egress_packets),
-            ("egress_bytes_total", "Reply bytes (L3) rewritten back to the service port.", "counter", |c| c.egress_bytes),
-            ("recoveries_total", "Flow entries restored by socket lookup.", "counter", |c| c.recoveries),
-            ("evictions_total", "Flow entries evicted from the full table (derived).", "counter", |c| c.evictions),
-            ("refusals_total", "Connections refused by the backend (RST answering a SYN).", "counter", |c| c.refusals),
-            ("resets_total", "Resets on established connections.", "counter", |c| c.resets),
+            (
+                "new_flows_total",
+                "Flows decided for the backend.",
+                "counter",
+                |c| c.new_flows,
+            ),
+            (
+                "active_flows",
+                "Flow-table entries of the backend.",
+                "gauge",
+                |c| c.active_flows,
+            ),
+            (
+                "packets_total",
+                "Ingress packets steered to the backend.",
+                "counter",
+                |c| c.packets,
+            ),
+            (
+                "bytes_total",
+                "Ingress bytes (L3) steered to the backend.",
+                "counter",
+                |c| c.bytes,
+            ),
+            (
+                "egress_packets_total",
+                "Reply packets rewritten back to the service port.",
+                "counter",
+                |c| c.egress_packets,
+            ),
+            (
+                "egress_bytes_total",
+                "Reply bytes (L3) rewritten back to the service port.",
+                "counter",
+                |c| c.egress_bytes,
+            ),
+            (
+                "recoveries_total",
+                "Flow entries restored by socket lookup.",
+                "counter",
+                |c| c.recoveries,
+            ),
+            (
+                "evictions_total",
+                "Flow entries evicted from the full table (derived).",
+                "counter",
+                |c| c.evictions,
+            ),
+            (
+                "refusals_total",
+                "Connections refused by the backend (RST answering a SYN).",
+                "counter",
+                |c| c.refusals,
+            ),
+            (
+                "resets_total",
+                "Resets on established connections.",
+                "counter",
+                |c| c.resets,
+            ),
         ];
         for (name, help, kind, get) in per_backend {
             gauge(&mut out, name, help, kind);
             for s in &services {
                 for (b, c) in [("blue", &s.blue), ("green", &s.green)] {
-                    let _ = writeln!(out, "shifter_{name}{{service=\"{}\",backend=\"{b}\"}} {}", s.name, get(c));
+                    let _ = writeln!(
+                        out,
+                        "shifter_{name}{{service=\"{}\",backend=\"{b}\"}} {}",
+                        s.name,
+                        get(c)
+                    );
                 }
             }
         }
@@ -696,7 +868,13 @@ fn backend_name(b: u8) -> &'static str {
     if b & 1 == 0 { "blue" } else { "green" }
 }
 
-fn service_status(name: &str, slot: u32, svc: &Service, blue: Counters, green: Counters) -> ServiceStatus {
+fn service_status(
+    name: &str,
+    slot: u32,
+    svc: &Service,
+    blue: Counters,
+    green: Counters,
+) -> ServiceStatus {
     ServiceStatus {
         name: name.to_owned(),
         protocol: svc.protocol.to_string(),

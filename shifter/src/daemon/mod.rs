@@ -65,7 +65,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 }
 
 /// `run` with a configuration file to reload and a reload trigger.
-pub async fn run_with(config: Config, opts: Options, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+pub async fn run_with(
+    config: Config,
+    opts: Options,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
     let socket_path = config.daemon.socket.clone();
     let listener = server::bind(&config.daemon)?;
     let metrics_listener = match config.daemon.metrics_address {
@@ -95,10 +99,17 @@ pub async fn run_with(config: Config, opts: Options, shutdown: impl Future<Outpu
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(server::serve_unix(listener, ctx.clone(), stop_rx.clone()));
     if let Some(l) = metrics_listener {
-        info!("metrics on http://{}/metrics", config.daemon.metrics_address.expect("set"));
+        info!(
+            "metrics on http://{}/metrics",
+            config.daemon.metrics_address.expect("set")
+        );
         tasks.spawn(server::serve_metrics(l, ctx.clone(), stop_rx.clone()));
     }
-    tasks.spawn(sweep_loop(engine.clone(), config.daemon.sweep_interval, stop_rx.clone()));
+    tasks.spawn(sweep_loop(
+        engine.clone(),
+        config.daemon.sweep_interval,
+        stop_rx.clone(),
+    ));
     tasks.spawn(watchdog_loop(engine.clone(), stop_rx.clone()));
 
     let status = format!(
@@ -107,7 +118,10 @@ pub async fn run_with(config: Config, opts: Options, shutdown: impl Future<Outpu
         config.interfaces.len()
     );
     info!("ready: {status}; control socket {}", socket_path.display());
-    notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(&status)]);
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&status),
+    ]);
 
     let mut reload = opts.reload;
     let mut stop_watch = stop_rx.clone();
@@ -118,7 +132,7 @@ pub async fn run_with(config: Config, opts: Options, shutdown: impl Future<Outpu
                 info!("shutting down; the data plane stays attached");
                 break;
             }
-            _ = stop_watch.wait_for(|s| *s) => {
+            () = crate::util::stopped(&mut stop_watch) => {
                 info!("data plane detached; stopping");
                 break;
             }
@@ -141,7 +155,10 @@ pub async fn run_with(config: Config, opts: Options, shutdown: impl Future<Outpu
     while tasks.join_next().await.is_some() {}
     drop(ctx);
     engine.close().await;
-    if tokio::task::spawn_blocking(move || thread.join()).await.is_err() {
+    if tokio::task::spawn_blocking(move || thread.join())
+        .await
+        .is_err()
+    {
         warn!("the engine thread panicked");
     }
     server::unlink(&socket_path);
@@ -160,7 +177,7 @@ async fn sweep_loop(engine: Engine, every: Duration, mut stop: watch::Receiver<b
     tick.tick().await;
     loop {
         tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
+            () = crate::util::stopped(&mut stop) => return,
             _ = tick.tick() => {
                 if engine.call(Command::Sweep).await.is_err() {
                     return;
@@ -181,7 +198,7 @@ async fn watchdog_loop(engine: Engine, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(every);
     loop {
         tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
+            () = crate::util::stopped(&mut stop) => return,
             _ = tick.tick() => {
                 match tokio::time::timeout(every, engine.call(Command::Ping)).await {
                     Ok(Ok(())) => notify(&[sd_notify::NotifyState::Watchdog]),

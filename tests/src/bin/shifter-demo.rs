@@ -12,7 +12,9 @@ use std::{
 
 use shifter::{Affinity, Hook, Protocol, Service, ServiceConfig};
 use shifter_tests::{
-    netns::{BLUE_ID, BLUE_PORT, GREEN_ID, GREEN_PORT, SERVICE_PORT, SERVER_V4, Servers, Testbed, run_in},
+    netns::{
+        BLUE_ID, BLUE_PORT, GREEN_ID, GREEN_PORT, SERVER_V4, SERVICE_PORT, Servers, Testbed, run_in,
+    },
     traffic,
 };
 
@@ -59,7 +61,10 @@ fn main() -> ExitCode {
     let slot = match tb.dp.dp().set_service(&svc) {
         Ok(slot) => slot,
         Err(e) => {
-            eprintln!("setting the service: {}", shifter_tests::netns::error_chain(&e));
+            eprintln!(
+                "setting the service: {}",
+                shifter_tests::netns::error_chain(&e)
+            );
             return ExitCode::from(1);
         }
     };
@@ -72,12 +77,20 @@ fn main() -> ExitCode {
     let mut ok = true;
     for percent in WEIGHTS_PERCENT {
         if let Err(e) = tb.dp.dp().set_weight(slot, percent * 100) {
-            eprintln!("setting weight {percent}%: {}", shifter_tests::netns::error_chain(&e));
+            eprintln!(
+                "setting weight {percent}%: {}",
+                shifter_tests::netns::error_chain(&e)
+            );
             ok = false;
             break;
         }
         let report = run_in(tb.client_ns(), || {
-            traffic::tcp_short(target, CONNECTIONS, Duration::from_secs(3), Duration::from_secs(60))
+            traffic::tcp_short(
+                target,
+                CONNECTIONS,
+                Duration::from_secs(3),
+                Duration::from_secs(60),
+            )
         });
         let share = report.green_percent();
         let failures = report.failures().len();
@@ -90,7 +103,11 @@ fn main() -> ExitCode {
             report.count(GREEN_ID),
             share,
             failures,
-            if miss { "  <- off by more than 5 points" } else { "" }
+            if miss {
+                "  <- off by more than 5 points"
+            } else {
+                ""
+            }
         );
         if failures > 0 {
             eprintln!("  {}", report.failure_summary());

@@ -1,0 +1,52 @@
+//! `shifter set-weight SERVICE PERCENT`
+
+use hyper::Method;
+
+use super::{EXIT_USAGE, Failure, VerbResult, block_on};
+use crate::{
+    api::{client::Client, types::WeightChange},
+    config::{format_percent, parse_percent},
+};
+
+/// Set green's share of new connections, in percent with up to two decimals.
+///
+/// Established connections keep their backend. Needs root or the daemon's socket group.
+///
+/// Examples: `shifter set-weight web 12.5`, `shifter set-weight web 0` (all new to blue)
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    /// The service's name in the configuration.
+    service: String,
+    /// Green's weight in percent, 0..=100, at most two decimals.
+    percent: String,
+}
+
+pub(crate) fn run(client: &Client, a: Args) -> VerbResult {
+    let bp = parse_percent(&a.percent)
+        .map_err(|e| Failure::Message(format!("PERCENT: {} {e}", a.percent), EXIT_USAGE))?;
+    let body = format!("{{\"percent\": {}}}", format_percent(bp));
+    block_on(async {
+        let c: WeightChange = client
+            .call(
+                Method::PUT,
+                &format!("/v1/services/{}/weight", a.service),
+                Some(body.into_bytes()),
+            )
+            .await?;
+        if c.old_weight_bp == c.new_weight_bp {
+            println!(
+                "{}: weight is already {}%",
+                c.service,
+                format_percent(c.new_weight_bp)
+            );
+        } else {
+            println!(
+                "{}: weight {}% -> {}%",
+                c.service,
+                format_percent(c.old_weight_bp),
+                format_percent(c.new_weight_bp)
+            );
+        }
+        Ok(())
+    })
+}
