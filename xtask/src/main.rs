@@ -2,6 +2,7 @@
 //!
 //! Every command except `setup` first checks the machine and runs setup when something is missing.
 
+mod bench;
 mod cmd;
 mod setup;
 mod vm;
@@ -66,6 +67,11 @@ enum Cmd {
     /// Example: `cargo xtask vm-test` (Debian 6.1) or
     /// `cargo xtask vm-test --kernel ./bzImage --modules ./lib/modules/6.6.0`
     VmTest(vm::VmArgs),
+    /// Benchmarks (root): `prog`, `e2e`, `scale` or `all`; `--quick` for a reduced run; `charts`
+    /// redraws docs/bench/*.svg. See docs/benchmarks.md.
+    ///
+    /// Example: `cargo xtask bench --quick` or `cargo xtask bench e2e`
+    Bench(bench::BenchArgs),
 }
 
 fn cargo() -> Command {
@@ -183,6 +189,7 @@ fn main() -> ExitCode {
         } => test(test_threads, &harness_args),
         Cmd::Demo { args } => demo(&args),
         Cmd::VmTest(args) => vm::run(&args),
+        Cmd::Bench(args) => bench::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
