@@ -13,6 +13,8 @@ pub mod dataplane;
 pub mod error;
 pub mod events;
 pub mod flows;
+pub mod metrics;
+pub mod observe;
 pub mod paths;
 pub mod service;
 pub mod state;
