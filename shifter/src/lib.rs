@@ -21,6 +21,7 @@ pub mod state;
 pub mod stats;
 mod sys;
 pub mod util;
+pub mod watch;
 
 pub use attach::{Hook, TcMode};
 pub use dataplane::{DataPlane, LoadOptions};

@@ -11,6 +11,7 @@ mod man;
 mod set_weight;
 mod status;
 mod table;
+mod watch;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -54,6 +55,7 @@ enum Verb {
     Detach(detach::Args),
     Completions(completions::Args),
     Man(man::Args),
+    Watch(watch::Args),
 }
 
 /// What a verb ends with.
@@ -101,6 +103,7 @@ pub fn main() -> ExitCode {
         Verb::Detach(a) => detach::run(&client, a),
         Verb::Completions(a) => completions::run(a),
         Verb::Man(a) => man::run(a),
+        Verb::Watch(a) => watch::run(&client, a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
