@@ -281,7 +281,11 @@ fn service_lines(s: &ServiceView, width: u16) -> Vec<Line<'static>> {
             l2.push(Span::styled(share(b, b + g), Style::new().fg(BLUE)));
             l2.push(Span::raw(" blue "));
             l2.push(Span::styled(share(g, b + g), Style::new().fg(GREEN)));
-            l2.push(Span::raw(format!(" green, {} new in {}", b + g, secs(span))));
+            l2.push(Span::raw(format!(
+                " green, {} new in {}",
+                b + g,
+                secs(span)
+            )));
         }
         Some((_, span)) => l2.push(Span::styled(
             format!(" no new connections in {}", secs(span)),
