@@ -3,6 +3,7 @@
 //! Every command except `setup` first checks the machine and runs setup when something is missing.
 
 mod cmd;
+mod deb;
 mod setup;
 mod vm;
 
@@ -66,6 +67,11 @@ enum Cmd {
     /// Example: `cargo xtask vm-test` (Debian 6.1) or
     /// `cargo xtask vm-test --kernel ./bzImage --modules ./lib/modules/6.6.0`
     VmTest(vm::VmArgs),
+    /// Build the Debian package (dpkg-deb): binary, systemd unit, example config as a
+    /// conffile, completions, man page, `shifter` group. See xtask/src/deb.rs.
+    ///
+    /// Example: `cargo xtask deb` (writes target/debian/shifter_<version>_<arch>.deb)
+    Deb(deb::DebArgs),
 }
 
 fn cargo() -> Command {
@@ -177,6 +183,7 @@ fn main() -> ExitCode {
         } => test(test_threads, &harness_args),
         Cmd::Demo { args } => demo(&args),
         Cmd::VmTest(args) => vm::run(&args),
+        Cmd::Deb(args) => deb::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
