@@ -481,9 +481,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn optional_series_when_present() {
-        let t = render(
+    /// A render with every optional part present.
+    fn full() -> String {
+        render(
             json!({
                 "health": {"blue": {"status": "up"}, "green": {"status": "down", "last_failure": "x"}},
                 "rollout": {"state": "running", "step": 1, "steps": [100, 2500, 10000],
@@ -494,7 +494,12 @@ mod tests {
                 json!({"seq": 5, "service": "web", "cause": {"health": {"port": 8081}}}),
                 json!({"seq": 5, "service": "web", "cause": {"health": {"port": 8081}}}),
             ],
-        );
+        )
+    }
+
+    #[test]
+    fn optional_series_when_present() {
+        let t = full();
         for line in [
             "shifter_backend_health{service=\"web\",backend=\"green\",state=\"down\"} 1",
             "shifter_backend_up{service=\"web\",backend=\"blue\"} 1",
@@ -508,6 +513,37 @@ mod tests {
             "shifter_weight_changes_total{service=\"web\",cause=\"operator\"} 1",
         ] {
             assert!(t.lines().any(|l| l == line), "missing {line:?} in\n{t}");
+        }
+    }
+
+    #[test]
+    fn the_dashboard_uses_only_metrics_that_exist() {
+        let dash = include_str!("../../packaging/grafana-shifter.json");
+        let t = full();
+        let emitted: std::collections::BTreeSet<&str> = t
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .collect();
+        let mut used = std::collections::BTreeSet::new();
+        let mut rest = dash;
+        while let Some(i) = rest.find("shifter_") {
+            let name: String = rest[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect();
+            rest = &rest[i + name.len()..];
+            used.insert(name);
+        }
+        assert!(
+            used.len() >= 10,
+            "the dashboard queries shifter metrics: {used:?}"
+        );
+        for name in &used {
+            assert!(
+                emitted.contains(name.as_str()),
+                "the dashboard queries {name}, which /metrics does not emit ({emitted:?})"
+            );
         }
     }
 }
