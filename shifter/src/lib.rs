@@ -15,6 +15,8 @@ pub mod error;
 pub mod events;
 pub mod flows;
 pub mod health;
+pub mod metrics;
+pub mod observe;
 pub mod paths;
 pub mod pinned;
 pub mod rollout;
@@ -23,6 +25,7 @@ pub mod state;
 pub mod stats;
 mod sys;
 pub mod util;
+pub mod watch;
 
 pub use attach::{Adoption, Hook, TcMode};
 pub use dataplane::{DataPlane, LoadOptions};

@@ -4,6 +4,7 @@
 
 mod bench;
 mod cmd;
+mod deb;
 mod setup;
 mod vm;
 
@@ -72,6 +73,11 @@ enum Cmd {
     ///
     /// Example: `cargo xtask bench --quick` or `cargo xtask bench e2e`
     Bench(bench::BenchArgs),
+    /// Build the Debian package (dpkg-deb): binary, systemd unit, example config as a
+    /// conffile, completions, man page, `shifter` group. See xtask/src/deb.rs.
+    ///
+    /// Example: `cargo xtask deb` (writes target/debian/shifter_<version>_<arch>.deb)
+    Deb(deb::DebArgs),
 }
 
 fn cargo() -> Command {
@@ -190,6 +196,7 @@ fn main() -> ExitCode {
         Cmd::Demo { args } => demo(&args),
         Cmd::VmTest(args) => vm::run(&args),
         Cmd::Bench(args) => bench::run(&args),
+        Cmd::Deb(args) => deb::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -31,7 +31,12 @@ pub const BUILD_PACKAGES: &[&str] = &[
     "zlib1g-dev",
 ];
 /// Debian packages the privileged tests and the demo use, with the command each one provides.
-pub const RUNTIME_PACKAGES: &[(&str, &str)] = &[("iproute2", "ip"), ("ethtool", "ethtool")];
+pub const RUNTIME_PACKAGES: &[(&str, &str)] = &[
+    ("iproute2", "ip"),
+    ("ethtool", "ethtool"),
+    // `promtool check metrics` validates /metrics in tests/tests/metrics.rs.
+    ("prometheus", "promtool"),
+];
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
 pub const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 pub const BPFFS: &str = "/sys/fs/bpf";
@@ -604,7 +609,7 @@ mod tests {
                 "apt-get update",
                 "DEBIAN_FRONTEND=noninteractive apt-get install -y rustc-web cargo-web \
                  libstd-rust-web-dev-bpf llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev \
-                 iproute2 ethtool",
+                 iproute2 ethtool prometheus",
                 "rustup toolchain link debian-bpf /usr",
                 "LLVM_PREFIX=/usr/lib/llvm-22 cargo install bpf-linker --locked --version 0.13.0 \
                  --no-default-features --features llvm-22",

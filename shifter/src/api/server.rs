@@ -472,7 +472,7 @@ async fn route(
         ["metrics"] => {
             method(&m, &Method::GET, "GET")?;
             let text = engine.call(Command::Metrics).await.map_err(plain)?;
-            Ok(full(StatusCode::OK, "text/plain; version=0.0.4", text))
+            Ok(full(StatusCode::OK, crate::metrics::CONTENT_TYPE, text))
         }
         _ => Err(plain(ApiError::not_found(format!("no endpoint {path}")))),
     }

@@ -16,6 +16,7 @@ mod rollout;
 mod set_weight;
 mod status;
 mod table;
+mod watch;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -63,6 +64,7 @@ enum Verb {
     Detach(detach::Args),
     Completions(completions::Args),
     Man(man::Args),
+    Watch(watch::Args),
 }
 
 /// What a verb ends with.
@@ -114,6 +116,7 @@ pub fn main() -> ExitCode {
         Verb::Detach(a) => detach::run(&client, a),
         Verb::Completions(a) => completions::run(a),
         Verb::Man(a) => man::run(a),
+        Verb::Watch(a) => watch::run(&client, a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

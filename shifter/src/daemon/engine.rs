@@ -175,6 +175,7 @@ struct Actor {
     store: Store,
     events: broadcast::Sender<Event>,
     rollouts: Rollouts,
+    metrics: crate::metrics::MetricsState,
 }
 
 fn dp_err(e: &crate::Error) -> ApiError {
@@ -220,6 +221,7 @@ impl Actor {
             dp,
             config,
             slots: BTreeMap::new(),
+            metrics: crate::metrics::MetricsState::new(loaded.state.log.next_seq),
             state: loaded.state,
             store,
             events,
@@ -986,105 +988,18 @@ impl Actor {
     }
 
     fn metrics(&mut self) -> String {
-        use std::fmt::Write as _;
-        let services = self.statuses(None).unwrap_or_default();
-        let mut out = String::new();
-        let gauge = |out: &mut String, name: &str, help: &str, kind: &str| {
-            let _ = writeln!(
-                out,
-                "# HELP shifter_{name} {help}\n# TYPE shifter_{name} {kind}"
-            );
-        };
-        gauge(
-            &mut out,
-            "weight_basis_points",
-            "Green's share of new flows (0..10000).",
-            "gauge",
-        );
-        for s in &services {
-            let _ = writeln!(
-                out,
-                "shifter_weight_basis_points{{service=\"{}\"}} {}",
-                s.name, s.weight_bp
-            );
-        }
-        type Get = fn(&Counters) -> u64;
-        let per_backend: [(&str, &str, &str, Get); 10] = [
-            (
-                "new_flows_total",
-                "Flows decided for the backend.",
-                "counter",
-                |c| c.new_flows,
-            ),
-            (
-                "active_flows",
-                "Flow-table entries of the backend.",
-                "gauge",
-                |c| c.active_flows,
-            ),
-            (
-                "packets_total",
-                "Ingress packets steered to the backend.",
-                "counter",
-                |c| c.packets,
-            ),
-            (
-                "bytes_total",
-                "Ingress bytes (L3) steered to the backend.",
-                "counter",
-                |c| c.bytes,
-            ),
-            (
-                "egress_packets_total",
-                "Reply packets rewritten back to the service port.",
-                "counter",
-                |c| c.egress_packets,
-            ),
-            (
-                "egress_bytes_total",
-                "Reply bytes (L3) rewritten back to the service port.",
-                "counter",
-                |c| c.egress_bytes,
-            ),
-            (
-                "recoveries_total",
-                "Flow entries restored by socket lookup.",
-                "counter",
-                |c| c.recoveries,
-            ),
-            (
-                "evictions_total",
-                "Flow entries evicted from the full table (derived).",
-                "counter",
-                |c| c.evictions,
-            ),
-            (
-                "refusals_total",
-                "Connections refused by the backend (RST answering a SYN).",
-                "counter",
-                |c| c.refusals,
-            ),
-            (
-                "resets_total",
-                "Resets on established connections.",
-                "counter",
-                |c| c.resets,
-            ),
-        ];
-        for (name, help, kind, get) in per_backend {
-            gauge(&mut out, name, help, kind);
-            for s in &services {
-                for (b, c) in [("blue", &s.blue), ("green", &s.green)] {
-                    let _ = writeln!(
-                        out,
-                        "shifter_{name}{{service=\"{}\",backend=\"{b}\"}} {}",
-                        s.name,
-                        get(c)
-                    );
-                }
-            }
-        }
-        out
+        let status = serde_json::to_value(self.status()).unwrap_or_default();
+        let entries = self.dp.flows(None).ok().map(|f| f.len() as u64);
+        let events: Vec<serde_json::Value> = self
+            .state
+            .log
+            .since(self.metrics.next_seq())
+            .iter()
+            .filter_map(|e| serde_json::to_value(e).ok())
+            .collect();
+        self.metrics.observe_events(&events);
+        self.metrics
+            .render(&crate::observe::Snapshot::from_status(&status), entries)
     }
 }
 

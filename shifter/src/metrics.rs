@@ -1,0 +1,549 @@
+//! Prometheus metrics (text format 0.0.4) built with `prometheus-client`.
+//!
+//! The data-plane numbers are read fresh from the maps on every scrape (the daemon's status),
+//! so each scrape builds a registry from a [`Snapshot`]; only the event-derived counters
+//! (weight changes and rollbacks by cause) live across scrapes in [`MetricsState`].
+//!
+//! Every series carries `service` and, per backend, `backend` (`blue`/`green`) labels:
+//!
+//! | metric | type | what |
+//! |---|---|---|
+//! | `shifter_new_flows_total` | counter | new connections (flows) decided for the backend |
+//! | `shifter_active_flows` | gauge | flow-table entries of the backend |
+//! | `shifter_packets_total`, `shifter_bytes_total` | counter | ingress packets / L3 bytes steered to it |
+//! | `shifter_egress_packets_total`, `shifter_egress_bytes_total` | counter | replies rewritten back |
+//! | `shifter_refused_connections_total` | counter | RSTs answering a SYN (connection refused) |
+//! | `shifter_reset_connections_total` | counter | resets of established connections |
+//! | `shifter_recoveries_total` | counter | flow entries restored by socket lookup |
+//! | `shifter_evictions_total` | counter | entries evicted from the full flow table |
+//! | `shifter_weight_basis_points` | gauge | green's configured share (service label only) |
+//! | `shifter_backend_weight_ratio` | gauge | the backend's configured share, 0..1 |
+//! | `shifter_flow_table_entries`, `_capacity`, `_fill_ratio` | gauge | flow-table fill (no labels) |
+//! | `shifter_weight_changes_total` | counter | weight changes by `cause` since the daemon started |
+//! | `shifter_rollbacks_total` | counter | rollbacks by `cause` (only once one happened) |
+//! | `shifter_backend_health` | gauge | 1 for the backend's `state` (only where health is reported) |
+//! | `shifter_backend_up` | gauge | 1 up, 0 otherwise (only where a check runs) |
+//! | `shifter_rollout_state` | gauge | 1 for the rollout's `state` (only where a rollout is reported) |
+//! | `shifter_rollout_step`, `_steps`, `_step_weight_basis_points`, `_hold_remaining_seconds`, `_dry_run` | gauge | rollout progress |
+//! | `shifter_build_info` | gauge | 1, with the daemon's `version` |
+//!
+//! Health and rollout series come from the optional parts of the status (see
+//! [`crate::observe`]); nothing is emitted for them while the status has none.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, prometheus_text},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, info::Info},
+    registry::Registry,
+};
+use serde_json::Value;
+
+use crate::{
+    api::types::Counters,
+    observe::{BACKENDS, Snapshot, cause_label, rollback_cause},
+};
+
+/// The `Content-Type` of [`MetricsState::render`]'s output.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceLabels {
+    service: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLabels {
+    service: String,
+    backend: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    service: String,
+    backend: String,
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RolloutStateLabels {
+    service: String,
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CauseLabels {
+    service: String,
+    cause: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabels {
+    version: String,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// Counters kept across scrapes: weight changes and rollbacks, counted from the event log
+/// from the daemon's start on.
+pub struct MetricsState {
+    next_seq: u64,
+    weight_changes: Family<CauseLabels, Counter>,
+    rollbacks: Family<CauseLabels, Counter>,
+    /// Whether `rollbacks` has a series (the family cannot say outside tests).
+    any_rollback: bool,
+}
+
+impl MetricsState {
+    /// Counts events from sequence number `next_seq` on (the log's next number at start-up,
+    /// so events of earlier runs are not counted again).
+    pub fn new(next_seq: u64) -> Self {
+        Self {
+            next_seq,
+            weight_changes: Family::default(),
+            rollbacks: Family::default(),
+            any_rollback: false,
+        }
+    }
+
+    /// The first event not yet counted.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Counts events (JSON of [`crate::events::Event`] or a later shape with `seq`,
+    /// `service` and `cause`); events already counted are skipped.
+    pub fn observe_events(&mut self, events: &[Value]) {
+        for ev in events {
+            let Some(seq) = ev.get("seq").and_then(Value::as_u64) else {
+                continue;
+            };
+            if seq < self.next_seq {
+                continue;
+            }
+            self.next_seq = seq + 1;
+            let service = ev
+                .get("service")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned();
+            self.weight_changes
+                .get_or_create(&CauseLabels {
+                    service: service.clone(),
+                    cause: cause_label(ev),
+                })
+                .inc();
+            if let Some(cause) = rollback_cause(ev) {
+                self.any_rollback = true;
+                self.rollbacks
+                    .get_or_create(&CauseLabels { service, cause })
+                    .inc();
+            }
+        }
+    }
+
+    /// The text exposition of `snap`. `flow_entries`: the flow table's exact entry count if
+    /// known (else the sum of the services' active flows).
+    pub fn render(&self, snap: &Snapshot, flow_entries: Option<u64>) -> String {
+        let mut reg = Registry::with_prefix("shifter");
+        register_backend_counters(&mut reg, snap);
+
+        let weight = Family::<ServiceLabels, Gauge>::default();
+        let ratio = Family::<BackendLabels, FloatGauge>::default();
+        for s in &snap.services {
+            weight
+                .get_or_create(&ServiceLabels {
+                    service: s.name.clone(),
+                })
+                .set(i64::from(s.weight_bp));
+            let green = f64::from(s.weight_bp) / 10_000.0;
+            for (b, share) in BACKENDS.iter().zip([1.0 - green, green]) {
+                ratio.get_or_create(&backend(&s.name, b)).set(share);
+            }
+        }
+        reg.register(
+            "weight_basis_points",
+            "Green's configured share of new connections, basis points (0..10000)",
+            weight,
+        );
+        reg.register(
+            "backend_weight_ratio",
+            "The backend's configured share of new connections (0..1)",
+            ratio,
+        );
+
+        let entries = flow_entries.unwrap_or_else(|| snap.flow_entries());
+        let g = Gauge::<i64>::default();
+        g.set(i64::try_from(entries).unwrap_or(i64::MAX));
+        reg.register("flow_table_entries", "Entries in the flow table", g);
+        let g = Gauge::<i64>::default();
+        g.set(i64::try_from(snap.flow_table_size).unwrap_or(i64::MAX));
+        reg.register("flow_table_capacity", "Capacity of the flow table", g);
+        if snap.flow_table_size > 0 {
+            let g = FloatGauge::default();
+            #[allow(clippy::cast_precision_loss)]
+            g.set(entries as f64 / snap.flow_table_size as f64);
+            reg.register(
+                "flow_table_fill_ratio",
+                "Flow-table entries over its capacity (0..1)",
+                g,
+            );
+        }
+
+        reg.register(
+            "weight_changes",
+            "Weight changes since the daemon started, by cause",
+            self.weight_changes.clone(),
+        );
+        if self.any_rollback {
+            reg.register(
+                "rollbacks",
+                "Automatic or manual rollbacks since the daemon started, by cause",
+                self.rollbacks.clone(),
+            );
+        }
+        register_health(&mut reg, snap);
+        register_rollout(&mut reg, snap);
+        reg.register(
+            "build",
+            "The daemon's version",
+            Info::new(VersionLabels {
+                version: snap.version.clone(),
+            }),
+        );
+
+        let mut out = String::new();
+        prometheus_text::encode(&mut out, &reg).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+fn backend(service: &str, b: &str) -> BackendLabels {
+    BackendLabels {
+        service: service.to_owned(),
+        backend: b.to_owned(),
+    }
+}
+
+type Get = fn(&Counters) -> u64;
+
+/// (name, help, is_counter, value)
+const PER_BACKEND: [(&str, &str, bool, Get); 10] = [
+    (
+        "new_flows",
+        "New connections (flows) decided for the backend",
+        true,
+        |c| c.new_flows,
+    ),
+    (
+        "active_flows",
+        "Flow-table entries of the backend",
+        false,
+        |c| c.active_flows,
+    ),
+    (
+        "packets",
+        "Ingress packets steered to the backend",
+        true,
+        |c| c.packets,
+    ),
+    (
+        "bytes",
+        "Ingress bytes (L3) steered to the backend",
+        true,
+        |c| c.bytes,
+    ),
+    (
+        "egress_packets",
+        "Reply packets rewritten back to the service port",
+        true,
+        |c| c.egress_packets,
+    ),
+    (
+        "egress_bytes",
+        "Reply bytes (L3) rewritten back to the service port",
+        true,
+        |c| c.egress_bytes,
+    ),
+    (
+        "refused_connections",
+        "Connections refused by the backend (a RST answering a SYN)",
+        true,
+        |c| c.refusals,
+    ),
+    (
+        "reset_connections",
+        "Resets of established connections",
+        true,
+        |c| c.resets,
+    ),
+    (
+        "recoveries",
+        "Flow entries restored by socket lookup",
+        true,
+        |c| c.recoveries,
+    ),
+    (
+        "evictions",
+        "Flow entries evicted from the full flow table",
+        true,
+        |c| c.evictions,
+    ),
+];
+
+fn register_backend_counters(reg: &mut Registry, snap: &Snapshot) {
+    for (name, help, is_counter, get) in PER_BACKEND {
+        if is_counter {
+            let fam = Family::<BackendLabels, Counter>::default();
+            for s in &snap.services {
+                for (b, snap_b) in BACKENDS.iter().zip(&s.backends) {
+                    fam.get_or_create(&backend(&s.name, b))
+                        .inc_by(get(&snap_b.counters));
+                }
+            }
+            reg.register(name, help, fam);
+        } else {
+            let fam = Family::<BackendLabels, Gauge>::default();
+            for s in &snap.services {
+                for (b, snap_b) in BACKENDS.iter().zip(&s.backends) {
+                    fam.get_or_create(&backend(&s.name, b))
+                        .set(i64::try_from(get(&snap_b.counters)).unwrap_or(i64::MAX));
+                }
+            }
+            reg.register(name, help, fam);
+        }
+    }
+}
+
+fn register_health(reg: &mut Registry, snap: &Snapshot) {
+    let state = Family::<StateLabels, Gauge>::default();
+    let up = Family::<BackendLabels, Gauge>::default();
+    let (mut any_state, mut any_up) = (false, false);
+    for s in &snap.services {
+        for (b, snap_b) in BACKENDS.iter().zip(&s.backends) {
+            let Some(h) = &snap_b.health else { continue };
+            any_state = true;
+            state
+                .get_or_create(&StateLabels {
+                    service: s.name.clone(),
+                    backend: (*b).to_owned(),
+                    state: h.state.clone(),
+                })
+                .set(1);
+            if h.checked() {
+                any_up = true;
+                up.get_or_create(&backend(&s.name, b))
+                    .set(i64::from(h.state == "up"));
+            }
+        }
+    }
+    if any_state {
+        reg.register(
+            "backend_health",
+            "1 for the backend's health state as its checks say",
+            state,
+        );
+    }
+    if any_up {
+        reg.register(
+            "backend_up",
+            "1 when the backend's health checks pass, else 0",
+            up,
+        );
+    }
+}
+
+fn register_rollout(reg: &mut Registry, snap: &Snapshot) {
+    let state = Family::<RolloutStateLabels, Gauge>::default();
+    let step = Family::<ServiceLabels, Gauge>::default();
+    let steps = Family::<ServiceLabels, Gauge>::default();
+    let step_weight = Family::<ServiceLabels, Gauge>::default();
+    let remaining = Family::<ServiceLabels, FloatGauge>::default();
+    let dry_run = Family::<ServiceLabels, Gauge>::default();
+    let to_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    let mut any = [false; 5];
+    for s in &snap.services {
+        let Some(r) = &s.rollout else { continue };
+        any[0] = true;
+        let l = ServiceLabels {
+            service: s.name.clone(),
+        };
+        state
+            .get_or_create(&RolloutStateLabels {
+                service: s.name.clone(),
+                state: r.state.clone(),
+            })
+            .set(1);
+        dry_run.get_or_create(&l).set(i64::from(r.dry_run));
+        if let Some(n) = r.step {
+            any[1] = true;
+            step.get_or_create(&l).set(to_i64(n));
+        }
+        if let Some(n) = r.steps {
+            any[2] = true;
+            steps.get_or_create(&l).set(to_i64(n));
+        }
+        if let Some(w) = r.step_weight_bp {
+            any[3] = true;
+            step_weight.get_or_create(&l).set(i64::from(w));
+        }
+        if let Some(d) = r.remaining {
+            any[4] = true;
+            remaining.get_or_create(&l).set(d.as_secs_f64());
+        }
+    }
+    if !any[0] {
+        return;
+    }
+    reg.register("rollout_state", "1 for the service's rollout state", state);
+    reg.register(
+        "rollout_dry_run",
+        "1 when the rollout only computes what it would do",
+        dry_run,
+    );
+    if any[1] {
+        reg.register("rollout_step", "The rollout's current step (0-based)", step);
+    }
+    if any[2] {
+        reg.register("rollout_steps", "Number of steps of the rollout", steps);
+    }
+    if any[3] {
+        reg.register(
+            "rollout_step_weight_basis_points",
+            "Green's weight at the current step, basis points",
+            step_weight,
+        );
+    }
+    if any[4] {
+        reg.register(
+            "rollout_hold_remaining_seconds",
+            "Time left in the current step's hold",
+            remaining,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn status(extra: Value) -> Value {
+        let mut svc = json!({
+            "name": "web", "protocol": "tcp", "port": 80, "local_addresses": [],
+            "blue_port": 8080, "green_port": 8081, "weight_bp": 2500, "weight_percent": "25.00",
+            "affinity": "connection", "slot": 0,
+            "blue": {"new_flows": 3, "active_flows": 2, "packets": 10, "bytes": 1000,
+                     "egress_packets": 9, "egress_bytes": 900, "recoveries": 0, "evictions": 0,
+                     "refusals": 1, "resets": 0},
+            "green": {"new_flows": 1, "active_flows": 1, "packets": 4, "bytes": 400,
+                      "egress_packets": 4, "egress_bytes": 400, "recoveries": 0, "evictions": 5,
+                      "refusals": 0, "resets": 2}
+        });
+        if let (Some(s), Value::Object(e)) = (svc.as_object_mut(), extra) {
+            s.extend(e);
+        }
+        json!({"version": "0.1.0", "flow_table_size": 100, "services": [svc]})
+    }
+
+    fn render(extra: Value, events: &[Value]) -> String {
+        let mut m = MetricsState::new(0);
+        m.observe_events(events);
+        m.render(&Snapshot::from_status(&status(extra)), None)
+    }
+
+    #[test]
+    fn core_series() {
+        let t = render(
+            json!({}),
+            &[json!({"seq": 0, "service": "web", "cause": "config"})],
+        );
+        for line in [
+            "# TYPE shifter_new_flows_total counter",
+            "shifter_new_flows_total{service=\"web\",backend=\"blue\"} 3",
+            "shifter_active_flows{service=\"web\",backend=\"green\"} 1",
+            "shifter_refused_connections_total{service=\"web\",backend=\"blue\"} 1",
+            "shifter_reset_connections_total{service=\"web\",backend=\"green\"} 2",
+            "shifter_evictions_total{service=\"web\",backend=\"green\"} 5",
+            "shifter_weight_basis_points{service=\"web\"} 2500",
+            "shifter_backend_weight_ratio{service=\"web\",backend=\"blue\"} 0.75",
+            "shifter_flow_table_entries 3",
+            "shifter_flow_table_capacity 100",
+            "shifter_flow_table_fill_ratio 0.03",
+            "shifter_weight_changes_total{service=\"web\",cause=\"config\"} 1",
+            "shifter_build_info{version=\"0.1.0\"} 1",
+        ] {
+            assert!(t.lines().any(|l| l == line), "missing {line:?} in\n{t}");
+        }
+        for absent in ["rollback", "health", "rollout", "backend_up"] {
+            assert!(!t.contains(absent), "{absent} emitted without data:\n{t}");
+        }
+    }
+
+    /// A render with every optional part present.
+    fn full() -> String {
+        render(
+            json!({
+                "health": {"blue": {"status": "up"}, "green": {"status": "down", "last_failure": "x"}},
+                "rollout": {"state": "running", "step": 1, "steps": [100, 2500, 10000],
+                            "step_weight_bp": 2500, "remaining_hold_ms": 1500}
+            }),
+            &[
+                json!({"seq": 4, "service": "web", "cause": "operator"}),
+                json!({"seq": 5, "service": "web", "cause": {"health": {"port": 8081}}}),
+                json!({"seq": 5, "service": "web", "cause": {"health": {"port": 8081}}}),
+            ],
+        )
+    }
+
+    #[test]
+    fn optional_series_when_present() {
+        let t = full();
+        for line in [
+            "shifter_backend_health{service=\"web\",backend=\"green\",state=\"down\"} 1",
+            "shifter_backend_up{service=\"web\",backend=\"blue\"} 1",
+            "shifter_backend_up{service=\"web\",backend=\"green\"} 0",
+            "shifter_rollout_state{service=\"web\",state=\"running\"} 1",
+            "shifter_rollout_step{service=\"web\"} 1",
+            "shifter_rollout_steps{service=\"web\"} 3",
+            "shifter_rollout_step_weight_basis_points{service=\"web\"} 2500",
+            "shifter_rollout_hold_remaining_seconds{service=\"web\"} 1.5",
+            "shifter_rollbacks_total{service=\"web\",cause=\"health\"} 1",
+            "shifter_weight_changes_total{service=\"web\",cause=\"operator\"} 1",
+        ] {
+            assert!(t.lines().any(|l| l == line), "missing {line:?} in\n{t}");
+        }
+    }
+
+    #[test]
+    fn the_dashboard_uses_only_metrics_that_exist() {
+        let dash = include_str!("../../packaging/grafana-shifter.json");
+        let t = full();
+        let emitted: std::collections::BTreeSet<&str> = t
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .collect();
+        let mut used = std::collections::BTreeSet::new();
+        let mut rest = dash;
+        while let Some(i) = rest.find("shifter_") {
+            let name: String = rest[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect();
+            rest = &rest[i + name.len()..];
+            used.insert(name);
+        }
+        assert!(
+            used.len() >= 10,
+            "the dashboard queries shifter metrics: {used:?}"
+        );
+        for name in &used {
+            assert!(
+                emitted.contains(name.as_str()),
+                "the dashboard queries {name}, which /metrics does not emit ({emitted:?})"
+            );
+        }
+    }
+}

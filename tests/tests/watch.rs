@@ -1,0 +1,196 @@
+//! `shifter watch`: the screen drawn on ratatui's test backend at 80x24 compared with golden
+//! files (tests/golden/*.txt; `UPDATE_GOLDEN=1 cargo test -p shifter-tests --test watch`
+//! rewrites them), and `shifter watch --once` against a real daemon under traffic (root).
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use serde_json::{Value, json};
+use shifter::{
+    observe::Snapshot,
+    watch::{Tracker, ViewModel, render_text},
+};
+use shifter_tests::{
+    daemon::{DaemonBed, InProcess, web_service},
+    netns::{self, SERVER_V4, SERVICE_PORT},
+    traffic,
+};
+
+fn golden(name: &str, lines: &[String]) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("golden")
+        .join(format!("{name}.txt"));
+    let got = lines.join("\n") + "\n";
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir golden");
+        std::fs::write(&path, &got).expect("write golden");
+        return;
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (UPDATE_GOLDEN=1 writes it); the screen:\n{got}",
+            path.display()
+        )
+    });
+    assert_eq!(
+        got,
+        want,
+        "the screen differs from {} (UPDATE_GOLDEN=1 rewrites it after a wanted change)",
+        path.display()
+    );
+}
+
+fn counters(new_flows: u64, active: u64) -> Value {
+    json!({"new_flows": new_flows, "active_flows": active, "packets": 0, "bytes": 0,
+           "egress_packets": 0, "egress_bytes": 0, "recoveries": 0, "evictions": 0,
+           "refusals": 0, "resets": 0})
+}
+
+fn service(
+    name: &str,
+    proto: &str,
+    port: u16,
+    weight: u16,
+    blue: (u64, u64),
+    green: (u64, u64),
+) -> Value {
+    json!({"name": name, "protocol": proto, "port": port, "local_addresses": [],
+           "blue_port": port + 8000, "green_port": port + 8001, "weight_bp": weight,
+           "weight_percent": "", "affinity": "connection", "slot": 0,
+           "blue": counters(blue.0, blue.1), "green": counters(green.0, green.1)})
+}
+
+fn status(services: Vec<Value>) -> Value {
+    json!({"version": "0.1.0", "pid": 1, "bpffs_dir": "/sys/fs/bpf/shifter",
+           "state_dir": "/var/lib/shifter", "flow_table_size": 65536, "interfaces": [],
+           "services": services})
+}
+
+fn events() -> Vec<Value> {
+    let t0 = 1_700_000_000_000u64;
+    vec![
+        json!({"seq": 0, "time_ms": t0, "service": "web", "old_weight_bp": null,
+               "new_weight_bp": 0, "cause": "config", "uid": null}),
+        json!({"seq": 1, "time_ms": t0 + 1000, "service": "dns", "old_weight_bp": null,
+               "new_weight_bp": 5000, "cause": "config", "uid": null}),
+        json!({"seq": 2, "time_ms": t0 + 60_000, "service": "web", "old_weight_bp": 0,
+               "new_weight_bp": 2500, "cause": "operator", "uid": 0}),
+    ]
+}
+
+/// Two samples 10 s apart: web got 30 blue / 10 green new connections, dns none.
+fn view(extra_web: Value) -> ViewModel {
+    let mut tracker = Tracker::new(Duration::from_secs(10));
+    let before = status(vec![
+        service("web", "tcp", 80, 2500, (100, 3), (20, 1)),
+        service("dns", "udp", 53, 5000, (7, 0), (7, 0)),
+    ]);
+    tracker.push(Duration::ZERO, &Snapshot::from_status(&before));
+    let mut web = service("web", "tcp", 80, 2500, (130, 4), (30, 2));
+    if let (Some(w), Value::Object(extra)) = (web.as_object_mut(), extra_web) {
+        w.extend(extra);
+    }
+    let after = status(vec![web, service("dns", "udp", 53, 5000, (7, 0), (7, 0))]);
+    let snap = Snapshot::from_status(&after);
+    tracker.push(Duration::from_secs(10), &snap);
+    ViewModel::build(
+        "/run/shifter/shifter.sock",
+        "12:00:00 UTC",
+        &snap,
+        &tracker,
+        &events(),
+        6,
+    )
+}
+
+#[test]
+fn screen_without_health_or_rollout() {
+    let lines = render_text(&view(json!({})), 80, 24);
+    golden("watch-80x24", &lines);
+    let text = lines.join("\n");
+    assert!(
+        !text.contains("health") && !text.contains("rollout"),
+        "no placeholders: {text}"
+    );
+}
+
+#[test]
+fn screen_with_health_and_rollout() {
+    let lines = render_text(
+        &view(json!({
+            "health": {"blue": {"status": "up", "last_failure": null},
+                       "green": {"status": "down", "last_failure": "connect: connection refused"}},
+            "rollout": {"state": {"state": "running", "step": 2},
+                        "steps": [100, 500, 2500, 5000, 10000], "step_weight_bp": 2500,
+                        "remaining_hold": {"secs": 12, "nanos": 0}, "dry_run": false}
+        })),
+        80,
+        24,
+    );
+    golden("watch-80x24-rollout", &lines);
+}
+
+#[test]
+fn too_many_services_say_how_many_are_hidden() {
+    let many: Vec<Value> = (0..12)
+        .map(|i| service(&format!("svc{i}"), "tcp", 1000 + i, 0, (0, 0), (0, 0)))
+        .collect();
+    let snap = Snapshot::from_status(&status(many));
+    let vm = ViewModel::build(
+        "s",
+        "c",
+        &snap,
+        &Tracker::new(Duration::from_secs(1)),
+        &[],
+        6,
+    );
+    let lines = render_text(&vm, 80, 24);
+    assert_eq!(lines.len(), 24);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("more service(s): make the terminal taller")),
+        "{}",
+        lines.join("\n")
+    );
+    assert!(lines.iter().any(|l| l.starts_with("svc0 ")));
+}
+
+#[test]
+fn watch_once_against_a_running_daemon() {
+    let bed = DaemonBed::new("watch");
+    bed.write_config(&web_service(50.0));
+    let daemon = InProcess::start(&bed);
+    let target = SocketAddr::new(SERVER_V4.into(), SERVICE_PORT);
+    // Traffic during the two samples `--interval` apart.
+    let ns = bed.client_ns().to_owned();
+    let traffic = std::thread::spawn(move || {
+        netns::run_in(&ns, || {
+            let mut total = traffic::Report::default();
+            for _ in 0..10 {
+                let r =
+                    traffic::tcp_short(target, 10, Duration::from_secs(3), Duration::from_secs(10));
+                total.outcomes.extend(r.outcomes);
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            total
+        })
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let out = bed.cli_ok(&["watch", "--once", "--interval", "1s"]);
+    let report = traffic.join().expect("traffic thread");
+    assert!(report.failures().is_empty(), "{}", report.failure_summary());
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 24, "an 80x24 screen:\n{out}");
+    assert!(lines.iter().all(|l| l.chars().count() <= 80), "{out}");
+    assert!(out.contains("web tcp/80  weight 50.00% green"), "{out}");
+    let bar_line = lines
+        .iter()
+        .find(|l| l.contains(" in 1s"))
+        .unwrap_or_else(|| panic!("no split line over the 1 s window:\n{out}"));
+    assert!(
+        bar_line.contains('█') && bar_line.contains('▒'),
+        "at 50 % both colours show: {bar_line}"
+    );
+    assert!(out.contains("web - -> 50.00% config"), "{out}");
+    daemon.stop();
+}
