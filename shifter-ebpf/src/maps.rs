@@ -1,6 +1,7 @@
 //! The maps, all pinned by name so a restarted daemon (and a new program build) adopts them.
 
 use aya_ebpf::{
+    bindings::BPF_F_MMAPABLE,
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
@@ -12,9 +13,10 @@ use shifter_common::{
 #[map(name = "SHIFTER_SVC")]
 pub static SERVICES: HashMap<ServiceKey, u32> = HashMap::pinned(MAX_SERVICES * 2, 0);
 
-/// Slot -> packed `ServiceConfig` word (read with one 8-byte load).
+/// Slot -> packed `ServiceConfig` word (read with one 8-byte load). Mmapable so userspace
+/// replaces a word with one atomic 8-byte store (see shifter/src/cfgword.rs).
 #[map(name = "SHIFTER_CFG")]
-pub static SERVICE_CONFIG: Array<u64> = Array::pinned(MAX_SERVICES, 0);
+pub static SERVICE_CONFIG: Array<u64> = Array::pinned(MAX_SERVICES, BPF_F_MMAPABLE);
 
 /// The flow table. The size given here is a default; the loader sets the configured one.
 #[map(name = "SHIFTER_FLOWS")]

@@ -15,7 +15,7 @@ use aya::{
         xdp::XdpLink,
     },
 };
-use log::info;
+use log::{info, warn};
 use shifter_common::{
     DEFAULT_FLOW_CAPACITY, FlowKey, FlowValue, MAP_COUNTERS, MAP_FLOWS, MAP_PORT_BITMAP,
     MAP_SERVICE_CONFIG, MAP_SERVICES, MAP_SOCKETS, MAP_USER_REMOVED, PROG_SOCK_OPS, PROG_TC_EGRESS,
@@ -25,6 +25,7 @@ use shifter_common::{
 use crate::{
     EBPF_OBJECT,
     attach::{self, Adoption, Hook, TcAttachment, TcMode},
+    cfgword::ConfigWords,
     error::{Error, Result, map_err},
 };
 
@@ -95,6 +96,9 @@ pub struct DataPlane {
     attachments: BTreeMap<String, Attachment>,
     /// The sock_ops link on the cgroup v2 root, attached with the first interface.
     sock_ops: Option<PinnedLink>,
+    /// The mapped configuration words, for atomic updates. `None` only for a configuration
+    /// map pinned by an older build that was not created mmapable.
+    config_words: Option<ConfigWords>,
 }
 
 /// Pin name of the sock_ops link (host-wide, not per interface).
@@ -174,12 +178,37 @@ impl DataPlane {
             name: PROG_SOCK_OPS,
             source: Box::new(source),
         })?;
+        let config_words = match ConfigWords::open(&opts.pin_dir) {
+            Ok(words) => Some(words),
+            Err(e) => {
+                warn!(
+                    "{}: cannot map the configuration words ({e}); falling back to map \
+                     updates, which are not guaranteed atomic. Detach and reload to recreate \
+                     the maps.",
+                    opts.pin_dir.display()
+                );
+                None
+            }
+        };
         Ok(Self {
             ebpf,
             pin_dir: opts.pin_dir.clone(),
             attachments: BTreeMap::new(),
             sock_ops: None,
+            config_words,
         })
+    }
+
+    /// Replaces the configuration word of `slot` so that a packet sees the old or the new
+    /// configuration, never a mix (one atomic store into the mapped array).
+    pub(crate) fn write_config_word(&mut self, slot: u32, word: u64) -> Result<()> {
+        if let Some(words) = &self.config_words {
+            words.store(slot, word);
+            return Ok(());
+        }
+        self.config_map()?
+            .set(slot, word, 0)
+            .map_err(map_err(MAP_SERVICE_CONFIG))
     }
 
     /// Attaches the sock_ops program to the cgroup v2 root (adopting a pinned link), so

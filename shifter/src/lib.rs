@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod attach;
+pub mod cfgword;
 pub mod cli;
 pub mod config;
 pub mod daemon;

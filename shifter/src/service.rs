@@ -176,9 +176,7 @@ impl DataPlane {
         let word = svc.config.pack();
         if let Some(slot) = existing {
             let old = current[&slot].config;
-            self.config_map()?
-                .set(slot, word, 0)
-                .map_err(map_err(shifter_common::MAP_SERVICE_CONFIG))?;
+            self.write_config_word(slot, word)?;
             if old.blue_port != svc.config.blue_port || old.green_port != svc.config.green_port {
                 self.sync_port_bitmap(&[
                     old.blue_port,
@@ -198,9 +196,7 @@ impl DataPlane {
             })?;
         // Order matters for packets in flight: the configuration exists before any key
         // points at it, and the ports are announced last.
-        self.config_map()?
-            .set(slot, word, 0)
-            .map_err(map_err(shifter_common::MAP_SERVICE_CONFIG))?;
+        self.write_config_word(slot, word)?;
         let keys = svc.keys();
         let mut map = self.services_map()?;
         for (i, key) in keys.iter().enumerate() {
@@ -208,7 +204,7 @@ impl DataPlane {
                 for k in &keys[..i] {
                     let _ = map.remove(k);
                 }
-                let _ = self.config_map()?.set(slot, 0, 0);
+                let _ = self.write_config_word(slot, 0);
                 return Err(map_err(shifter_common::MAP_SERVICES)(e));
             }
         }
@@ -246,9 +242,7 @@ impl DataPlane {
                 .map_err(map_err(shifter_common::MAP_SERVICES))?;
         }
         self.sync_port_bitmap(&[found.port, found.config.blue_port, found.config.green_port])?;
-        self.config_map()?
-            .set(slot, 0, 0)
-            .map_err(map_err(shifter_common::MAP_SERVICE_CONFIG))?;
+        self.write_config_word(slot, 0)?;
         // A later service in this slot must not inherit a dry run.
         self.clear_dry_weight(slot)?;
         Ok(())

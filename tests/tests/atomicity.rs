@@ -11,9 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::maps::{Array, Map, MapData};
-use shifter::{Affinity, Protocol, Service, ServiceConfig};
-use shifter_common::MAP_SERVICE_CONFIG;
+use shifter::{Affinity, Protocol, Service, ServiceConfig, cfgword::ConfigWords};
 use shifter_tests::{
     pkt::{self, Frame},
     testrun::{Prog, TestDataPlane, run},
@@ -80,10 +78,9 @@ fn a_packet_never_sees_a_mixed_configuration() {
     // existing service whose ports are announced.
     let words = [a.pack(), b.pack()];
 
-    let pin = dp.pin_dir().join(MAP_SERVICE_CONFIG);
-    let data = MapData::from_pin(&pin).unwrap_or_else(|e| panic!("open {}: {e:?}", pin.display()));
-    let mut cfg_map: Array<MapData, u64> =
-        Array::try_from(Map::Array(data)).expect("config map is an array of u64");
+    // The same atomic store `set_service` uses (shifter::cfgword), from another thread.
+    let cfg_words = ConfigWords::open(dp.pin_dir())
+        .unwrap_or_else(|e| panic!("map the configuration words: {e}"));
 
     let stop = AtomicBool::new(false);
     let flips = AtomicU64::new(0);
@@ -93,15 +90,13 @@ fn a_packet_never_sees_a_mixed_configuration() {
         let flipper = s.spawn(|| {
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                cfg_map
-                    .set(slot, words[(n & 1) as usize ^ 1], 0)
-                    .expect("flip the configuration word");
+                cfg_words.store(slot, words[(n & 1) as usize ^ 1]);
                 n += 1;
                 flips.store(n, Ordering::Relaxed);
             }
             // Leave configuration A in place.
             if n & 1 == 1 {
-                cfg_map.set(slot, words[0], 0).expect("restore A");
+                cfg_words.store(slot, words[0]);
             }
         });
         let packets = s.spawn(|| {
