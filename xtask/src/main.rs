@@ -49,6 +49,12 @@ enum Cmd {
         /// Test threads per test binary (the namespace tests are heavy; the machine is small).
         #[arg(long, default_value_t = 2)]
         test_threads: usize,
+        /// Skip the integration suite in a VM on Debian's 6.1 kernel (CI runs it).
+        #[arg(long)]
+        no_vm: bool,
+        /// Skip the reduced benchmark run that keeps the harness working (CI runs it).
+        #[arg(long)]
+        no_bench: bool,
         /// Arguments for the test harness, e.g. a test name filter.
         #[arg(last = true)]
         harness_args: Vec<String>,
@@ -106,7 +112,7 @@ fn build(release: bool) -> anyhow::Result<()> {
     cmd::run("build", &mut c)
 }
 
-fn test(test_threads: usize, harness_args: &[String]) -> anyhow::Result<()> {
+fn test(test_threads: usize, vm: bool, bench: bool, harness_args: &[String]) -> anyhow::Result<()> {
     require_root("test")?;
     setup::ensure(setup::Scope::ALL)?;
     cmd::step("build");
@@ -133,6 +139,19 @@ fn test(test_threads: usize, harness_args: &[String]) -> anyhow::Result<()> {
     ]);
     c.args(harness_args);
     cmd::run("test", &mut c)?;
+    // The same xtask binary runs the suites that have their own commands.
+    let me = std::env::current_exe()?;
+    if bench {
+        cmd::step("bench --quick");
+        cmd::run(
+            "bench --quick",
+            Command::new(&me).args(["bench", "--quick"]),
+        )?;
+    }
+    if vm {
+        cmd::step("vm-test (Debian 6.1)");
+        cmd::run("vm-test", Command::new(&me).arg("vm-test"))?;
+    }
     eprintln!("\nall checks passed");
     Ok(())
 }
@@ -191,8 +210,10 @@ fn main() -> ExitCode {
         Cmd::Build { release } => build(release),
         Cmd::Test {
             test_threads,
+            no_vm,
+            no_bench,
             harness_args,
-        } => test(test_threads, &harness_args),
+        } => test(test_threads, !no_vm, !no_bench, &harness_args),
         Cmd::Demo { args } => demo(&args),
         Cmd::VmTest(args) => vm::run(&args),
         Cmd::Bench(args) => bench::run(&args),
