@@ -153,6 +153,9 @@ pub const PORT_BITMAP_WORDS: u32 = 65536 / 64;
 pub const PORT_BITMAP_SERVICE_BASE: u32 = 0;
 /// Bit set in the backend half of the bitmap (index `PORT_BITMAP_WORDS + port / 64`).
 pub const PORT_BITMAP_BACKEND_BASE: u32 = PORT_BITMAP_WORDS;
+/// Bit set in the third part when some service on the port names local addresses: only
+/// then does ingress look up the exact (address, port) key before the wildcard one.
+pub const PORT_BITMAP_SPECIFIC_BASE: u32 = PORT_BITMAP_WORDS * 2;
 
 /// Maps an IPv4 address into the 16-byte form used in keys.
 #[inline(always)]

@@ -3,8 +3,8 @@
 use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use shifter_common::{
     Backend, FLOW_ESTABLISHED, FLOW_FIN_IN, FLOW_RECOVERED, FlowKey, FlowTuple, FlowValue,
-    PORT_BITMAP_BACKEND_BASE, PORT_BITMAP_SERVICE_BASE, PROTO_TCP, ServiceConfig, ServiceKey,
-    choose_backend, dry_weight,
+    PORT_BITMAP_BACKEND_BASE, PORT_BITMAP_SERVICE_BASE, PORT_BITMAP_SPECIFIC_BASE, PROTO_TCP,
+    ServiceConfig, ServiceKey, choose_backend, dry_weight,
 };
 
 pub use crate::ctx::{Tc, Xdp};
@@ -114,9 +114,13 @@ fn find_service(pkt: &Packet) -> Option<u32> {
         proto: pkt.proto,
         _pad: 0,
     };
-    // SAFETY: plain u32 values.
-    if let Some(slot) = unsafe { SERVICES.get(&key) } {
-        return Some(*slot);
+    // The exact (address, port) key only exists when a service names local addresses;
+    // the bitmap says so and spares the common wildcard case one hash lookup.
+    if port_in(PORT_BITMAP_SPECIFIC_BASE, pkt.dport) {
+        // SAFETY: plain u32 values.
+        if let Some(slot) = unsafe { SERVICES.get(&key) } {
+            return Some(*slot);
+        }
     }
     key.addr = [0; 16];
     unsafe { SERVICES.get(&key) }.copied()

@@ -33,7 +33,7 @@ pub static DRY_RUN: Array<u32> = Array::pinned(MAX_SERVICES, 0);
 
 /// Bitmaps of service ports and backend ports (see `shifter_common::PORT_BITMAP_*`).
 #[map(name = "SHIFTER_PORTS")]
-pub static PORTS: Array<u64> = Array::pinned(PORT_BITMAP_WORDS * 2, 0);
+pub static PORTS: Array<u64> = Array::pinned(PORT_BITMAP_WORDS * 3, 0);
 
 #[inline(always)]
 pub fn port_in(base: u32, port: u16) -> bool {

@@ -107,7 +107,9 @@ pub fn addr_from_bytes(b: [u8; 16]) -> IpAddr {
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use shifter_common::{MAX_SERVICES, PORT_BITMAP_BACKEND_BASE, PORT_BITMAP_SERVICE_BASE};
+use shifter_common::{
+    MAX_SERVICES, PORT_BITMAP_BACKEND_BASE, PORT_BITMAP_SERVICE_BASE, PORT_BITMAP_SPECIFIC_BASE,
+};
 
 use crate::{
     dataplane::DataPlane,
@@ -248,7 +250,7 @@ impl DataPlane {
         Ok(())
     }
 
-    /// Recomputes the port bitmap words holding `ports` (both halves) from the services
+    /// Recomputes the port bitmap words holding `ports` (all three parts) from the services
     /// now configured and rewrites the ones that changed.
     fn sync_port_bitmap(&mut self, ports: &[u16]) -> Result<()> {
         let services = self.services()?;
@@ -256,7 +258,11 @@ impl DataPlane {
             .iter()
             .flat_map(|p| {
                 let w = u32::from(p >> 6);
-                [PORT_BITMAP_SERVICE_BASE + w, PORT_BITMAP_BACKEND_BASE + w]
+                [
+                    PORT_BITMAP_SERVICE_BASE + w,
+                    PORT_BITMAP_BACKEND_BASE + w,
+                    PORT_BITMAP_SPECIFIC_BASE + w,
+                ]
             })
             .collect();
         let mut map = self.port_map()?;
@@ -270,6 +276,9 @@ impl DataPlane {
                         0
                     }
                 };
+                if !s.local_addrs.is_empty() {
+                    want |= mark(PORT_BITMAP_SPECIFIC_BASE, s.port);
+                }
                 want |= mark(PORT_BITMAP_SERVICE_BASE, s.port)
                     | mark(PORT_BITMAP_BACKEND_BASE, s.config.blue_port)
                     | mark(PORT_BITMAP_BACKEND_BASE, s.config.green_port);
