@@ -1,7 +1,8 @@
 //! Helpers for the daemon tests: a namespace test bed with blue/green echo servers, a config
 //! file, the daemon run in-process (`shifter::daemon::run_with`) or as a real process inside
 //! the server namespace, the CLI and curl run as any uid, and readers of what the kernel
-//! holds (pinned maps, tcx programs) that do not ask the daemon.
+//! holds (pinned maps, the programs at the TC hooks: tcx or legacy clsact) that do not ask
+//! the daemon.
 //!
 //! Everything is removed on drop, also on panic: daemon processes are killed, attachments
 //! detached inside the namespace, pins and the temporary directory removed.
@@ -20,7 +21,7 @@ use std::{
 
 use aya::{
     maps::{Array, HashMap, Map, MapData},
-    programs::{SchedClassifier, TcAttachType},
+    programs::{ProgramError, SchedClassifier, TcAttachType},
 };
 use shifter::{DataPlane, ServiceConfig};
 use shifter_common::{FlowKey, FlowValue};
@@ -304,60 +305,13 @@ impl DaemonBed {
         out
     }
 
-    /// Names of the programs attached through tcx at ingress and egress of the server
-    /// interface, and how many legacy tc filters exist there, asked from the kernel.
+    /// The programs attached at ingress and egress of the server interface, asked from the
+    /// kernel: tcx programs (when the kernel has tcx) and legacy cls_bpf filters (`tc -j filter
+    /// show`), each with its kernel id and tag. Works on tcx kernels (>= 6.6) and on legacy
+    /// clsact ones (6.1: the tcx query fails with EINVAL).
     pub fn programs(&self) -> HookPrograms {
-        netns::run_in(self.server_ns(), || {
-            let names = |t| {
-                SchedClassifier::query_tcx(SERVER_IF, t)
-                    .map(|(_, progs)| {
-                        progs
-                            .iter()
-                            .map(|p| p.name_as_str().unwrap_or("?").to_owned())
-                            .collect::<Vec<_>>()
-                    })
-                    .unwrap_or_default()
-            };
-            let legacy = |dir: &str| {
-                let out = Command::new("tc")
-                    .args(["filter", "show", "dev", SERVER_IF, dir])
-                    .output()
-                    .expect("tc");
-                String::from_utf8_lossy(&out.stdout)
-                    .matches(" bpf ")
-                    .count()
-            };
-            HookPrograms {
-                tcx_ingress: names(TcAttachType::Ingress),
-                tcx_egress: names(TcAttachType::Egress),
-                legacy_filters: legacy("ingress") + legacy("egress"),
-            }
-        })
+        netns::run_in(self.server_ns(), || hook_programs(SERVER_IF))
     }
-    /// The programs attached through tcx at the server interface (ingress then egress), with
-    /// their kernel id and tag, asked from the kernel. A link update changes the id; another
-    /// build also changes the tag.
-    pub fn tcx_programs(&self) -> Vec<TcxProgram> {
-        netns::run_in(self.server_ns(), || {
-            let mut out = Vec::new();
-            for (hook, t) in [
-                ("ingress", TcAttachType::Ingress),
-                ("egress", TcAttachType::Egress),
-            ] {
-                let (_, progs) = SchedClassifier::query_tcx(SERVER_IF, t).unwrap_or_else(|e| {
-                    panic!("tcx query of {SERVER_IF} {hook}: {}", error_chain(&e))
-                });
-                out.extend(progs.iter().map(|p| TcxProgram {
-                    hook,
-                    name: p.name_as_str().unwrap_or("?").to_owned(),
-                    id: p.id(),
-                    tag: p.tag(),
-                }));
-            }
-            out
-        })
-    }
-
     /// The keys of the pinned flow table, read from bpffs without asking the daemon.
     pub fn pinned_flow_keys(&self) -> HashSet<FlowKey> {
         let path = self.pin_dir.join(shifter_common::MAP_FLOWS);
@@ -371,33 +325,198 @@ impl DaemonBed {
     }
 }
 
-/// One program attached through tcx.
+/// How TC programs are attached on this kernel, as the kernel answers a tcx query.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcPath {
+    /// tcx links (kernel >= 6.6).
+    Tcx,
+    /// clsact qdisc + cls_bpf filters (the kernel rejects the tcx attach type).
+    Legacy,
+}
+
+impl std::fmt::Display for TcPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Tcx => "tcx",
+            Self::Legacy => "legacy clsact",
+        })
+    }
+}
+
+/// One program attached at a TC hook.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TcxProgram {
+pub struct AttachedProgram {
+    /// `ingress` or `egress`.
     pub hook: &'static str,
+    pub via: TcPath,
+    /// The kernel's program name (truncated to 15 characters).
     pub name: String,
+    /// Changes whenever another program is attached (a link update, a replaced filter).
     pub id: u32,
+    /// Changes with the build of the program.
     pub tag: u64,
 }
 
+/// What the kernel has at the TC hooks of one interface.
 #[derive(Debug, PartialEq, Eq)]
 pub struct HookPrograms {
-    pub tcx_ingress: Vec<String>,
-    pub tcx_egress: Vec<String>,
-    pub legacy_filters: usize,
+    /// tcx when the kernel answered the tcx query, legacy when it rejected it.
+    pub mode: TcPath,
+    /// tcx programs and legacy bpf filters, ingress first.
+    pub programs: Vec<AttachedProgram>,
+    /// Filters that are not eBPF programs (never ours), as tc prints them.
+    pub other_filters: Vec<String>,
+}
+
+/// Program name prefix per hook (names are truncated to 15 characters).
+fn our_prefix(hook: &str) -> &'static str {
+    if hook == "ingress" {
+        "shifter_tc_ingr"
+    } else {
+        "shifter_tc_egre"
+    }
 }
 
 impl HookPrograms {
-    /// Exactly one shifter program per hook (program names are truncated to 15 chars).
+    /// Exactly one shifter program per hook, attached the way this kernel attaches (tcx or
+    /// legacy clsact), and nothing else at the hooks.
     pub fn assert_exactly_one(&self) {
-        let ours = |v: &[String], prefix: &str| v.iter().filter(|n| n.starts_with(prefix)).count();
+        let ok = self.other_filters.is_empty()
+            && ["ingress", "egress"].iter().all(|hook| {
+                let at: Vec<_> = self.programs.iter().filter(|p| p.hook == *hook).collect();
+                at.len() == 1 && at[0].via == self.mode && at[0].name.starts_with(our_prefix(hook))
+            });
         assert!(
-            ours(&self.tcx_ingress, "shifter_tc_ingr") == 1
-                && ours(&self.tcx_egress, "shifter_tc_egre") == 1
-                && self.legacy_filters == 0,
-            "want exactly one shifter program per hook, the kernel has {self:?}"
+            ok,
+            "want exactly one shifter program per hook attached via {}, the kernel has {self:?}",
+            self.mode
         );
     }
+
+    /// The one program per hook (ingress, egress), asserting there is exactly one.
+    pub fn one_per_hook(&self) -> [AttachedProgram; 2] {
+        self.assert_exactly_one();
+        ["ingress", "egress"].map(|hook| {
+            self.programs
+                .iter()
+                .find(|p| p.hook == hook)
+                .cloned()
+                .expect("asserted above")
+        })
+    }
+}
+
+/// Asks the kernel (in the current network namespace) what is attached at the TC hooks of
+/// `iface`. The mode is probed: a tcx query that fails with EINVAL or EOPNOTSUPP means the
+/// kernel has no tcx; any other error fails the test.
+pub fn hook_programs(iface: &str) -> HookPrograms {
+    let mut programs = Vec::new();
+    let mut mode = TcPath::Tcx;
+    for (hook, t) in [
+        ("ingress", TcAttachType::Ingress),
+        ("egress", TcAttachType::Egress),
+    ] {
+        match SchedClassifier::query_tcx(iface, t) {
+            Ok((_, progs)) => programs.extend(progs.iter().map(|p| AttachedProgram {
+                hook,
+                via: TcPath::Tcx,
+                name: p.name_as_str().unwrap_or("?").to_owned(),
+                id: p.id(),
+                tag: p.tag(),
+            })),
+            Err(ProgramError::SyscallError(e))
+                if matches!(
+                    e.io_error.raw_os_error(),
+                    Some(libc::EINVAL | libc::EOPNOTSUPP)
+                ) =>
+            {
+                mode = TcPath::Legacy;
+            }
+            Err(e) => panic!("tcx query of {iface} {hook}: {}", error_chain(&e)),
+        }
+    }
+    let mut other_filters = Vec::new();
+    for hook in ["ingress", "egress"] {
+        let out = Command::new("tc")
+            .args(["-j", "filter", "show", "dev", iface, hook])
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("tc (iproute2) is needed to list the legacy TC filters: {e}")
+            });
+        assert!(
+            out.status.success(),
+            "tc -j filter show dev {iface} {hook} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (progs, others) = parse_tc_filters(hook, &String::from_utf8_lossy(&out.stdout))
+            .unwrap_or_else(|e| panic!("tc -j filter show dev {iface} {hook}: {e}"));
+        programs.extend(progs);
+        other_filters.extend(others);
+    }
+    programs.sort_by_key(|p| p.hook != "ingress");
+    // `cargo xtask vm-test` says which path the guest kernel must take.
+    if let Ok(expected) = std::env::var("SHIFTER_EXPECT_TC_MODE") {
+        let probed = match mode {
+            TcPath::Tcx => "tcx",
+            TcPath::Legacy => "legacy",
+        };
+        assert_eq!(
+            probed, expected,
+            "the kernel's answer to a tcx query says {mode}, SHIFTER_EXPECT_TC_MODE says {expected}"
+        );
+    }
+    HookPrograms {
+        mode,
+        programs,
+        other_filters,
+    }
+}
+
+/// The filters in `tc -j filter show` output: eBPF programs (kind `bpf` with a `prog`), and
+/// a description of every other filter. tc lists each filter twice, once as a bare
+/// priority/chain entry without `options` (skipped) and once with its options.
+pub fn parse_tc_filters(
+    hook: &'static str,
+    json: &str,
+) -> Result<(Vec<AttachedProgram>, Vec<String>), String> {
+    let json = json.trim();
+    if json.is_empty() {
+        return Ok((vec![], vec![]));
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| format!("not JSON ({e}): {json}"))?;
+    let entries = v
+        .as_array()
+        .ok_or_else(|| format!("not a JSON array: {json}"))?;
+    let mut progs = Vec::new();
+    let mut others = Vec::new();
+    for f in entries {
+        let Some(options) = f.get("options") else {
+            continue;
+        };
+        match (f["kind"].as_str(), options.get("prog")) {
+            (Some("bpf"), Some(p)) => {
+                let id = p["id"]
+                    .as_u64()
+                    .and_then(|id| u32::try_from(id).ok())
+                    .ok_or_else(|| format!("bpf filter without a program id: {f}"))?;
+                let tag = p["tag"]
+                    .as_str()
+                    .and_then(|t| u64::from_str_radix(t, 16).ok())
+                    .ok_or_else(|| format!("bpf filter without a program tag: {f}"))?;
+                progs.push(AttachedProgram {
+                    hook,
+                    via: TcPath::Legacy,
+                    name: p["name"].as_str().unwrap_or("?").to_owned(),
+                    id,
+                    tag,
+                });
+            }
+            _ => others.push(f.to_string()),
+        }
+    }
+    Ok((progs, others))
 }
 
 impl Drop for DaemonBed {
@@ -618,5 +737,82 @@ impl Drop for Process {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `tc -j filter show dev d0 ingress` (iproute2 6.1) with shifter's legacy filter: a bare
+    /// priority entry, then the filter with its program.
+    const ONE_LEGACY: &str = r#"[{"protocol":"all","pref":21320,"kind":"bpf","chain":0},{"protocol":"all","pref":21320,"kind":"bpf","chain":0,"options":{"handle":"0x1","bpf_name":"shifter_tc_ingress","direct-action":true,"not_in_hw":true,"prog":{"id":3797,"name":"shifter_tc_ingr","tag":"9e5dbd7f86809e5f","jited":1}}}]"#;
+
+    #[test]
+    fn one_legacy_filter_is_one_program() {
+        let (progs, others) = parse_tc_filters("ingress", ONE_LEGACY).expect("parses");
+        assert_eq!(
+            progs,
+            [AttachedProgram {
+                hook: "ingress",
+                via: TcPath::Legacy,
+                name: "shifter_tc_ingr".into(),
+                id: 3797,
+                tag: 0x9e5d_bd7f_8680_9e5f,
+            }]
+        );
+        assert!(others.is_empty(), "{others:?}");
+    }
+
+    #[test]
+    fn empty_output_and_other_filters() {
+        assert_eq!(
+            parse_tc_filters("egress", "").expect("empty"),
+            (vec![], vec![])
+        );
+        assert_eq!(
+            parse_tc_filters("egress", "[]\n").expect("[]"),
+            (vec![], vec![])
+        );
+        let u32_filter = r#"[{"protocol":"ip","pref":1,"kind":"u32","chain":0},{"protocol":"ip","pref":1,"kind":"u32","chain":0,"options":{"fh":"800::800","order":2048}}]"#;
+        let (progs, others) = parse_tc_filters("egress", u32_filter).expect("parses");
+        assert!(progs.is_empty());
+        assert_eq!(others.len(), 1, "{others:?}");
+        assert!(parse_tc_filters("egress", "filter protocol all").is_err());
+    }
+
+    #[test]
+    fn exactly_one_per_hook_is_mode_aware() {
+        let prog = |hook, via, name: &str, id| AttachedProgram {
+            hook,
+            via,
+            name: name.into(),
+            id,
+            tag: 1,
+        };
+        let legacy = HookPrograms {
+            mode: TcPath::Legacy,
+            programs: vec![
+                prog("ingress", TcPath::Legacy, "shifter_tc_ingr", 1),
+                prog("egress", TcPath::Legacy, "shifter_tc_egre", 2),
+            ],
+            other_filters: vec![],
+        };
+        assert_eq!(legacy.one_per_hook().map(|p| p.id), [1, 2]);
+        let on_tcx_kernel = HookPrograms {
+            mode: TcPath::Tcx,
+            ..legacy
+        };
+        assert!(std::panic::catch_unwind(|| on_tcx_kernel.assert_exactly_one()).is_err());
+        let twice = HookPrograms {
+            mode: TcPath::Tcx,
+            programs: vec![
+                prog("ingress", TcPath::Tcx, "shifter_tc_ingr", 1),
+                prog("ingress", TcPath::Tcx, "shifter_tc_ingr", 3),
+                prog("egress", TcPath::Tcx, "shifter_tc_egre", 2),
+            ],
+            other_filters: vec![],
+        };
+        assert!(std::panic::catch_unwind(|| twice.assert_exactly_one()).is_err());
     }
 }

@@ -90,24 +90,10 @@ pub fn run(args: &VmArgs) -> anyhow::Result<()> {
 
     crate::cmd::step("vm-test: build");
     let built = build(&root, args.release)?;
-    let tests: Vec<_> = if args.tests.is_empty() {
-        built.tests
-    } else {
-        for t in &args.tests {
-            if !built.tests.iter().any(|(n, _)| n == t) {
-                let names: Vec<_> = built.tests.iter().map(|(n, _)| n.as_str()).collect();
-                bail!(
-                    "--test {t}: no such test binary (have: {})",
-                    names.join(", ")
-                );
-            }
-        }
-        built
-            .tests
-            .into_iter()
-            .filter(|(n, _)| args.tests.contains(n))
-            .collect()
-    };
+    let (tests, excluded) = select_tests(built.tests, &args.tests)?;
+    for (name, why) in &excluded {
+        eprintln!("vm-test: not run in the guest: {name}: {why}");
+    }
     if tests.is_empty() {
         bail!("no integration-test binaries were built for shifter-tests");
     }
@@ -120,8 +106,10 @@ pub fn run(args: &VmArgs) -> anyhow::Result<()> {
     } else {
         "legacy"
     };
+    let data = test_data(&root)?;
     let image = Image {
         work: &work,
+        data: &data,
         kernel: &kernel,
         modules: &modules,
         tests: &tests,
@@ -148,10 +136,61 @@ pub fn run(args: &VmArgs) -> anyhow::Result<()> {
         cpus: args.cpus,
         timeout,
     })?;
-    report(&kernel, &outcome, started.elapsed())
+    report(&kernel, &outcome, &excluded, started.elapsed())
 }
 
-fn report(kernel: &kernel::Kernel, o: &qemu::Outcome, total: Duration) -> anyhow::Result<()> {
+/// Test binaries that cannot run in the guest, with the reason printed on every run. They
+/// are left out of the default selection, and naming one with `--test` is an error.
+const NOT_IN_VM: &[(&str, &str)] = &[(
+    "deb_package",
+    "needs dpkg and an installed Debian system (the guest is a busybox initramfs); \
+     covered by the host run (`cargo xtask test`)",
+)];
+
+/// Test binaries by name: (name, executable).
+type Executables = Vec<(String, PathBuf)>;
+/// Test binaries left out of the guest run: (name, why).
+type LeftOut = Vec<(&'static str, &'static str)>;
+
+/// The test binaries to run (all, or those named with `--test`), and the ones left out
+/// with their reasons.
+fn select_tests(built: Executables, wanted: &[String]) -> anyhow::Result<(Executables, LeftOut)> {
+    for t in wanted {
+        if let Some((_, why)) = NOT_IN_VM.iter().find(|(n, _)| n == t) {
+            bail!("--test {t}: cannot run in the VM: {why}");
+        }
+        if !built.iter().any(|(n, _)| n == t) {
+            let names: Vec<_> = built.iter().map(|(n, _)| n.as_str()).collect();
+            bail!(
+                "--test {t}: no such test binary (have: {})",
+                names.join(", ")
+            );
+        }
+    }
+    let excluded: Vec<_> = NOT_IN_VM
+        .iter()
+        .filter(|(n, _)| wanted.is_empty() && built.iter().any(|(b, _)| b == n))
+        .copied()
+        .collect();
+    let tests = built
+        .into_iter()
+        .filter(|(n, _)| {
+            if wanted.is_empty() {
+                !NOT_IN_VM.iter().any(|(x, _)| x == n)
+            } else {
+                wanted.contains(n)
+            }
+        })
+        .collect();
+    Ok((tests, excluded))
+}
+
+fn report(
+    kernel: &kernel::Kernel,
+    o: &qemu::Outcome,
+    excluded: &[(&str, &str)],
+    total: Duration,
+) -> anyhow::Result<()> {
     let mut summary = format!("\n==> vm-test summary: kernel {}\n", kernel.label);
     let mut last_result = "";
     for l in &o.lines {
@@ -161,6 +200,9 @@ fn report(kernel: &kernel::Kernel, o: &qemu::Outcome, total: Duration) -> anyhow
             let _ = writeln!(summary, "  {t}: {last_result}");
             last_result = "";
         }
+    }
+    for (name, why) in excluded {
+        let _ = writeln!(summary, "  {name}: not run in the VM: {why}");
     }
     for l in o.lines.iter().filter(|l| l.contains("SHIFTER-TC-MODE")) {
         let _ = writeln!(summary, "  {}", l.trim());
@@ -344,12 +386,14 @@ fn artifact(line: &str) -> Option<(ArtifactKind, String, PathBuf)> {
 }
 
 /// Host tools copied into the guest: (command, required). iproute2's `ip` is required (busybox's
-/// has no `netns`); the others are used by some tests (curl by the daemon API tests).
+/// has no `netns`); the others are used by some tests (tc to list legacy filters, curl by the
+/// daemon API tests, promtool (48 MB) by the metrics test).
 const HOST_TOOLS: &[(&str, bool)] = &[
     ("ip", true),
     ("tc", false),
     ("ethtool", false),
     ("curl", false),
+    ("promtool", false),
 ];
 
 /// Directory in the guest for host tools; first on PATH so it wins over busybox applets.
@@ -358,6 +402,8 @@ const GUEST_MODULES: &str = "/lib/shifter-modules";
 
 struct Image<'a> {
     work: &'a Path,
+    /// Files the tests read from the source tree, at their host paths.
+    data: &'a [PathBuf],
     kernel: &'a kernel::Kernel,
     modules: &'a [kernel::Module],
     tests: &'a [(String, PathBuf)],
@@ -403,6 +449,15 @@ impl Image<'_> {
                 )?;
                 dynamic.push(exe.clone());
             }
+        }
+        for f in self.data {
+            t.add(
+                &f.to_string_lossy(),
+                Entry::File {
+                    source: f.clone(),
+                    mode: 0o644,
+                },
+            )?;
         }
         for lib in shared_libraries(&dynamic)? {
             let path = lib.to_string_lossy().into_owned();
@@ -555,6 +610,32 @@ sync
 poweroff -f
 "#;
 
+/// Directories of the source tree that tests read at run time (through
+/// `CARGO_MANIFEST_DIR`): their files go into the image at the same paths.
+const TEST_DATA_DIRS: &[&str] = &["tests/golden"];
+
+fn test_data(root: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for d in TEST_DATA_DIRS {
+        let dir = root.join(d);
+        let rd = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+        };
+        for e in rd {
+            let p = e
+                .with_context(|| format!("reading {}", dir.display()))?
+                .path();
+            if p.is_file() {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
@@ -676,6 +757,29 @@ mod tests {
     }
 
     #[test]
+    fn tests_that_cannot_run_in_the_vm_are_left_out_with_a_reason() {
+        let built = || {
+            ["deb_package", "packets", "smoke_load"]
+                .map(|n| (n.to_owned(), PathBuf::from(format!("/t/{n}"))))
+                .to_vec()
+        };
+        let (tests, excluded) = select_tests(built(), &[]).expect("all");
+        let names: Vec<_> = tests.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["packets", "smoke_load"]);
+        assert_eq!(excluded.len(), 1);
+        assert_eq!(excluded[0].0, "deb_package");
+        assert!(excluded[0].1.contains("dpkg"), "{}", excluded[0].1);
+
+        let (tests, excluded) = select_tests(built(), &["packets".to_owned()]).expect("one");
+        assert_eq!(tests.len(), 1);
+        assert!(excluded.is_empty());
+
+        let err = select_tests(built(), &["deb_package".to_owned()]).expect_err("excluded");
+        assert!(err.to_string().contains("cannot run in the VM"), "{err}");
+        assert!(select_tests(built(), &["nope".to_owned()]).is_err());
+    }
+
+    #[test]
     fn init_script_runs_every_test_and_reports() {
         let k = kernel::Kernel {
             label: "k".into(),
@@ -689,6 +793,7 @@ mod tests {
         ];
         let img = Image {
             work: Path::new("/w"),
+            data: &[],
             kernel: &k,
             modules: &[],
             tests: &tests,
