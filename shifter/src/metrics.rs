@@ -402,7 +402,11 @@ fn register_rollout(reg: &mut Registry, snap: &Snapshot) {
         dry_run,
     );
     if any[1] {
-        reg.register("rollout_step", "The rollout's current step, counted from 1", step);
+        reg.register(
+            "rollout_step",
+            "The rollout's current step, counted from 1",
+            step,
+        );
     }
     if any[2] {
         reg.register("rollout_steps", "Number of steps of the rollout", steps);
