@@ -582,7 +582,9 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
 mount -t tmpfs tmpfs /run
-mount -t tmpfs tmpfs /tmp
+# No tmpfs on /tmp: the initramfs root is RAM already, and test binaries keep their host
+# paths, which may lie under /tmp (a CI checkout there).
+mkdir -p /tmp && chmod 1777 /tmp
 mkdir -p /run/netns /sys/fs/cgroup
 mount -t cgroup2 cgroup2 /sys/fs/cgroup || { echo "shifter-vm: cannot mount cgroup2"; echo "@RESULT@96"; poweroff -f; }
 mount -t bpf bpf /sys/fs/bpf || { echo "shifter-vm: cannot mount bpffs"; echo "@RESULT@97"; poweroff -f; }
