@@ -318,6 +318,10 @@ fn sanitize(s: &str) -> String {
         .collect()
 }
 
+/// The binaries the guest needs: the product and the test crate's helpers (the daemon under
+/// test and the demo); the workspace build also yields xtask and the bench tool, left out.
+const GUEST_BINS: &[&str] = &["shifter", "shifter-t", "shifter-demo"];
+
 /// What the build produced: (name, executable) pairs.
 struct Built {
     tests: Vec<(String, PathBuf)>,
@@ -328,12 +332,13 @@ fn build(root: &Path, release: bool) -> anyhow::Result<Built> {
     let mut tests = Vec::new();
     let mut bins = Vec::new();
     let profile: &[&str] = if release { &["--release"] } else { &[] };
-    for argv in [
-        &["test", "--no-run", "-p", "shifter-tests", "--tests"][..],
-        &["build", "-p", "shifter", "--bins"][..],
-    ] {
+    // The same package selection as `cargo xtask test`'s own `cargo test`: with `-p` cargo would
+    // unify features differently and link every test binary a second time (~2 GB of disk).
+    const WORKSPACE: [&str; 3] = ["--workspace", "--exclude", "shifter-ebpf"];
+    for argv in [&["test", "--no-run", "--tests"][..], &["build", "--bins"][..]] {
         let mut c = Command::new("cargo");
         c.args(argv)
+            .args(WORKSPACE)
             .args(profile)
             .arg("--message-format=json-render-diagnostics")
             .current_dir(root)
@@ -347,7 +352,10 @@ fn build(root: &Path, release: bool) -> anyhow::Result<Built> {
             if let Some((kind, name, exe)) = artifact(line) {
                 match kind {
                     ArtifactKind::Test => tests.push((name, exe)),
-                    ArtifactKind::Bin => bins.push((name, exe)),
+                    ArtifactKind::Bin if GUEST_BINS.contains(&name.as_str()) => {
+                        bins.push((name, exe))
+                    }
+                    ArtifactKind::Bin => {}
                 }
             }
         }
