@@ -48,9 +48,6 @@ pub struct Packet {
     pub dport: u16,
     /// Offset of the L4 header from the start of the frame.
     pub l4_off: usize,
-    /// End of the IP datagram per its length field (0: the header states no length, as a
-    /// BIG TCP GSO packet does).
-    pub ip_end: usize,
     pub tcp_flags: u8,
     pub seq: u32,
 }
@@ -103,6 +100,8 @@ pub fn parse(data: usize, end: usize, frame_len: usize) -> Result<Packet, ()> {
         ethertype = be16(data, end, off + 2)?;
         off += 4;
     }
+    // `ip_end`: end of the IP datagram per its length field (0: the header states no length,
+    // as a BIG TCP GSO packet does); only used to reject truncated headers below.
     let (is_v6, proto, src, dst, l4_off, ip_end) = match ethertype {
         ETH_P_IP => {
             // SAFETY: bounds checked by `at`.
@@ -221,7 +220,6 @@ pub fn parse(data: usize, end: usize, frame_len: usize) -> Result<Packet, ()> {
         sport,
         dport,
         l4_off,
-        ip_end,
         tcp_flags,
         seq,
     })

@@ -29,8 +29,10 @@ pub enum Cause {
     GateRollback,
     /// Green became the new blue (roles swapped, weight 0); the event carries the uid.
     Promote,
+    /// An operator's `rollback` (weight 0 now); the event carries the uid.
+    ManualRollback,
     /// An operator's rollout command (start, pause, resume, abort, approve, freeze,
-    /// rollback, blue-green), or the rollout reacting to an outside weight change.
+    /// blue-green), or the rollout reacting to an outside weight change.
     Rollout,
 }
 
@@ -46,6 +48,7 @@ impl std::fmt::Display for Cause {
             Self::HealthRollback => "health-rollback",
             Self::GateRollback => "gate-rollback",
             Self::Promote => "promote",
+            Self::ManualRollback => "manual-rollback",
             Self::Rollout => "rollout",
         })
     }

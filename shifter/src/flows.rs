@@ -43,6 +43,13 @@ impl Flow {
             last_seen_ns: v.last_seen_ns,
         })
     }
+
+    /// A TCP connection with FIN seen both ways: it has ended and its entry only lingers
+    /// until the sweep. (An RST removes the entry at once.)
+    pub fn has_ended(&self) -> bool {
+        self.protocol == Protocol::Tcp
+            && self.flags & (FLOW_FIN_IN | FLOW_FIN_OUT) == FLOW_FIN_IN | FLOW_FIN_OUT
+    }
 }
 
 /// When `sweep` removes an entry.
@@ -104,8 +111,8 @@ impl DataPlane {
         self.remove_flows(|k, v| {
             let idle = Duration::from_nanos(now.saturating_sub(v.last_seen_ns));
             if k.proto == PROTO_TCP {
-                let both_fin = v.flags & (FLOW_FIN_IN | FLOW_FIN_OUT) == FLOW_FIN_IN | FLOW_FIN_OUT;
-                (both_fin && idle >= policy.fin_linger) || idle >= policy.tcp_idle
+                let ended = v.flags & (FLOW_FIN_IN | FLOW_FIN_OUT) == FLOW_FIN_IN | FLOW_FIN_OUT;
+                (ended && idle >= policy.fin_linger) || idle >= policy.tcp_idle
             } else {
                 idle >= policy.udp_idle
             }

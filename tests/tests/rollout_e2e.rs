@@ -649,3 +649,73 @@ fn a_dry_run_counts_the_would_be_split_and_steers_nothing() {
     );
     daemon.stop();
 }
+
+#[test]
+fn rollback_drain_waits_for_green_connections_and_reports_those_left() {
+    let bed = DaemonBed::new("drain");
+    bed.write_config(&web("", "hold = \"1s\""));
+    let daemon = InProcess::start(&bed);
+    let open_green = |n| {
+        bed.cli_ok(&["set-weight", "web", "100"]);
+        let long = LongLived::open(bed.client_ns(), target(), n, Duration::from_secs(2));
+        assert!(
+            long.wait_rounds(2, Duration::from_secs(10)),
+            "long-lived connections stalled"
+        );
+        long
+    };
+
+    // Connections that stay open: the whole timeout passes and they are reported, not closed.
+    let long = open_green(4);
+    let start = Instant::now();
+    let out = bed.cli_ok(&["rollback", "web", "--drain-timeout", "1500ms"]);
+    let waited = start.elapsed();
+    assert!(
+        out.contains("4 green flow(s) still open after"),
+        "rollback output: {out}"
+    );
+    assert!(
+        waited >= Duration::from_millis(1500),
+        "returned early: {waited:?}"
+    );
+    assert_eq!(
+        weight(&bed).weight,
+        0,
+        "rollback sets the weight to 0 first"
+    );
+    assert!(
+        long.wait_rounds(3, Duration::from_secs(10)),
+        "the drain must not break green's connections"
+    );
+    let conns = long.finish();
+    let p = long_problems(&conns, Some(GREEN_ID));
+    assert!(p.is_empty(), "green connections broken: {p:?}");
+    eprintln!("drain: 4 open green connections reported after {waited:?}");
+
+    // Connections that end during the wait: the rollback returns once they are gone.
+    let long = open_green(4);
+    let closer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(700));
+        long.finish()
+    });
+    let start = Instant::now();
+    let out = bed.cli_ok(&["rollback", "web", "--drain-timeout", "20s"]);
+    let waited = start.elapsed();
+    let conns = closer.join().expect("closer thread");
+    assert_eq!(conns.len(), 4);
+    assert!(out.contains("green drained"), "rollback output: {out}");
+    assert!(
+        waited < Duration::from_secs(10),
+        "the drain should end when green's connections close, not at the timeout: {waited:?}"
+    );
+    eprintln!("drain: rollback returned {waited:?} after the start, connections closed at ~700 ms");
+
+    // Both rollbacks were the operator's: counted as manual rollbacks.
+    let ev = events(&bed);
+    let manual = ev
+        .iter()
+        .filter(|e| e["cause"] == "manual-rollback" && e["uid"] == 0)
+        .count();
+    assert_eq!(manual, 2, "{ev:#?}");
+    daemon.stop();
+}

@@ -329,13 +329,16 @@ struct Built {
 }
 
 fn build(root: &Path, release: bool) -> anyhow::Result<Built> {
-    let mut tests = Vec::new();
-    let mut bins = Vec::new();
-    let profile: &[&str] = if release { &["--release"] } else { &[] };
     // The same package selection as `cargo xtask test`'s own `cargo test`: with `-p` cargo would
     // unify features differently and link every test binary a second time (~2 GB of disk).
     const WORKSPACE: [&str; 3] = ["--workspace", "--exclude", "shifter-ebpf"];
-    for argv in [&["test", "--no-run", "--tests"][..], &["build", "--bins"][..]] {
+    let mut tests = Vec::new();
+    let mut bins = Vec::new();
+    let profile: &[&str] = if release { &["--release"] } else { &[] };
+    for argv in [
+        &["test", "--no-run", "--tests"][..],
+        &["build", "--bins"][..],
+    ] {
         let mut c = Command::new("cargo");
         c.args(argv)
             .args(WORKSPACE)
@@ -353,7 +356,7 @@ fn build(root: &Path, release: bool) -> anyhow::Result<Built> {
                 match kind {
                     ArtifactKind::Test => tests.push((name, exe)),
                     ArtifactKind::Bin if GUEST_BINS.contains(&name.as_str()) => {
-                        bins.push((name, exe))
+                        bins.push((name, exe));
                     }
                     ArtifactKind::Bin => {}
                 }

@@ -631,19 +631,39 @@ async fn run_rollout(
         .map_err(plain)?
         .map_err(plain)?;
     if let Some(timeout) = drain {
-        // Nothing is closed: existing green connections finish on their own.
-        tokio::time::sleep(timeout).await;
+        reply.drain = Some(wait_for_green_drain(engine, &name, timeout).await?);
+    }
+    Ok(json(StatusCode::OK, &reply))
+}
+
+/// How often `rollback --drain-timeout` counts green's open flows.
+const DRAIN_POLL: Duration = Duration::from_millis(200);
+
+/// Waits until green has no open flow or `timeout` passes. Nothing is closed: existing green
+/// connections finish on their own; this only reports how many are left.
+async fn wait_for_green_drain(
+    engine: &Engine,
+    name: &str,
+    timeout: Duration,
+) -> Result<super::types::DrainReport, RouteError> {
+    let start = tokio::time::Instant::now();
+    loop {
+        let n = name.to_owned();
         let remaining = engine
-            .call(|r| Command::GreenFlows(name, r))
+            .call(|r| Command::GreenFlows(n, r))
             .await
             .map_err(plain)?
             .map_err(plain)?;
-        reply.drain = Some(super::types::DrainReport {
-            timeout_ms: timeout.as_millis() as u64,
-            green_flows_remaining: remaining,
-        });
+        let waited = start.elapsed();
+        if remaining == 0 || waited >= timeout {
+            return Ok(super::types::DrainReport {
+                timeout_ms: timeout.as_millis() as u64,
+                waited_ms: waited.as_millis() as u64,
+                green_flows_remaining: remaining,
+            });
+        }
+        tokio::time::sleep(DRAIN_POLL.min(timeout - waited)).await;
     }
-    Ok(json(StatusCode::OK, &reply))
 }
 
 /// Reloads the configuration file into the engine.

@@ -109,7 +109,9 @@ pub struct RolloutReply {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DrainReport {
     pub timeout_ms: u64,
-    /// Flow-table entries of green after the timeout.
+    /// How long the rollback waited: until green had no open flow, or the whole timeout.
+    pub waited_ms: u64,
+    /// Green's open flows (not yet ended) when the wait stopped; 0 means drained.
     pub green_flows_remaining: u64,
 }
 

@@ -4,14 +4,15 @@ use super::{EXIT_USAGE, Failure, VerbResult};
 use crate::api::client::Client;
 
 /// Put green's weight to 0 now (ends a rollout in progress). Established green
-/// connections are left to finish; with `--drain-timeout` the command waits that long and
-/// reports how many remain (it closes none).
+/// connections are left to finish; with `--drain-timeout` the command waits until green has
+/// no open connection, at most that long, and reports how many remain (it closes none).
 ///
 /// Examples: `shifter rollback web`, `shifter rollback web --drain-timeout 30s`
 #[derive(clap::Args)]
 pub(crate) struct Args {
     service: String,
-    /// Wait this long, then report green's remaining flows.
+    /// Wait at most this long for green's connections to finish, then report how many are
+    /// still open.
     #[arg(long)]
     drain_timeout: Option<String>,
 }

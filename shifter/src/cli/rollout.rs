@@ -120,12 +120,18 @@ pub(crate) fn describe(r: &RolloutReply) -> String {
         super::status::rollout_text(&r.rollout)
     ));
     if let Some(d) = &r.drain {
-        out.push_str(&format!(
-            "{}: {} green flow(s) remain after {} (none were closed)\n",
-            r.service,
-            d.green_flows_remaining,
-            humantime::format_duration(std::time::Duration::from_millis(d.timeout_ms))
-        ));
+        let waited = humantime::format_duration(std::time::Duration::from_millis(d.waited_ms));
+        if d.green_flows_remaining == 0 {
+            out.push_str(&format!(
+                "{}: green drained: no open green flow after {waited}\n",
+                r.service
+            ));
+        } else {
+            out.push_str(&format!(
+                "{}: {} green flow(s) still open after {waited} (none were closed)\n",
+                r.service, d.green_flows_remaining
+            ));
+        }
     }
     out
 }

@@ -619,7 +619,7 @@ impl Actor {
             .flows(Some(slot))
             .map_err(|e| dp_err(&e))?
             .iter()
-            .filter(|f| f.backend as u8 & 1 == 1)
+            .filter(|f| f.backend as u8 & 1 == 1 && !f.has_ended())
             .count() as u64)
     }
 

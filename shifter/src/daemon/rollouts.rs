@@ -480,6 +480,10 @@ impl Rollouts {
 pub(crate) fn to_event(ev: &RolloutEvent) -> Event {
     let (cause, uid) = match &ev.cause {
         RolloutCause::Operator { command, uid } if command == "promote" => (Cause::Promote, *uid),
+        // Counted by `shifter_rollbacks_total` beside the automatic ones.
+        RolloutCause::Operator { command, uid } if command == "rollback" => {
+            (Cause::ManualRollback, *uid)
+        }
         RolloutCause::Operator { uid, .. } => (Cause::Rollout, *uid),
         RolloutCause::StepPassed { .. } | RolloutCause::GateWaiting { .. } => {
             (Cause::RolloutStep, None)
@@ -510,5 +514,55 @@ pub(crate) fn to_event(ev: &RolloutEvent) -> Event {
         since_decision_ns: a
             .and_then(|a| a.since_decision)
             .map(|d| d.as_nanos() as u64),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::rollout::engine::StateName;
+
+    fn operator(command: &str) -> RolloutEvent {
+        RolloutEvent {
+            seq: 1,
+            at: Duration::from_secs(5),
+            service: "web".into(),
+            from: StateName::Running,
+            to: StateName::RolledBack,
+            cause: RolloutCause::Operator {
+                command: command.into(),
+                uid: Some(1000),
+            },
+            weight_before_bp: 2500,
+            weight_after_bp: 0,
+            dry_run: false,
+            actuation: None,
+        }
+    }
+
+    #[test]
+    fn operator_rollback_is_a_manual_rollback_with_its_uid() {
+        let e = to_event(&operator("rollback"));
+        assert_eq!(e.cause, Cause::ManualRollback);
+        assert_eq!(e.uid, Some(1000));
+        assert_eq!((e.old_weight_bp, e.new_weight_bp), (Some(2500), Some(0)));
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(
+            crate::observe::rollback_cause(&json).as_deref(),
+            Some("manual-rollback")
+        );
+    }
+
+    #[test]
+    fn other_operator_commands_are_not_rollbacks() {
+        for command in ["abort", "pause", "start", "freeze"] {
+            let e = to_event(&operator(command));
+            assert_eq!(e.cause, Cause::Rollout, "{command}");
+            let json = serde_json::to_value(&e).unwrap();
+            assert_eq!(crate::observe::rollback_cause(&json), None, "{command}");
+        }
+        assert_eq!(to_event(&operator("promote")).cause, Cause::Promote);
     }
 }
