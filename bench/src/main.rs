@@ -4,6 +4,7 @@
 //!
 //! Run through `cargo xtask bench`, which also draws the charts; see docs/benchmarks.md.
 
+mod daemon;
 mod e2e;
 mod env;
 mod load;

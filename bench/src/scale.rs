@@ -1,9 +1,10 @@
 //! `scale`: flow-table memory per flow, memory with 64 services and a full 1M-entry table,
 //! weight-change latency, and new connections with the flow table 90 % full.
 //!
-//! The daemon does not exist yet: "daemon" memory is this process (the library with the
-//! data plane loaded, 64 services set and the table filled), and a weight change is timed
-//! from the library call (`DataPlane::set_weight`) to its return (the map is written then).
+//! Memory and weight changes are measured on the real daemon (`shifter daemon`, see
+//! [`crate::daemon`]): its RSS with 64 services and the table filled, and a weight change
+//! from the CLI (and from one API request) to the map. The library figures beside them (this
+//! process with the data plane loaded, `DataPlane::set_weight`) show what the daemon adds.
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
@@ -12,13 +13,14 @@ use std::{
     time::Instant,
 };
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use aya::maps::{HashMap, Map, MapData};
 use serde_json::{Value, json};
-use shifter::{Affinity, Hook, Protocol, Service, ServiceConfig};
+use shifter::{Affinity, Hook, Protocol, Service, ServiceConfig, cfgword::ConfigWords};
 use shifter_common::{FlowKey, FlowValue, MAP_FLOWS, PROG_TC_INGRESS, PROTO_TCP, v4_mapped};
 
 use crate::{
+    daemon::{self, Daemon},
     env::{self, Pair, Plane, SERVER_IF},
     load::{self, Backends},
     pkt::{self, TCP_SYN, Tuple},
@@ -80,14 +82,17 @@ fn fake_key(i: u32, backend_port: u16) -> FlowKey {
     }
 }
 
-/// Inserts `n` distinct fake flows.
+/// Inserts `n` distinct fake flows of the service in `slot` (port `service_port`), on its
+/// backend port `backend_port`, seen now (so no idle sweep removes them).
 fn fill(
     map: &mut HashMap<MapData, FlowKey, FlowValue>,
     n: u32,
-    backend_port: u16,
+    (slot, service_port, backend_port): (u16, u16, u16),
 ) -> anyhow::Result<()> {
     let v = FlowValue {
-        service_port: 80,
+        service_port,
+        slot,
+        last_seen_ns: shifter::util::monotonic_ns(),
         ..Default::default()
     };
     for i in 0..n {
@@ -177,7 +182,7 @@ pub fn run(opts: &Opts) -> anyhow::Result<Value> {
     }
     let mut flows = open_flows(&plane.pin_dir)?;
     let t = Instant::now();
-    fill(&mut flows, opts.fill, 20_000)?;
+    fill(&mut flows, opts.fill, (0, 10_000, 20_000))?;
     let fill_secs = t.elapsed().as_secs_f64();
     let rss_full = sys::self_rss_bytes()?;
     table.row(vec![
@@ -189,7 +194,7 @@ pub fn run(opts: &Opts) -> anyhow::Result<Value> {
             rss_full as f64 / 1_048_576.0
         ),
         format!(
-            "library process, not the daemon (none yet); {} flows filled in {fill_secs:.1} s",
+            "this process with the library; {} flows filled in {fill_secs:.1} s",
             opts.fill
         ),
     ]);
@@ -208,11 +213,11 @@ pub fn run(opts: &Opts) -> anyhow::Result<Value> {
         "set_weight p50 / p99 (us)".into(),
         format!(
             "{} / {}",
-            f(report::median(&lat), 0),
-            f(report::percentile(&lat, 99.0), 0)
+            f(report::median(&lat), 2),
+            f(report::percentile(&lat, 99.0), 2)
         ),
         format!(
-            "{} changes, 64 services configured, library call to map",
+            "{} changes, 64 services, library call to map (no daemon)",
             opts.weight_changes
         ),
     ]);
@@ -229,7 +234,7 @@ pub fn run(opts: &Opts) -> anyhow::Result<Value> {
             "rss_64_services_filled_bytes": rss_full,
             "filled_flows": opts.fill,
             "fill_secs": fill_secs,
-            "note": "RSS of the library process (no daemon yet); map memory is kernel memory, not in RSS",
+            "note": "RSS of the benchmark process with the library; map memory is kernel memory, not in RSS",
         }),
     );
     out.insert(
@@ -240,12 +245,14 @@ pub fn run(opts: &Opts) -> anyhow::Result<Value> {
             "p99_us": report::percentile(&lat, 99.0),
             "max_us": report::max(&lat),
             "services": 64,
-            "note": "DataPlane::set_weight call to return (map written); no daemon/CLI yet",
+            "note": "DataPlane::set_weight call to return (map written), in this process",
         }),
     );
     clear(&mut flows);
     drop(flows);
     drop(plane);
+
+    out.insert("daemon".into(), daemon_scale(opts, &mut table)?);
 
     let full = nearly_full(opts, &mut table)?;
     out.insert("table_90pct_full".into(), full);
@@ -258,6 +265,193 @@ pub fn run(opts: &Opts) -> anyhow::Result<Value> {
         o.extend(out);
     }
     Ok(v)
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1}", bytes as f64 / 1_048_576.0)
+}
+
+fn p50_p99(lat: &[f64]) -> String {
+    format!(
+        "{} / {}",
+        f(report::median(lat), 0),
+        f(report::percentile(lat, 99.0), 0)
+    )
+}
+
+/// Microseconds from the start of a weight change to the kernel's word changing and to the
+/// reply.
+#[derive(Default)]
+struct Timings {
+    to_map: Vec<f64>,
+    to_reply: Vec<f64>,
+}
+
+impl Timings {
+    fn push(&mut self, (to_map, to_reply): (f64, f64)) {
+        self.to_map.push(to_map);
+        self.to_reply.push(to_reply);
+    }
+
+    fn json(&self) -> Value {
+        let stats = |v: &[f64]| {
+            json!({
+                "p50_us": report::median(v),
+                "p99_us": report::percentile(v, 99.0),
+                "max_us": report::max(v),
+            })
+        };
+        json!({
+            "changes": self.to_map.len(),
+            "to_map": stats(&self.to_map),
+            "to_reply": stats(&self.to_reply),
+        })
+    }
+}
+
+/// Runs `change` on another thread while this one watches the configuration word of `slot`;
+/// returns the microseconds to the word changing and to `change` returning.
+fn timed_change(
+    words: &ConfigWords,
+    slot: u32,
+    change: impl FnOnce() -> anyhow::Result<()> + Send,
+) -> anyhow::Result<(f64, f64)> {
+    let before = words.load(slot);
+    std::thread::scope(|s| {
+        let t = Instant::now();
+        let h = s.spawn(change);
+        let mut to_map = None;
+        while !h.is_finished() {
+            if words.load(slot) != before {
+                to_map = Some(t.elapsed());
+                break;
+            }
+            // Two cores: leave the daemon and the CLI room to run.
+            std::thread::yield_now();
+        }
+        let done = h.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+        let to_reply = t.elapsed();
+        done?;
+        // The write may land just before the change returns, between two looks.
+        let to_map = match to_map {
+            Some(d) => d,
+            None if words.load(slot) != before => to_reply,
+            None => bail!("the weight change returned but the kernel word did not change"),
+        };
+        Ok((to_map.as_secs_f64() * 1e6, to_reply.as_secs_f64() * 1e6))
+    })
+}
+
+/// The real daemon: RSS with 64 services and the flow table filled, and weight changes
+/// from the CLI and from the API to the map.
+fn daemon_scale(opts: &Opts, table: &mut Table) -> anyhow::Result<Value> {
+    let d = Daemon::start(opts.capacity)?;
+    let status: Value = serde_json::from_str(&d.cli(&["status", "--json"])?)?;
+    let s0 = status["services"]
+        .as_array()
+        .and_then(|v| v.iter().find(|s| s["name"] == "s0"))
+        .context("the daemon's status lists no service s0")?;
+    let slot = s0["slot"].as_u64().context("s0 has no slot")? as u32;
+    let (port, blue, _) = daemon::ports(0);
+    let (rss_started, _) = d.memory()?;
+
+    let mut flows = open_flows(&d.pin_dir)?;
+    let t = Instant::now();
+    fill(&mut flows, opts.fill, (slot as u16, port, blue))?;
+    let fill_secs = t.elapsed().as_secs_f64();
+    drop(flows);
+    let (rss_filled, _) = d.memory()?;
+    // `status` counts every service's active flows: a walk of the whole table.
+    let t = Instant::now();
+    let status: Value = serde_json::from_str(&d.cli(&["status", "--json"])?)?;
+    let status_ms = t.elapsed().as_secs_f64() * 1e3;
+    let counted = status["services"]
+        .as_array()
+        .and_then(|v| v.iter().find(|s| s["name"] == "s0"))
+        .and_then(|s| s["blue"]["active_flows"].as_u64())
+        .unwrap_or(0);
+    if counted != u64::from(opts.fill) {
+        bail!(
+            "the daemon counts {counted} active flows of s0, {} were filled",
+            opts.fill
+        );
+    }
+    let (rss_after_status, hwm) = d.memory()?;
+    table.row(vec![
+        "daemon RSS: started / table filled / after status (MiB)".into(),
+        format!(
+            "{} / {} / {}",
+            mib(rss_started),
+            mib(rss_filled),
+            mib(rss_after_status)
+        ),
+        format!(
+            "shifter daemon, {} services, {} flows; peak {} MiB; status took {status_ms:.0} ms",
+            daemon::SERVICES,
+            opts.fill,
+            mib(hwm)
+        ),
+    ]);
+
+    // Each change is timed twice: until the configuration word in the kernel holds the new
+    // weight (watched through the mmapped array from this thread), and until the reply.
+    let words = ConfigWords::open(&d.pin_dir).context("map the configuration array")?;
+    let percent = |i: usize| if i.is_multiple_of(2) { "25" } else { "75" };
+    let mut cli = Timings::default();
+    for i in 0..opts.weight_changes {
+        cli.push(timed_change(&words, slot, || {
+            d.cli(&["set-weight", "s0", percent(i)]).map(drop)
+        })?);
+    }
+    let mut api = Timings::default();
+    for i in 0..opts.weight_changes {
+        // Continues the alternation: every request changes the weight.
+        let body = format!("{{\"percent\": {}}}", percent(opts.weight_changes + i));
+        api.push(timed_change(&words, slot, || {
+            daemon::api_request(&d.socket, "PUT", "/v1/services/s0/weight", &body).map(drop)
+        })?);
+    }
+    let last = percent(2 * opts.weight_changes - 1).parse::<u16>()? * 100;
+    if d.map_weight(slot)? != last {
+        bail!(
+            "after the changes the map holds weight {}, not {last}",
+            d.map_weight(slot)?
+        );
+    }
+    let n = opts.weight_changes;
+    table.row(vec![
+        "weight change via CLI: to map, p50 / p99 (us)".into(),
+        p50_p99(&cli.to_map),
+        format!("`shifter set-weight` process start to the kernel word changed, {n} changes"),
+    ]);
+    table.row(vec![
+        "  ... to the CLI's exit, p50 / p99 (us)".into(),
+        p50_p99(&cli.to_reply),
+        "the daemon replies after persisting the state (fsync)".into(),
+    ]);
+    table.row(vec![
+        "weight change via API: to map, p50 / p99 (us)".into(),
+        p50_p99(&api.to_map),
+        "one HTTP PUT on the Unix socket (new connection each) to the word changed".into(),
+    ]);
+    table.row(vec![
+        "  ... to the reply, p50 / p99 (us)".into(),
+        p50_p99(&api.to_reply),
+        String::new(),
+    ]);
+    Ok(json!({
+        "services": daemon::SERVICES,
+        "filled_flows": opts.fill,
+        "fill_secs": fill_secs,
+        "rss_started_bytes": rss_started,
+        "rss_filled_bytes": rss_filled,
+        "rss_after_status_bytes": rss_after_status,
+        "rss_peak_bytes": hwm,
+        "status_ms": status_ms,
+        "weight_change_cli": cli.json(),
+        "weight_change_api": api.json(),
+        "note": "shifter daemon in the host namespace, no interface attached; RSS from /proc/<pid>/status",
+    }))
 }
 
 /// New connections (end to end, shifter tc) and the new-flow program path with the flow
@@ -288,7 +482,7 @@ fn nearly_full(opts: &Opts, table: &mut Table) -> anyhow::Result<Value> {
     for round in 0..opts.rounds {
         for (k, pre) in [0, prefill].into_iter().enumerate() {
             clear(&mut flows);
-            fill(&mut flows, pre, 8081)?;
+            fill(&mut flows, pre, (0, 80, 8081))?;
             eprintln!("bench scale: round {} table {pre} / {capacity}", round + 1);
             let r = load::conn_rate(&client, target, 4, opts.conn_secs)?;
             rates[k].push(r.ok as f64 / r.elapsed.as_secs_f64());
@@ -302,7 +496,7 @@ fn nearly_full(opts: &Opts, table: &mut Table) -> anyhow::Result<Value> {
     let mut prog_ns = [0.0; 2];
     for (k, pre) in [0, prefill].into_iter().enumerate() {
         clear(&mut flows);
-        fill(&mut flows, pre, 8081)?;
+        fill(&mut flows, pre, (0, 80, 8081))?;
         let mut d = Vec::with_capacity(opts.prog_runs);
         for i in 0..opts.prog_runs {
             let p = pkt::tcp(

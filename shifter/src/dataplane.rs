@@ -211,6 +211,16 @@ impl DataPlane {
             .map_err(map_err(MAP_SERVICE_CONFIG))
     }
 
+    /// The configuration word of `slot` (0: no service).
+    pub(crate) fn read_config_word(&mut self, slot: u32) -> Result<u64> {
+        if let Some(words) = &self.config_words {
+            return Ok(words.load(slot));
+        }
+        self.config_map()?
+            .get(&slot, 0)
+            .map_err(map_err(MAP_SERVICE_CONFIG))
+    }
+
     /// Attaches the sock_ops program to the cgroup v2 root (adopting a pinned link), so
     /// shifted connections are remembered per socket for egress.
     fn ensure_sock_ops(&mut self) -> Result<()> {

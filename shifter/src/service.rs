@@ -214,17 +214,31 @@ impl DataPlane {
         Ok(slot)
     }
 
+    /// The configuration of the service in `slot` (`None`: no service there), read from its
+    /// word alone.
+    pub fn service_config(&mut self, slot: u32) -> Result<Option<ServiceConfig>> {
+        if slot >= MAX_SERVICES {
+            return Ok(None);
+        }
+        Ok(ServiceConfig::unpack(self.read_config_word(slot)?))
+    }
+
     /// Changes only the weight (basis points) of the service in `slot`.
     pub fn set_weight(&mut self, slot: u32, weight: u16) -> Result<ServiceConfig> {
-        let mut svc = self
-            .services()?
-            .remove(&slot)
-            .ok_or_else(|| Error::UnknownService {
-                service: format!("slot {slot}"),
-            })?;
-        svc.config.weight = weight;
-        self.set_service(&svc)?;
-        Ok(svc.config)
+        // Only the weight bits change: no key, port or bitmap is touched, so one read and one
+        // store of the slot's word do it (no walk of the service table: this is the rollback
+        // path, where every microsecond counts).
+        let unknown = || Error::UnknownService {
+            service: format!("slot {slot}"),
+        };
+        let mut config = self.service_config(slot)?.ok_or_else(unknown)?;
+        config.weight = weight;
+        config.validate().map_err(|e| Error::InvalidService {
+            service: format!("slot {slot}"),
+            reason: e.to_string(),
+        })?;
+        self.write_config_word(slot, config.pack())?;
+        Ok(config)
     }
 
     /// Removes the service with `svc`'s identity. Its flows are left to end on their own

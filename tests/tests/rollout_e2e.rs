@@ -643,6 +643,29 @@ fn a_dry_run_counts_the_would_be_split_and_steers_nothing() {
     assert!(!p.status.success());
     bed.cli_ok(&["rollback", "web"]);
     assert_eq!(weight(&bed).weight, 0);
+    // The dry run is over: new connections are no longer counted as would-be decisions.
+    let r = netns::run_in(bed.client_ns(), || {
+        tcp_short_from(
+            target(),
+            30_200..30_250,
+            Duration::from_secs(1),
+            Duration::from_secs(10),
+        )
+    });
+    assert!(r.failures().is_empty(), "{}", r.failure_summary());
+    let after = service_status(&bed);
+    assert_eq!(
+        (
+            after["blue"]["dry_new_flows"].clone(),
+            after["green"]["dry_new_flows"].clone()
+        ),
+        (
+            st["blue"]["dry_new_flows"].clone(),
+            st["green"]["dry_new_flows"].clone()
+        ),
+        "dry counting went on after the dry run was rolled back"
+    );
+    assert_eq!(after["blue"]["new_flows"], 250);
     eprintln!(
         "dry run at 50 %: 200 connections all to blue; would-be split {}/{want_green}",
         200 - want_green

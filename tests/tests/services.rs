@@ -166,6 +166,31 @@ fn bad_services_are_refused_and_change_nothing() {
         other => panic!("expected UnknownService, got {other:?}"),
     }
     assert_eq!(dp.services().expect("services"), before);
+    // A weight change is one word write: it is refused for an empty or out-of-range slot
+    // and for a weight above 100 %, and leaves the table as it was.
+    let slot = *before.keys().next().expect("one slot");
+    for (what, slot, weight) in [
+        ("empty slot", slot + 1, 5000),
+        ("slot out of range", shifter_common::MAX_SERVICES, 5000),
+    ] {
+        match dp.set_weight(slot, weight) {
+            Err(Error::UnknownService { .. }) => {}
+            other => panic!("{what}: expected UnknownService, got {other:?}"),
+        }
+    }
+    match dp.set_weight(slot, 10_001) {
+        Err(Error::InvalidService { .. }) => {}
+        other => panic!("weight 10001: expected InvalidService, got {other:?}"),
+    }
+    assert_eq!(dp.services().expect("services"), before);
+    let changed = dp.set_weight(slot, 7500).expect("valid weight");
+    assert_eq!(changed.weight, 7500);
+    let after = dp.services().expect("services");
+    assert_eq!(after[&slot].config, changed, "only the weight changed");
+    assert_eq!(
+        (after[&slot].port, after[&slot].protocol),
+        (before[&slot].port, before[&slot].protocol)
+    );
 }
 
 #[test]

@@ -639,10 +639,9 @@ impl Actor {
         let slot = self.slot_of(name)?;
         let old = self
             .dp
-            .services()
+            .service_config(slot)
             .map_err(|e| dp_err(&e))?
-            .get(&slot)
-            .map(|s| s.config.weight)
+            .map(|c| c.weight)
             .ok_or_else(|| {
                 ApiError::internal(format!("service {name:?} is missing from the maps"))
             })?;

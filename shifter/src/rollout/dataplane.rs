@@ -69,14 +69,22 @@ impl Actuator for DataPlaneActuator<'_> {
     type Error = ActuatorError;
 
     /// A dry-run change sets the slot's would-be weight (`SHIFTER_DRY`): the kernel counts
-    /// the decisions it would make and steers by the real weight. A real change ends any
-    /// dry run of the slot first.
+    /// the decisions it would make and steers by the real weight; a would-be weight of 0
+    /// (rollback, abort: steps are never 0) ends the kernel's dry run. A real change ends any
+    /// dry run of the slot too.
     fn set_weight(
         &mut self,
         bp: u16,
         dry_run: bool,
         _cause: &Cause,
     ) -> Result<Duration, ActuatorError> {
+        if dry_run && bp == 0 {
+            // A dry run rolled back or aborted: nothing would go green any more, so the
+            // kernel stops counting would-be decisions (the totals stay for status).
+            let t = Instant::now();
+            self.dp.clear_dry_weight(self.slot).map_err(self.dp_err())?;
+            return Ok(t.elapsed());
+        }
         if dry_run {
             let t = Instant::now();
             self.dp

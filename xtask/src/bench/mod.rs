@@ -58,6 +58,19 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         Suite::Scale => "scale",
         Suite::All | Suite::Charts => "all",
     };
+    // `scale` runs the real daemon: the shifter binary next to the benchmark's.
+    cmd::step("build shifter");
+    cmd::run(
+        "build shifter",
+        cargo().current_dir(&root).args([
+            "build",
+            "--release",
+            "-p",
+            "shifter",
+            "--bin",
+            "shifter",
+        ]),
+    )?;
     cmd::step(&format!("bench {suite}"));
     let mut c = cargo();
     c.current_dir(&root).args([
