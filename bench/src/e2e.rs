@@ -4,9 +4,13 @@
 //! round:
 //!
 //! - direct: the client connects straight to the blue port, nothing attached;
+//! - direct 50/50: the client itself alternates between the blue and the green port (what a
+//!   perfect splitter would cost: two backends share the load);
 //! - no-op: shifter's programs attached (TC ingress + egress) with NO service configured,
 //!   i.e. pass-through, client to the blue port;
 //! - shifter-tc / shifter-xdp: service port 80 split 50 % between 8081 and 8082;
+//! - shifter-tc weight 0: the same program path, every connection to blue (one backend, as
+//!   direct): tells the data plane's cost apart from the cost of splitting;
 //! - nftables: DNAT of port 80 by `numgen random mod 2` (conntrack);
 //! - haproxy: `mode tcp`, two servers weight 50/50;
 //! - nginx: `stream` with two weighted upstream servers.
@@ -72,18 +76,23 @@ const GREEN_PORT: u16 = 8082;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Scenario {
     Direct,
+    DirectSplit,
     Noop,
     ShifterTc,
+    ShifterTcBlueOnly,
     ShifterXdp,
     Nftables,
     Haproxy,
     Nginx,
 }
 
-const SCENARIOS: [Scenario; 7] = [
+/// `Direct` first: every ratio is to it.
+const SCENARIOS: [Scenario; 9] = [
     Scenario::Direct,
+    Scenario::DirectSplit,
     Scenario::Noop,
     Scenario::ShifterTc,
+    Scenario::ShifterTcBlueOnly,
     Scenario::ShifterXdp,
     Scenario::Nftables,
     Scenario::Haproxy,
@@ -94,8 +103,10 @@ impl Scenario {
     fn name(self) -> &'static str {
         match self {
             Self::Direct => "direct",
+            Self::DirectSplit => "direct 50/50 (client alternates)",
             Self::Noop => "no-op (programs, no service)",
             Self::ShifterTc => "shifter tc",
+            Self::ShifterTcBlueOnly => "shifter tc, weight 0",
             Self::ShifterXdp => "shifter xdp",
             Self::Nftables => "nftables dnat numgen",
             Self::Haproxy => "haproxy mode tcp",
@@ -105,18 +116,32 @@ impl Scenario {
     fn key(self) -> &'static str {
         match self {
             Self::Direct => "direct",
+            Self::DirectSplit => "direct_split",
             Self::Noop => "noop",
             Self::ShifterTc => "shifter_tc",
+            Self::ShifterTcBlueOnly => "shifter_tc_weight0",
             Self::ShifterXdp => "shifter_xdp",
             Self::Nftables => "nftables",
             Self::Haproxy => "haproxy",
             Self::Nginx => "nginx",
         }
     }
-    fn port(self) -> u16 {
+    /// The ports a client connects to (alternating when several). Latency and throughput use
+    /// the first.
+    fn ports(self) -> &'static [u16] {
         match self {
-            Self::Direct | Self::Noop => BLUE_PORT,
-            _ => SERVICE_PORT,
+            Self::Direct | Self::Noop => &[BLUE_PORT],
+            Self::DirectSplit => &[BLUE_PORT, GREEN_PORT],
+            _ => &[SERVICE_PORT],
+        }
+    }
+
+    /// Green's weight of shifter's service (basis points) in this scenario.
+    fn weight_bp(self) -> u16 {
+        if self == Self::ShifterTcBlueOnly {
+            0
+        } else {
+            5000
         }
     }
 }
@@ -152,6 +177,7 @@ struct Ctx {
     pair: Pair,
     noop: Plane,
     svc: Plane,
+    svc_slot: u32,
     dir: TempDir,
 }
 
@@ -190,17 +216,21 @@ fn nginx_module() -> anyhow::Result<String> {
 fn setup(s: Scenario, ctx: &mut Ctx) -> anyhow::Result<(Active<'_>, Option<i32>)> {
     let server = ctx.pair.server.name.clone();
     Ok(match s {
-        Scenario::Direct => (Active::Nothing, None),
+        Scenario::Direct | Scenario::DirectSplit => (Active::Nothing, None),
         Scenario::Noop => {
             ctx.noop.attach(&server, SERVER_IF, Hook::Tc)?;
             (Active::Plane(&mut ctx.noop), None)
         }
-        Scenario::ShifterTc | Scenario::ShifterXdp => {
-            let hook = if s == Scenario::ShifterTc {
-                Hook::Tc
-            } else {
+        Scenario::ShifterTc | Scenario::ShifterTcBlueOnly | Scenario::ShifterXdp => {
+            let hook = if s == Scenario::ShifterXdp {
                 Hook::Xdp
+            } else {
+                Hook::Tc
             };
+            ctx.svc
+                .dp()
+                .set_weight(ctx.svc_slot, s.weight_bp())
+                .context("set the scenario's weight")?;
             ctx.svc.attach(&server, SERVER_IF, hook)?;
             (Active::Plane(&mut ctx.svc), None)
         }
@@ -280,7 +310,12 @@ struct Sample {
 fn measure(s: Scenario, ctx: &mut Ctx, backends: &Backends, opts: &Opts) -> anyhow::Result<Sample> {
     let client = ctx.pair.client.name.clone();
     let (mut active, pgid) = setup(s, ctx)?;
-    let target = SocketAddr::from((SERVER, s.port()));
+    let targets: Vec<SocketAddr> = s
+        .ports()
+        .iter()
+        .map(|&p| SocketAddr::from((SERVER, p)))
+        .collect();
+    let target = targets[0];
     if let Err(e) = load::wait_ready(&client, target, s.name()) {
         if let Active::Proxy(p) = &mut active {
             p.check_running()
@@ -289,11 +324,11 @@ fn measure(s: Scenario, ctx: &mut Ctx, backends: &Backends, opts: &Opts) -> anyh
         return Err(e);
     }
     // Warm-up: connections and a little data.
-    load::conn_rate(&client, target, opts.conn_threads, 0.2)?;
+    load::conn_rate(&client, &targets, opts.conn_threads, 0.2)?;
     let (b0, g0) = (backends.accepted(BLUE_PORT), backends.accepted(GREEN_PORT));
     let cpu = || sys::self_cpu() + pgid.map_or(Duration::ZERO, sys::group_cpu) + sys::irq_time();
     let c0 = cpu();
-    let cr = load::conn_rate(&client, target, opts.conn_threads, opts.conn_secs)?;
+    let cr = load::conn_rate(&client, &targets, opts.conn_threads, opts.conn_secs)?;
     let c1 = cpu();
     let (b1, g1) = (backends.accepted(BLUE_PORT), backends.accepted(GREEN_PORT));
     let lat = load::latency(&client, target, opts.lat_reqs, opts.lat_rate)?;
@@ -323,7 +358,8 @@ pub fn run(opts: &Opts) -> anyhow::Result<Value> {
     let backends = Backends::start(&pair.server.name, &[BLUE_PORT, GREEN_PORT], 8)?;
     let noop = Plane::load("e2e-noop", None)?;
     let mut svc = Plane::load("e2e-svc", None)?;
-    svc.dp()
+    let svc_slot = svc
+        .dp()
         .set_service(&Service {
             protocol: Protocol::Tcp,
             port: SERVICE_PORT,
@@ -340,6 +376,7 @@ pub fn run(opts: &Opts) -> anyhow::Result<Value> {
         pair,
         noop,
         svc,
+        svc_slot,
         dir: TempDir::new("e2e")?,
     };
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); SCENARIOS.len()];

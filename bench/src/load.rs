@@ -148,17 +148,18 @@ fn serve(mut s: TcpStream, stop: &AtomicBool, sink: &AtomicU64) {
     }
 }
 
-/// Connections per second: `threads` clients each loop connect, 1-byte request, 1-byte
-/// reply, close, for `secs`. Runs in namespace `ns`.
+/// What [`conn_rate`] counted.
 pub struct ConnRate {
     pub ok: u64,
     pub errors: u64,
     pub elapsed: Duration,
 }
 
+/// Connections per second: `threads` clients each loop connect, 1-byte request, 1-byte
+/// reply, close, for `secs`, cycling through `targets`. Runs in namespace `ns`.
 pub fn conn_rate(
     ns: &str,
-    target: SocketAddr,
+    targets: &[SocketAddr],
     threads: usize,
     secs: f64,
 ) -> anyhow::Result<ConnRate> {
@@ -172,8 +173,11 @@ pub fn conn_rate(
                 let (ok, errors) = (ok.clone(), errors.clone());
                 s.spawn(move || -> anyhow::Result<()> {
                     env::enter(ns)?;
-                    while Instant::now() < deadline {
-                        if one_exchange(target).is_ok() {
+                    for target in targets.iter().cycle() {
+                        if Instant::now() >= deadline {
+                            break;
+                        }
+                        if one_exchange(*target).is_ok() {
                             ok.fetch_add(1, Ordering::Relaxed);
                         } else {
                             errors.fetch_add(1, Ordering::Relaxed);

@@ -484,7 +484,7 @@ fn nearly_full(opts: &Opts, table: &mut Table) -> anyhow::Result<Value> {
             clear(&mut flows);
             fill(&mut flows, pre, (0, 80, 8081))?;
             eprintln!("bench scale: round {} table {pre} / {capacity}", round + 1);
-            let r = load::conn_rate(&client, target, 4, opts.conn_secs)?;
+            let r = load::conn_rate(&client, &[target], 4, opts.conn_secs)?;
             rates[k].push(r.ok as f64 / r.elapsed.as_secs_f64());
         }
     }
