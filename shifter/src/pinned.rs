@@ -16,6 +16,7 @@ use shifter_common::{
 use crate::{
     Service,
     api::types::{Counters, FlowEntry, InterfaceStatus, Status},
+    attach::TcMode,
     config::Config,
     daemon::engine::{counters_view, flow_entry, service_status},
     error::{Error, Result, map_err},
@@ -125,24 +126,6 @@ impl PinnedMaps {
         Ok(counters_view(&raw, urem, live))
     }
 
-    /// Interfaces with pinned links (`link-<iface>-<ingress|egress|xdp>`) and which.
-    pub fn linked_interfaces(&self) -> BTreeMap<String, BTreeSet<String>> {
-        let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        let Ok(rd) = std::fs::read_dir(&self.dir) else {
-            return out;
-        };
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if let Some((iface, what)) = name.strip_prefix("link-").and_then(|r| r.rsplit_once('-'))
-            {
-                out.entry(iface.to_owned())
-                    .or_default()
-                    .insert(what.to_owned());
-            }
-        }
-        out
-    }
-
     /// The status the daemon would report, for the services of `config` found in the maps
     /// (matched by protocol, port and local addresses). `pid` is 0: no daemon.
     pub fn status(&self, config: &Config) -> Result<Status> {
@@ -161,8 +144,7 @@ impl PinnedMaps {
                 self.counters(*slot, per_slot.get(slot).copied().unwrap_or_default())?;
             services.push(service_status(&spec.name, *slot, svc, blue, green));
         }
-        let interfaces = self
-            .linked_interfaces()
+        let interfaces: Vec<InterfaceStatus> = linked_interfaces(&self.dir)
             .into_iter()
             .filter(|(_, kinds)| kinds.contains("egress"))
             .map(|(name, kinds)| {
@@ -185,10 +167,10 @@ impl PinnedMaps {
         Ok(Status {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             pid: 0,
+            interfaces: with_legacy_attachments(interfaces, config),
             bpffs_dir: self.dir.display().to_string(),
             state_dir: config.daemon.state_dir.display().to_string(),
             flow_table_size: self.flow_capacity,
-            interfaces,
             services,
         })
     }
@@ -214,4 +196,45 @@ impl PinnedMaps {
                 .collect(),
         ))
     }
+}
+
+/// Adds the legacy (clsact) attachments the daemon last persisted: they pin no links, so
+/// `interfaces` (from the pinned links) misses them. They are as the daemon last recorded
+/// them (its namespace may not be the reader's, so their existence is not checked here).
+fn with_legacy_attachments(
+    mut interfaces: Vec<InterfaceStatus>,
+    config: &Config,
+) -> Vec<InterfaceStatus> {
+    let state = crate::state::Store::new(&config.daemon.state_dir)
+        .load()
+        .state;
+    for (name, a) in state.attachments {
+        if a.tc_mode == TcMode::Tcx.to_string() || interfaces.iter().any(|i| i.name == name) {
+            continue;
+        }
+        interfaces.push(InterfaceStatus {
+            name,
+            hook: a.hook,
+            tc_mode: a.tc_mode,
+        });
+    }
+    interfaces.sort_by(|a, b| a.name.cmp(&b.name));
+    interfaces
+}
+
+/// Interfaces with pinned links under `dir` (`link-<iface>-<ingress|egress|xdp>`) and which.
+pub fn linked_interfaces(dir: &Path) -> BTreeMap<String, BTreeSet<String>> {
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some((iface, what)) = name.strip_prefix("link-").and_then(|r| r.rsplit_once('-')) {
+            out.entry(iface.to_owned())
+                .or_default()
+                .insert(what.to_owned());
+        }
+    }
+    out
 }

@@ -29,6 +29,19 @@ pub struct State {
     /// (each `promote` toggles it), so a restart keeps the promoted version as blue.
     #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
     pub swapped: std::collections::BTreeSet<String>,
+    /// What the daemon has attached, per interface. Legacy (clsact) filters leave nothing in
+    /// bpffs, so this is how `shifter status` names them while the daemon is down.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attachments: BTreeMap<String, AttachmentRecord>,
+}
+
+/// One interface's attachment as last persisted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachmentRecord {
+    /// Ingress hook: `tc`, `xdp` or `xdp-generic`.
+    pub hook: String,
+    /// How TC programs are attached (`TcMode`'s display: `tcx` or `legacy clsact`).
+    pub tc_mode: String,
 }
 
 /// Where the loaded state came from.
@@ -293,5 +306,30 @@ mod tests {
         let l = store.load();
         assert_eq!(l.source, Source::Empty);
         assert!(l.warnings[0].contains("version 99"), "{:?}", l.warnings);
+    }
+
+    #[test]
+    fn attachments_round_trip_and_older_files_have_none() {
+        let d = TempDir::new("attach");
+        let store = Store::new(&d.0);
+        // A file written before attachments were recorded.
+        fs::write(
+            store.path(),
+            b"{\"version\": 1, \"weights\": {\"web\": 2500}}",
+        )
+        .unwrap();
+        let l = store.load();
+        assert_eq!(l.source, Source::Current);
+        assert!(l.state.attachments.is_empty());
+        let mut st = state(300);
+        st.attachments.insert(
+            "eth0".into(),
+            AttachmentRecord {
+                hook: "tc".into(),
+                tc_mode: "legacy clsact".into(),
+            },
+        );
+        store.save(&st).unwrap();
+        assert_eq!(store.load().state.attachments, st.attachments);
     }
 }

@@ -386,22 +386,22 @@ fn reads_fall_back_to_the_pinned_maps_when_the_daemon_is_down() {
         .find(|l| l.starts_with("web "))
         .unwrap_or_else(|| panic!("a row for web:\n{out}"));
     assert!(row.contains("25.00%"), "weight from the maps: {row}");
-    // The data plane outlived the daemon; the offline reader finds interfaces by their pinned
-    // links, which only tcx has: legacy cls_bpf filters leave nothing in bpffs, so on a
-    // legacy kernel (6.1) it cannot name the interface (a known gap of the offline view).
+    // The data plane outlived the daemon; the offline reader names the interface from its
+    // pinned links (tcx) or, as legacy clsact filters pin nothing, from the attachments the
+    // daemon persisted in its state file.
     let progs = bed.programs();
     progs.assert_exactly_one();
-    match progs.mode {
-        TcPath::Tcx => assert!(
-            out.contains(netns::SERVER_IF),
-            "the pinned interface: {out}"
-        ),
-        TcPath::Legacy => assert!(
-            out.contains("interfaces: none"),
-            "legacy clsact pins no links, so no interface is listed (update this when the \
-             offline reader learns legacy filters): {out}"
-        ),
-    }
+    let want_mode = match progs.mode {
+        TcPath::Tcx => "tcx",
+        TcPath::Legacy => "legacy clsact",
+    };
+    assert!(
+        out.contains(&format!(
+            "{} (ingress tc, tc via {want_mode})",
+            netns::SERVER_IF
+        )),
+        "the attached interface, {want_mode}: {out}"
+    );
 
     let s: serde_json::Value =
         serde_json::from_str(&bed.cli_ok(&["status", "--json", "--config", &cfg])).expect("JSON");

@@ -6,7 +6,6 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    path::Path,
     thread::JoinHandle,
 };
 
@@ -320,6 +319,18 @@ impl Actor {
     }
 
     fn persist(&mut self) {
+        self.state.attachments = self
+            .dp
+            .attachments()
+            .into_iter()
+            .map(|(name, a)| {
+                let record = crate::state::AttachmentRecord {
+                    hook: a.hook.to_string(),
+                    tc_mode: a.tc_mode.to_string(),
+                };
+                (name, record)
+            })
+            .collect();
         if let Err(e) = self.store.save(&self.state) {
             error!("{}", error_chain(&e));
         }
@@ -402,28 +413,9 @@ impl Actor {
         Ok(())
     }
 
-    /// Interfaces with link pins in the bpffs directory: `link-<iface>-<what>`.
-    fn pinned_ifaces(dir: &Path) -> BTreeMap<String, BTreeSet<String>> {
-        let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        let Ok(rd) = std::fs::read_dir(dir) else {
-            return out;
-        };
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if let Some(rest) = name.strip_prefix("link-")
-                && let Some((iface, what)) = rest.rsplit_once('-')
-            {
-                out.entry(iface.to_owned())
-                    .or_default()
-                    .insert(what.to_owned());
-            }
-        }
-        out
-    }
-
     fn attach_initial(&mut self) -> Result<(), DaemonError> {
         let dir = self.config.daemon.bpffs_dir.clone();
-        let pinned = Self::pinned_ifaces(&dir);
+        let pinned = crate::pinned::linked_interfaces(&dir);
         for (iface, _) in pinned
             .iter()
             .filter(|(i, _)| !self.config.interfaces.iter().any(|c| &c.name == *i))
@@ -961,7 +953,7 @@ impl Actor {
         let dir = self.config.daemon.bpffs_dir.clone();
         let interfaces: Vec<String> = self.dp.attachments().into_iter().map(|(n, _)| n).collect();
         self.dp.detach_all().map_err(|e| dp_err(&e))?;
-        for iface in Self::pinned_ifaces(&dir).keys() {
+        for iface in crate::pinned::linked_interfaces(&dir).keys() {
             DataPlane::detach_leftover(&dir, iface).map_err(|e| dp_err(&e))?;
         }
         self.persist();
