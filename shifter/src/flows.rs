@@ -1,7 +1,11 @@
 //! Reading and maintaining the flow table.
 
-use std::{net::IpAddr, time::Duration};
+use std::{collections::BTreeMap, net::IpAddr, os::fd::AsFd as _, time::Duration};
 
+use aya::{
+    maps::{Map, MapData, MapError},
+    sys::SyscallError,
+};
 use shifter_common::{
     Backend, FLOW_FIN_IN, FLOW_FIN_OUT, FlowKey, FlowValue, MAP_FLOWS, MAP_USER_REMOVED, PROTO_TCP,
     counter_index,
@@ -9,9 +13,43 @@ use shifter_common::{
 
 use crate::{
     dataplane::DataPlane,
-    error::{Result, map_err},
+    error::{Error, Result, map_err},
     service::{Protocol, addr_from_bytes},
 };
+
+/// Calls `f` with every entry of the flow table `map`, read in batches (a status with a full
+/// 1 M-entry table would otherwise take two syscalls per entry).
+pub(crate) fn walk(map: &MapData, f: impl FnMut(&FlowKey, &FlowValue)) -> Result<()> {
+    crate::sys::for_each_entry(map.fd().as_fd(), f).map_err(|io_error| Error::Map {
+        name: MAP_FLOWS,
+        source: Box::new(MapError::SyscallError(SyscallError {
+            call: "bpf_map_lookup_batch",
+            io_error,
+        })),
+    })
+}
+
+/// The decoded flows of `map` (optionally of one service slot).
+pub(crate) fn collect(map: &MapData, slot: Option<u32>) -> Result<Vec<Flow>> {
+    let mut out = Vec::new();
+    walk(map, |k, v| {
+        if let Some(f) = Flow::decode(k, v)
+            && slot.is_none_or(|s| s == f.slot)
+        {
+            out.push(f);
+        }
+    })?;
+    Ok(out)
+}
+
+/// Flow entries per service slot, `[blue, green]`, counted without decoding or keeping them.
+pub(crate) fn count_by_slot(map: &MapData) -> Result<BTreeMap<u32, [u64; 2]>> {
+    let mut out: BTreeMap<u32, [u64; 2]> = BTreeMap::new();
+    walk(map, |_, v| {
+        out.entry(u32::from(v.slot)).or_default()[usize::from(v.backend & 1)] += 1;
+    })?;
+    Ok(out)
+}
 
 /// One entry of the flow table, decoded.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -84,19 +122,25 @@ fn monotonic_ns() -> u64 {
 }
 
 impl DataPlane {
+    fn flows_data(&self) -> Result<&MapData> {
+        match self.ebpf.map(MAP_FLOWS) {
+            Some(Map::LruHashMap(m) | Map::HashMap(m)) => Ok(m),
+            Some(_) => Err(Error::Map {
+                name: MAP_FLOWS,
+                source: Box::new(MapError::InvalidMapType { map_type: 0 }),
+            }),
+            None => Err(Error::MissingMap { name: MAP_FLOWS }),
+        }
+    }
+
     /// Every flow in the table (optionally of one service slot).
     pub fn flows(&mut self, slot: Option<u32>) -> Result<Vec<Flow>> {
-        let map = self.flows_map()?;
-        let mut out = Vec::new();
-        for item in map.iter() {
-            let (k, v) = item.map_err(map_err(MAP_FLOWS))?;
-            if let Some(f) = Flow::decode(&k, &v)
-                && slot.is_none_or(|s| s == f.slot)
-            {
-                out.push(f);
-            }
-        }
-        Ok(out)
+        collect(self.flows_data()?, slot)
+    }
+
+    /// Flow entries per service slot, `[blue, green]`.
+    pub fn flow_counts(&mut self) -> Result<BTreeMap<u32, [u64; 2]>> {
+        count_by_slot(self.flows_data()?)
     }
 
     /// Empties the flow table. Established TCP connections are recovered by socket lookup
@@ -123,13 +167,12 @@ impl DataPlane {
         &mut self,
         mut doomed: impl FnMut(&FlowKey, &FlowValue) -> bool,
     ) -> Result<usize> {
-        let victims: Vec<(FlowKey, FlowValue)> = {
-            let map = self.flows_map()?;
-            map.iter()
-                .filter_map(|r| r.ok())
-                .filter(|(k, v)| doomed(k, v))
-                .collect()
-        };
+        let mut victims: Vec<(FlowKey, FlowValue)> = Vec::new();
+        walk(self.flows_data()?, |k, v| {
+            if doomed(k, v) {
+                victims.push((*k, *v));
+            }
+        })?;
         let mut removed = 0;
         let mut per_counter: std::collections::BTreeMap<u32, u64> = Default::default();
         {

@@ -9,8 +9,8 @@ use std::{
 
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
 use shifter_common::{
-    BackendCounters, FlowKey, FlowValue, MAP_COUNTERS, MAP_FLOWS, MAP_SERVICE_CONFIG, MAP_SERVICES,
-    MAP_USER_REMOVED, ServiceKey, counter_index,
+    BackendCounters, MAP_COUNTERS, MAP_FLOWS, MAP_SERVICE_CONFIG, MAP_SERVICES, MAP_USER_REMOVED,
+    ServiceKey, counter_index,
 };
 
 use crate::{
@@ -31,7 +31,7 @@ pub struct PinnedMaps {
     config: Array<MapData, u64>,
     counters: PerCpuArray<MapData, BackendCounters>,
     user_removed: Array<MapData, u64>,
-    flows: HashMap<MapData, FlowKey, FlowValue>,
+    flows: MapData,
     flow_capacity: u32,
 }
 
@@ -66,9 +66,7 @@ impl PinnedMaps {
             user_removed: open(dir, MAP_USER_REMOVED, Map::Array)?
                 .try_into()
                 .map_err(map_err(MAP_USER_REMOVED))?,
-            flows: Map::LruHashMap(flows)
-                .try_into()
-                .map_err(map_err(MAP_FLOWS))?,
+            flows,
             flow_capacity,
         })
     }
@@ -92,16 +90,7 @@ impl PinnedMaps {
 
     /// Every flow in the table (optionally of one service slot).
     pub fn flows(&self, slot: Option<u32>) -> Result<Vec<Flow>> {
-        let mut out = Vec::new();
-        for item in self.flows.iter() {
-            let (k, v) = item.map_err(map_err(MAP_FLOWS))?;
-            if let Some(f) = Flow::decode(&k, &v)
-                && slot.is_none_or(|s| s == f.slot)
-            {
-                out.push(f);
-            }
-        }
-        Ok(out)
+        crate::flows::collect(&self.flows, slot)
     }
 
     /// The API's counters of the service in `slot`: `[blue, green]`.
@@ -130,10 +119,7 @@ impl PinnedMaps {
     /// (matched by protocol, port and local addresses). `pid` is 0: no daemon.
     pub fn status(&self, config: &Config) -> Result<Status> {
         let live = self.services()?;
-        let mut per_slot: BTreeMap<u32, [u64; 2]> = BTreeMap::new();
-        for f in self.flows(None)? {
-            per_slot.entry(f.slot).or_default()[f.backend as usize & 1] += 1;
-        }
+        let per_slot = crate::flows::count_by_slot(&self.flows)?;
         let mut services = Vec::new();
         for spec in &config.services {
             let Some((slot, svc)) = live.iter().find(|(_, s)| s.same_identity(&spec.service))

@@ -1,5 +1,5 @@
 //! The service table: many services at once, address-specific services, and bad service
-//! definitions that must be refused without changing anything.
+//! definitions that must be refused without changing anything; reading a large flow table.
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -206,4 +206,57 @@ fn slots_run_out_cleanly() {
         other => panic!("expected NoFreeSlot, got {other:?}"),
     }
     assert_eq!(dp.services().expect("services"), before);
+}
+
+#[test]
+fn flow_table_walks_see_every_entry_exactly_once() {
+    use std::collections::HashSet;
+
+    use aya::maps::{HashMap, Map, MapData};
+    use shifter_common::{FlowKey, FlowValue, MAP_FLOWS, PROTO_TCP, v4_mapped};
+
+    // More entries than one batched read returns (4096), over two slots and both backends.
+    const N: u32 = 10_000;
+    let mut dp = TestDataPlane::load("flowwalk");
+    let pinned = MapData::from_pin(dp.pin_dir().join(MAP_FLOWS)).expect("pinned flow map");
+    let mut map: HashMap<MapData, FlowKey, FlowValue> =
+        HashMap::try_from(Map::LruHashMap(pinned)).expect("flow map");
+    let mut want = std::collections::BTreeMap::<u32, [u64; 2]>::new();
+    for i in 0..N {
+        let (slot, backend) = (i % 2, ((i / 2) % 2) as u8);
+        let key = FlowKey {
+            client_addr: v4_mapped([198, 19, (i >> 8) as u8, i as u8]),
+            local_addr: v4_mapped([198, 18, 0, 2]),
+            client_port: 1024 + (i % 50_000) as u16,
+            backend_port: 8081 + u16::from(backend),
+            proto: PROTO_TCP,
+            _pad: [0; 3],
+        };
+        let value = FlowValue {
+            service_port: 80,
+            slot: slot as u16,
+            backend,
+            ..Default::default()
+        };
+        map.insert(key, value, 0).expect("insert");
+        want.entry(slot).or_default()[usize::from(backend)] += 1;
+    }
+
+    let flows = dp.flows(None).expect("flows");
+    assert_eq!(flows.len(), N as usize);
+    let distinct: HashSet<_> = flows
+        .iter()
+        .map(|f| (f.client, f.client_port, f.backend_port))
+        .collect();
+    assert_eq!(distinct.len(), N as usize, "an entry was seen twice");
+    assert_eq!(dp.flow_counts().expect("counts"), want);
+    assert_eq!(dp.flows(Some(1)).expect("slot 1").len(), (N / 2) as usize);
+    // The offline reader walks the same way.
+    let offline = shifter::pinned::PinnedMaps::open(dp.pin_dir()).expect("pinned maps");
+    assert_eq!(
+        offline.flows(None).expect("offline flows").len(),
+        N as usize
+    );
+    assert_eq!(dp.clear_flows().expect("clear"), N as usize);
+    assert!(dp.flows(None).expect("flows").is_empty());
 }

@@ -678,10 +678,7 @@ impl Actor {
 
     fn statuses(&mut self, only: Option<&str>) -> Result<Vec<ServiceStatus>, crate::Error> {
         let live_services = self.dp.services()?;
-        let mut live_flows: BTreeMap<u32, [u64; 2]> = BTreeMap::new();
-        for f in self.dp.flows(None)? {
-            live_flows.entry(f.slot).or_default()[f.backend as usize & 1] += 1;
-        }
+        let live_flows = self.dp.flow_counts()?;
         let mut out = Vec::new();
         for spec in self.config.services.clone() {
             if only.is_some_and(|n| n != spec.name) {
@@ -980,7 +977,11 @@ impl Actor {
 
     fn metrics(&mut self) -> String {
         let status = serde_json::to_value(self.status()).unwrap_or_default();
-        let entries = self.dp.flows(None).ok().map(|f| f.len() as u64);
+        let entries = self
+            .dp
+            .flow_counts()
+            .ok()
+            .map(|c| c.values().flatten().sum::<u64>());
         let events: Vec<serde_json::Value> = self
             .state
             .log
