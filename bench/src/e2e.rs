@@ -400,42 +400,30 @@ pub fn run(opts: &Opts) -> anyhow::Result<Value> {
     Ok(render(&samples, opts))
 }
 
+/// `op(g(a), g(b))` for each round of two scenarios.
+fn per_round(
+    a: &[Sample],
+    b: &[Sample],
+    g: fn(&Sample) -> f64,
+    op: fn(f64, f64) -> f64,
+) -> Vec<f64> {
+    a.iter().zip(b).map(|(x, y)| op(g(x), g(y))).collect()
+}
+
 fn render(samples: &[Vec<Sample>], opts: &Opts) -> Value {
     let direct = &samples[0];
     let split = &samples[SCENARIOS
         .iter()
         .position(|s| *s == Scenario::DirectSplit)
         .expect("direct 50/50 is a scenario")];
-    let ratio = |i: usize, g: fn(&Sample) -> f64| -> Vec<f64> {
-        samples[i]
-            .iter()
-            .zip(direct)
-            .map(|(a, d)| g(a) / g(d))
-            .collect()
-    };
-    // The same against "direct 50/50": what remains once the cost of sharing the load
-    // between two backends is taken out.
-    let ratio_split = |i: usize, g: fn(&Sample) -> f64| -> Vec<f64> {
-        samples[i]
-            .iter()
-            .zip(split)
-            .map(|(a, d)| g(a) / g(d))
-            .collect()
-    };
-    let diff_split = |i: usize, g: fn(&Sample) -> f64| -> Vec<f64> {
-        samples[i]
-            .iter()
-            .zip(split)
-            .map(|(a, d)| g(a) - g(d))
-            .collect()
-    };
-    let diff = |i: usize, g: fn(&Sample) -> f64| -> Vec<f64> {
-        samples[i]
-            .iter()
-            .zip(direct)
-            .map(|(a, d)| g(a) - g(d))
-            .collect()
-    };
+    // Per round, against "direct" and against "direct 50/50" (what remains once the cost of
+    // sharing the load between two backends is taken out).
+    let ratio = |i: usize, g: fn(&Sample) -> f64| per_round(&samples[i], direct, g, |a, b| a / b);
+    let diff = |i: usize, g: fn(&Sample) -> f64| per_round(&samples[i], direct, g, |a, b| a - b);
+    let ratio_split =
+        |i: usize, g: fn(&Sample) -> f64| per_round(&samples[i], split, g, |a, b| a / b);
+    let diff_split =
+        |i: usize, g: fn(&Sample) -> f64| per_round(&samples[i], split, g, |a, b| a - b);
     let col = |i: usize, g: fn(&Sample) -> f64| -> Vec<f64> { samples[i].iter().map(g).collect() };
     let mut table = Table::new(
         &format!(

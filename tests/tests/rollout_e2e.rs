@@ -28,7 +28,7 @@ use shifter_common::{Affinity, Backend, FlowTuple, choose_backend, v4_mapped};
 use shifter_tests::{
     daemon::{DaemonBed, InProcess},
     netns::{self, BLUE_ID, BLUE_PORT, CLIENT_V4, GREEN_ID, GREEN_PORT, SERVER_V4, SERVICE_PORT},
-    traffic::{LongLived, Outcome, long_problems, tcp_short_from},
+    traffic::{LongLived, Outcome, Report, long_problems, tcp_short_from},
 };
 
 fn target() -> SocketAddr {
@@ -87,6 +87,20 @@ fn wait_green_up(bed: &DaemonBed) {
         Duration::from_millis(50),
         || (service_status(bed)["health"]["green"]["status"] == "up").then_some(()),
     );
+}
+
+/// One short connection from each client port of `ports`, in turn; all must succeed.
+fn short_connections(bed: &DaemonBed, ports: std::ops::Range<u16>) -> Report {
+    let r = netns::run_in(bed.client_ns(), || {
+        tcp_short_from(
+            target(),
+            ports,
+            Duration::from_secs(1),
+            Duration::from_secs(10),
+        )
+    });
+    assert!(r.failures().is_empty(), "{}", r.failure_summary());
+    r
 }
 
 fn events(bed: &DaemonBed) -> Vec<Value> {
@@ -559,15 +573,7 @@ fn promote_moves_no_connection() {
         "long-lived connections stalled"
     );
     // New connections go to the new blue: the server that was green.
-    let fresh = netns::run_in(bed.client_ns(), || {
-        tcp_short_from(
-            target(),
-            26_000..26_100,
-            Duration::from_secs(1),
-            Duration::from_secs(10),
-        )
-    });
-    assert!(fresh.failures().is_empty(), "{}", fresh.failure_summary());
+    let fresh = short_connections(&bed, 26_000..26_100);
     assert_eq!(
         fresh.count(GREEN_ID),
         100,
@@ -613,15 +619,7 @@ fn a_dry_run_counts_the_would_be_split_and_steers_nothing() {
     let out = bed.cli_ok(&["rollout", "start", "web", "--steps", "50,100", "--dry-run"]);
     assert!(out.contains("dry-run running step 1/2"), "{out}");
     assert_eq!(weight(&bed).weight, 0, "a dry run changed the real weight");
-    let r = netns::run_in(bed.client_ns(), || {
-        tcp_short_from(
-            target(),
-            30_000..30_200,
-            Duration::from_secs(1),
-            Duration::from_secs(10),
-        )
-    });
-    assert!(r.failures().is_empty(), "{}", r.failure_summary());
+    let r = short_connections(&bed, 30_000..30_200);
     assert_eq!(
         r.count(BLUE_ID),
         200,
@@ -644,15 +642,7 @@ fn a_dry_run_counts_the_would_be_split_and_steers_nothing() {
     bed.cli_ok(&["rollback", "web"]);
     assert_eq!(weight(&bed).weight, 0);
     // The dry run is over: new connections are no longer counted as would-be decisions.
-    let r = netns::run_in(bed.client_ns(), || {
-        tcp_short_from(
-            target(),
-            30_200..30_250,
-            Duration::from_secs(1),
-            Duration::from_secs(10),
-        )
-    });
-    assert!(r.failures().is_empty(), "{}", r.failure_summary());
+    short_connections(&bed, 30_200..30_250);
     let after = service_status(&bed);
     assert_eq!(
         (
