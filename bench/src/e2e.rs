@@ -26,7 +26,7 @@ use std::{
 
 use anyhow::Context as _;
 use serde_json::{Value, json};
-use shifter::{Affinity, Hook, Protocol, Service, ServiceConfig};
+use shifter::{Hook, Service};
 
 use crate::{
     env::{self, Pair, Plane, Proc, SERVER_IF, TempDir},
@@ -360,17 +360,7 @@ pub fn run(opts: &Opts) -> anyhow::Result<Value> {
     let mut svc = Plane::load("e2e-svc", None)?;
     let svc_slot = svc
         .dp()
-        .set_service(&Service {
-            protocol: Protocol::Tcp,
-            port: SERVICE_PORT,
-            local_addrs: vec![],
-            config: ServiceConfig {
-                blue_port: BLUE_PORT,
-                green_port: GREEN_PORT,
-                weight: 5000,
-                affinity: Affinity::Connection,
-            },
-        })
+        .set_service(&Service::tcp(SERVICE_PORT, BLUE_PORT, GREEN_PORT, 5000))
         .context("set service")?;
     let mut ctx = Ctx {
         pair,

@@ -16,7 +16,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use aya::maps::{HashMap, Map, MapData};
 use serde_json::{Value, json};
-use shifter::{Affinity, Hook, Protocol, Service, ServiceConfig, cfgword::ConfigWords};
+use shifter::{Hook, Service, cfgword::ConfigWords};
 use shifter_common::{FlowKey, FlowValue, MAP_FLOWS, PROG_TC_INGRESS, PROTO_TCP, v4_mapped};
 
 use crate::{
@@ -167,17 +167,12 @@ pub fn run(opts: &Opts) -> anyhow::Result<Value> {
     for i in 0..64u16 {
         plane
             .dp()
-            .set_service(&Service {
-                protocol: Protocol::Tcp,
-                port: 10_000 + i,
-                local_addrs: vec![],
-                config: ServiceConfig {
-                    blue_port: 20_000 + 2 * i,
-                    green_port: 20_001 + 2 * i,
-                    weight: 5000,
-                    affinity: Affinity::Connection,
-                },
-            })
+            .set_service(&Service::tcp(
+                10_000 + i,
+                20_000 + 2 * i,
+                20_001 + 2 * i,
+                5000,
+            ))
             .context("set service")?;
     }
     let mut flows = open_flows(&plane.pin_dir)?;
@@ -461,17 +456,9 @@ fn nearly_full(opts: &Opts, table: &mut Table) -> anyhow::Result<Value> {
     let backends = Backends::start(&pair.server.name, &[8081, 8082], 8)?;
     let capacity = 1u32 << 18;
     let mut plane = Plane::load("scale-e2e", Some(capacity))?;
-    plane.dp().set_service(&Service {
-        protocol: Protocol::Tcp,
-        port: 80,
-        local_addrs: vec![],
-        config: ServiceConfig {
-            blue_port: 8081,
-            green_port: 8082,
-            weight: 5000,
-            affinity: Affinity::Connection,
-        },
-    })?;
+    plane
+        .dp()
+        .set_service(&Service::tcp(80, 8081, 8082, 5000))?;
     let mut flows = open_flows(&plane.pin_dir)?;
     let prefill = capacity / 10 * 9;
     let target = SocketAddr::from((SERVER, 80));

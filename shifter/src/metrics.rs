@@ -434,17 +434,7 @@ mod tests {
     use super::*;
 
     fn status(extra: Value) -> Value {
-        let mut svc = json!({
-            "name": "web", "protocol": "tcp", "port": 80, "local_addresses": [],
-            "blue_port": 8080, "green_port": 8081, "weight_bp": 2500, "weight_percent": "25.00",
-            "affinity": "connection", "slot": 0,
-            "blue": {"new_flows": 3, "active_flows": 2, "packets": 10, "bytes": 1000,
-                     "egress_packets": 9, "egress_bytes": 900, "recoveries": 0, "evictions": 0,
-                     "refusals": 1, "resets": 0},
-            "green": {"new_flows": 1, "active_flows": 1, "packets": 4, "bytes": 400,
-                      "egress_packets": 4, "egress_bytes": 400, "recoveries": 0, "evictions": 5,
-                      "refusals": 0, "resets": 2}
-        });
+        let mut svc = crate::observe::tests::svc();
         if let (Some(s), Value::Object(e)) = (svc.as_object_mut(), extra) {
             s.extend(e);
         }

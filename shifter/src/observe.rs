@@ -284,12 +284,13 @@ pub fn rollback_cause(event: &Value) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use serde_json::json;
 
     use super::*;
 
-    fn svc() -> Value {
+    /// One service as `GET /v1/status` shows it (also the metrics tests' fixture).
+    pub(crate) fn svc() -> Value {
         json!({
             "name": "web", "protocol": "tcp", "port": 80, "local_addresses": [],
             "blue_port": 8080, "green_port": 8081, "weight_bp": 2500, "weight_percent": "25.00",
@@ -298,7 +299,7 @@ mod tests {
                      "egress_packets": 9, "egress_bytes": 900, "recoveries": 0, "evictions": 0,
                      "refusals": 1, "resets": 0},
             "green": {"new_flows": 1, "active_flows": 1, "packets": 4, "bytes": 400,
-                      "egress_packets": 4, "egress_bytes": 400, "recoveries": 0, "evictions": 0,
+                      "egress_packets": 4, "egress_bytes": 400, "recoveries": 0, "evictions": 5,
                       "refusals": 0, "resets": 2}
         })
     }

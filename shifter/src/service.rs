@@ -46,6 +46,22 @@ pub struct Service {
 }
 
 impl Service {
+    /// A TCP service on `port` of every local address, connection affinity, green's weight
+    /// `weight_bp` in basis points.
+    pub fn tcp(port: u16, blue_port: u16, green_port: u16, weight_bp: u16) -> Self {
+        Self {
+            protocol: Protocol::Tcp,
+            port,
+            local_addrs: vec![],
+            config: ServiceConfig {
+                blue_port,
+                green_port,
+                weight: weight_bp,
+                affinity: shifter_common::Affinity::Connection,
+            },
+        }
+    }
+
     /// The identity of a service: everything but its configuration word.
     pub fn same_identity(&self, other: &Self) -> bool {
         self.protocol == other.protocol

@@ -366,36 +366,49 @@ pub struct EchoServer {
 impl EchoServer {
     /// A TCP echo server in `ns` on every address of `addrs`, port `port`.
     pub fn tcp(ns: &str, addrs: &[IpAddr], port: u16, id: u8) -> Self {
-        let addrs: Vec<SocketAddr> = addrs.iter().map(|a| SocketAddr::new(*a, port)).collect();
-        let listeners = run_in(ns, || {
-            addrs
-                .iter()
-                .map(|a| TcpListener::bind(a).unwrap_or_else(|e| panic!("bind tcp {a}: {e}")))
-                .collect::<Vec<_>>()
-        });
-        let stop = Arc::new(AtomicBool::new(false));
-        let threads = listeners
-            .into_iter()
-            .map(|l| {
-                let stop = stop.clone();
-                thread::spawn(move || tcp_accept_loop(&l, id, &stop))
-            })
-            .collect();
-        Self {
-            id,
+        Self::start(
+            ns,
+            addrs,
             port,
-            stop,
-            threads,
-        }
+            id,
+            "tcp",
+            TcpListener::bind,
+            |l, id, stop| {
+                tcp_accept_loop(&l, id, stop);
+            },
+        )
     }
 
     /// A UDP echo server in `ns` on every address of `addrs`, port `port`.
     pub fn udp(ns: &str, addrs: &[IpAddr], port: u16, id: u8) -> Self {
+        Self::start(
+            ns,
+            addrs,
+            port,
+            id,
+            "udp",
+            UdpSocket::bind,
+            |s, id, stop| {
+                udp_loop(&s, id, stop);
+            },
+        )
+    }
+
+    /// Binds one socket per address inside `ns` and serves each on its own thread.
+    fn start<S: Send + 'static>(
+        ns: &str,
+        addrs: &[IpAddr],
+        port: u16,
+        id: u8,
+        what: &str,
+        bind: fn(SocketAddr) -> std::io::Result<S>,
+        serve: fn(S, u8, &Arc<AtomicBool>),
+    ) -> Self {
         let addrs: Vec<SocketAddr> = addrs.iter().map(|a| SocketAddr::new(*a, port)).collect();
         let sockets = run_in(ns, || {
             addrs
                 .iter()
-                .map(|a| UdpSocket::bind(a).unwrap_or_else(|e| panic!("bind udp {a}: {e}")))
+                .map(|a| bind(*a).unwrap_or_else(|e| panic!("bind {what} {a}: {e}")))
                 .collect::<Vec<_>>()
         });
         let stop = Arc::new(AtomicBool::new(false));
@@ -403,7 +416,7 @@ impl EchoServer {
             .into_iter()
             .map(|s| {
                 let stop = stop.clone();
-                thread::spawn(move || udp_loop(&s, id, &stop))
+                thread::spawn(move || serve(s, id, &stop))
             })
             .collect();
         Self {

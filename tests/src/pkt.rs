@@ -298,11 +298,7 @@ impl Frame {
                 flags,
                 options,
             } => {
-                let mut opts = options.clone();
-                while opts.len() % 4 != 0 {
-                    opts.push(0);
-                }
-                assert!(opts.len() <= 40, "too many TCP option bytes");
+                let opts = padded_options(options, "TCP");
                 let mut h = Vec::new();
                 h.extend_from_slice(&sport.to_be_bytes());
                 h.extend_from_slice(&dport.to_be_bytes());
@@ -336,11 +332,7 @@ impl Frame {
                 frag_offset,
                 more_fragments,
             } => {
-                let mut opts = options.clone();
-                while opts.len() % 4 != 0 {
-                    opts.push(0);
-                }
-                assert!(opts.len() <= 40, "too many IPv4 option bytes");
+                let opts = padded_options(options, "IPv4");
                 let ihl = 20 + opts.len();
                 let total = ihl + l4.len();
                 let frag = (frag_offset & 0x1fff) | if *more_fragments { 0x2000 } else { 0 };
@@ -602,6 +594,16 @@ fn ones_sum(data: &[u8]) -> u16 {
 fn ones_add(a: u16, b: u16) -> u16 {
     let s = u32::from(a) + u32::from(b);
     ((s & 0xffff) + (s >> 16)) as u16
+}
+
+/// Header options padded with zeros to whole 32-bit words; at most 40 bytes (TCP and IPv4).
+fn padded_options(options: &[u8], header: &str) -> Vec<u8> {
+    let mut opts = options.to_vec();
+    while !opts.len().is_multiple_of(4) {
+        opts.push(0);
+    }
+    assert!(opts.len() <= 40, "too many {header} option bytes");
+    opts
 }
 
 #[cfg(test)]

@@ -479,3 +479,50 @@ pub fn long_problems(conns: &[LongConn], expect_backend: Option<u8>) -> Vec<Stri
     }
     p
 }
+
+/// Short connections to `target` from a namespace, batch after batch, in the background until
+/// finished (at most 3 minutes): new connections all through a kill, restart or upgrade.
+pub struct ShortConnections {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<Report>>,
+}
+
+impl ShortConnections {
+    pub fn start(ns: &str, target: SocketAddr) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let handle = {
+            let stop = stop.clone();
+            netns::spawn_in(ns, move || {
+                let mut all = Report::default();
+                let deadline = Instant::now() + Duration::from_secs(180);
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    let r = tcp_short(target, 5, Duration::from_secs(3), Duration::from_secs(30));
+                    all.outcomes.extend(r.outcomes);
+                }
+                all
+            })
+        };
+        Self {
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    /// Stops and returns every outcome.
+    pub fn finish(mut self) -> Report {
+        self.stop.store(true, Ordering::Relaxed);
+        match self.handle.take().expect("joined once").join() {
+            Ok(r) => r,
+            Err(p) => std::panic::resume_unwind(p),
+        }
+    }
+}
+
+impl Drop for ShortConnections {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}

@@ -4,10 +4,6 @@
 
 use std::{
     net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
     time::{Duration, Instant},
 };
 
@@ -74,24 +70,7 @@ fn sigkill_under_traffic_then_restart_adopts_without_resets() {
         "long-lived connections make no progress"
     );
     // New connections all the time, in the background, through the kill and the restart.
-    let stop = Arc::new(AtomicBool::new(false));
-    let shorts = {
-        let stop = stop.clone();
-        netns::spawn_in(bed.client_ns(), move || {
-            let mut all = traffic::Report::default();
-            let deadline = Instant::now() + Duration::from_secs(120);
-            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                let r = traffic::tcp_short(
-                    target(),
-                    5,
-                    Duration::from_secs(3),
-                    Duration::from_secs(30),
-                );
-                all.outcomes.extend(r.outcomes);
-            }
-            all
-        })
-    };
+    let shorts = traffic::ShortConnections::start(bed.client_ns(), target());
 
     first.signal(libc::SIGKILL);
     assert_eq!(
@@ -122,8 +101,7 @@ fn sigkill_under_traffic_then_restart_adopts_without_resets() {
         "long-lived connections stall after restart"
     );
 
-    stop.store(true, Ordering::Relaxed);
-    let report = shorts.join().expect("short connections thread");
+    let report = shorts.finish();
     assert!(
         report.outcomes.len() >= 10,
         "too few short connections: {}",

@@ -3,7 +3,7 @@
 //! `dry_new_flows`. The expected counts are computed on the host with the same decision
 //! function the programs run.
 
-use shifter::{Affinity, Protocol, Service, ServiceConfig};
+use shifter::{Service, ServiceConfig};
 use shifter_common::{Backend, FlowTuple, choose_backend, v4_mapped};
 use shifter_tests::{
     pkt::{Frame, TCP_SYN, v4},
@@ -14,17 +14,7 @@ const CLIENT: [u8; 4] = [198, 18, 0, 1];
 const SERVER: [u8; 4] = [198, 18, 0, 2];
 
 fn service() -> Service {
-    Service {
-        protocol: Protocol::Tcp,
-        port: 80,
-        local_addrs: vec![],
-        config: ServiceConfig {
-            blue_port: 8081,
-            green_port: 8082,
-            weight: 0,
-            affinity: Affinity::Connection,
-        },
-    }
+    Service::tcp(80, 8081, 8082, 0)
 }
 
 /// Sends one SYN from each source port through `prog`; returns the rewritten ports.

@@ -11,7 +11,7 @@ use std::{
 };
 
 use shifter::{
-    Affinity, Protocol, Service, ServiceConfig,
+    Service, ServiceConfig,
     health::{HealthStatus, HealthTracker, HealthVerdict},
     rollout::{
         Cause, DataPlaneActuator, Effect, Engine, Input, OperatorCommand, RolloutSettings,
@@ -39,6 +39,24 @@ fn weight_in_map(dp: &mut shifter::DataPlane, slot: u32) -> ServiceConfig {
     dp.services().expect("read services")[&slot].config
 }
 
+/// A health verdict: `port` is up.
+fn up(port: u16) -> Input {
+    Input::Health(HealthVerdict {
+        port,
+        healthy: true,
+        reason: None,
+    })
+}
+
+/// A health verdict: `port` is down for `reason`.
+fn down(port: u16, reason: Option<String>) -> Input {
+    Input::Health(HealthVerdict {
+        port,
+        healthy: false,
+        reason,
+    })
+}
+
 fn start(steps: Vec<u16>) -> Input {
     Input::Command {
         command: OperatorCommand::Start {
@@ -56,17 +74,7 @@ fn health_rollback_and_promote_on_the_real_maps() {
     let (blue_l, blue) = listener();
     let (green_l, green) = listener();
     let (_svc_l, svc_port) = listener();
-    let service = Service {
-        protocol: Protocol::Tcp,
-        port: svc_port,
-        local_addrs: vec![],
-        config: ServiceConfig {
-            blue_port: blue,
-            green_port: green,
-            weight: 0,
-            affinity: Affinity::Connection,
-        },
-    };
+    let service = Service::tcp(svc_port, blue, green, 0);
     let slot = dp.set_service(&service).expect("set service");
     let mut engine = Engine::new("web", RolloutSettings::default(), blue, green, 0, true);
     let mut clock = Duration::ZERO;
@@ -87,16 +95,7 @@ fn health_rollback_and_promote_on_the_real_maps() {
         "{:?}",
         tracker.last_failure
     );
-    engine
-        .handle(
-            tick(),
-            Input::Health(HealthVerdict {
-                port: green,
-                healthy: true,
-                reason: None,
-            }),
-        )
-        .unwrap();
+    engine.handle(tick(), up(green)).unwrap();
 
     // Ramp: 25 % lands in the map.
     let fx = engine.handle(tick(), start(vec![2500, 5000])).unwrap();
@@ -121,14 +120,7 @@ fn health_rollback_and_promote_on_the_real_maps() {
     }
     let decided_at = decided.expect("three refused connects make green Down");
     let fx = engine
-        .handle(
-            tick(),
-            Input::Health(HealthVerdict {
-                port: green,
-                healthy: false,
-                reason: tracker.last_failure.clone(),
-            }),
-        )
+        .handle(tick(), down(green, tracker.last_failure.clone()))
         .unwrap();
     assert!(matches!(fx[0], Effect::SetWeight { bp: 0, .. }), "{fx:?}");
     let ev = apply(
@@ -149,29 +141,13 @@ fn health_rollback_and_promote_on_the_real_maps() {
     // The same path many times (synthetic Down verdicts) for a distribution.
     let mut samples = Vec::new();
     for _ in 0..200 {
-        engine
-            .handle(
-                tick(),
-                Input::Health(HealthVerdict {
-                    port: green,
-                    healthy: true,
-                    reason: None,
-                }),
-            )
-            .unwrap();
+        engine.handle(tick(), up(green)).unwrap();
         let fx = engine.handle(tick(), start(vec![2500])).unwrap();
         apply(&mut DataPlaneActuator::new(&mut dp, slot, None), fx, None);
         assert_eq!(weight_in_map(&mut dp, slot).weight, 2500);
         let decided_at = Instant::now();
         let fx = engine
-            .handle(
-                tick(),
-                Input::Health(HealthVerdict {
-                    port: green,
-                    healthy: false,
-                    reason: Some("synthetic".into()),
-                }),
-            )
+            .handle(tick(), down(green, Some("synthetic".into())))
             .unwrap();
         let ev = apply(
             &mut DataPlaneActuator::new(&mut dp, slot, None),
@@ -192,16 +168,7 @@ fn health_rollback_and_promote_on_the_real_maps() {
     );
 
     // Ramp to 100 %, then promote: the ports swap with weight 0 in the same slot.
-    engine
-        .handle(
-            tick(),
-            Input::Health(HealthVerdict {
-                port: green,
-                healthy: true,
-                reason: None,
-            }),
-        )
-        .unwrap();
+    engine.handle(tick(), up(green)).unwrap();
     let fx = engine.handle(tick(), start(vec![10_000])).unwrap();
     apply(&mut DataPlaneActuator::new(&mut dp, slot, None), fx, None);
     let fx = engine

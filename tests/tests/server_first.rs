@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use shifter::{Affinity, Hook, Protocol, Service, ServiceConfig};
+use shifter::{Hook, Service};
 use shifter_tests::netns::{
     AttachedDataPlane, BLUE_PORT, Family, GREEN_PORT, NetnsPair, SERVER_IF, SERVICE_PORT, run_in,
     spawn_in,
@@ -51,17 +51,7 @@ fn run_case(family: Family, direct: bool) {
     let mut dp = AttachedDataPlane::new(name, &server_ns, SERVER_IF, Hook::Tc);
     let slot = dp
         .dp()
-        .set_service(&Service {
-            protocol: Protocol::Tcp,
-            port: SERVICE_PORT,
-            local_addrs: vec![],
-            config: ServiceConfig {
-                blue_port: BLUE_PORT,
-                green_port: GREEN_PORT,
-                weight: 0,
-                affinity: Affinity::Connection,
-            },
-        })
+        .set_service(&Service::tcp(SERVICE_PORT, BLUE_PORT, GREEN_PORT, 0))
         .expect("service");
     let (go, server) = greeter(&server_ns, family.server(), BLUE_PORT);
     let port = if direct { BLUE_PORT } else { SERVICE_PORT };

@@ -1,6 +1,6 @@
 //! Smallest end-to-end check: the programs load, and one SYN is steered.
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
-use shifter::{Affinity, Protocol, Service, ServiceConfig};
+use shifter::Service;
 use shifter_tests::testrun::TestDataPlane;
 
 fn syn_v4(dport: u16) -> Vec<u8> {
@@ -23,18 +23,8 @@ fn syn_v4(dport: u16) -> Vec<u8> {
 #[test]
 fn programs_load_and_steer_a_syn() {
     let mut dp = TestDataPlane::load("smoke");
-    dp.set_service(&Service {
-        protocol: Protocol::Tcp,
-        port: 80,
-        local_addrs: vec![],
-        config: ServiceConfig {
-            blue_port: 8081,
-            green_port: 8082,
-            weight: 0,
-            affinity: Affinity::Connection,
-        },
-    })
-    .expect("set service");
+    dp.set_service(&Service::tcp(80, 8081, 8082, 0))
+        .expect("set service");
     let prog: &mut SchedClassifier = dp
         .program_mut(shifter_common::PROG_TC_INGRESS)
         .unwrap()

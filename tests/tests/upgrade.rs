@@ -11,15 +11,7 @@
 //!   replaces the program of our one filter per hook (new program id, same tag for the same
 //!   build); there is still exactly one filter per hook, and flows and connections are kept.
 
-use std::{
-    io::Write as _,
-    net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::{Duration, Instant},
-};
+use std::{io::Write as _, net::SocketAddr, time::Duration};
 
 use shifter::{Adoption, DataPlane, Hook, LoadOptions};
 use shifter_tests::{
@@ -43,56 +35,6 @@ fn one_per_hook(bed: &DaemonBed) -> ([(u32, u64); 2], TcPath) {
     let progs = bed.programs();
     let one = progs.one_per_hook();
     (one.map(|p: AttachedProgram| (p.id, p.tag)), progs.mode)
-}
-
-/// Short connections from the client namespace all the time until stopped.
-struct Background {
-    stop: Arc<AtomicBool>,
-    handle: Option<std::thread::JoinHandle<traffic::Report>>,
-}
-
-impl Background {
-    fn start(bed: &DaemonBed) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let handle = {
-            let stop = stop.clone();
-            netns::spawn_in(bed.client_ns(), move || {
-                let mut all = traffic::Report::default();
-                let deadline = Instant::now() + Duration::from_secs(180);
-                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                    let r = traffic::tcp_short(
-                        target(),
-                        5,
-                        Duration::from_secs(3),
-                        Duration::from_secs(30),
-                    );
-                    all.outcomes.extend(r.outcomes);
-                }
-                all
-            })
-        };
-        Self {
-            stop,
-            handle: Some(handle),
-        }
-    }
-
-    fn finish(mut self) -> traffic::Report {
-        self.stop.store(true, Ordering::Relaxed);
-        match self.handle.take().expect("joined once").join() {
-            Ok(r) => r,
-            Err(p) => std::panic::resume_unwind(p),
-        }
-    }
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
 }
 
 /// New connections now: none fails and both backends get some (the weight is 50 %).
@@ -142,7 +84,7 @@ fn another_build_replaces_the_programs_keeping_flows_and_connections() {
     // connections start: those come and go (an RST removes its entry) and are checked by
     // their outcomes instead.
     let flows_before = bed.pinned_flow_keys();
-    let background = Background::start(&bed);
+    let background = traffic::ShortConnections::start(bed.client_ns(), target());
     assert!(
         flows_before.len() >= 16,
         "the 16 long-lived connections have flow entries: {}",

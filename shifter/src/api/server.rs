@@ -274,6 +274,17 @@ fn method(got: &Method, want: &Method, allow: &'static str) -> Result<(), RouteE
     }
 }
 
+/// The method must be `want` and the request carries no query parameters.
+fn no_query(
+    got: &Method,
+    req: &Request<Incoming>,
+    want: &Method,
+    allow: &'static str,
+) -> Result<(), RouteError> {
+    method(got, want, allow)?;
+    query(req, &[]).map(drop)
+}
+
 fn plain(e: ApiError) -> RouteError {
     (e, None)
 }
@@ -321,55 +332,47 @@ async fn route(
     let engine = &ctx.engine;
     match segs.as_slice() {
         ["v1", "status"] => {
-            method(&m, &Method::GET, "GET")?;
-            query(&req, &[])?;
+            no_query(&m, &req, &Method::GET, "GET")?;
             let s = engine.call(Command::Status).await.map_err(plain)?;
             Ok(json(StatusCode::OK, &s))
         }
         ["v1", "services", name] => {
-            method(&m, &Method::GET, "GET")?;
-            query(&req, &[])?;
+            no_query(&m, &req, &Method::GET, "GET")?;
             let name = (*name).to_owned();
             let s = engine
-                .call(|r| Command::Service(name, r))
+                .ask(|r| Command::Service(name, r))
                 .await
-                .map_err(plain)?
                 .map_err(plain)?;
             Ok(json(StatusCode::OK, &s))
         }
         ["v1", "services", name, "flows"] => {
-            method(&m, &Method::GET, "GET")?;
-            query(&req, &[])?;
+            no_query(&m, &req, &Method::GET, "GET")?;
             let name = (*name).to_owned();
             let f = engine
-                .call(|r| Command::Flows(name, r))
+                .ask(|r| Command::Flows(name, r))
                 .await
-                .map_err(plain)?
                 .map_err(plain)?;
             Ok(json(StatusCode::OK, &f))
         }
         ["v1", "services", name, "weight"] => {
-            method(&m, &Method::PUT, "PUT")?;
-            query(&req, &[])?;
+            no_query(&m, &req, &Method::PUT, "PUT")?;
             let uid = authorize(ctx, peer, "change a weight").map_err(plain)?;
             let name = (*name).to_owned();
             let body = read_body(req).await.map_err(plain)?;
             let bp = parse_weight_body(&body).map_err(plain)?;
             let c = engine
-                .call(|reply| Command::SetWeight {
+                .ask(|reply| Command::SetWeight {
                     name,
                     bp,
                     uid,
                     reply,
                 })
                 .await
-                .map_err(plain)?
                 .map_err(plain)?;
             Ok(json(StatusCode::OK, &c))
         }
         ["v1", "services", name, "rollout", verb] => {
-            method(&m, &Method::POST, "POST")?;
-            query(&req, &[])?;
+            no_query(&m, &req, &Method::POST, "POST")?;
             if !["start", "pause", "resume", "abort", "approve", "freeze"].contains(verb) {
                 return Err(plain(ApiError::not_found(format!(
                     "no rollout verb {verb:?} (expected start, pause, resume, abort, approve or freeze)"
@@ -386,8 +389,7 @@ async fn route(
             name,
             verb @ ("promote" | "rollback" | "blue-green"),
         ] => {
-            method(&m, &Method::POST, "POST")?;
-            query(&req, &[])?;
+            no_query(&m, &req, &Method::POST, "POST")?;
             let uid = authorize(ctx, peer, "change a rollout").map_err(plain)?;
             let body = read_body(req).await.map_err(plain)?;
             let (command, drain) = match *verb {
@@ -447,22 +449,16 @@ async fn route(
             Ok(json(StatusCode::OK, &Events { events }))
         }
         ["v1", "detach"] => {
-            method(&m, &Method::POST, "POST")?;
-            query(&req, &[])?;
+            no_query(&m, &req, &Method::POST, "POST")?;
             let uid = authorize(ctx, peer, "detach the data plane").map_err(plain)?;
             let _ = read_body(req).await.map_err(plain)?;
             info!("detach requested by uid {uid}");
-            let report = engine
-                .call(Command::Detach)
-                .await
-                .map_err(plain)?
-                .map_err(plain)?;
+            let report = engine.ask(Command::Detach).await.map_err(plain)?;
             let _ = ctx.stop.send(true);
             Ok(json(StatusCode::OK, &report))
         }
         ["v1", "reload"] => {
-            method(&m, &Method::POST, "POST")?;
-            query(&req, &[])?;
+            no_query(&m, &req, &Method::POST, "POST")?;
             let uid = authorize(ctx, peer, "reload the configuration").map_err(plain)?;
             let _ = read_body(req).await.map_err(plain)?;
             info!("reload requested by uid {uid}");
@@ -621,14 +617,13 @@ async fn run_rollout(
     let name = name.to_owned();
     let n = name.clone();
     let mut reply = engine
-        .call(|reply| Command::Rollout {
+        .ask(|reply| Command::Rollout {
             name: n,
             command,
             uid,
             reply,
         })
         .await
-        .map_err(plain)?
         .map_err(plain)?;
     if let Some(timeout) = drain {
         reply.drain = Some(wait_for_green_drain(engine, &name, timeout).await?);
@@ -650,9 +645,8 @@ async fn wait_for_green_drain(
     loop {
         let n = name.to_owned();
         let remaining = engine
-            .call(|r| Command::GreenFlows(n, r))
+            .ask(|r| Command::GreenFlows(n, r))
             .await
-            .map_err(plain)?
             .map_err(plain)?;
         let waited = start.elapsed();
         if remaining == 0 || waited >= timeout {

@@ -145,6 +145,14 @@ impl Engine {
         rx.await.map_err(|_| gone())
     }
 
+    /// [`Engine::call`] for commands whose reply is itself a result: one error either way.
+    pub(crate) async fn ask<T>(
+        &self,
+        make: impl FnOnce(Reply<Result<T, ApiError>>) -> Command,
+    ) -> Result<T, ApiError> {
+        self.call(make).await?
+    }
+
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
     }
