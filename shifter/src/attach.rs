@@ -1,7 +1,7 @@
 //! Attaching the programs to an interface: tcx where the kernel has it, legacy clsact
 //! otherwise (chosen by trying, not by kernel version), and XDP.
 
-use std::{fmt, io, path::Path};
+use std::{fmt, io, os::fd::AsFd as _, path::Path};
 
 use aya::programs::{
     LinkOrder, SchedClassifier, TcAttachType, Xdp, XdpMode,
@@ -99,10 +99,10 @@ impl fmt::Display for Adoption {
     }
 }
 
-/// True when the program attached through `link` has the tag `tag` (same build).
-pub(crate) fn same_build(link: &FdLink, tag: u64) -> Result<bool, BoxError> {
-    let id = link.info()?.program_id();
-    Ok(u64::from_be_bytes(crate::sys::prog_tag_by_id(id)?) == tag)
+/// True when the program that the link pinned at `pin` runs has the tag `tag` (same build).
+pub(crate) fn same_build(pin: &Path, tag: u64) -> Result<bool, BoxError> {
+    let link = crate::sys::obj_get(pin)?;
+    Ok(u64::from_be_bytes(crate::sys::link_prog_tag(link.as_fd())?) == tag)
 }
 
 /// Fixed priority and handle of our legacy cls_bpf filters, so a restart finds and
@@ -136,7 +136,7 @@ pub(crate) fn attach_tc(
     match PinnedLink::from_pin(pin) {
         Ok(pinned) => {
             let fd = FdLink::from(pinned);
-            if same_build(&fd, prog.info()?.tag())? {
+            if same_build(pin, prog.info()?.tag())? {
                 let link = SchedClassifierLink::try_from(fd)?;
                 return Ok((TcAttachment::Tcx(link), TcMode::Tcx, Adoption::SameBuild));
             }
@@ -213,7 +213,7 @@ pub(crate) fn attach_xdp(
     match PinnedLink::from_pin(pin) {
         Ok(pinned) => {
             let fd = FdLink::from(pinned);
-            if same_build(&fd, prog.info()?.tag())? {
+            if same_build(pin, prog.info()?.tag())? {
                 return Ok((XdpLink::try_from(fd)?, Adoption::SameBuild));
             }
             let link = XdpLink::try_from(fd)?;

@@ -240,8 +240,7 @@ impl DataPlane {
             // update (cgroup links support it).
             Ok(pinned) => {
                 let tag = prog.info().map_err(|e| attach_err(e.into()))?.tag();
-                let fd = FdLink::from(pinned);
-                let same = attach::same_build(&fd, tag).map_err(attach_err)?;
+                let same = attach::same_build(&pin, tag).map_err(attach_err)?;
                 if same {
                     info!("sock_ops: {}", Adoption::SameBuild);
                 } else {
@@ -251,7 +250,7 @@ impl DataPlane {
                         .map_err(|e| attach_err(e.into()))?;
                     info!("sock_ops: {}", Adoption::Replaced);
                 }
-                PinnedLink::from_pin(&pin).map_err(|e| attach_err(e.into()))?
+                pinned
             }
             Err(_) => {
                 let root = cgroup2_root()

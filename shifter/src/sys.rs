@@ -1,5 +1,5 @@
-//! The bpf(2) commands aya 0.14 does not expose: generic links, a program's tag by id, and
-//! batched reads of a hash map.
+//! The bpf(2) commands aya 0.14 does not expose: generic links, the tag of a link's program,
+//! and batched reads of a hash map.
 
 use std::{
     ffi::CString,
@@ -11,8 +11,6 @@ use std::{
 const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
 const BPF_OBJ_GET: libc::c_long = 7;
-const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
-const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 const BPF_LINK_UPDATE: libc::c_long = 29;
 /// The kernel's ENOTSUPP (not in libc): a map type without batch operations.
@@ -54,25 +52,38 @@ pub(crate) fn link_update(link: BorrowedFd<'_>, prog: BorrowedFd<'_>) -> io::Res
     bpf(BPF_LINK_UPDATE, &mut attr).map(|_| ())
 }
 
-/// The tag (hash of the instructions, map references zeroed) of the loaded program `id`:
-/// equal tags mean the same build of the program.
-pub(crate) fn prog_tag_by_id(id: u32) -> io::Result<[u8; 8]> {
-    let mut attr = [0u64; 8];
-    attr[0] = u64::from(id); // prog_id
-    let fd = bpf(BPF_PROG_GET_FD_BY_ID, &mut attr)?;
-    // SAFETY: the kernel returned a new file descriptor we now own.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    // The head of struct bpf_prog_info: __u32 type, __u32 id, __u8 tag[8]. The kernel fills
-    // only as much as info_len asks for.
-    let mut info = [0u8; 16];
-    let mut attr = [0u64; 8];
-    // struct { __u32 bpf_fd; __u32 info_len; __aligned_u64 info; }
-    attr[0] = u64::from(fd.as_raw_fd() as u32) | ((info.len() as u64) << 32);
-    attr[1] = info.as_mut_ptr() as u64;
-    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
+/// The tag (hash of the instructions, map references zeroed) of the program that the link
+/// `link` runs: equal tags mean the same build of the program.
+///
+/// Read from the link's fdinfo (`prog_tag:`, there since links came in 5.7), which needs
+/// nothing but the fd. The obvious route, `BPF_PROG_GET_FD_BY_ID` on the link's program id,
+/// needs CAP_SYS_ADMIN, which the daemon's unit rightly does not grant: with it, every
+/// restart under systemd failed to adopt the attached programs (EPERM).
+pub(crate) fn link_prog_tag(link: BorrowedFd<'_>) -> io::Result<[u8; 8]> {
+    let path = format!("/proc/self/fdinfo/{}", link.as_raw_fd());
+    let fdinfo = std::fs::read_to_string(&path)?;
+    parse_prog_tag(&fdinfo).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{path}: no prog_tag line (is the fd a BPF link?)"),
+        )
+    })
+}
+
+/// The `prog_tag:` of a BPF link's fdinfo text, 16 hex digits.
+fn parse_prog_tag(fdinfo: &str) -> Option<[u8; 8]> {
+    let hex = fdinfo
+        .lines()
+        .find_map(|line| line.strip_prefix("prog_tag:"))?
+        .trim();
+    if hex.len() != 16 {
+        return None;
+    }
     let mut tag = [0u8; 8];
-    tag.copy_from_slice(&info[8..16]);
-    Ok(tag)
+    for (i, byte) in tag.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(tag)
 }
 
 /// Entries per `BPF_MAP_LOOKUP_BATCH` call: large enough that one hash bucket always fits.
@@ -156,5 +167,29 @@ fn for_each_entry_one_by_one<K: Copy + Default, V: Copy + Default>(
             Err(e) => return Err(e),
         }
         key = Some(next);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_prog_tag;
+
+    #[test]
+    fn prog_tag_from_link_fdinfo() {
+        // As 6.1 and 6.18 print it for a tcx or cgroup link.
+        let fdinfo = "pos:\t0\nflags:\t02000000\nmnt_id:\t15\nino:\t1057\n\
+                      link_type:\ttcx\nlink_id:\t7\nprog_tag:\t0a1b2c3d4e5f6071\n\
+                      prog_id:\t42\nifindex:\t2\nattach_type:\t46\n";
+        assert_eq!(
+            parse_prog_tag(fdinfo),
+            Some([0x0a, 0x1b, 0x2c, 0x3d, 0x4e, 0x5f, 0x60, 0x71])
+        );
+    }
+
+    #[test]
+    fn fdinfo_without_a_whole_tag_is_refused() {
+        assert_eq!(parse_prog_tag("link_type:\ttcx\nprog_id:\t42\n"), None);
+        assert_eq!(parse_prog_tag("prog_tag:\t0a1b2c\n"), None);
+        assert_eq!(parse_prog_tag("prog_tag:\tzz1b2c3d4e5f6071\n"), None);
     }
 }

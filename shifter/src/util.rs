@@ -15,6 +15,21 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     s
 }
 
+/// True when the error or one of its causes is the kernel refusing for lack of privilege
+/// (EPERM or EACCES): a missing capability or a syscall filter, which a restart will not cure.
+pub fn is_permission_denied(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(c) = cur {
+        if let Some(io) = c.downcast_ref::<std::io::Error>()
+            && matches!(io.raw_os_error(), Some(libc::EPERM | libc::EACCES))
+        {
+            return true;
+        }
+        cur = c.source();
+    }
+    false
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_unix_ms() -> u64 {
     std::time::SystemTime::now()
@@ -42,4 +57,23 @@ pub fn monotonic_ns() -> u64 {
 /// Completes when the watch value turns true (or its sender is gone).
 pub async fn stopped(rx: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_permission_denied;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("loading the eBPF object")]
+    struct Wrapped(#[source] std::io::Error);
+
+    #[test]
+    fn permission_denied_is_found_among_the_causes() {
+        let eperm = Wrapped(std::io::Error::from_raw_os_error(libc::EPERM));
+        let eacces = Wrapped(std::io::Error::from_raw_os_error(libc::EACCES));
+        let enoent = Wrapped(std::io::Error::from_raw_os_error(libc::ENOENT));
+        assert!(is_permission_denied(&eperm));
+        assert!(is_permission_denied(&eacces));
+        assert!(!is_permission_denied(&enoent));
+    }
 }

@@ -5,13 +5,18 @@ use std::path::PathBuf;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info};
 
-use super::{EXIT_USAGE, Failure, VerbResult, fail};
-use crate::{config::Config, daemon, paths, util::error_chain};
+use super::{EXIT_NOPERM, EXIT_USAGE, Failure, VerbResult, fail};
+use crate::{
+    config::Config,
+    daemon, paths,
+    util::{error_chain, is_permission_denied},
+};
 
 /// Run the daemon: attach the data plane, serve the control API (usually under systemd).
 ///
 /// SIGTERM/SIGINT stop it and leave the data plane forwarding; SIGHUP reloads the
-/// configuration. A bad configuration exits 64 naming the field.
+/// configuration. A bad configuration exits 64 naming the field; a privilege the kernel
+/// refuses at start-up (EPERM/EACCES: a missing capability or syscall) exits 77.
 ///
 /// Example: `shifter daemon --config /etc/shifter/shifter.toml`
 #[derive(clap::Args)]
@@ -89,7 +94,11 @@ pub(crate) fn run(a: Args) -> VerbResult {
         daemon::run_with(config, opts, shutdown).await.map_err(|e| {
             let msg = error_chain(&e);
             error!("{msg}");
-            fail(msg)
+            if is_permission_denied(&e) {
+                Failure::Message(msg, EXIT_NOPERM)
+            } else {
+                fail(msg)
+            }
         })
     })
 }

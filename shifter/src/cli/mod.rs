@@ -31,6 +31,9 @@ use crate::{
 pub const EXIT_USAGE: u8 = 64;
 /// Exit code when the daemon is not running (EX_UNAVAILABLE).
 pub const EXIT_UNAVAILABLE: u8 = 69;
+/// Exit code of a daemon the kernel refused a privilege at start-up (EX_NOPERM): a missing
+/// capability or a syscall the unit filters out. The unit does not restart on it.
+pub const EXIT_NOPERM: u8 = 77;
 
 #[derive(Parser)]
 #[command(
