@@ -115,6 +115,25 @@ fn on_bpffs(dir: &Path) -> bool {
     (unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0) && st.f_type as u32 == BPF_FS_MAGIC
 }
 
+/// The error of creating the pin directory, with the likely cause when no ancestor of it is
+/// on bpffs: `ip netns exec` remounts /sys for the namespace, which hides /sys/fs/bpf (and
+/// cgroup2) from the daemon, and the bare "No such file or directory" names neither.
+fn explain_pin_dir_error(
+    dir: &Path,
+    e: std::io::Error,
+) -> Box<dyn std::error::Error + Send + Sync> {
+    if dir.ancestors().skip(1).any(on_bpffs) {
+        return e.into();
+    }
+    format!(
+        "{e}: no bpffs is mounted above it in this mount namespace (`ip netns exec` remounts \
+         /sys, hiding /sys/fs/bpf and cgroup2: start the daemon in the host's mount namespace \
+         and attach it to the namespace's interfaces with `nsenter --net=/run/netns/NAME`, or \
+         mount bpffs first: `mount -t bpf bpf /sys/fs/bpf`)"
+    )
+    .into()
+}
+
 /// Where cgroup v2 is mounted (`/sys/fs/cgroup` on unified hosts).
 fn cgroup2_root() -> Option<PathBuf> {
     let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
@@ -131,7 +150,7 @@ impl DataPlane {
         let created = !opts.pin_dir.exists();
         std::fs::create_dir_all(&opts.pin_dir).map_err(|e| Error::Pin {
             path: opts.pin_dir.clone(),
-            source: e.into(),
+            source: explain_pin_dir_error(&opts.pin_dir, e),
         })?;
         if !on_bpffs(&opts.pin_dir) {
             if created {
