@@ -18,6 +18,7 @@ mod cpio;
 mod elf;
 mod kernel;
 mod qemu;
+mod systemd;
 
 use anyhow::{Context as _, bail};
 use std::fmt::Write as _;
@@ -55,6 +56,10 @@ pub struct VmArgs {
     /// List the known kernels and exit.
     #[arg(long)]
     pub list_kernels: bool,
+    /// Run the systemd scenarios instead: the .deb installed and driven by systemd in a Debian
+    /// 12 guest with systemd as PID 1, on the guest's own kernel (needs root).
+    #[arg(long, conflicts_with_all = ["kernel", "modules", "tests"])]
+    pub systemd: bool,
     /// Arguments for every test binary's harness, e.g. a test name filter.
     #[arg(last = true)]
     pub harness_args: Vec<String>,
@@ -73,9 +78,12 @@ pub fn run(args: &VmArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let started = Instant::now();
-    ensure_tools()?;
     let root = workspace_root();
     let target = target_dir(&root);
+    if args.systemd {
+        return systemd::run(args, &root, &target);
+    }
+    ensure_tools()?;
     let cache = target.join("vm");
 
     crate::cmd::step("vm-test: kernel");
@@ -132,6 +140,9 @@ pub fn run(args: &VmArgs) -> anyhow::Result<()> {
     let outcome = qemu::boot(&qemu::Boot {
         bzimage: &kernel.bzimage,
         initrd: &initrd,
+        disk: None,
+        append: "console=ttyS0 panic=-1 oops=panic loglevel=4 rdinit=/init",
+        cpu: "max",
         memory_mib: args.memory_mib,
         cpus: args.cpus,
         timeout,

@@ -16,6 +16,12 @@ use super::RESULT_MARKER;
 pub struct Boot<'a> {
     pub bzimage: &'a Path,
     pub initrd: &'a Path,
+    /// A raw disk image for `/dev/vda` (the systemd guest's root filesystem).
+    pub disk: Option<&'a Path>,
+    /// The kernel command line.
+    pub append: &'a str,
+    /// Extra `-cpu` model (default `max`; 6.12 needs `Nehalem,-cx16` under TCG).
+    pub cpu: &'a str,
     pub memory_mib: u32,
     pub cpus: u32,
     pub timeout: Duration,
@@ -73,7 +79,7 @@ fn catch_stop_signals() {
 
 pub fn command(b: &Boot<'_>) -> Command {
     let mut c = Command::new("qemu-system-x86_64");
-    c.args(["-accel", "tcg", "-cpu", "max"])
+    c.args(["-accel", "tcg", "-cpu", b.cpu])
         .args(["-m", &b.memory_mib.to_string(), "-smp", &b.cpus.to_string()])
         .args(["-nodefaults", "-no-user-config", "-display", "none"])
         .args(["-serial", "stdio", "-monitor", "none", "-no-reboot"])
@@ -81,10 +87,11 @@ pub fn command(b: &Boot<'_>) -> Command {
         .arg(b.bzimage)
         .arg("-initrd")
         .arg(b.initrd)
-        .args([
-            "-append",
-            "console=ttyS0 panic=-1 oops=panic loglevel=4 rdinit=/init",
-        ]);
+        .args(["-append", b.append]);
+    if let Some(disk) = b.disk {
+        c.arg("-drive")
+            .arg(format!("file={},if=virtio,format=raw", disk.display()));
+    }
     c
 }
 

@@ -1,0 +1,262 @@
+//! `cargo xtask vm-test --systemd`: the Debian package under a real systemd.
+//!
+//! 1. A Debian root filesystem with systemd as PID 1, built by `mmdebstrap` from Debian's
+//!    packages and cached as a tarball keyed by its package list (`<target>/vm/systemd/`).
+//! 2. Per run: the tarball unpacked, the `.deb` of `cargo xtask deb` (built from this build's
+//!    `shifter`), the scenario binary (`tests/tests/systemd.rs`) and a unit that runs it at
+//!    boot copied in; `mkfs.ext4 -d` makes the disk image (no loop device, no mount).
+//! 3. qemu (TCG) boots the image's own kernel; the scenario unit prints the test output and
+//!    `SHIFTER-VM-RESULT: <rc>` on the serial console, then powers off.
+//!
+//! Needs root on the host (mmdebstrap's root mode, and file owners kept in the image).
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+
+use super::{VmArgs, qemu};
+
+const SUITE: &str = "bookworm";
+const MIRRORS: [&str; 2] = [
+    "deb http://deb.debian.org/debian bookworm main",
+    "deb http://deb.debian.org/debian-security bookworm-security main",
+];
+/// What the guest has besides the minimal base: systemd as init, the kernel (the cloud
+/// flavour has BPF, cgroup BPF and BTF built in), the tools the scenarios call, and nginx as
+/// the real blue and green backends.
+const PACKAGES: &[&str] = &[
+    "systemd",
+    "systemd-sysv",
+    "udev",
+    "dbus",
+    "linux-image-cloud-amd64",
+    "iproute2",
+    "procps",
+    "nginx-light",
+];
+/// Run inside the new root by mmdebstrap: no root password, `/dev/vda` as `/`, and no getty on
+/// the serial console (its hangups would cut the test output short).
+const HOOKS: &[&str] = &[
+    r#"chroot "$1" passwd -d root"#,
+    r#"echo "/dev/vda / ext4 defaults 0 1" >"$1/etc/fstab""#,
+    r#"ln -sf /dev/null "$1/etc/systemd/system/serial-getty@ttyS0.service""#,
+];
+
+/// The unit that runs the scenarios once the system is up, then powers off.
+const SCENARIO_UNIT: &str = "[Unit]
+Description=shifter systemd scenarios (cargo xtask vm-test --systemd)
+After=multi-user.target
+[Service]
+Type=oneshot
+ExecStart=/bin/sh -c '/root/systemd-scenarios --ignored --test-threads=1 --nocapture >/dev/ttyS0 2>&1; echo \"SHIFTER-VM-RESULT: $?\" >/dev/ttyS0'
+ExecStopPost=/usr/bin/systemctl poweroff --no-block
+[Install]
+WantedBy=multi-user.target
+";
+
+/// The command line: the root disk, the console on the serial port, quiet so the test output
+/// stays readable.
+const APPEND: &str =
+    "root=/dev/vda rw console=ttyS0 panic=-1 quiet systemd.show_status=0 mitigations=off";
+
+pub fn run(args: &VmArgs, root: &Path, target: &Path) -> anyhow::Result<()> {
+    let started = Instant::now();
+    ensure_tools()?;
+    let work = target.join("vm").join("systemd");
+    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+
+    crate::cmd::step("vm-test --systemd: build");
+    let built = super::build(root, args.release)?;
+    let scenarios = executable(&built.tests, "systemd")?;
+    let shifter = executable(&built.bins, "shifter")?;
+    let deb = crate::deb::build(root, &shifter, &work.join("deb"))?;
+
+    crate::cmd::step("vm-test --systemd: root filesystem");
+    let tarball = rootfs(&work)?;
+    let tree = work.join("root");
+    unpack(&tarball, &tree)?;
+    install_into(&tree, &deb, &scenarios)?;
+    let kernel = only_file(&tree.join("boot"), "vmlinuz-")?;
+    let initrd = only_file(&tree.join("boot"), "initrd.img-")?;
+    let image = work.join("disk.img");
+    crate::cmd::run(
+        "vm-test --systemd: disk image",
+        Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-d"])
+            .arg(&tree)
+            .arg(&image)
+            .arg("3G"),
+    )?;
+
+    crate::cmd::step("vm-test --systemd: boot (qemu, TCG)");
+    let outcome = qemu::boot(&qemu::Boot {
+        bzimage: &kernel,
+        initrd: &initrd,
+        disk: Some(&image),
+        append: APPEND,
+        cpu: "max",
+        memory_mib: args.memory_mib,
+        cpus: args.cpus,
+        timeout: Duration::from_secs(args.timeout_minutes.saturating_mul(60)),
+    })?;
+    let _ = std::fs::remove_file(&image);
+    eprintln!(
+        "vm-test --systemd: kernel {}, guest {:.0} s, whole run {:.0} s",
+        kernel.display(),
+        outcome.guest_time.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    match outcome.result {
+        Some(0) => Ok(()),
+        Some(rc) => bail!("systemd scenarios failed in the guest (rc={rc}); see the output above"),
+        None if outcome.timed_out => bail!(
+            "the systemd guest gave no result within {} minutes",
+            args.timeout_minutes
+        ),
+        None => bail!(
+            "the systemd guest stopped without a result (qemu: {}); last lines:\n{}",
+            outcome.qemu_status,
+            Vec::from(outcome.tail).join("\n")
+        ),
+    }
+}
+
+fn ensure_tools() -> anyhow::Result<()> {
+    if !crate::cmd::is_root() {
+        bail!("vm-test --systemd needs root (mmdebstrap --mode=root, owners kept in the image)");
+    }
+    let missing: Vec<&str> = [
+        ("qemu-system-x86", "qemu-system-x86_64"),
+        ("mmdebstrap", "mmdebstrap"),
+        ("e2fsprogs", "mkfs.ext4"),
+    ]
+    .into_iter()
+    .filter(|(_, cmd)| !crate::cmd::on_path(cmd))
+    .map(|(pkg, _)| pkg)
+    .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    crate::cmd::run(
+        "vm-test --systemd: install tools",
+        Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+fn executable(built: &[(String, PathBuf)], name: &str) -> anyhow::Result<PathBuf> {
+    built
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, p)| p.clone())
+        .with_context(|| format!("the build produced no `{name}` executable"))
+}
+
+/// FNV-1a: a cache key that stays the same across Rust versions (std's hasher need not).
+fn fnv1a(parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in parts.iter().flat_map(|p| p.bytes().chain([0])) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// The cached root filesystem tarball, built when its package list changed.
+fn rootfs(work: &Path) -> anyhow::Result<PathBuf> {
+    let mut key_parts = vec![SUITE];
+    key_parts.extend(MIRRORS);
+    key_parts.extend(PACKAGES);
+    key_parts.extend(HOOKS);
+    let tarball = work.join(format!("rootfs-{SUITE}-{:016x}.tar", fnv1a(&key_parts)));
+    if tarball.is_file() {
+        eprintln!("vm-test --systemd: cached {}", tarball.display());
+        return Ok(tarball);
+    }
+    let partial = tarball.with_extension("tar.partial");
+    let mut c = Command::new("mmdebstrap");
+    c.args(["--mode=root", "--variant=minbase"])
+        .arg(format!("--include={}", PACKAGES.join(",")));
+    for hook in HOOKS {
+        c.arg(format!("--customize-hook={hook}"));
+    }
+    c.args(["--format=tar", SUITE]).arg(&partial).args(MIRRORS);
+    let t = Instant::now();
+    crate::cmd::run("vm-test --systemd: mmdebstrap", &mut c)?;
+    std::fs::rename(&partial, &tarball)?;
+    eprintln!(
+        "vm-test --systemd: root filesystem built in {:.0} s",
+        t.elapsed().as_secs_f64()
+    );
+    Ok(tarball)
+}
+
+fn unpack(tarball: &Path, tree: &Path) -> anyhow::Result<()> {
+    if tree.exists() {
+        std::fs::remove_dir_all(tree).with_context(|| format!("removing {}", tree.display()))?;
+    }
+    std::fs::create_dir_all(tree)?;
+    crate::cmd::run(
+        "vm-test --systemd: unpack",
+        Command::new("tar")
+            .args(["--numeric-owner", "-xpf"])
+            .arg(tarball)
+            .arg("-C")
+            .arg(tree),
+    )
+}
+
+/// The package, the scenario binary and the unit that runs it at boot.
+fn install_into(tree: &Path, deb: &Path, scenarios: &Path) -> anyhow::Result<()> {
+    let copy = |from: &Path, to: &str| {
+        std::fs::copy(from, tree.join(to))
+            .with_context(|| format!("copying {} into the image", from.display()))
+    };
+    copy(deb, "root/shifter.deb")?;
+    copy(scenarios, "root/systemd-scenarios")?;
+    let units = tree.join("etc/systemd/system");
+    std::fs::write(units.join("shifter-scenarios.service"), SCENARIO_UNIT)?;
+    let wants = units.join("multi-user.target.wants");
+    std::fs::create_dir_all(&wants)?;
+    std::os::unix::fs::symlink(
+        "/etc/systemd/system/shifter-scenarios.service",
+        wants.join("shifter-scenarios.service"),
+    )?;
+    Ok(())
+}
+
+/// The one file in `dir` whose name starts with `prefix` (the image's kernel and initrd).
+fn only_file(dir: &Path, prefix: &str) -> anyhow::Result<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
+        })
+        .collect();
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        n => bail!("{}: {n} files named {prefix}*, expected one", dir.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fnv1a;
+
+    #[test]
+    fn cache_key_depends_on_every_part_and_their_order() {
+        let base = fnv1a(&["bookworm", "systemd", "nginx-light"]);
+        assert_eq!(base, fnv1a(&["bookworm", "systemd", "nginx-light"]));
+        assert_ne!(base, fnv1a(&["bookworm", "nginx-light", "systemd"]));
+        assert_ne!(base, fnv1a(&["bookworm", "systemdnginx-light"]));
+    }
+}
