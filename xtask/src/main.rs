@@ -49,7 +49,8 @@ enum Cmd {
         /// Test threads per test binary (the namespace tests are heavy; the machine is small).
         #[arg(long, default_value_t = 2)]
         test_threads: usize,
-        /// Skip the integration suite in a VM on Debian's 6.1 kernel (CI runs it).
+        /// Skip the VM suites: the integration tests on Debian's 6.1 kernel and the systemd
+        /// scenarios of the package (CI runs both).
         #[arg(long)]
         no_vm: bool,
         /// Skip the reduced benchmark run that keeps the harness working (CI runs it).
@@ -154,6 +155,8 @@ fn test(test_threads: usize, vm: bool, bench: bool, harness_args: &[String]) -> 
     if vm {
         cmd::step("vm-test (Debian 6.1)");
         cmd::run("vm-test", &mut xtask(&["vm-test"]))?;
+        cmd::step("vm-test --systemd (the .deb under systemd, Debian 12)");
+        cmd::run("vm-test --systemd", &mut xtask(&["vm-test", "--systemd"]))?;
     }
     eprintln!("\nall checks passed");
     Ok(())
