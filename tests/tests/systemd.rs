@@ -410,3 +410,107 @@ fn s6_refused_privilege_exits_77_without_a_restart_loop() {
     assert_eq!(unit_property("ExecMainStatus"), "77", "{}", journal());
     assert_eq!(unit_property("NRestarts"), "0", "no restart loop");
 }
+
+/// The tags of our programs on lo's hooks (legacy clsact on the guest's 6.1: `tc` lists them
+/// with their tag; tcx attachments would need a BPF_PROG_QUERY instead).
+fn program_tags() -> Vec<String> {
+    let filters = attached_programs();
+    let mut tags: Vec<String> = filters
+        .lines()
+        .filter(|l| l.contains("shifter_"))
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            words.find(|w| *w == "tag")?;
+            words.next().map(str::to_owned)
+        })
+        .collect();
+    tags.sort();
+    tags
+}
+
+#[test]
+#[ignore = "changes the machine: runs in the systemd guest of `cargo xtask vm-test --systemd`"]
+fn s7_package_upgrade_under_traffic_swaps_the_programs_and_keeps_everything() {
+    fresh("0");
+    must("systemctl start shifter.service");
+    must("shifter set-weight web 30");
+    let before = program_tags();
+    assert_eq!(
+        before.len(),
+        2,
+        "ingress and egress programs on lo: {before:?}"
+    );
+    let pid = unit_property("MainPID");
+    let traffic = Traffic::start(8);
+    std::thread::sleep(Duration::from_secs(1));
+    // Version N+1 with another build of the programs: postinst restarts the daemon.
+    must("DEBIAN_FRONTEND=noninteractive apt-get install -y /root/shifter-next.deb");
+    wait_until("the upgraded daemon is up", || {
+        unit_property("ActiveState") == "active" && unit_property("MainPID") != pid
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let ok = traffic.finish("package upgrade");
+    eprintln!("{ok} requests succeeded across the package upgrade");
+    let after = program_tags();
+    assert_eq!(after.len(), 2, "still one program per hook: {after:?}");
+    assert!(
+        before.iter().all(|t| !after.contains(t)),
+        "the new build's programs are in the hooks: before {before:?}, after {after:?}"
+    );
+    assert!(
+        journal().contains("upgraded programs, maps kept"),
+        "{}",
+        journal()
+    );
+    let share = green_share(200);
+    assert!(
+        (15.0..=45.0).contains(&share),
+        "weight 30 % kept: {share} %"
+    );
+
+    // The same version again changes nothing: no restart, the same programs.
+    let pid = unit_property("MainPID");
+    must("dpkg -i /root/shifter-next.deb");
+    assert_eq!(
+        unit_property("MainPID"),
+        pid,
+        "reinstalling does not restart"
+    );
+    assert_eq!(program_tags(), after, "reinstalling keeps the programs");
+}
+
+#[test]
+#[ignore = "changes the machine: runs in the systemd guest of `cargo xtask vm-test --systemd`"]
+fn s8_remove_detaches_and_says_so_purge_removes_state_and_configuration() {
+    fresh("0");
+    must("systemctl start shifter.service");
+    must("shifter set-weight web 20");
+    let (rc, out) = sh("DEBIAN_FRONTEND=noninteractive apt-get remove -y shifter 2>&1");
+    assert_eq!(rc, 0, "apt remove: {out}");
+    assert!(
+        out.contains("removing the package detaches the data plane")
+            && out.contains("apt install shifter"),
+        "remove says what happens and how to undo it:\n{out}"
+    );
+    assert!(program_tags().is_empty(), "no program left on lo");
+    assert!(
+        !std::path::Path::new("/sys/fs/bpf/shifter").exists(),
+        "pins removed"
+    );
+    assert_ne!(sh("systemctl is-active shifter.service").1.trim(), "active");
+    assert!(
+        one_request().is_err(),
+        "port 80 is not steered any more (nothing listens on it)"
+    );
+    must("test -f /var/lib/shifter/state.json && test -f /etc/shifter/shifter.toml");
+
+    must("DEBIAN_FRONTEND=noninteractive apt-get purge -y shifter");
+    assert!(
+        !std::path::Path::new("/var/lib/shifter").exists(),
+        "purge removes the state"
+    );
+    assert!(
+        !std::path::Path::new(CONFIG).exists(),
+        "purge removes the configuration"
+    );
+}

@@ -26,9 +26,25 @@ pub struct DebArgs {
     /// Directory for the .deb (default: <target>/debian).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// The package version (default: the crate's, e.g. 0.1.0), for upgrade tests.
+    #[arg(long, value_name = "VERSION")]
+    pub version: Option<String>,
+    /// Embed the `build-variant` eBPF programs (other instructions, same maps), built in
+    /// <target>/ebpf-variant: a package that upgrades to another build of the programs.
+    #[arg(long, conflicts_with = "binary")]
+    pub ebpf_variant: bool,
 }
 
 const NAME: &str = "shifter";
+/// The package's Maintainer and changelog signature.
+const MAINTAINER: &str = "shifter developers <shifter@example.org>";
+/// Lintian tags that do not apply, each with its reason (installed as the package's override
+/// file, so `lintian` on the .deb is clean).
+const LINTIAN_OVERRIDES: &str = "\
+# No debhelper here: the scripts call systemctl only where /run/systemd/system exists, as
+# deb-systemd-invoke would, and the package Recommends systemd.
+shifter: maintainer-script-calls-systemctl *
+";
 
 /// Files of the package: (path in the package, mode, where the content comes from).
 enum Source {
@@ -48,12 +64,7 @@ pub fn run(args: &DebArgs) -> anyhow::Result<()> {
         b.clone()
     } else {
         crate::setup::ensure(crate::setup::Scope::BUILD)?;
-        cmd::step("build (release)");
-        cmd::run(
-            "build",
-            crate::cargo().args(["build", "--release", "-p", NAME, "--bin", NAME]),
-        )?;
-        target.join("release").join(NAME)
+        build_binary(&target, args.ebpf_variant, true)?
     };
     if !binary.is_file() {
         bail!("{} is not a file", binary.display());
@@ -64,9 +75,35 @@ pub fn run(args: &DebArgs) -> anyhow::Result<()> {
         }
     }
     let out = args.out.clone().unwrap_or_else(|| target.join("debian"));
-    let deb = build(&root, &binary, &out)?;
+    let version = args.version.as_deref().unwrap_or(env!("CARGO_PKG_VERSION"));
+    let deb = build(&root, &binary, &out, version)?;
     println!("{}", deb.display());
     Ok(())
+}
+
+/// Builds the `shifter` binary; with `variant`, with the `build-variant` eBPF programs in
+/// their own target directory (so the normal build is not rebuilt afterwards). Returns its path.
+pub fn build_binary(target: &Path, variant: bool, release: bool) -> anyhow::Result<PathBuf> {
+    let mut c = crate::cargo();
+    c.args(["build", "-p", NAME, "--bin", NAME]);
+    if release {
+        c.arg("--release");
+    }
+    let target = if variant {
+        let dir = target.join("ebpf-variant");
+        c.env("SHIFTER_EBPF_VARIANT", "1")
+            .env("CARGO_TARGET_DIR", &dir);
+        dir
+    } else {
+        target.to_owned()
+    };
+    let profile = if release { "release" } else { "debug" };
+    cmd::step(&format!(
+        "build {NAME} ({profile}{})",
+        if variant { ", eBPF build-variant" } else { "" }
+    ));
+    cmd::run("build", &mut c)?;
+    Ok(target.join(profile).join(NAME))
 }
 
 /// Output of `binary args...`, which must succeed.
@@ -144,7 +181,9 @@ const POSTINST: &str = r#"#!/bin/sh
 # shifter postinst: the system group whose members may change weights through the control
 # socket (daemon.socket_group = "shifter"), then let systemd see the unit. The service is not
 # enabled or started: edit /etc/shifter/shifter.toml (interfaces, services) first, then
-# `systemctl enable --now shifter`.
+# `systemctl enable --now shifter`. An upgrade from another version restarts a running
+# daemon, which swaps the new programs into the attached links (maps, flows and weights kept);
+# reinstalling the same version leaves it alone.
 set -e
 if [ "$1" = configure ]; then
     if ! getent group shifter >/dev/null; then
@@ -157,17 +196,32 @@ if [ "$1" = configure ]; then
     fi
     if [ -d /run/systemd/system ]; then
         systemctl --system daemon-reload >/dev/null || true
+        if [ -n "$2" ] && [ "$2" != "@VERSION@" ]; then
+            systemctl try-restart shifter.service || true
+        fi
     fi
 fi
 exit 0
 "#;
 
 const PRERM: &str = r#"#!/bin/sh
-# shifter prerm: stop the daemon on removal. Stopping leaves the data plane attached and
-# forwarding; `shifter detach` removes it.
+# shifter prerm: on removal (not on upgrade), detach the data plane and stop the daemon. A
+# removed package must not leave programs steering traffic with nothing to control them, so
+# the service ports stop being steered: say so, and how to get back. Weights and events stay
+# in /var/lib/shifter until purge.
 set -e
-if [ "$1" = remove ] && [ -d /run/systemd/system ]; then
-    systemctl stop shifter.service >/dev/null 2>&1 || true
+if [ "$1" = remove ]; then
+    if [ -e /sys/fs/bpf/shifter ] || [ -S /run/shifter/shifter.sock ]; then
+        echo "shifter: removing the package detaches the data plane: new connections to the" >&2
+        echo "shifter: service ports are no longer steered to blue or green; they reach what" >&2
+        echo "shifter: listens on the service port itself. Established connections are kept." >&2
+        shifter detach >&2 || echo "shifter: detach failed; see 'shifter detach --help'" >&2
+        echo "shifter: to steer again with the saved weights: apt install shifter &&" >&2
+        echo "shifter: systemctl start shifter (apt purge also removes /var/lib/shifter)" >&2
+    fi
+    if [ -d /run/systemd/system ]; then
+        systemctl stop shifter.service >/dev/null 2>&1 || true
+    fi
 fi
 exit 0
 "#;
@@ -189,13 +243,17 @@ const COPYRIGHT: &str = "Format: https://www.debian.org/doc/packaging-manuals/co
 Upstream-Name: shifter
 
 Files: *
-Copyright: the shifter authors
+Copyright: 2026 the shifter authors
 License: MIT or Apache-2.0
  On Debian systems the Apache License 2.0 is in /usr/share/common-licenses/Apache-2.0.
 ";
 
 /// The files of the package, by path inside it, with their modes.
-fn package_files(root: &Path, binary: &Path) -> anyhow::Result<Vec<(&'static str, u32, Source)>> {
+fn package_files(
+    root: &Path,
+    binary: &Path,
+    version: &str,
+) -> anyhow::Result<Vec<(&'static str, u32, Source)>> {
     let man = gzip(&output_of(binary, &["man"])?)?;
     let mut files: Vec<(&'static str, u32, Source)> = vec![
         ("usr/bin/shifter", 0o755, Source::Binary),
@@ -239,6 +297,16 @@ fn package_files(root: &Path, binary: &Path) -> anyhow::Result<Vec<(&'static str
             0o644,
             Source::Generated(COPYRIGHT.into()),
         ),
+        (
+            "usr/share/doc/shifter/changelog.gz",
+            0o644,
+            Source::Generated(gzip(changelog(root, version)?.as_bytes())?),
+        ),
+        (
+            "usr/share/lintian/overrides/shifter",
+            0o644,
+            Source::Generated(LINTIAN_OVERRIDES.into()),
+        ),
     ];
     if root.join("packaging/grafana-shifter.json").exists() {
         files.push((
@@ -250,12 +318,26 @@ fn package_files(root: &Path, binary: &Path) -> anyhow::Result<Vec<(&'static str
     Ok(files)
 }
 
+/// The Debian changelog of this native package: one entry for the version, dated by the
+/// last commit (the same date for the same tree, so rebuilding gives the same package).
+fn changelog(root: &Path, version: &str) -> anyhow::Result<String> {
+    let root = root.to_string_lossy();
+    let date = cmd::probe("git", &["-C", &root, "log", "-1", "--format=%cD"])
+        .or_else(|| cmd::probe("date", &["-R", "-u"]))
+        .context("a date for the changelog (git log or date)")?;
+    Ok(format!(
+        "{NAME} ({version}) unstable; urgency=medium\n\n  \
+         * Built by cargo xtask deb; see README.md for what changed.\n\n \
+         -- {MAINTAINER}  {}\n",
+        date.trim()
+    ))
+}
+
 /// `DEBIAN/control`.
-fn control(arch: &str, size: u64, depends: &str) -> String {
-    let version = env!("CARGO_PKG_VERSION");
+fn control(version: &str, arch: &str, size: u64, depends: &str) -> String {
     format!(
         "Package: {NAME}\nVersion: {version}\nArchitecture: {arch}\n\
-         Maintainer: shifter developers <shifter@localhost>\n\
+         Maintainer: {MAINTAINER}\n\
          Installed-Size: {}\nDepends: {depends}\nRecommends: systemd\nSection: net\n\
          Priority: optional\n\
          Description: eBPF host traffic shifter: blue/green and canary for local services\n \
@@ -268,13 +350,12 @@ fn control(arch: &str, size: u64, depends: &str) -> String {
 }
 
 /// Writes the staging tree and builds the .deb into `out`; returns its path.
-pub fn build(root: &Path, binary: &Path, out: &Path) -> anyhow::Result<PathBuf> {
-    let version = env!("CARGO_PKG_VERSION");
+pub fn build(root: &Path, binary: &Path, out: &Path, version: &str) -> anyhow::Result<PathBuf> {
     let arch = cmd::probe("dpkg", &["--print-architecture"])
         .map(|s| s.trim().to_owned())
         .context("dpkg --print-architecture")?;
     let bin = fs::read(binary).with_context(|| format!("reading {}", binary.display()))?;
-    let files = package_files(root, binary)?;
+    let files = package_files(root, binary, version)?;
 
     let stage = out.join(format!("{NAME}_{version}_{arch}"));
     if stage.exists() {
@@ -295,12 +376,12 @@ pub fn build(root: &Path, binary: &Path, out: &Path) -> anyhow::Result<PathBuf> 
         cmd::run(
             "strip",
             Command::new("strip")
-                .arg("--strip-debug")
+                .arg("--strip-unneeded")
                 .arg(stage.join("usr/bin/shifter")),
         )?;
     }
     let size = tree_size(&stage)?;
-    let control = control(&arch, size, &depends(&bin));
+    let control = control(version, &arch, size, &depends(&bin));
     let debian = stage.join("DEBIAN");
     write_file(&debian.join("control"), control.as_bytes(), 0o644)?;
     write_file(
@@ -308,7 +389,8 @@ pub fn build(root: &Path, binary: &Path, out: &Path) -> anyhow::Result<PathBuf> 
         b"/etc/shifter/shifter.toml\n",
         0o644,
     )?;
-    write_file(&debian.join("postinst"), POSTINST.as_bytes(), 0o755)?;
+    let postinst = POSTINST.replace("@VERSION@", version);
+    write_file(&debian.join("postinst"), postinst.as_bytes(), 0o755)?;
     write_file(&debian.join("prerm"), PRERM.as_bytes(), 0o755)?;
     write_file(&debian.join("postrm"), POSTRM.as_bytes(), 0o755)?;
 

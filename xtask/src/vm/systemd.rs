@@ -73,13 +73,23 @@ pub fn run(args: &VmArgs, root: &Path, target: &Path) -> anyhow::Result<()> {
     let built = super::build(root, args.release)?;
     let scenarios = executable(&built.tests, "systemd")?;
     let shifter = executable(&built.bins, "shifter")?;
-    let deb = crate::deb::build(root, &shifter, &work.join("deb"))?;
+    let version = env!("CARGO_PKG_VERSION");
+    let deb = crate::deb::build(root, &shifter, &work.join("deb"), version)?;
+    // The upgrade scenario's version N+1: another build of the programs, same maps.
+    let variant = crate::deb::build_binary(target, true, args.release)?;
+    let next = crate::deb::build(
+        root,
+        &variant,
+        &work.join("deb"),
+        &format!("{version}+next1"),
+    )?;
+    lintian(&[&deb, &next])?;
 
     crate::cmd::step("vm-test --systemd: root filesystem");
     let tarball = rootfs(&work)?;
     let tree = work.join("root");
     unpack(&tarball, &tree)?;
-    install_into(&tree, &deb, &scenarios)?;
+    install_into(&tree, &deb, &next, &scenarios)?;
     let kernel = only_file(&tree.join("boot"), "vmlinuz-")?;
     let initrd = only_file(&tree.join("boot"), "initrd.img-")?;
     let image = work.join("disk.img");
@@ -133,6 +143,7 @@ fn ensure_tools() -> anyhow::Result<()> {
         ("qemu-system-x86", "qemu-system-x86_64"),
         ("mmdebstrap", "mmdebstrap"),
         ("e2fsprogs", "mkfs.ext4"),
+        ("lintian", "lintian"),
     ]
     .into_iter()
     .filter(|(_, cmd)| !crate::cmd::on_path(cmd))
@@ -148,6 +159,14 @@ fn ensure_tools() -> anyhow::Result<()> {
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
+}
+
+/// lintian on the packages: no error or warning that the package does not override.
+fn lintian(debs: &[&Path]) -> anyhow::Result<()> {
+    let mut c = Command::new("lintian");
+    c.args(["--fail-on", "error,warning", "--tag-display-limit", "0"])
+        .args(debs);
+    crate::cmd::run("vm-test --systemd: lintian", &mut c)
 }
 
 fn executable(built: &[(String, PathBuf)], name: &str) -> anyhow::Result<PathBuf> {
@@ -213,12 +232,13 @@ fn unpack(tarball: &Path, tree: &Path) -> anyhow::Result<()> {
 }
 
 /// The package, the scenario binary and the unit that runs it at boot.
-fn install_into(tree: &Path, deb: &Path, scenarios: &Path) -> anyhow::Result<()> {
+fn install_into(tree: &Path, deb: &Path, next: &Path, scenarios: &Path) -> anyhow::Result<()> {
     let copy = |from: &Path, to: &str| {
         std::fs::copy(from, tree.join(to))
             .with_context(|| format!("copying {} into the image", from.display()))
     };
     copy(deb, "root/shifter.deb")?;
+    copy(next, "root/shifter-next.deb")?;
     copy(scenarios, "root/systemd-scenarios")?;
     let units = tree.join("etc/systemd/system");
     std::fs::write(units.join("shifter-scenarios.service"), SCENARIO_UNIT)?;
