@@ -5,17 +5,39 @@
 //! file win over the pinned maps, which win over the configuration), attaches, then serves the
 //! control API and tells systemd it is ready. The shutdown future stops serving, persists the
 //! state and returns, leaving the data plane attached and forwarding.
+//!
+//! - [`engine`]: the handle on the engine thread and the control API it serves.
+//! - [`actor`]: the engine thread, the one owner of the data plane and of the state.
+//! - [`reload`]: a reload as a pure diff of two configurations, then applied.
+//! - [`rollouts`]: each service's rollout engine and health checkers.
+//! - [`actuator`]: the data plane as the rollouts' actuator.
+//! - [`state`]: the state file and rollout progress, written durably.
+//! - [`metrics`]: the Prometheus exposition of the status.
+//! - [`offline`]: the status and flows from the pins while no daemon runs.
+//!
+//! The daemon composes the API server ([`crate::api::server`]), which knows it only as a
+//! [`Control`](crate::api::server::Control).
 
+mod actor;
+pub mod actuator;
 pub mod engine;
+pub mod metrics;
+pub mod offline;
+#[cfg(test)]
+mod pipeline_tests;
+mod reload;
 mod rollouts;
+pub mod state;
 
 use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
 
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
+pub use actuator::{ActuatorError, DataPlaneActuator, load_progress, store_progress};
+
 use crate::{
-    api::server::{self, ApiContext},
+    api::server::{self, ApiContext, BindError},
     config::Config,
     util::error_chain,
 };
@@ -38,12 +60,12 @@ pub enum DaemonError {
         source: std::io::Error,
     },
     #[error("data plane")]
-    DataPlane(#[source] crate::Error),
+    DataPlane(#[source] crate::dataplane::Error),
     #[error("interface {iface}")]
     Attach {
         iface: String,
         #[source]
-        source: crate::Error,
+        source: crate::dataplane::Error,
     },
     #[error("starting the engine thread")]
     Thread(#[source] std::io::Error),
@@ -72,7 +94,10 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
     let socket_path = config.daemon.socket.clone();
-    let listener = server::bind(&config.daemon)?;
+    let listener = server::bind(&config.daemon).map_err(|e| match e {
+        BindError::AlreadyRunning { path } => DaemonError::AlreadyRunning { path },
+        BindError::Io { path, source } => DaemonError::Socket { path, source },
+    })?;
     let metrics_listener = match config.daemon.metrics_address {
         Some(addr) => match tokio::net::TcpListener::bind(addr).await {
             Ok(l) => Some(l),
@@ -83,7 +108,7 @@ pub async fn run_with(
         },
         None => None,
     };
-    let (engine, thread) = match Engine::start(config.clone()).await {
+    let (engine, thread) = match Engine::start(config.clone(), opts.config_path.clone()).await {
         Ok(x) => x,
         Err(e) => {
             server::unlink(&socket_path);
@@ -92,9 +117,8 @@ pub async fn run_with(
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let ctx = Arc::new(ApiContext {
-        engine: engine.clone(),
+        control: engine.clone(),
         group: config.daemon.socket_group.clone(),
-        config_path: opts.config_path.clone(),
         stop: stop_tx.clone(),
     });
     let mut tasks = tokio::task::JoinSet::new();
@@ -146,8 +170,9 @@ pub async fn run_with(
             } => {
                 info!("reloading the configuration");
                 notify(&[sd_notify::NotifyState::Reloading]);
-                let res = server::reload(&ctx).await;
-                server::log_reload_result(&res);
+                if let Err(e) = engine.reload_file().await {
+                    warn!("reload failed: {}", error_chain(&e));
+                }
                 notify(&[sd_notify::NotifyState::Ready]);
             }
         }

@@ -17,17 +17,20 @@ use std::{
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
-use super::engine::Command;
+use super::{
+    actuator::{DataPlaneActuator, load_progress},
+    engine::Command,
+};
 use crate::{
-    DataPlane, Service,
     api::types::{BackendHealthView, HealthView, RolloutView},
-    config::ServiceSpec,
+    config::{HealthSettings, ServiceSpec},
+    dataplane::DataPlane,
     events::{Cause, Event},
     health::{CheckReport, HealthStatus, run_checker},
-    rollout::config::HealthSettings,
+    model::Service,
     rollout::{
-        self, CommandError, DataPlaneActuator, Effect, Engine, Input, OperatorCommand,
-        RolloutEvent, engine::Cause as RolloutCause, load_progress,
+        self, CommandError, Effect, Engine, Input, OperatorCommand, RolloutEvent,
+        engine::Cause as RolloutCause,
     },
     util::error_chain,
 };
@@ -366,7 +369,7 @@ impl Rollouts {
                 continue;
             }
             let path = Self::progress_path(&self.state_dir, name);
-            if let Err(e) = rollout::store_progress(&path, &s.engine.progress(now)) {
+            if let Err(e) = super::actuator::store_progress(&path, &s.engine.progress(now)) {
                 warn!("{name}: {}", error_chain(&e));
             }
         }
@@ -548,9 +551,8 @@ mod tests {
         assert_eq!(e.cause, Cause::ManualRollback);
         assert_eq!(e.uid, Some(1000));
         assert_eq!((e.old_weight_bp, e.new_weight_bp), (Some(2500), Some(0)));
-        let json = serde_json::to_value(&e).unwrap();
         assert_eq!(
-            crate::observe::rollback_cause(&json).as_deref(),
+            super::super::metrics::rollback_cause(&e).as_deref(),
             Some("manual-rollback")
         );
     }
@@ -560,8 +562,7 @@ mod tests {
         for command in ["abort", "pause", "start", "freeze"] {
             let e = to_event(&operator(command));
             assert_eq!(e.cause, Cause::Rollout, "{command}");
-            let json = serde_json::to_value(&e).unwrap();
-            assert_eq!(crate::observe::rollback_cause(&json), None, "{command}");
+            assert_eq!(super::super::metrics::rollback_cause(&e), None, "{command}");
         }
         assert_eq!(to_event(&operator("promote")).cause, Cause::Promote);
     }

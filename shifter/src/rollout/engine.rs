@@ -25,11 +25,12 @@ use std::{fmt, time::Duration};
 use serde::{Deserialize, Serialize};
 use shifter_common::WEIGHT_MAX;
 
-use super::{
-    config::{RolloutSettings, Step, bp_text, check_steps},
-    gate::{GateResult, SignalSample, evaluate},
+use super::gate::{GateResult, SignalSample, evaluate};
+use crate::{
+    config::{RolloutSettings, Step, check_steps},
+    health::{HealthStatus, HealthVerdict},
+    model::bp_text,
 };
-use crate::health::{HealthStatus, HealthVerdict};
 
 /// A point on the caller's monotonic clock.
 pub type Now = Duration;

@@ -4,13 +4,15 @@
 use std::time::Duration;
 
 use super::{
-    config::{GateSettings, RolloutSettings, Step},
     engine::{
         Cause, CommandError, Effect, Engine, Input, OperatorCommand, Phase, State, StateName,
     },
     gate::{SignalSample, Signals},
 };
-use crate::health::{HealthStatus, HealthVerdict};
+use crate::{
+    config::{GateSettings, RolloutSettings, Step},
+    health::{HealthStatus, HealthVerdict},
+};
 
 const BLUE: u16 = 8081;
 const GREEN: u16 = 8082;
