@@ -131,42 +131,7 @@ impl HealthSettings {
     /// Validates `raw`; problems are named `prefix.field`.
     pub fn from_raw(raw: &RawHealth, prefix: &str) -> Result<Self, Vec<FieldError>> {
         let mut p = Problems::new(prefix);
-        let kind = raw.kind.as_deref().unwrap_or("tcp");
-        let check = match kind {
-            "tcp" | "http" | "exec" => {
-                let only = |p: &mut Problems, field: &str, set: bool, kinds: &str| {
-                    if set {
-                        p.add(field, format!("is only used by {kinds} checks, not {kind}"));
-                    }
-                };
-                only(&mut p, "path", raw.path.is_some() && kind != "http", "http");
-                only(
-                    &mut p,
-                    "status",
-                    raw.status.is_some() && kind != "http",
-                    "http",
-                );
-                only(&mut p, "host", raw.host.is_some() && kind != "http", "http");
-                only(
-                    &mut p,
-                    "command",
-                    raw.command.is_some() && kind != "exec",
-                    "exec",
-                );
-                match kind {
-                    "tcp" => CheckKind::Tcp,
-                    "http" => http_check(&mut p, raw),
-                    _ => exec_check(&mut p, raw),
-                }
-            }
-            other => {
-                p.add(
-                    "kind",
-                    format!("{other:?} is not a check kind (expected tcp, http or exec)"),
-                );
-                CheckKind::Tcp
-            }
-        };
+        let check = check_kind(&mut p, raw);
         let address = match raw.address.as_deref() {
             None => IpAddr::from([127, 0, 0, 1]),
             Some(a) => match a.parse::<IpAddr>() {
@@ -177,43 +142,7 @@ impl HealthSettings {
                 }
             },
         };
-        let interval = duration(
-            &mut p,
-            "interval",
-            raw.interval.as_deref(),
-            DEFAULT_INTERVAL,
-        );
-        let timeout = duration(&mut p, "timeout", raw.timeout.as_deref(), DEFAULT_TIMEOUT);
-        let jitter = duration(&mut p, "jitter", raw.jitter.as_deref(), Duration::ZERO);
-        if interval < Duration::from_millis(10) || interval > Duration::from_secs(3600) {
-            p.add(
-                "interval",
-                format!(
-                    "{} is outside 10ms..=1h",
-                    humantime::format_duration(interval)
-                ),
-            );
-        }
-        if timeout.is_zero() || timeout > interval {
-            p.add(
-                "timeout",
-                format!(
-                    "{} must be above 0 and at most the interval ({})",
-                    humantime::format_duration(timeout),
-                    humantime::format_duration(interval)
-                ),
-            );
-        }
-        if jitter > interval {
-            p.add(
-                "jitter",
-                format!(
-                    "{} is above the interval ({})",
-                    humantime::format_duration(jitter),
-                    humantime::format_duration(interval)
-                ),
-            );
-        }
+        let (interval, timeout, jitter) = timing(&mut p, raw);
         let threshold = |p: &mut Problems, field: &str, v: Option<i64>, default: u32| match v {
             None => default,
             Some(n) if (1..=100).contains(&n) => n as u32,
@@ -243,6 +172,69 @@ impl HealthSettings {
             fall,
         })
     }
+}
+
+/// The check and its kind's fields (`path`, `status`, `host` for http, `command` for exec).
+fn check_kind(p: &mut Problems, raw: &RawHealth) -> CheckKind {
+    let kind = raw.kind.as_deref().unwrap_or("tcp");
+    if !matches!(kind, "tcp" | "http" | "exec") {
+        p.add(
+            "kind",
+            format!("{kind:?} is not a check kind (expected tcp, http or exec)"),
+        );
+        return CheckKind::Tcp;
+    }
+    let mut only = |field: &str, set: bool, kinds: &str| {
+        if set {
+            p.add(field, format!("is only used by {kinds} checks, not {kind}"));
+        }
+    };
+    only("path", raw.path.is_some() && kind != "http", "http");
+    only("status", raw.status.is_some() && kind != "http", "http");
+    only("host", raw.host.is_some() && kind != "http", "http");
+    only("command", raw.command.is_some() && kind != "exec", "exec");
+    match kind {
+        "tcp" => CheckKind::Tcp,
+        "http" => http_check(p, raw),
+        _ => exec_check(p, raw),
+    }
+}
+
+/// `interval`, `timeout` and `jitter`, checked against each other.
+fn timing(p: &mut Problems, raw: &RawHealth) -> (Duration, Duration, Duration) {
+    let interval = duration(p, "interval", raw.interval.as_deref(), DEFAULT_INTERVAL);
+    let timeout = duration(p, "timeout", raw.timeout.as_deref(), DEFAULT_TIMEOUT);
+    let jitter = duration(p, "jitter", raw.jitter.as_deref(), Duration::ZERO);
+    if interval < Duration::from_millis(10) || interval > Duration::from_secs(3600) {
+        p.add(
+            "interval",
+            format!(
+                "{} is outside 10ms..=1h",
+                humantime::format_duration(interval)
+            ),
+        );
+    }
+    if timeout.is_zero() || timeout > interval {
+        p.add(
+            "timeout",
+            format!(
+                "{} must be above 0 and at most the interval ({})",
+                humantime::format_duration(timeout),
+                humantime::format_duration(interval)
+            ),
+        );
+    }
+    if jitter > interval {
+        p.add(
+            "jitter",
+            format!(
+                "{} is above the interval ({})",
+                humantime::format_duration(jitter),
+                humantime::format_duration(interval)
+            ),
+        );
+    }
+    (interval, timeout, jitter)
 }
 
 fn http_check(p: &mut Problems, raw: &RawHealth) -> CheckKind {

@@ -179,93 +179,104 @@ impl RolloutSettings {
                 format!("{} is above 7 days", humantime::format_duration(hold)),
             );
         }
-        let steps = match &raw.steps {
-            None => RolloutSettings::default()
-                .steps
-                .into_iter()
-                .map(|s| Step { hold, ..s })
-                .collect(),
-            Some(list) => {
-                let mut steps = Vec::new();
-                for (i, s) in list.iter().enumerate() {
-                    let (weight, step_hold, approve) = match s {
-                        RawStep::Weight(w) => (w, None, false),
-                        RawStep::Table {
-                            weight,
-                            hold,
-                            approve,
-                        } => (weight, hold.as_deref(), *approve),
-                    };
-                    let weight_bp = match weight.weight() {
-                        Ok(w) => w.bp(),
-                        Err(e) => {
-                            p.add(format!("steps[{i}]"), e);
-                            continue;
-                        }
-                    };
-                    let hold = duration(&mut p, &format!("steps[{i}].hold"), step_hold, hold);
-                    steps.push(Step {
-                        weight_bp,
+        let steps = steps(&mut p, raw.steps.as_deref(), hold);
+        let gate = gate(&mut p, raw);
+        p.finish(Self { steps, hold, gate })
+    }
+}
+
+/// The steps as written (`steps[i]`, each a percentage or a table), or the defaults with
+/// `hold`.
+fn steps(p: &mut Problems, steps: Option<&[RawStep]>, hold: Duration) -> Vec<Step> {
+    match steps {
+        None => RolloutSettings::default()
+            .steps
+            .into_iter()
+            .map(|s| Step { hold, ..s })
+            .collect(),
+        Some(list) => {
+            let mut steps = Vec::new();
+            for (i, s) in list.iter().enumerate() {
+                let (weight, step_hold, approve) = match s {
+                    RawStep::Weight(w) => (w, None, false),
+                    RawStep::Table {
+                        weight,
                         hold,
                         approve,
-                    });
-                }
-                // Only check the order when every weight parsed (indices stay aligned).
-                if steps.len() == list.len() {
-                    check_steps_into(&mut p, &steps);
-                }
-                steps
-            }
-        };
-        let ppm = |p: &mut Problems, field: &str, v: &Option<Number>, default: u32| match v {
-            None => default,
-            Some(n) => {
-                let text = n.text();
-                match text.parse::<f64>() {
-                    Ok(x) if (0.0..=100.0).contains(&x) => (x * 10_000.0).round() as u32,
-                    _ => {
-                        p.add(field, format!("{text} is not a percentage in 0..=100"));
-                        default
+                    } => (weight, hold.as_deref(), *approve),
+                };
+                let weight_bp = match weight.weight() {
+                    Ok(w) => w.bp(),
+                    Err(e) => {
+                        p.add(format!("steps[{i}]"), e);
+                        continue;
                     }
+                };
+                let hold = duration(p, &format!("steps[{i}].hold"), step_hold, hold);
+                steps.push(Step {
+                    weight_bp,
+                    hold,
+                    approve,
+                });
+            }
+            // Only check the order when every weight parsed (indices stay aligned).
+            if steps.len() == list.len() {
+                check_steps_into(p, &steps);
+            }
+            steps
+        }
+    }
+}
+
+/// The bounds of the kernel-signal gate.
+fn gate(p: &mut Problems, raw: &RawRollout) -> GateSettings {
+    let ppm = |p: &mut Problems, field: &str, v: &Option<Number>, default: u32| match v {
+        None => default,
+        Some(n) => {
+            let text = n.text();
+            match text.parse::<f64>() {
+                Ok(x) if (0.0..=100.0).contains(&x) => (x * 10_000.0).round() as u32,
+                _ => {
+                    p.add(field, format!("{text} is not a percentage in 0..=100"));
+                    default
                 }
             }
-        };
-        let d = GateSettings::default();
-        let gate = GateSettings {
-            max_refusal_ppm: ppm(
-                &mut p,
-                "max_refusal_percent",
-                &raw.max_refusal_percent,
-                d.max_refusal_ppm,
-            ),
-            refusal_margin_ppm: ppm(
-                &mut p,
-                "refusal_margin_percent",
-                &raw.refusal_margin_percent,
-                d.refusal_margin_ppm,
-            ),
-            max_reset_ppm: ppm(
-                &mut p,
-                "max_reset_percent",
-                &raw.max_reset_percent,
-                d.max_reset_ppm,
-            ),
-            reset_margin_ppm: ppm(
-                &mut p,
-                "reset_margin_percent",
-                &raw.reset_margin_percent,
-                d.reset_margin_ppm,
-            ),
-            min_green_flows: match raw.min_green_flows {
-                None => d.min_green_flows,
-                Some(n) if n >= 0 => n as u64,
-                Some(n) => {
-                    p.add("min_green_flows", format!("{n} is negative"));
-                    d.min_green_flows
-                }
-            },
-        };
-        p.finish(Self { steps, hold, gate })
+        }
+    };
+    let d = GateSettings::default();
+    GateSettings {
+        max_refusal_ppm: ppm(
+            p,
+            "max_refusal_percent",
+            &raw.max_refusal_percent,
+            d.max_refusal_ppm,
+        ),
+        refusal_margin_ppm: ppm(
+            p,
+            "refusal_margin_percent",
+            &raw.refusal_margin_percent,
+            d.refusal_margin_ppm,
+        ),
+        max_reset_ppm: ppm(
+            p,
+            "max_reset_percent",
+            &raw.max_reset_percent,
+            d.max_reset_ppm,
+        ),
+        reset_margin_ppm: ppm(
+            p,
+            "reset_margin_percent",
+            &raw.reset_margin_percent,
+            d.reset_margin_ppm,
+        ),
+        min_green_flows: match raw.min_green_flows {
+            None => d.min_green_flows,
+            Some(n) if n >= 0 => n as u64,
+            Some(n) => {
+                p.add("min_green_flows", format!("{n} is negative"));
+                d.min_green_flows
+            }
+        },
     }
 }
 

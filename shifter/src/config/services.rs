@@ -101,17 +101,7 @@ fn service(
             crate::model::Weight::bp,
         ),
     };
-    let affinity = match r.affinity.as_deref().unwrap_or("connection") {
-        "connection" => Affinity::Connection,
-        "client" => Affinity::Client,
-        other => {
-            p.add(
-                f("affinity"),
-                format!("{other:?} is not an affinity (expected connection or client)"),
-            );
-            Affinity::Connection
-        }
-    };
+    let affinity = affinity(i, r.affinity.as_deref(), p);
     let health = health(i, r.health.as_ref(), [blue, green], p);
     let rollout = match &r.rollout {
         None => RolloutSettings::default(),
@@ -136,6 +126,20 @@ fn service(
                 affinity,
             },
         },
+    }
+}
+
+fn affinity(i: usize, raw: Option<&str>, p: &mut Problems) -> Affinity {
+    match raw.unwrap_or("connection") {
+        "connection" => Affinity::Connection,
+        "client" => Affinity::Client,
+        other => {
+            p.add(
+                format!("services[{i}].affinity"),
+                format!("{other:?} is not an affinity (expected connection or client)"),
+            );
+            Affinity::Connection
+        }
     }
 }
 

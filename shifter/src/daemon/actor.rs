@@ -4,7 +4,10 @@
 //! The thread is spawned by the caller of `run`, so it lives in the caller's network
 //! namespace: netlink attachment and interface names are per namespace.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    ops::ControlFlow,
+};
 
 use tokio::sync::{broadcast, mpsc};
 use tracing::{error, info, warn};
@@ -103,87 +106,102 @@ impl Actor {
 
     pub(super) fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         while let Some(cmd) = rx.blocking_recv() {
-            match cmd {
-                Command::Status(r) => {
-                    let _ = r.send(self.status());
-                }
-                Command::Service(name, r) => {
-                    let _ = r.send(self.service_status(&name));
-                }
-                Command::SetWeight {
-                    name,
-                    weight,
-                    uid,
-                    reply,
-                } => {
-                    let _ = reply.send(self.set_weight(&name, weight.bp(), uid));
-                }
-                Command::Flows(name, r) => {
-                    let _ = r.send(self.flows(&name));
-                }
-                Command::Events(since, r) => {
-                    let _ = r.send(self.state.log.since(since));
-                }
-                Command::Reload(config, r) => {
-                    let _ = r.send(self.reload(*config));
-                }
-                Command::Detach(r) => {
-                    let res = self.detach();
-                    let ok = res.is_ok();
-                    let _ = r.send(res);
-                    if ok {
-                        return;
-                    }
-                }
-                Command::Sweep(r) => {
-                    match self.dp.sweep(&SweepPolicy::default()) {
-                        Ok(0) => {}
-                        Ok(n) => tracing::debug!("swept {n} ended or idle flows"),
-                        Err(e) => warn!("flow sweep: {}", error_chain(&e)),
-                    }
-                    let _ = r.send(());
-                }
-                Command::Metrics(r) => {
-                    let _ = r.send(self.metrics());
-                }
-                Command::Ping(r) => {
-                    let _ = r.send(());
-                }
-                Command::Rollout {
-                    name,
-                    command,
-                    uid,
-                    reply,
-                } => {
-                    let _ = reply.send(self.rollout_command(&name, command, uid));
-                }
-                Command::GreenFlows(name, r) => {
-                    let _ = r.send(self.green_flows(&name));
-                }
-                Command::Health { service, report } => {
-                    if let Some(o) = self.rollouts.health(&mut self.dp, &service, report) {
-                        self.take_outcome(&service, o);
-                    }
-                }
-                Command::Tick => {
-                    for o in self.rollouts.tick(&mut self.dp) {
-                        let name = o.events.first().map(|e| e.service.clone());
-                        if let Some(name) = name {
-                            self.take_outcome(&name, o);
-                        }
-                    }
-                }
-                Command::Shutdown(r) => {
-                    self.persist();
-                    self.rollouts.persist(false);
-                    info!("engine stopped; the data plane stays attached");
-                    let _ = r.send(());
-                    return;
-                }
+            if self.handle(cmd).is_break() {
+                return;
             }
         }
         self.persist();
         info!("engine stopped; the data plane stays attached");
+    }
+
+    /// Carries out one command; `Break` when the engine stops (shutdown, detach).
+    fn handle(&mut self, cmd: Command) -> ControlFlow<()> {
+        match cmd {
+            Command::Status(r) => {
+                let _ = r.send(self.status());
+            }
+            Command::Service(name, r) => {
+                let _ = r.send(self.service_status(&name));
+            }
+            Command::SetWeight {
+                name,
+                weight,
+                uid,
+                reply,
+            } => {
+                let _ = reply.send(self.set_weight(&name, weight.bp(), uid));
+            }
+            Command::Flows(name, r) => {
+                let _ = r.send(self.flows(&name));
+            }
+            Command::Events(since, r) => {
+                let _ = r.send(self.state.log.since(since));
+            }
+            Command::Reload(config, r) => {
+                let _ = r.send(self.reload(*config));
+            }
+            Command::Detach(r) => {
+                let res = self.detach();
+                let ok = res.is_ok();
+                let _ = r.send(res);
+                if ok {
+                    return ControlFlow::Break(());
+                }
+            }
+            Command::Sweep(r) => {
+                self.sweep();
+                let _ = r.send(());
+            }
+            Command::Metrics(r) => {
+                let _ = r.send(self.metrics());
+            }
+            Command::Ping(r) => {
+                let _ = r.send(());
+            }
+            Command::Rollout {
+                name,
+                command,
+                uid,
+                reply,
+            } => {
+                let _ = reply.send(self.rollout_command(&name, command, uid));
+            }
+            Command::GreenFlows(name, r) => {
+                let _ = r.send(self.green_flows(&name));
+            }
+            Command::Health { service, report } => {
+                if let Some(o) = self.rollouts.health(&mut self.dp, &service, report) {
+                    self.take_outcome(&service, o);
+                }
+            }
+            Command::Tick => self.tick(),
+            Command::Shutdown(r) => {
+                self.persist();
+                self.rollouts.persist(false);
+                info!("engine stopped; the data plane stays attached");
+                let _ = r.send(());
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn sweep(&mut self) {
+        match self.dp.sweep(&SweepPolicy::default()) {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!("swept {n} ended or idle flows"),
+            Err(e) => warn!("flow sweep: {}", error_chain(&e)),
+        }
+    }
+
+    /// Samples the counters and ticks the rollout engines.
+    fn tick(&mut self) {
+        for o in self.rollouts.tick(&mut self.dp) {
+            let name = o.events.first().map(|e| e.service.clone());
+            if let Some(name) = name {
+                self.take_outcome(&name, o);
+            }
+        }
     }
 
     pub(super) fn persist(&mut self) {

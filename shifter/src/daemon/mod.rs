@@ -94,20 +94,7 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
     let socket_path = config.daemon.socket.clone();
-    let listener = server::bind(&config.daemon).map_err(|e| match e {
-        BindError::AlreadyRunning { path } => DaemonError::AlreadyRunning { path },
-        BindError::Io { path, source } => DaemonError::Socket { path, source },
-    })?;
-    let metrics_listener = match config.daemon.metrics_address {
-        Some(addr) => match tokio::net::TcpListener::bind(addr).await {
-            Ok(l) => Some(l),
-            Err(source) => {
-                server::unlink(&socket_path);
-                return Err(DaemonError::Metrics { addr, source });
-            }
-        },
-        None => None,
-    };
+    let (listener, metrics_listener) = bind(&config).await?;
     let (engine, thread) = match Engine::start(config.clone(), opts.config_path.clone()).await {
         Ok(x) => x,
         Err(e) => {
@@ -149,18 +136,62 @@ pub async fn run_with(
         sd_notify::NotifyState::Status(&status),
     ]);
 
-    let mut reload = opts.reload;
-    let mut stop_watch = stop_rx.clone();
+    serve_until_stopped(&engine, opts.reload, stop_rx, shutdown).await;
+    notify(&[sd_notify::NotifyState::Stopping]);
+    let _ = stop_tx.send(true);
+    while tasks.join_next().await.is_some() {}
+    drop(ctx);
+    engine.close().await;
+    if tokio::task::spawn_blocking(move || thread.join())
+        .await
+        .is_err()
+    {
+        warn!("the engine thread panicked");
+    }
+    server::unlink(&socket_path);
+    Ok(())
+}
+
+/// Binds the control socket and the optional metrics address (nothing is left bound when
+/// one of them fails).
+async fn bind(
+    config: &Config,
+) -> Result<(tokio::net::UnixListener, Option<tokio::net::TcpListener>), DaemonError> {
+    let listener = server::bind(&config.daemon).map_err(|e| match e {
+        BindError::AlreadyRunning { path } => DaemonError::AlreadyRunning { path },
+        BindError::Io { path, source } => DaemonError::Socket { path, source },
+    })?;
+    let metrics_listener = match config.daemon.metrics_address {
+        Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => Some(l),
+            Err(source) => {
+                server::unlink(&config.daemon.socket);
+                return Err(DaemonError::Metrics { addr, source });
+            }
+        },
+        None => None,
+    };
+    Ok((listener, metrics_listener))
+}
+
+/// Reloads on each message of `reload` until `shutdown` completes or the data plane was
+/// detached (`stop` turned true).
+async fn serve_until_stopped(
+    engine: &Engine,
+    mut reload: Option<mpsc::Receiver<()>>,
+    mut stop: watch::Receiver<bool>,
+    shutdown: impl Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => {
                 info!("shutting down; the data plane stays attached");
-                break;
+                return;
             }
-            () = crate::util::stopped(&mut stop_watch) => {
+            () = crate::util::stopped(&mut stop) => {
                 info!("data plane detached; stopping");
-                break;
+                return;
             }
             Some(()) = async {
                 match reload.as_mut() {
@@ -177,19 +208,6 @@ pub async fn run_with(
             }
         }
     }
-    notify(&[sd_notify::NotifyState::Stopping]);
-    let _ = stop_tx.send(true);
-    while tasks.join_next().await.is_some() {}
-    drop(ctx);
-    engine.close().await;
-    if tokio::task::spawn_blocking(move || thread.join())
-        .await
-        .is_err()
-    {
-        warn!("the engine thread panicked");
-    }
-    server::unlink(&socket_path);
-    Ok(())
 }
 
 fn notify(state: &[sd_notify::NotifyState<'_>]) {

@@ -112,6 +112,38 @@ impl Rollouts {
     /// Creates, resumes or updates the rollout of a configured service whose data-plane
     /// entry is `live` in `slot`. Returns the batches it ran (a resume, an outside weight
     /// change).
+    /// The progress a new engine of `name` continues from: a rollout already running here
+    /// (health checks switched on or off) keeps its progress through its own snapshot;
+    /// otherwise the file is the source. Progress of other ports is dropped.
+    fn saved_progress(
+        &mut self,
+        name: &str,
+        ports: (u16, u16),
+        now: Duration,
+    ) -> Option<rollout::Progress> {
+        let path = Self::progress_path(&self.state_dir, name);
+        let progress = match self.services.remove(name) {
+            Some(old) if old.engine.ports() == ports => Some(old.engine.progress(now)),
+            _ => match load_progress(&path) {
+                Ok(p) => p,
+                Err(e) => {
+                    warn!("{name}: ignoring the rollout progress: {}", error_chain(&e));
+                    None
+                }
+            },
+        };
+        progress.filter(|p| {
+            let fits = p.service == name && (p.blue_port, p.green_port) == ports;
+            if !fits {
+                warn!(
+                    "{name}: the saved rollout progress is for ports {}/{}, the service now has {}/{}; starting afresh",
+                    p.blue_port, p.green_port, ports.0, ports.1
+                );
+            }
+            fits
+        })
+    }
+
     pub fn ensure(
         &mut self,
         dp: &mut DataPlane,
@@ -140,29 +172,7 @@ impl Rollouts {
         } else {
             let now = self.now();
             let health_checked = spec.health.is_some();
-            let path = Self::progress_path(&self.state_dir, &name);
-            // A rollout already running here (health checks switched on or off) keeps its
-            // progress through its own snapshot; otherwise the file is the source.
-            let progress = match self.services.remove(&name) {
-                Some(old) if old.engine.ports() == ports => Some(old.engine.progress(now)),
-                _ => match load_progress(&path) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        warn!("{name}: ignoring the rollout progress: {}", error_chain(&e));
-                        None
-                    }
-                },
-            };
-            let progress = progress.filter(|p| {
-                let fits = p.service == name && (p.blue_port, p.green_port) == ports;
-                if !fits {
-                    warn!(
-                        "{name}: the saved rollout progress is for ports {}/{}, the service now has {}/{}; starting afresh",
-                        p.blue_port, p.green_port, ports.0, ports.1
-                    );
-                }
-                fits
-            });
+            let progress = self.saved_progress(&name, ports, now);
             let (engine, fx) = match progress {
                 Some(p) => {
                     info!(

@@ -1,7 +1,8 @@
 //! Rollouts: canary ramps and blue-green switches that undo themselves. Pure logic: nothing
 //! here touches the data plane or a file; the daemon carries the effects out.
 //!
-//! - [`engine`]: the pure state machine (no I/O, no clock of its own).
+//! - [`engine`]: the pure state machine (no I/O, no clock of its own); its vocabulary
+//!   (states, commands, causes, effects, progress) is [`types`].
 //! - [`gate`]: the kernel-signal gate over counter snapshots.
 //! - [`driver`]: carries out the engine's effects on an [`driver::Actuator`] and runs an
 //!   engine from tokio's clock.
@@ -12,6 +13,7 @@
 pub mod driver;
 pub mod engine;
 pub mod gate;
+pub mod types;
 
 #[cfg(test)]
 mod tests;

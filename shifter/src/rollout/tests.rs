@@ -1,5 +1,7 @@
 //! Engine tests: every command in every state, step timings, approval, freeze, dry run,
 //! gates, flapping, restarts; and the async driver on tokio's paused clock.
+//!
+//! Over 700 lines on purpose: one file of scenarios that share the fixtures at its top.
 
 use std::time::Duration;
 

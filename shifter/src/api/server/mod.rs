@@ -5,6 +5,7 @@
 //! authorised in [`peer`].
 
 mod bodies;
+mod follow;
 mod peer;
 
 use std::{
@@ -13,26 +14,21 @@ use std::{
     os::fd::AsRawFd as _,
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
-    pin::Pin,
     sync::Arc,
-    task::{Context, Poll},
     time::Duration,
 };
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full, Limited, combinators::BoxBody};
 use hyper::{
-    Method, Request, Response, StatusCode,
-    body::{Frame, Incoming},
-    header,
-    server::conn::http1,
+    Method, Request, Response, StatusCode, body::Incoming, header, server::conn::http1,
     service::service_fn,
 };
 use hyper_util::rt::TokioIo;
 use prometheus_client::encoding::prometheus_text;
 use tokio::{
     net::{TcpListener, UnixListener},
-    sync::{broadcast, mpsc, watch},
+    sync::{broadcast, watch},
     task::JoinSet,
 };
 use tracing::{debug, info, warn};
@@ -596,7 +592,7 @@ async fn get_events<C: Control>(
         }
     }
     if follow {
-        return Ok(follow_events(c.clone(), since, stop));
+        return Ok(follow::events(c.clone(), since, stop));
     }
     let events = c.events(since).await.map_err(plain_control)?;
     Ok(json(StatusCode::OK, &Events { events }))
@@ -625,79 +621,4 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
             "reading the request body: {e}"
         ))),
     }
-}
-/// A response body fed by a channel (for `?follow`).
-struct ChannelBody(mpsc::Receiver<Bytes>);
-
-impl hyper::body::Body for ChannelBody {
-    type Data = Bytes;
-    type Error = Infallible;
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.0.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b))))
-    }
-}
-
-fn line(ev: &Event) -> Bytes {
-    let mut v = serde_json::to_vec(ev).expect("events serialize");
-    v.push(b'\n');
-    Bytes::from(v)
-}
-
-/// Streams events as JSON lines: those since `since`, then new ones as they happen, until
-/// the client goes away or the daemon stops.
-fn follow_events<C: Control>(
-    control: C,
-    since: u64,
-    mut stop: watch::Receiver<bool>,
-) -> Response<Body> {
-    let (tx, rx) = mpsc::channel::<Bytes>(16);
-    let mut sub = control.subscribe();
-    tokio::spawn(async move {
-        let mut next = since;
-        let Ok(backlog) = control.events(since).await else {
-            return;
-        };
-        for ev in &backlog {
-            if tx.send(line(ev)).await.is_err() {
-                return;
-            }
-            next = ev.seq + 1;
-        }
-        loop {
-            tokio::select! {
-                () = crate::util::stopped(&mut stop) => return,
-                () = tx.closed() => return,
-                r = sub.recv() => match r {
-                    Ok(ev) if ev.seq >= next => {
-                        next = ev.seq + 1;
-                        if tx.send(line(&ev)).await.is_err() {
-                            return;
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        let Ok(missed) = control.events(next).await else {
-                            return;
-                        };
-                        for ev in &missed {
-                            if tx.send(line(ev)).await.is_err() {
-                                return;
-                            }
-                            next = ev.seq + 1;
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return,
-                },
-            }
-        }
-    });
-    let mut r = Response::new(http_body_util::BodyExt::boxed(ChannelBody(rx)));
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/x-ndjson"),
-    );
-    r
 }
