@@ -7,7 +7,7 @@ use serde::Deserialize;
 use shifter_common::{Affinity, MAX_SERVICES, ServiceConfig};
 
 use super::{FieldError, HealthSettings, Number, Problems, RawHealth, RawRollout, RolloutSettings};
-use crate::{Protocol, Service};
+use crate::model::{Protocol, Service};
 
 /// A named service; `service.config.weight` is the initial weight from the configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]

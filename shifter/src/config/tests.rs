@@ -1,7 +1,11 @@
 //! Tests of the whole configuration tree: fields, defaults and every problem message.
 
 use super::*;
-use crate::{Hook, Protocol, model::Weight, paths};
+use crate::{
+    dataplane::Hook,
+    model::{Protocol, Weight},
+    paths,
+};
 use shifter_common::{Affinity, DEFAULT_FLOW_CAPACITY, MAX_SERVICES};
 
 /// Percent text as the configuration reads it (the one parser: `Weight`).

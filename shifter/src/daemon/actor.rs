@@ -129,7 +129,7 @@ impl Actor {
                 uid,
                 reply,
             } => {
-                let _ = reply.send(self.set_weight(&name, weight.bp(), uid));
+                let _ = reply.send(self.operator_weight(&name, weight.bp(), uid));
             }
             Command::Flows(name, r) => {
                 let _ = r.send(self.flows(&name));
@@ -502,7 +502,14 @@ impl Actor {
             .ok_or_else(|| ControlError::UnknownService(name.to_owned()))
     }
 
-    fn set_weight(&mut self, name: &str, bp: u16, uid: u32) -> Result<WeightChange, ControlError> {
+    /// An operator's weight change: the one kernel write (`DataPlane::set_weight`), its event
+    /// with the uid, the state persisted, and the rollout told (a ramp stops there).
+    fn operator_weight(
+        &mut self,
+        name: &str,
+        bp: u16,
+        uid: u32,
+    ) -> Result<WeightChange, ControlError> {
         let slot = self.slot_of(name)?;
         let old = self
             .dp

@@ -305,7 +305,7 @@ impl Engine {
     }
 
     /// Sets the controlled weight (real or would-be) and emits the effect.
-    fn set_weight(&mut self, fx: &mut Vec<Effect>, bp: u16, cause: &Cause) {
+    fn weight_effect(&mut self, fx: &mut Vec<Effect>, bp: u16, cause: &Cause) {
         let dry_run = self.dry_run();
         match &mut self.rollout {
             Some(r) if r.dry_run => r.would_weight_bp = bp,
@@ -323,7 +323,7 @@ impl Engine {
         let mut fx = Vec::new();
         let from = self.state.name();
         let before = self.controlled_weight();
-        self.set_weight(&mut fx, 0, &cause);
+        self.weight_effect(&mut fx, 0, &cause);
         self.state = State::RolledBack {
             cause: cause.clone(),
         };
@@ -498,7 +498,7 @@ impl Engine {
         let before = self.controlled_weight();
         match self.step(step + 1) {
             Some(next) => {
-                self.set_weight(&mut fx, next.weight_bp, &cause);
+                self.weight_effect(&mut fx, next.weight_bp, &cause);
                 self.state = State::Running {
                     step: step + 1,
                     step_started: now,
@@ -737,7 +737,7 @@ impl Engine {
             baseline: self.last_sample,
         });
         let mut fx = Vec::new();
-        self.set_weight(&mut fx, first.weight_bp, &cause);
+        self.weight_effect(&mut fx, first.weight_bp, &cause);
         self.state = State::Running {
             step: 0,
             step_started: now,
