@@ -62,7 +62,7 @@ pub struct ErrorBody {
     pub error: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ServiceStatus {
     pub name: String,
     pub protocol: String,
@@ -157,7 +157,7 @@ pub struct InterfaceStatus {
     pub tc_mode: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Status {
     pub version: String,
     pub pid: u32,

@@ -54,7 +54,7 @@ struct Sampler<'a> {
     rt: tokio::runtime::Runtime,
     start: Instant,
     tracker: Tracker,
-    snap: Option<Status>,
+    snap: Status,
     events: Vec<crate::events::Event>,
     next_event: u64,
     clock: String,
@@ -70,7 +70,7 @@ impl<'a> Sampler<'a> {
                 .expect("tokio runtime"),
             start: Instant::now(),
             tracker: Tracker::new(window),
-            snap: None,
+            snap: Status::default(),
             events: Vec::new(),
             next_event: 0,
             clock: String::new(),
@@ -86,7 +86,7 @@ impl<'a> Sampler<'a> {
             Ok::<_, ClientError>((status, events))
         })?;
         self.tracker.push(self.start.elapsed(), &status);
-        self.snap = Some(status);
+        self.snap = status;
         for ev in events.events {
             self.next_event = self.next_event.max(ev.seq + 1);
             self.events.push(ev);
@@ -99,19 +99,10 @@ impl<'a> Sampler<'a> {
     }
 
     fn view(&self, error: Option<String>) -> ViewModel {
-        let empty = Status {
-            version: String::new(),
-            pid: 0,
-            bpffs_dir: String::new(),
-            state_dir: String::new(),
-            flow_table_size: 0,
-            interfaces: vec![],
-            services: vec![],
-        };
         let mut vm = ViewModel::build(
             &self.client.socket().display().to_string(),
             &self.clock,
-            self.snap.as_ref().unwrap_or(&empty),
+            &self.snap,
             &self.tracker,
             &self.events,
             EVENTS_SHOWN,

@@ -426,28 +426,13 @@ mod tests {
             ..Counters::default()
         };
         Status {
-            version: String::new(),
-            pid: 0,
-            bpffs_dir: String::new(),
-            state_dir: String::new(),
-            flow_table_size: 0,
-            interfaces: vec![],
             services: vec![ServiceStatus {
                 name: "web".into(),
-                protocol: String::new(),
-                port: 0,
-                local_addresses: vec![],
-                blue_port: 0,
-                green_port: 0,
-                weight_bp: 0,
-                weight_percent: String::new(),
-                affinity: String::new(),
-                slot: 0,
                 blue: counters(blue),
                 green: counters(green),
-                health: None,
-                rollout: None,
+                ..ServiceStatus::default()
             }],
+            ..Status::default()
         }
     }
     #[test]
