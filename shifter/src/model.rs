@@ -151,11 +151,6 @@ pub enum WeightError {
 }
 
 impl Weight {
-    /// 0 %: every new connection goes to blue.
-    pub const ZERO: Self = Self(0);
-    /// 100 %: every new connection goes to green.
-    pub const FULL: Self = Self(shifter_common::WEIGHT_MAX);
-
     /// A weight of `bp` basis points.
     pub const fn from_bp(bp: u16) -> Result<Self, WeightError> {
         if bp > shifter_common::WEIGHT_MAX {

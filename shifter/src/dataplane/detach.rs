@@ -39,3 +39,29 @@ pub fn detach_pinned(pin_dir: &Path, also: &[String]) -> Result<Vec<String>> {
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removes_the_pinned_links_of_every_interface_then_the_pins() {
+        let dir = std::env::temp_dir().join(format!("shifter-detach-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for pin in [
+            "link-shft-a0-egress",
+            "link-shft-a0-ingress",
+            "link-shft-b0-xdp",
+            crate::paths::SOCK_OPS_PIN,
+            "SHIFTER_FLOWS",
+        ] {
+            std::fs::write(dir.join(pin), b"").unwrap();
+        }
+        // A configured interface with nothing pinned (and no such interface): nothing removed.
+        let removed = detach_pinned(&dir, &["shft-c0".to_owned()]).unwrap();
+        assert_eq!(removed, ["shft-a0", "shft-b0"]);
+        assert!(!dir.exists(), "the pin directory goes too");
+        // Nothing left: not an error.
+        assert!(detach_pinned(&dir, &[]).unwrap().is_empty());
+    }
+}

@@ -91,9 +91,13 @@ impl Flow {
     /// A TCP connection with FIN seen both ways: it has ended and its entry only lingers
     /// until the sweep. (An RST removes the entry at once.)
     pub fn has_ended(&self) -> bool {
-        self.protocol == Protocol::Tcp
-            && self.flags & (FLOW_FIN_IN | FLOW_FIN_OUT) == FLOW_FIN_IN | FLOW_FIN_OUT
+        self.protocol == Protocol::Tcp && fin_both_ways(self.flags)
     }
+}
+
+/// Whether an entry's flags say FIN was seen both ways (the connection has ended).
+fn fin_both_ways(flags: u8) -> bool {
+    flags & (FLOW_FIN_IN | FLOW_FIN_OUT) == FLOW_FIN_IN | FLOW_FIN_OUT
 }
 
 /// When `sweep` removes an entry.
@@ -164,7 +168,7 @@ impl DataPlane {
         self.remove_flows(|k, v| {
             let idle = Duration::from_nanos(now.saturating_sub(v.last_seen_ns));
             if k.proto == PROTO_TCP {
-                let ended = v.flags & (FLOW_FIN_IN | FLOW_FIN_OUT) == FLOW_FIN_IN | FLOW_FIN_OUT;
+                let ended = fin_both_ways(v.flags);
                 (ended && idle >= policy.fin_linger) || idle >= policy.tcp_idle
             } else {
                 idle >= policy.udp_idle

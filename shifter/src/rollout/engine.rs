@@ -19,6 +19,9 @@
 //! - Dry run: the engine follows the ramp with a would-be weight and emits weight effects
 //!   flagged `dry_run`; the real weight is left alone (the data plane steers by it).
 //! - An invalid command returns a [`CommandError`] and changes nothing.
+//!
+//! About 750 lines on purpose: the transitions of the one state machine stay together (its
+//! vocabulary is in `types.rs`).
 
 use std::time::Duration;
 
