@@ -16,7 +16,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use aya::maps::{HashMap, Map, MapData};
 use serde_json::{Value, json};
-use shifter::{Hook, Service, cfgword::ConfigWords};
+use shifter::{Hook, Service, dataplane::cfgword::ConfigWords};
 use shifter_common::{FlowKey, FlowValue, MAP_FLOWS, PROG_TC_INGRESS, PROTO_TCP, v4_mapped};
 
 use crate::{
@@ -92,7 +92,7 @@ fn fill(
     let v = FlowValue {
         service_port,
         slot,
-        last_seen_ns: shifter::util::monotonic_ns(),
+        last_seen_ns: shifter::dataplane::flow_clock_ns(),
         ..Default::default()
     };
     for i in 0..n {

@@ -14,3 +14,34 @@ pub const STATE_FILE: &str = "state.json";
 pub const STATE_FILE_PREV: &str = "state.json.prev";
 /// Where an unreadable state file is moved so it is not overwritten.
 pub const STATE_FILE_BAD: &str = "state.json.bad";
+
+/// Prefix of every link pinned in the bpffs directory.
+pub const LINK_PIN_PREFIX: &str = "link-";
+/// The pinned sock_ops link (host-wide, not per interface).
+pub const SOCK_OPS_PIN: &str = "link-sockops";
+/// The links pinned per interface: `link-<iface>-<kind>`.
+pub const LINK_KINDS: [&str; 3] = ["ingress", "egress", "xdp"];
+
+/// The pin name of the `kind` link (one of [`LINK_KINDS`]) of `iface`.
+pub fn link_pin(iface: &str, kind: &str) -> String {
+    format!("{LINK_PIN_PREFIX}{iface}-{kind}")
+}
+
+/// The interface and kind of a link pin name (the inverse of [`link_pin`]); `None` for any
+/// other name, the sock_ops link included.
+pub fn parse_link_pin(name: &str) -> Option<(&str, &str)> {
+    name.strip_prefix(LINK_PIN_PREFIX)?.rsplit_once('-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_pin_names_round_trip() {
+        assert_eq!(link_pin("eth0", "egress"), "link-eth0-egress");
+        assert_eq!(parse_link_pin("link-veth-a-xdp"), Some(("veth-a", "xdp")));
+        assert_eq!(parse_link_pin(SOCK_OPS_PIN), None);
+        assert_eq!(parse_link_pin("SHIFTER_FLOWS"), None);
+    }
+}

@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use shifter::{Affinity, Protocol, Service, ServiceConfig, cfgword::ConfigWords};
+use shifter::{Affinity, Protocol, Service, ServiceConfig, dataplane::cfgword::ConfigWords};
 use shifter_tests::{
     pkt::{self, Frame},
     testrun::{Prog, TestDataPlane, run},
@@ -78,7 +78,7 @@ fn a_packet_never_sees_a_mixed_configuration() {
     // existing service whose ports are announced.
     let words = [a.pack(), b.pack()];
 
-    // The same atomic store `set_service` uses (shifter::cfgword), from another thread.
+    // The same atomic store `set_service` uses (shifter::dataplane::cfgword), from another thread.
     let cfg_words = ConfigWords::open(dp.pin_dir())
         .unwrap_or_else(|e| panic!("map the configuration words: {e}"));
 

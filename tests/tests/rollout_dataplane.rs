@@ -12,11 +12,9 @@ use std::{
 
 use shifter::{
     Service, ServiceConfig,
+    daemon::DataPlaneActuator,
     health::{HealthStatus, HealthTracker, HealthVerdict},
-    rollout::{
-        Cause, DataPlaneActuator, Effect, Engine, Input, OperatorCommand, RolloutSettings,
-        StateName, apply,
-    },
+    rollout::{Cause, Effect, Engine, Input, OperatorCommand, RolloutSettings, StateName, apply},
 };
 use shifter_tests::testrun::TestDataPlane;
 

@@ -252,7 +252,7 @@ fn flow_table_walks_see_every_entry_exactly_once() {
     assert_eq!(dp.flow_counts().expect("counts"), want);
     assert_eq!(dp.flows(Some(1)).expect("slot 1").len(), (N / 2) as usize);
     // The offline reader walks the same way.
-    let offline = shifter::pinned::PinnedMaps::open(dp.pin_dir()).expect("pinned maps");
+    let offline = shifter::dataplane::PinnedMaps::open(dp.pin_dir()).expect("pinned maps");
     assert_eq!(
         offline.flows(None).expect("offline flows").len(),
         N as usize

@@ -6,8 +6,9 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use serde_json::{Value, json};
 use shifter::{
-    observe::Snapshot,
-    watch::{Tracker, ViewModel, render_text},
+    api::types::Status,
+    cli::watch::view::{Tracker, ViewModel, render_text},
+    events::Event,
 };
 use shifter_tests::{
     daemon::{DaemonBed, InProcess, web_service},
@@ -65,16 +66,22 @@ fn status(services: Vec<Value>) -> Value {
            "services": services})
 }
 
-fn events() -> Vec<Value> {
+/// A `/v1/status` body decoded as the client decodes it.
+fn typed(status: Value) -> Status {
+    serde_json::from_value(status).expect("a status in the wire schema")
+}
+
+fn events() -> Vec<Event> {
     let t0 = 1_700_000_000_000u64;
-    vec![
-        json!({"seq": 0, "time_ms": t0, "service": "web", "old_weight_bp": null,
-               "new_weight_bp": 0, "cause": "config", "uid": null}),
-        json!({"seq": 1, "time_ms": t0 + 1000, "service": "dns", "old_weight_bp": null,
-               "new_weight_bp": 5000, "cause": "config", "uid": null}),
-        json!({"seq": 2, "time_ms": t0 + 60_000, "service": "web", "old_weight_bp": 0,
-               "new_weight_bp": 2500, "cause": "operator", "uid": 0}),
-    ]
+    serde_json::from_value(json!([
+        {"seq": 0, "time_ms": t0, "service": "web", "old_weight_bp": null,
+               "new_weight_bp": 0, "cause": "config", "uid": null},
+        {"seq": 1, "time_ms": t0 + 1000, "service": "dns", "old_weight_bp": null,
+               "new_weight_bp": 5000, "cause": "config", "uid": null},
+        {"seq": 2, "time_ms": t0 + 60_000, "service": "web", "old_weight_bp": 0,
+               "new_weight_bp": 2500, "cause": "operator", "uid": 0},
+    ]))
+    .expect("events in the wire schema")
 }
 
 /// Two samples 10 s apart: web got 30 blue / 10 green new connections, dns none.
@@ -84,13 +91,13 @@ fn view(extra_web: Value) -> ViewModel {
         service("web", "tcp", 80, 2500, (100, 3), (20, 1)),
         service("dns", "udp", 53, 5000, (7, 0), (7, 0)),
     ]);
-    tracker.push(Duration::ZERO, &Snapshot::from_status(&before));
+    tracker.push(Duration::ZERO, &typed(before));
     let mut web = service("web", "tcp", 80, 2500, (130, 4), (30, 2));
     if let (Some(w), Value::Object(extra)) = (web.as_object_mut(), extra_web) {
         w.extend(extra);
     }
     let after = status(vec![web, service("dns", "udp", 53, 5000, (7, 0), (7, 0))]);
-    let snap = Snapshot::from_status(&after);
+    let snap = typed(after);
     tracker.push(Duration::from_secs(10), &snap);
     ViewModel::build(
         "/run/shifter/shifter.sock",
@@ -117,11 +124,15 @@ fn screen_without_health_or_rollout() {
 fn screen_with_health_and_rollout() {
     let lines = render_text(
         &view(json!({
-            "health": {"blue": {"status": "up", "last_failure": null},
-                       "green": {"status": "down", "last_failure": "connect: connection refused"}},
-            "rollout": {"state": {"state": "running", "step": 2},
-                        "steps": [100, 500, 2500, 5000, 10000], "step_weight_bp": 2500,
-                        "remaining_hold": {"secs": 12, "nanos": 0}, "dry_run": false}
+            "health": {"blue": {"port": 8080, "check_port": 8080, "status": "up",
+                                "last_failure": null, "last_check_ok": true, "checks": 4},
+                       "green": {"port": 8081, "check_port": 8081, "status": "down",
+                                 "last_failure": "connect: connection refused",
+                                 "last_check_ok": false, "checks": 4}},
+            "rollout": {"state": "running", "kind": "canary", "dry_run": false,
+                        "step": 3, "steps": 5, "step_weight_bp": 2500,
+                        "remaining_hold_ms": 12000, "would_weight_bp": null,
+                        "gate_waiting": null, "rolled_back": null}
         })),
         80,
         24,
@@ -134,7 +145,7 @@ fn too_many_services_say_how_many_are_hidden() {
     let many: Vec<Value> = (0..12)
         .map(|i| service(&format!("svc{i}"), "tcp", 1000 + i, 0, (0, 0), (0, 0)))
         .collect();
-    let snap = Snapshot::from_status(&status(many));
+    let snap = typed(status(many));
     let vm = ViewModel::build(
         "s",
         "c",

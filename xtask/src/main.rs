@@ -5,6 +5,7 @@
 mod bench;
 mod cmd;
 mod deb;
+mod modcycles;
 mod setup;
 mod vm;
 
@@ -85,6 +86,20 @@ enum Cmd {
     ///
     /// Example: `cargo xtask deb` (writes target/debian/shifter_<version>_<arch>.deb)
     Deb(deb::DebArgs),
+    /// Check the layer rule: no import circles between the top-level modules of shifter/src
+    /// and shifter-common/src (also a step of `cargo xtask test`). See docs/ARCHITECTURE.md.
+    ///
+    /// Example: `cargo xtask modcycles`
+    Modcycles,
+}
+
+/// The crates whose top-level modules must not import each other in circles.
+const LAYERED_CRATES: [&str; 2] = ["shifter", "shifter-common"];
+
+fn workspace_root() -> &'static std::path::Path {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
 }
 
 fn cargo() -> Command {
@@ -140,6 +155,9 @@ fn test(test_threads: usize, vm: bool, bench: bool, harness_args: &[String]) -> 
     ]);
     c.args(harness_args);
     cmd::run("test", &mut c)?;
+    // After the tests, so that one run reports both.
+    cmd::step("module circles");
+    modcycles::run(workspace_root(), &LAYERED_CRATES)?;
     // The suites with their own commands run through cargo: `cargo test` may have rebuilt
     // (replaced) this very binary, so its current path can be gone.
     let xtask = |args: &[&str]| {
@@ -224,6 +242,7 @@ fn main() -> ExitCode {
         Cmd::VmTest(args) => vm::run(&args),
         Cmd::Bench(args) => bench::run(&args),
         Cmd::Deb(args) => deb::run(&args),
+        Cmd::Modcycles => modcycles::run(workspace_root(), &LAYERED_CRATES),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

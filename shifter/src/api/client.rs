@@ -1,4 +1,6 @@
-//! A client of the control API over the Unix socket (used by the CLI).
+//! A client of the control API over the Unix socket: one typed method per endpoint (the CLI
+//! reaches the daemon only through these). Bodies are the typed requests of
+//! [`super::types`]; a weight is sent as its number of basis points.
 
 use std::path::{Path, PathBuf};
 
@@ -9,7 +11,11 @@ use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
 
-use super::types::ErrorBody;
+use super::types::{
+    DetachReport, ErrorBody, Events, Flows, ReloadReport, RollbackRequest, RolloutReply,
+    RolloutRequest, ServiceStatus, Status, WeightChange, WeightRequest,
+};
+use crate::model::Weight;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -123,7 +129,7 @@ impl Client {
     }
 
     /// A request whose JSON answer is decoded as `T`.
-    pub async fn call<T: DeserializeOwned>(
+    async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
@@ -135,18 +141,137 @@ impl Client {
     }
 
     /// A request whose answer is returned as text.
-    pub async fn text(&self, method: Method, path: &str) -> Result<String, ClientError> {
+    async fn text(&self, method: Method, path: &str) -> Result<String, ClientError> {
         let resp = self.send(method, path, None).await?;
         let bytes = resp.into_body().collect().await?.to_bytes();
         Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 
     /// A GET whose answer streams (JSON lines).
-    pub async fn stream(&self, path: &str) -> Result<Streaming, ClientError> {
+    async fn stream(&self, path: &str) -> Result<Streaming, ClientError> {
         let resp = self.send(Method::GET, path, None).await?;
         Ok(Streaming {
             body: resp.into_body(),
             buf: Vec::new(),
         })
     }
+
+    /// `GET /v1/status`
+    pub async fn status(&self) -> Result<Status, ClientError> {
+        self.call(Method::GET, "/v1/status", None).await
+    }
+
+    /// `GET /v1/services/{name}`
+    pub async fn service(&self, name: &str) -> Result<ServiceStatus, ClientError> {
+        self.call(Method::GET, &format!("/v1/services/{name}"), None)
+            .await
+    }
+
+    /// `GET /v1/services/{name}/flows`
+    pub async fn flows(&self, name: &str) -> Result<Flows, ClientError> {
+        self.call(Method::GET, &format!("/v1/services/{name}/flows"), None)
+            .await
+    }
+
+    /// `PUT /v1/services/{name}/weight` with `{"weight_bp": ...}`.
+    pub async fn set_weight(
+        &self,
+        name: &str,
+        weight: Weight,
+    ) -> Result<WeightChange, ClientError> {
+        let body = WeightRequest {
+            weight_bp: Some(weight),
+            percent: None,
+        };
+        self.call(
+            Method::PUT,
+            &format!("/v1/services/{name}/weight"),
+            Some(to_json(&body)),
+        )
+        .await
+    }
+
+    /// `POST /v1/services/{name}/rollout/{verb}` (`start` with `request`, or `pause`,
+    /// `resume`, `abort`, `approve`, `freeze` without).
+    pub async fn rollout(
+        &self,
+        name: &str,
+        verb: &str,
+        request: Option<&RolloutRequest>,
+    ) -> Result<RolloutReply, ClientError> {
+        self.call(
+            Method::POST,
+            &format!("/v1/services/{name}/rollout/{verb}"),
+            request.map(to_json),
+        )
+        .await
+    }
+
+    /// `POST /v1/services/{name}/promote`
+    pub async fn promote(&self, name: &str) -> Result<RolloutReply, ClientError> {
+        self.call(Method::POST, &format!("/v1/services/{name}/promote"), None)
+            .await
+    }
+
+    /// `POST /v1/services/{name}/rollback`
+    pub async fn rollback(
+        &self,
+        name: &str,
+        request: &RollbackRequest,
+    ) -> Result<RolloutReply, ClientError> {
+        self.call(
+            Method::POST,
+            &format!("/v1/services/{name}/rollback"),
+            Some(to_json(request)),
+        )
+        .await
+    }
+
+    /// `POST /v1/services/{name}/blue-green`
+    pub async fn blue_green(
+        &self,
+        name: &str,
+        request: &RolloutRequest,
+    ) -> Result<RolloutReply, ClientError> {
+        self.call(
+            Method::POST,
+            &format!("/v1/services/{name}/blue-green"),
+            Some(to_json(request)),
+        )
+        .await
+    }
+
+    /// `GET /v1/events[?since=N]`
+    pub async fn events(&self, since: u64) -> Result<Events, ClientError> {
+        let path = if since == 0 {
+            "/v1/events".to_owned()
+        } else {
+            format!("/v1/events?since={since}")
+        };
+        self.call(Method::GET, &path, None).await
+    }
+
+    /// `GET /v1/events?follow=true`: the events so far, then new ones, as JSON lines.
+    pub async fn follow_events(&self) -> Result<Streaming, ClientError> {
+        self.stream("/v1/events?follow=true").await
+    }
+
+    /// `POST /v1/reload`
+    pub async fn reload(&self) -> Result<ReloadReport, ClientError> {
+        self.call(Method::POST, "/v1/reload", None).await
+    }
+
+    /// `POST /v1/detach`
+    pub async fn detach(&self) -> Result<DetachReport, ClientError> {
+        self.call(Method::POST, "/v1/detach", None).await
+    }
+
+    /// `GET /metrics`
+    pub async fn metrics(&self) -> Result<String, ClientError> {
+        self.text(Method::GET, "/metrics").await
+    }
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("API types serialize")
 }

@@ -1,38 +1,23 @@
-//! The error of one API request: an HTTP status and a message naming the problem.
+//! Why the daemon refused or failed a control request, by kind and without HTTP: the daemon
+//! answers with these, `server.rs` maps each kind to an HTTP status.
 
-use hyper::StatusCode;
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub message: String,
+/// The error of one control request.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    /// No configured service has this name.
+    #[error("unknown service {0:?}")]
+    UnknownService(String),
+    /// The request is valid but the current state refuses it (a rollout command in the wrong
+    /// state, a reload without a configuration file).
+    #[error("{0}")]
+    Conflict(String),
+    /// What the request carries is invalid (a configuration that does not validate).
+    #[error("{0}")]
+    Invalid(String),
+    /// The daemon is stopping and no longer answers.
+    #[error("the daemon is shutting down")]
+    ShuttingDown,
+    /// Something failed inside the daemon (the data plane, the file system).
+    #[error("{0}")]
+    Internal(String),
 }
-
-impl ApiError {
-    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            message: message.into(),
-        }
-    }
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, message)
-    }
-    pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, message)
-    }
-    pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
-    }
-    pub fn unknown_service(name: &str) -> Self {
-        Self::not_found(format!("unknown service {name:?}"))
-    }
-}
-
-impl std::fmt::Display for ApiError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({})", self.message, self.status)
-    }
-}
-
-impl std::error::Error for ApiError {}

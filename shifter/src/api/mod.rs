@@ -1,10 +1,16 @@
 //! The control API: HTTP/1.1 + JSON on the daemon's Unix socket.
 //!
+//! - [`types`]: the one wire schema (requests and answers).
+//! - [`error`]: why a request failed, by kind ([`ControlError`]), without HTTP.
+//! - [`server`]: HTTP over the socket, authorised by SO_PEERCRED, for anything that implements
+//!   [`server::Control`] (the daemon does); it maps [`ControlError`] kinds to HTTP statuses.
+//! - [`client`]: typed calls of every endpoint (the CLI's only way to the daemon).
+//!
 //! | Method | Path | Who | What |
 //! |---|---|---|---|
 //! | GET | `/v1/status` | any peer | daemon, interfaces, services with counters |
 //! | GET | `/v1/services/{name}` | any peer | one service |
-//! | PUT | `/v1/services/{name}/weight` | root or group | body `{"percent": 12.5}` |
+//! | PUT | `/v1/services/{name}/weight` | root or group | body `{"percent": 12.5}` or `{"weight_bp": 1250}` |
 //! | GET | `/v1/services/{name}/flows` | any peer | the service's flow-table entries |
 //! | GET | `/v1/events[?since=N][&follow=true]` | any peer | weight changes (JSON lines when following) |
 //! | POST | `/v1/reload` | root or group | re-read the configuration file (like SIGHUP) |
@@ -15,3 +21,5 @@ pub mod client;
 pub mod error;
 pub mod server;
 pub mod types;
+
+pub use error::ControlError;

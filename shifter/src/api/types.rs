@@ -1,8 +1,60 @@
-//! JSON bodies of the control API, shared by the daemon (server) and the CLI (client).
+//! The one wire schema of the control API: every JSON body, requests and answers, shared by
+//! the daemon, the server and the client (and through it the CLI). A weight is a number of
+//! basis points here (`weight_bp`, or the typed [`Weight`]); `{"percent": 12.5}` is accepted
+//! for `curl` users and read as a number, never as text.
 
 use serde::{Deserialize, Serialize};
+use shifter_common::{Affinity, FLOW_ESTABLISHED, FLOW_FIN_IN, FLOW_FIN_OUT, FLOW_RECOVERED};
 
-use crate::events::Event;
+pub use crate::dataplane::Counters;
+use crate::{
+    dataplane::Flow,
+    events::Event,
+    model::{Service, Weight, percent},
+};
+
+/// Body of `PUT /v1/services/{name}/weight`: `{"weight_bp": 1250}` (what the client sends) or
+/// `{"percent": 12.5}` (a JSON number, as the README's `curl` examples send); one of the two.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight_bp: Option<Weight>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<serde_json::Value>,
+}
+
+/// Body of `POST /v1/services/{name}/rollout/start` and `.../blue-green` (empty: defaults).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutRequest {
+    /// Step weights in percent, ascending: JSON numbers, or strings like `"12.5"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<serde_json::Value>>,
+    /// Step weights in basis points, ascending (what the client sends).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps_bp: Option<Vec<Weight>>,
+    /// Hold of every step, e.g. `"30s"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+}
+
+/// Body of `POST /v1/services/{name}/rollback` (empty: roll back without waiting).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackRequest {
+    /// How long to wait for green's flows to end, e.g. `"30s"` (none are closed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_timeout: Option<String>,
+}
+
+/// A human state of the wire (`"waiting for approval"`) as a metric label or screen word
+/// (`"waiting-for-approval"`).
+pub fn label(state: &str) -> String {
+    state.trim().replace([' ', '_'], "-").to_lowercase()
+}
 
 /// Every error response: `{"error": "..."}` with a 4xx/5xx status.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -10,24 +62,7 @@ pub struct ErrorBody {
     pub error: String,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Counters {
-    pub new_flows: u64,
-    pub active_flows: u64,
-    pub packets: u64,
-    pub bytes: u64,
-    pub egress_packets: u64,
-    pub egress_bytes: u64,
-    pub recoveries: u64,
-    pub evictions: u64,
-    pub refusals: u64,
-    pub resets: u64,
-    /// Dry run: new flows this backend would have got under the would-be weight.
-    #[serde(default)]
-    pub dry_new_flows: u64,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ServiceStatus {
     pub name: String,
     pub protocol: String,
@@ -122,7 +157,7 @@ pub struct InterfaceStatus {
     pub tc_mode: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Status {
     pub version: String,
     pub pid: u32,
@@ -188,4 +223,62 @@ pub struct ReloadReport {
 pub struct DetachReport {
     pub interfaces: Vec<String>,
     pub pins_removed: bool,
+}
+
+impl ServiceStatus {
+    /// The status of the configured service `name` in `slot`, without health or rollout.
+    pub fn new(name: &str, slot: u32, svc: &Service, [blue, green]: [Counters; 2]) -> Self {
+        Self {
+            name: name.to_owned(),
+            protocol: svc.protocol.to_string(),
+            port: svc.port,
+            local_addresses: svc.local_addrs.iter().map(ToString::to_string).collect(),
+            blue_port: svc.config.blue_port,
+            green_port: svc.config.green_port,
+            weight_bp: svc.config.weight,
+            weight_percent: percent(svc.config.weight),
+            affinity: match svc.config.affinity {
+                Affinity::Connection => "connection",
+                Affinity::Client => "client",
+            }
+            .to_owned(),
+            slot,
+            blue,
+            green,
+            health: None,
+            rollout: None,
+        }
+    }
+}
+
+impl BackendHealthView {
+    /// Whether a check runs at all.
+    pub fn checked(&self) -> bool {
+        self.status != "not checked"
+    }
+}
+
+/// `"blue"` or `"green"`, for a backend number of the maps (0 or 1).
+pub fn backend_name(b: u8) -> &'static str {
+    if b & 1 == 0 { "blue" } else { "green" }
+}
+
+impl FlowEntry {
+    /// A flow-table entry as the API shows it; `now` from [`crate::dataplane::flow_clock_ns`].
+    pub fn new(f: &Flow, now: u64) -> Self {
+        Self {
+            protocol: f.protocol.to_string(),
+            client: f.client.to_string(),
+            client_port: f.client_port,
+            local: f.local.to_string(),
+            service_port: f.service_port,
+            backend: backend_name(f.backend as u8).to_owned(),
+            backend_port: f.backend_port,
+            established: f.flags & FLOW_ESTABLISHED != 0,
+            recovered: f.flags & FLOW_RECOVERED != 0,
+            fin_in: f.flags & FLOW_FIN_IN != 0,
+            fin_out: f.flags & FLOW_FIN_OUT != 0,
+            idle_ms: f.idle_ms(now),
+        }
+    }
 }

@@ -1,7 +1,10 @@
 //! `shifter blue-green SERVICE [--hold 30s] [--dry-run]`
 
-use super::{EXIT_USAGE, Failure, VerbResult};
-use crate::api::client::Client;
+use super::{
+    VerbResult, block_on,
+    rollout::{checked_duration, print_reply},
+};
+use crate::api::{client::Client, types::RolloutRequest};
 
 /// Switch every new connection to green in one step, once green passes its health checks;
 /// the step is held and judged like a rollout step (and rolled back if it fails).
@@ -19,19 +22,10 @@ pub(crate) struct Args {
 }
 
 pub(crate) fn run(client: &Client, a: Args) -> VerbResult {
-    let mut body = serde_json::Map::new();
-    if let Some(h) = a.hold {
-        humantime::parse_duration(&h).map_err(|e| {
-            Failure::Message(format!("--hold: {h:?} is not a duration ({e})"), EXIT_USAGE)
-        })?;
-        body.insert("hold".into(), h.into());
-    }
-    if a.dry_run {
-        body.insert("dry_run".into(), true.into());
-    }
-    super::rollout::post(
-        client,
-        &format!("/v1/services/{}/blue-green", a.service),
-        Some(body),
-    )
+    let request = RolloutRequest {
+        hold: checked_duration("--hold", a.hold)?,
+        dry_run: a.dry_run,
+        ..RolloutRequest::default()
+    };
+    print_reply(block_on(client.blue_green(&a.service, &request)))
 }

@@ -2,17 +2,12 @@
 
 use std::path::PathBuf;
 
-use hyper::Method;
-
 use super::{EXIT_USAGE, Failure, VerbResult, block_on, fail};
 use crate::{
-    DataPlane,
-    api::{
-        client::{Client, ClientError},
-        types::DetachReport,
-    },
+    api::client::{Client, ClientError},
     config::Config,
-    paths,
+    dataplane, paths,
+    util::error_chain,
 };
 
 /// Remove every program, link and pin the daemon made; the daemon then stops.
@@ -30,7 +25,7 @@ pub(crate) struct Args {
 }
 
 pub(crate) fn run(client: &Client, a: Args) -> VerbResult {
-    match block_on(client.call::<DetachReport>(Method::POST, "/v1/detach", None)) {
+    match block_on(client.detach()) {
         Ok(r) => {
             println!(
                 "detached from {} interface(s) ({}); pins removed; the daemon stops",
@@ -54,30 +49,8 @@ fn offline(path: &std::path::Path) -> VerbResult {
     let cfg =
         Config::load(path).map_err(|e| Failure::Message(e.problems().join("\n"), EXIT_USAGE))?;
     let dir = &cfg.daemon.bpffs_dir;
-    let mut ifaces: Vec<String> = cfg.interfaces.iter().map(|i| i.name.clone()).collect();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let n = e.file_name().to_string_lossy().into_owned();
-            if let Some((iface, _)) = n.strip_prefix("link-").and_then(|r| r.rsplit_once('-'))
-                && !ifaces.iter().any(|i| i == iface)
-            {
-                ifaces.push(iface.to_owned());
-            }
-        }
-    }
-    let mut removed = Vec::new();
-    for iface in &ifaces {
-        match DataPlane::detach_leftover(dir, iface) {
-            Ok(true) => removed.push(iface.clone()),
-            Ok(false) => {}
-            Err(e) => return Err(fail(format!("{iface}: {}", crate::util::error_chain(&e)))),
-        }
-    }
-    match std::fs::remove_dir_all(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(fail(format!("removing {}: {e}", dir.display()))),
-    }
+    let configured: Vec<String> = cfg.interfaces.iter().map(|i| i.name.clone()).collect();
+    let removed = dataplane::detach_pinned(dir, &configured).map_err(|e| fail(error_chain(&e)))?;
     println!(
         "detached from {} interface(s) ({}); pins under {} removed",
         removed.len(),

@@ -1,13 +1,8 @@
 //! `shifter events [--json] [--follow]`
 
-use hyper::Method;
-
 use super::{VerbResult, block_on, fail, print_json, table};
 use crate::{
-    api::{client::Client, types::Events},
-    config::format_percent,
-    events::Event,
-    util::format_time_ms,
+    api::client::Client, events::Event, model::percent as format_percent, util::format_time_ms,
 };
 
 /// Show the recorded weight changes: when, which service, old and new weight, why, and who.
@@ -57,7 +52,7 @@ fn row(e: &Event) -> Vec<String> {
 pub(crate) fn run(client: &Client, a: Args) -> VerbResult {
     block_on(async {
         if !a.follow {
-            let ev: Events = client.call(Method::GET, "/v1/events", None).await?;
+            let ev = client.events(0).await?;
             if a.json {
                 print_json(&ev);
             } else {
@@ -66,7 +61,7 @@ pub(crate) fn run(client: &Client, a: Args) -> VerbResult {
             }
             return Ok(());
         }
-        let mut s = client.stream("/v1/events?follow=true").await?;
+        let mut s = client.follow_events().await?;
         if !a.json {
             println!("{}", HEADER.join("  "));
         }

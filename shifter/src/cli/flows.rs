@@ -2,14 +2,13 @@
 
 use std::path::PathBuf;
 
-use hyper::Method;
-
 use super::{VerbResult, block_on, fail, offline, print_json, table};
 use crate::{
     api::{
         client::{Client, ClientError},
         types::Flows,
     },
+    daemon::offline as pinned,
     paths,
 };
 
@@ -40,11 +39,7 @@ fn endpoint(addr: &str, port: u16) -> String {
 }
 
 pub(crate) fn run(client: &Client, a: Args) -> VerbResult {
-    let res: Result<Flows, ClientError> = block_on(client.call(
-        Method::GET,
-        &format!("/v1/services/{}/flows", a.service),
-        None,
-    ));
+    let res: Result<Flows, ClientError> = block_on(client.flows(&a.service));
     let f = match res {
         Ok(f) => {
             if a.json {
@@ -55,8 +50,7 @@ pub(crate) fn run(client: &Client, a: Args) -> VerbResult {
         }
         Err(ClientError::NotRunning(sock)) => {
             let (config, maps) = offline::open(&a.config, &sock)?;
-            let flows = maps
-                .service_flows(&config, &a.service)
+            let flows = pinned::service_flows(&maps, &config, &a.service)
                 .map_err(|e| offline::read_err(&maps, &e))?
                 .ok_or_else(|| {
                     fail(format!(

@@ -16,7 +16,7 @@ mod rollout;
 mod set_weight;
 mod status;
 mod table;
-mod watch;
+pub mod watch;
 
 use std::{path::PathBuf, process::ExitCode};
 

@@ -6,7 +6,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::{EXIT_UNAVAILABLE, Failure};
-use crate::{config::Config, pinned::PinnedMaps, util::error_chain};
+use crate::{config::Config, dataplane::PinnedMaps, util::error_chain};
 
 /// The line that tells a human the answer did not come from the daemon.
 pub(crate) const LABEL: &str = "(daemon not running; read from pinned maps)";
@@ -50,7 +50,7 @@ pub(crate) fn labelled_json<T: Serialize>(v: &T) -> serde_json::Value {
     j
 }
 
-pub(crate) fn read_err(maps: &PinnedMaps, e: &crate::Error) -> Failure {
+pub(crate) fn read_err(maps: &PinnedMaps, e: &crate::dataplane::Error) -> Failure {
     Failure::Message(
         format!(
             "reading the pinned maps under {}: {}",

@@ -14,5 +14,5 @@ pub(crate) struct Args {
 }
 
 pub(crate) fn run(client: &Client, a: Args) -> VerbResult {
-    super::rollout::post(client, &format!("/v1/services/{}/promote", a.service), None)
+    super::rollout::print_reply(super::block_on(client.promote(&a.service)))
 }

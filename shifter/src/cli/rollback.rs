@@ -1,7 +1,10 @@
 //! `shifter rollback SERVICE [--drain-timeout 30s]`
 
-use super::{EXIT_USAGE, Failure, VerbResult};
-use crate::api::client::Client;
+use super::{
+    VerbResult, block_on,
+    rollout::{checked_duration, print_reply},
+};
+use crate::api::{client::Client, types::RollbackRequest};
 
 /// Put green's weight to 0 now (ends a rollout in progress). Established green
 /// connections are left to finish; with `--drain-timeout` the command waits until green has
@@ -18,19 +21,8 @@ pub(crate) struct Args {
 }
 
 pub(crate) fn run(client: &Client, a: Args) -> VerbResult {
-    let mut body = serde_json::Map::new();
-    if let Some(t) = a.drain_timeout {
-        humantime::parse_duration(&t).map_err(|e| {
-            Failure::Message(
-                format!("--drain-timeout: {t:?} is not a duration ({e})"),
-                EXIT_USAGE,
-            )
-        })?;
-        body.insert("drain_timeout".into(), t.into());
-    }
-    super::rollout::post(
-        client,
-        &format!("/v1/services/{}/rollback", a.service),
-        Some(body),
-    )
+    let request = RollbackRequest {
+        drain_timeout: checked_duration("--drain-timeout", a.drain_timeout)?,
+    };
+    print_reply(block_on(client.rollback(&a.service, &request)))
 }

@@ -1,11 +1,12 @@
 //! `shifter rollout start|pause|resume|abort|approve|freeze SERVICE`
 
-use hyper::Method;
-
 use super::{EXIT_USAGE, Failure, VerbResult, block_on};
 use crate::{
-    api::{client::Client, types::RolloutReply},
-    config::{format_percent, parse_percent},
+    api::{
+        client::{Client, ClientError},
+        types::{RolloutReply, RolloutRequest},
+    },
+    model::{Weight, percent as format_percent},
 };
 
 /// Run a canary rollout: green's weight goes up step by step, each step held for a while
@@ -56,26 +57,24 @@ pub(crate) fn run(client: &Client, a: Args) -> VerbResult {
             hold,
             dry_run,
         } => {
-            let mut body = serde_json::Map::new();
-            if let Some(steps) = steps {
-                let mut list = Vec::new();
-                for s in steps {
-                    let bp = parse_percent(&s)
-                        .map_err(|e| Failure::Message(format!("--steps: {s} {e}"), EXIT_USAGE))?;
-                    list.push(serde_json::Value::String(format_percent(bp)));
-                }
-                body.insert("steps".into(), list.into());
-            }
-            if let Some(h) = hold {
-                humantime::parse_duration(&h).map_err(|e| {
-                    Failure::Message(format!("--hold: {h:?} is not a duration ({e})"), EXIT_USAGE)
-                })?;
-                body.insert("hold".into(), h.into());
-            }
-            if dry_run {
-                body.insert("dry_run".into(), true.into());
-            }
-            (service, "start", Some(body))
+            let steps_bp = steps
+                .map(|list| {
+                    list.iter()
+                        .map(|s| {
+                            s.parse::<Weight>().map_err(|e| {
+                                Failure::Message(format!("--steps: {s} {e}"), EXIT_USAGE)
+                            })
+                        })
+                        .collect::<Result<Vec<Weight>, Failure>>()
+                })
+                .transpose()?;
+            let request = RolloutRequest {
+                steps_bp,
+                hold: checked_duration("--hold", hold)?,
+                dry_run,
+                ..RolloutRequest::default()
+            };
+            (service, "start", Some(request))
         }
         Verb::Pause { service } => (service, "pause", None),
         Verb::Resume { service } => (service, "resume", None),
@@ -83,25 +82,26 @@ pub(crate) fn run(client: &Client, a: Args) -> VerbResult {
         Verb::Approve { service } => (service, "approve", None),
         Verb::Freeze { service } => (service, "freeze", None),
     };
-    post(
-        client,
-        &format!("/v1/services/{service}/rollout/{verb}"),
-        body,
-    )
+    print_reply(block_on(client.rollout(&service, verb, body.as_ref())))
 }
 
-/// POSTs a rollout command and prints what it did.
-pub(crate) fn post(
-    client: &Client,
-    path: &str,
-    body: Option<serde_json::Map<String, serde_json::Value>>,
-) -> VerbResult {
-    let body = body.map(|b| serde_json::to_vec(&b).expect("JSON"));
-    block_on(async {
-        let r: RolloutReply = client.call(Method::POST, path, body).await?;
-        print!("{}", describe(&r));
-        Ok(())
-    })
+/// A duration option as given (the daemon reads it), checked here first.
+pub(crate) fn checked_duration(option: &str, v: Option<String>) -> Result<Option<String>, Failure> {
+    if let Some(h) = &v {
+        humantime::parse_duration(h).map_err(|e| {
+            Failure::Message(
+                format!("{option}: {h:?} is not a duration ({e})"),
+                EXIT_USAGE,
+            )
+        })?;
+    }
+    Ok(v)
+}
+
+/// Prints what a rollout command did.
+pub(crate) fn print_reply(reply: Result<RolloutReply, ClientError>) -> VerbResult {
+    print!("{}", describe(&reply?));
+    Ok(())
 }
 
 pub(crate) fn describe(r: &RolloutReply) -> String {

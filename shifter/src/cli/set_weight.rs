@@ -1,11 +1,9 @@
 //! `shifter set-weight SERVICE PERCENT`
 
-use hyper::Method;
-
 use super::{EXIT_USAGE, Failure, VerbResult, block_on};
 use crate::{
-    api::{client::Client, types::WeightChange},
-    config::{format_percent, parse_percent},
+    api::client::Client,
+    model::{Weight, percent as format_percent},
 };
 
 /// Set green's share of new connections, in percent with up to two decimals.
@@ -22,17 +20,12 @@ pub(crate) struct Args {
 }
 
 pub(crate) fn run(client: &Client, a: Args) -> VerbResult {
-    let bp = parse_percent(&a.percent)
+    let weight: Weight = a
+        .percent
+        .parse()
         .map_err(|e| Failure::Message(format!("PERCENT: {} {e}", a.percent), EXIT_USAGE))?;
-    let body = format!("{{\"percent\": {}}}", format_percent(bp));
     block_on(async {
-        let c: WeightChange = client
-            .call(
-                Method::PUT,
-                &format!("/v1/services/{}/weight", a.service),
-                Some(body.into_bytes()),
-            )
-            .await?;
+        let c = client.set_weight(&a.service, weight).await?;
         if c.old_weight_bp == c.new_weight_bp {
             println!(
                 "{}: weight is already {}%",

@@ -2,15 +2,14 @@
 
 use std::path::PathBuf;
 
-use hyper::Method;
-
 use super::{VerbResult, block_on, fail, offline, print_json, table};
 use crate::{
     api::{
         client::{Client, ClientError},
         types::{HealthView, RolloutView, ServiceStatus, Status},
     },
-    config::format_percent,
+    daemon::offline as pinned,
+    model::percent as format_percent,
     paths,
 };
 
@@ -85,16 +84,14 @@ pub(crate) struct Args {
 
 pub(crate) fn run(client: &Client, a: Args) -> VerbResult {
     if let Some(name) = &a.service {
-        let res: Result<ServiceStatus, ClientError> =
-            block_on(client.call(Method::GET, &format!("/v1/services/{name}"), None));
+        let res: Result<ServiceStatus, ClientError> = block_on(client.service(name));
         match res {
             Ok(s) if a.json => print_json(&s),
             Ok(s) => print!("{}", detail(&s)),
             Err(ClientError::NotRunning(sock)) => {
                 let (config, maps) = offline::open(&a.config, &sock)?;
-                let status = maps
-                    .status(&config)
-                    .map_err(|e| offline::read_err(&maps, &e))?;
+                let status =
+                    pinned::status(&maps, &config).map_err(|e| offline::read_err(&maps, &e))?;
                 let s = status
                     .services
                     .into_iter()
@@ -116,7 +113,7 @@ pub(crate) fn run(client: &Client, a: Args) -> VerbResult {
         }
         return Ok(());
     }
-    let res: Result<Status, ClientError> = block_on(client.call(Method::GET, "/v1/status", None));
+    let res: Result<Status, ClientError> = block_on(client.status());
     match res {
         Ok(s) if a.json => print_json(&s),
         Ok(s) => {
@@ -128,9 +125,7 @@ pub(crate) fn run(client: &Client, a: Args) -> VerbResult {
         }
         Err(ClientError::NotRunning(sock)) => {
             let (config, maps) = offline::open(&a.config, &sock)?;
-            let s = maps
-                .status(&config)
-                .map_err(|e| offline::read_err(&maps, &e))?;
+            let s = pinned::status(&maps, &config).map_err(|e| offline::read_err(&maps, &e))?;
             if a.json {
                 print_json(&offline::labelled_json(&s));
             } else {

@@ -5,17 +5,39 @@
 //! file win over the pinned maps, which win over the configuration), attaches, then serves the
 //! control API and tells systemd it is ready. The shutdown future stops serving, persists the
 //! state and returns, leaving the data plane attached and forwarding.
+//!
+//! - [`engine`]: the handle on the engine thread and the control API it serves.
+//! - [`actor`]: the engine thread, the one owner of the data plane and of the state.
+//! - [`reload`]: a reload as a pure diff of two configurations, then applied.
+//! - [`rollouts`]: each service's rollout engine and health checkers.
+//! - [`actuator`]: the data plane as the rollouts' actuator.
+//! - [`state`]: the state file and rollout progress, written durably.
+//! - [`metrics`]: the Prometheus exposition of the status.
+//! - [`offline`]: the status and flows from the pins while no daemon runs.
+//!
+//! The daemon composes the API server ([`crate::api::server`]), which knows it only as a
+//! [`Control`](crate::api::server::Control).
 
+mod actor;
+pub mod actuator;
 pub mod engine;
+pub mod metrics;
+pub mod offline;
+#[cfg(test)]
+mod pipeline_tests;
+mod reload;
 mod rollouts;
+pub mod state;
 
 use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
 
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
+pub use actuator::{ActuatorError, DataPlaneActuator, load_progress, store_progress};
+
 use crate::{
-    api::server::{self, ApiContext},
+    api::server::{self, ApiContext, BindError},
     config::Config,
     util::error_chain,
 };
@@ -38,12 +60,12 @@ pub enum DaemonError {
         source: std::io::Error,
     },
     #[error("data plane")]
-    DataPlane(#[source] crate::Error),
+    DataPlane(#[source] crate::dataplane::Error),
     #[error("interface {iface}")]
     Attach {
         iface: String,
         #[source]
-        source: crate::Error,
+        source: crate::dataplane::Error,
     },
     #[error("starting the engine thread")]
     Thread(#[source] std::io::Error),
@@ -72,18 +94,8 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
     let socket_path = config.daemon.socket.clone();
-    let listener = server::bind(&config.daemon)?;
-    let metrics_listener = match config.daemon.metrics_address {
-        Some(addr) => match tokio::net::TcpListener::bind(addr).await {
-            Ok(l) => Some(l),
-            Err(source) => {
-                server::unlink(&socket_path);
-                return Err(DaemonError::Metrics { addr, source });
-            }
-        },
-        None => None,
-    };
-    let (engine, thread) = match Engine::start(config.clone()).await {
+    let (listener, metrics_listener) = bind(&config).await?;
+    let (engine, thread) = match Engine::start(config.clone(), opts.config_path.clone()).await {
         Ok(x) => x,
         Err(e) => {
             server::unlink(&socket_path);
@@ -92,9 +104,8 @@ pub async fn run_with(
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let ctx = Arc::new(ApiContext {
-        engine: engine.clone(),
+        control: engine.clone(),
         group: config.daemon.socket_group.clone(),
-        config_path: opts.config_path.clone(),
         stop: stop_tx.clone(),
     });
     let mut tasks = tokio::task::JoinSet::new();
@@ -125,33 +136,7 @@ pub async fn run_with(
         sd_notify::NotifyState::Status(&status),
     ]);
 
-    let mut reload = opts.reload;
-    let mut stop_watch = stop_rx.clone();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            () = &mut shutdown => {
-                info!("shutting down; the data plane stays attached");
-                break;
-            }
-            () = crate::util::stopped(&mut stop_watch) => {
-                info!("data plane detached; stopping");
-                break;
-            }
-            Some(()) = async {
-                match reload.as_mut() {
-                    Some(r) => r.recv().await,
-                    None => std::future::pending().await,
-                }
-            } => {
-                info!("reloading the configuration");
-                notify(&[sd_notify::NotifyState::Reloading]);
-                let res = server::reload(&ctx).await;
-                server::log_reload_result(&res);
-                notify(&[sd_notify::NotifyState::Ready]);
-            }
-        }
-    }
+    serve_until_stopped(&engine, opts.reload, stop_rx, shutdown).await;
     notify(&[sd_notify::NotifyState::Stopping]);
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
@@ -165,6 +150,64 @@ pub async fn run_with(
     }
     server::unlink(&socket_path);
     Ok(())
+}
+
+/// Binds the control socket and the optional metrics address (nothing is left bound when
+/// one of them fails).
+async fn bind(
+    config: &Config,
+) -> Result<(tokio::net::UnixListener, Option<tokio::net::TcpListener>), DaemonError> {
+    let listener = server::bind(&config.daemon).map_err(|e| match e {
+        BindError::AlreadyRunning { path } => DaemonError::AlreadyRunning { path },
+        BindError::Io { path, source } => DaemonError::Socket { path, source },
+    })?;
+    let metrics_listener = match config.daemon.metrics_address {
+        Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => Some(l),
+            Err(source) => {
+                server::unlink(&config.daemon.socket);
+                return Err(DaemonError::Metrics { addr, source });
+            }
+        },
+        None => None,
+    };
+    Ok((listener, metrics_listener))
+}
+
+/// Reloads on each message of `reload` until `shutdown` completes or the data plane was
+/// detached (`stop` turned true).
+async fn serve_until_stopped(
+    engine: &Engine,
+    mut reload: Option<mpsc::Receiver<()>>,
+    mut stop: watch::Receiver<bool>,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => {
+                info!("shutting down; the data plane stays attached");
+                return;
+            }
+            () = crate::util::stopped(&mut stop) => {
+                info!("data plane detached; stopping");
+                return;
+            }
+            Some(()) = async {
+                match reload.as_mut() {
+                    Some(r) => r.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                info!("reloading the configuration");
+                notify(&[sd_notify::NotifyState::Reloading]);
+                if let Err(e) = engine.reload_file().await {
+                    warn!("reload failed: {}", error_chain(&e));
+                }
+                notify(&[sd_notify::NotifyState::Ready]);
+            }
+        }
+    }
 }
 
 fn notify(state: &[sd_notify::NotifyState<'_>]) {

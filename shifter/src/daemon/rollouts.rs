@@ -17,17 +17,20 @@ use std::{
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
-use super::engine::Command;
+use super::{
+    actuator::{DataPlaneActuator, load_progress},
+    engine::Command,
+};
 use crate::{
-    DataPlane, Service,
     api::types::{BackendHealthView, HealthView, RolloutView},
-    config::ServiceSpec,
+    config::{HealthSettings, ServiceSpec},
+    dataplane::DataPlane,
     events::{Cause, Event},
     health::{CheckReport, HealthStatus, run_checker},
-    rollout::config::HealthSettings,
+    model::Service,
     rollout::{
-        self, CommandError, DataPlaneActuator, Effect, Engine, Input, OperatorCommand,
-        RolloutEvent, engine::Cause as RolloutCause, load_progress,
+        self, CommandError, Effect, Engine, Input, OperatorCommand, RolloutEvent,
+        engine::Cause as RolloutCause,
     },
     util::error_chain,
 };
@@ -109,6 +112,38 @@ impl Rollouts {
     /// Creates, resumes or updates the rollout of a configured service whose data-plane
     /// entry is `live` in `slot`. Returns the batches it ran (a resume, an outside weight
     /// change).
+    /// The progress a new engine of `name` continues from: a rollout already running here
+    /// (health checks switched on or off) keeps its progress through its own snapshot;
+    /// otherwise the file is the source. Progress of other ports is dropped.
+    fn saved_progress(
+        &mut self,
+        name: &str,
+        ports: (u16, u16),
+        now: Duration,
+    ) -> Option<rollout::Progress> {
+        let path = Self::progress_path(&self.state_dir, name);
+        let progress = match self.services.remove(name) {
+            Some(old) if old.engine.ports() == ports => Some(old.engine.progress(now)),
+            _ => match load_progress(&path) {
+                Ok(p) => p,
+                Err(e) => {
+                    warn!("{name}: ignoring the rollout progress: {}", error_chain(&e));
+                    None
+                }
+            },
+        };
+        progress.filter(|p| {
+            let fits = p.service == name && (p.blue_port, p.green_port) == ports;
+            if !fits {
+                warn!(
+                    "{name}: the saved rollout progress is for ports {}/{}, the service now has {}/{}; starting afresh",
+                    p.blue_port, p.green_port, ports.0, ports.1
+                );
+            }
+            fits
+        })
+    }
+
     pub fn ensure(
         &mut self,
         dp: &mut DataPlane,
@@ -137,29 +172,7 @@ impl Rollouts {
         } else {
             let now = self.now();
             let health_checked = spec.health.is_some();
-            let path = Self::progress_path(&self.state_dir, &name);
-            // A rollout already running here (health checks switched on or off) keeps its
-            // progress through its own snapshot; otherwise the file is the source.
-            let progress = match self.services.remove(&name) {
-                Some(old) if old.engine.ports() == ports => Some(old.engine.progress(now)),
-                _ => match load_progress(&path) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        warn!("{name}: ignoring the rollout progress: {}", error_chain(&e));
-                        None
-                    }
-                },
-            };
-            let progress = progress.filter(|p| {
-                let fits = p.service == name && (p.blue_port, p.green_port) == ports;
-                if !fits {
-                    warn!(
-                        "{name}: the saved rollout progress is for ports {}/{}, the service now has {}/{}; starting afresh",
-                        p.blue_port, p.green_port, ports.0, ports.1
-                    );
-                }
-                fits
-            });
+            let progress = self.saved_progress(&name, ports, now);
             let (engine, fx) = match progress {
                 Some(p) => {
                     info!(
@@ -366,7 +379,7 @@ impl Rollouts {
                 continue;
             }
             let path = Self::progress_path(&self.state_dir, name);
-            if let Err(e) = rollout::store_progress(&path, &s.engine.progress(now)) {
+            if let Err(e) = super::actuator::store_progress(&path, &s.engine.progress(now)) {
                 warn!("{name}: {}", error_chain(&e));
             }
         }
@@ -548,9 +561,8 @@ mod tests {
         assert_eq!(e.cause, Cause::ManualRollback);
         assert_eq!(e.uid, Some(1000));
         assert_eq!((e.old_weight_bp, e.new_weight_bp), (Some(2500), Some(0)));
-        let json = serde_json::to_value(&e).unwrap();
         assert_eq!(
-            crate::observe::rollback_cause(&json).as_deref(),
+            super::super::metrics::rollback_cause(&e).as_deref(),
             Some("manual-rollback")
         );
     }
@@ -560,8 +572,7 @@ mod tests {
         for command in ["abort", "pause", "start", "freeze"] {
             let e = to_event(&operator(command));
             assert_eq!(e.cause, Cause::Rollout, "{command}");
-            let json = serde_json::to_value(&e).unwrap();
-            assert_eq!(crate::observe::rollback_cause(&json), None, "{command}");
+            assert_eq!(super::super::metrics::rollback_cause(&e), None, "{command}");
         }
         assert_eq!(to_event(&operator("promote")).cause, Cause::Promote);
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::{sync::mpsc, task::JoinHandle, time::Instant};
 
 use super::{HealthStatus, HealthTracker, HealthVerdict, next_wait, probe};
-use crate::rollout::config::HealthSettings;
+use crate::config::HealthSettings;
 
 /// One check's result and the backend's state after it.
 #[derive(Clone, Debug)]

@@ -12,7 +12,7 @@
 
 pub mod checker;
 #[cfg(test)]
-mod live_tests;
+pub(crate) mod live_tests;
 pub mod probe;
 
 use std::time::Duration;

@@ -13,7 +13,7 @@ use hyper::{Request, body::Bytes};
 use hyper_util::rt::TokioIo;
 use tokio::{io::AsyncReadExt, net::TcpStream, process::Command};
 
-use crate::rollout::config::{CheckKind, HealthSettings, StatusRange};
+use crate::config::{CheckKind, HealthSettings, StatusRange};
 
 /// Why a check failed. The text is what `status` shows as the last failure.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -19,353 +19,21 @@
 //! - Dry run: the engine follows the ramp with a would-be weight and emits weight effects
 //!   flagged `dry_run`; the real weight is left alone (the data plane steers by it).
 //! - An invalid command returns a [`CommandError`] and changes nothing.
+//!
+//! About 750 lines on purpose: the transitions of the one state machine stay together (its
+//! vocabulary is in `types.rs`).
 
-use std::{fmt, time::Duration};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use shifter_common::WEIGHT_MAX;
 
-use super::{
-    config::{RolloutSettings, Step, bp_text, check_steps},
-    gate::{GateResult, SignalSample, evaluate},
+use super::gate::{GateResult, SignalSample, evaluate};
+pub use super::types::*;
+use crate::{
+    config::{RolloutSettings, Step, check_steps},
+    health::{HealthStatus, HealthVerdict},
 };
-use crate::health::{HealthStatus, HealthVerdict};
-
-/// A point on the caller's monotonic clock.
-pub type Now = Duration;
-
-/// The state of a service's rollout.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "state", rename_all = "kebab-case")]
-pub enum State {
-    /// No rollout has run (or the last one was promoted).
-    Idle,
-    /// Holding `step`: its hold ends `hold_left` after `step_started`.
-    Running {
-        step: usize,
-        step_started: Now,
-        hold_left: Duration,
-    },
-    Paused {
-        step: usize,
-        remaining: Duration,
-    },
-    /// `step` held and passed its gates; waits for `rollout approve`.
-    WaitingApproval {
-        step: usize,
-    },
-    /// Stopped at `step` by an operator (or an outside weight change), weight kept.
-    Frozen {
-        step: usize,
-    },
-    RolledBack {
-        cause: Cause,
-    },
-    /// The last step held and passed its gates.
-    Completed,
-}
-
-/// Names of states, for events and errors.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum StateName {
-    Idle,
-    Running,
-    Paused,
-    WaitingApproval,
-    Frozen,
-    RolledBack,
-    Completed,
-}
-
-impl fmt::Display for StateName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Idle => "idle",
-            Self::Running => "running",
-            Self::Paused => "paused",
-            Self::WaitingApproval => "waiting for approval",
-            Self::Frozen => "frozen",
-            Self::RolledBack => "rolled back",
-            Self::Completed => "completed",
-        })
-    }
-}
-
-impl State {
-    pub fn name(&self) -> StateName {
-        match self {
-            Self::Idle => StateName::Idle,
-            Self::Running { .. } => StateName::Running,
-            Self::Paused { .. } => StateName::Paused,
-            Self::WaitingApproval { .. } => StateName::WaitingApproval,
-            Self::Frozen { .. } => StateName::Frozen,
-            Self::RolledBack { .. } => StateName::RolledBack,
-            Self::Completed => StateName::Completed,
-        }
-    }
-
-    /// A ramp is under way (it may still move the weight up).
-    pub fn in_progress(&self) -> bool {
-        matches!(
-            self,
-            Self::Running { .. } | Self::Paused { .. } | Self::WaitingApproval { .. }
-        )
-    }
-}
-
-/// Operator commands (`shifter rollout ...`, `promote`, `rollback`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "command", rename_all = "kebab-case")]
-pub enum OperatorCommand {
-    /// A ramp; `None` takes the configured steps / hold. Given weights are basis points.
-    Start {
-        steps: Option<Vec<u16>>,
-        hold: Option<Duration>,
-        dry_run: bool,
-    },
-    /// One step to 100 % (green must be healthy), held for `hold` with its gates.
-    BlueGreen {
-        hold: Option<Duration>,
-        dry_run: bool,
-    },
-    Pause,
-    Resume,
-    /// Ends the rollout in progress and puts green's weight back to 0.
-    Abort,
-    /// Green (at 100 %) becomes the new blue, with weight 0: one config-word write.
-    Promote,
-    /// Green's weight to 0 now.
-    Rollback,
-    /// Stop where it is, without rolling back.
-    Freeze,
-    Approve,
-}
-
-impl OperatorCommand {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::Start { .. } => "start",
-            Self::BlueGreen { .. } => "blue-green",
-            Self::Pause => "pause",
-            Self::Resume => "resume",
-            Self::Abort => "abort",
-            Self::Promote => "promote",
-            Self::Rollback => "rollback",
-            Self::Freeze => "freeze",
-            Self::Approve => "approve",
-        }
-    }
-}
-
-/// Why a transition happened.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "cause", rename_all = "kebab-case")]
-pub enum Cause {
-    Operator {
-        command: String,
-        uid: Option<u32>,
-    },
-    /// A step held its time and passed its gates.
-    StepPassed {
-        step: usize,
-        detail: String,
-    },
-    /// A step's gate has no verdict yet (the step keeps holding).
-    GateWaiting {
-        step: usize,
-        reason: String,
-    },
-    /// Green's health went Down.
-    Health {
-        port: u16,
-        reason: String,
-    },
-    /// A step's gate failed.
-    Gate {
-        step: usize,
-        reason: String,
-    },
-    /// The daemon restarted and resumed the persisted progress.
-    Restart,
-    /// The weight was changed outside the rollout (e.g. `shifter set weight`).
-    OutsideWeightChange {
-        weight_bp: u16,
-    },
-}
-
-impl fmt::Display for Cause {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Operator { command, uid } => match uid {
-                Some(u) => write!(f, "operator (uid {u}): {command}"),
-                None => write!(f, "operator: {command}"),
-            },
-            Self::StepPassed { step, detail } => write!(f, "step {} passed: {detail}", step + 1),
-            Self::GateWaiting { step, reason } => {
-                write!(f, "step {} gate has no verdict yet: {reason}", step + 1)
-            }
-            Self::Health { port, reason } => {
-                write!(f, "green (port {port}) failed its health check: {reason}")
-            }
-            Self::Gate { step, reason } => write!(f, "step {} gate failed: {reason}", step + 1),
-            Self::Restart => f.write_str("daemon restart: progress resumed"),
-            Self::OutsideWeightChange { weight_bp } => {
-                write!(
-                    f,
-                    "weight set to {} outside the rollout",
-                    bp_text(*weight_bp)
-                )
-            }
-        }
-    }
-}
-
-/// What kind of rollout this is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RolloutKind {
-    Canary,
-    BlueGreen,
-}
-
-/// One transition, as the daemon should record it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RolloutEvent {
-    pub seq: u64,
-    /// Engine time of the transition.
-    pub at: Now,
-    pub service: String,
-    pub from: StateName,
-    pub to: StateName,
-    pub cause: Cause,
-    /// The weight the rollout controls (would-be weight for a dry run), before and after.
-    pub weight_before_bp: u16,
-    pub weight_after_bp: u16,
-    pub dry_run: bool,
-    /// Filled by the driver: how long the weight change took.
-    pub actuation: Option<Actuation>,
-}
-
-/// Measured cost of a weight change (or why it failed).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Actuation {
-    /// The actuator's own measurement of the map update.
-    pub map_update: Duration,
-    /// From the deciding check result to the actuator returning (health rollbacks).
-    pub since_decision: Option<Duration>,
-    /// The actuator failed: the data plane may still have the old weight.
-    pub error: Option<String>,
-}
-
-/// What the caller must do, in order.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Effect {
-    /// Set green's weight. With `dry_run` only the would-be weight changes (the data plane
-    /// counts decisions with it but steers by the real weight).
-    SetWeight {
-        bp: u16,
-        cause: Cause,
-        dry_run: bool,
-    },
-    /// Promote: swap the service's blue and green ports and set the weight to 0, in one
-    /// config-word write (every existing flow keeps its port).
-    SwapRoles {
-        cause: Cause,
-    },
-    Record(RolloutEvent),
-    Persist(Box<Progress>),
-}
-
-/// A command that cannot run in the current state. Nothing changed.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum CommandError {
-    #[error("cannot {command}: the rollout of {service} is {state}")]
-    NotAllowed {
-        command: &'static str,
-        service: String,
-        state: StateName,
-    },
-    #[error("cannot {command}: green ({port}) is {status}{}", .reason.as_ref().map(|r| format!(" (last failure: {r})")).unwrap_or_default())]
-    GreenNotHealthy {
-        command: &'static str,
-        port: u16,
-        status: HealthStatus,
-        reason: Option<String>,
-    },
-    #[error("cannot start: every step is at or below green's current weight {}", bp_text(*.weight_bp))]
-    NothingToRamp { weight_bp: u16 },
-    #[error("cannot roll back: green's weight is already 0")]
-    NothingToRollBack,
-    #[error("cannot promote: green has {} of new connections; promote needs 100%", bp_text(*.weight_bp))]
-    NotFullyShifted { weight_bp: u16 },
-    #[error("cannot promote a dry run: the real weight was never changed")]
-    DryRunPromote,
-    #[error("invalid steps: {0}")]
-    InvalidSteps(String),
-}
-
-/// Persisted progress: enough to resume after a restart without touching the weight.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Progress {
-    pub service: String,
-    pub blue_port: u16,
-    pub green_port: u16,
-    /// The real weight the engine last set or saw.
-    pub weight_bp: u16,
-    pub phase: Phase,
-    pub rollout: Option<Rollout>,
-    pub next_seq: u64,
-}
-
-/// State without clock points (a remaining time instead of a start instant).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "state", rename_all = "kebab-case")]
-pub enum Phase {
-    Idle,
-    Running { step: usize, remaining: Duration },
-    Paused { step: usize, remaining: Duration },
-    WaitingApproval { step: usize },
-    Frozen { step: usize },
-    RolledBack { cause: Cause },
-    Completed,
-}
-
-/// The rollout being run (or last run).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Rollout {
-    pub kind: RolloutKind,
-    pub steps: Vec<Step>,
-    pub dry_run: bool,
-    /// Dry run only: the weight the rollout would have set.
-    pub would_weight_bp: u16,
-    /// Counters at the start of the current step (kernel counters survive restarts).
-    pub baseline: Option<SignalSample>,
-}
-
-/// Health of one backend as the engine knows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BackendHealth {
-    pub port: u16,
-    pub status: HealthStatus,
-    pub last_failure: Option<String>,
-}
-
-/// Inputs besides commands.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Input {
-    Tick,
-    Health(HealthVerdict),
-    Signals(SignalSample),
-    Command {
-        command: OperatorCommand,
-        uid: Option<u32>,
-    },
-    /// The real weight was changed outside the engine.
-    WeightChanged {
-        bp: u16,
-    },
-}
 
 /// The rollout engine of one service.
 #[derive(Clone, Debug)]
@@ -640,7 +308,7 @@ impl Engine {
     }
 
     /// Sets the controlled weight (real or would-be) and emits the effect.
-    fn set_weight(&mut self, fx: &mut Vec<Effect>, bp: u16, cause: &Cause) {
+    fn weight_effect(&mut self, fx: &mut Vec<Effect>, bp: u16, cause: &Cause) {
         let dry_run = self.dry_run();
         match &mut self.rollout {
             Some(r) if r.dry_run => r.would_weight_bp = bp,
@@ -658,7 +326,7 @@ impl Engine {
         let mut fx = Vec::new();
         let from = self.state.name();
         let before = self.controlled_weight();
-        self.set_weight(&mut fx, 0, &cause);
+        self.weight_effect(&mut fx, 0, &cause);
         self.state = State::RolledBack {
             cause: cause.clone(),
         };
@@ -833,7 +501,7 @@ impl Engine {
         let before = self.controlled_weight();
         match self.step(step + 1) {
             Some(next) => {
-                self.set_weight(&mut fx, next.weight_bp, &cause);
+                self.weight_effect(&mut fx, next.weight_bp, &cause);
                 self.state = State::Running {
                     step: step + 1,
                     step_started: now,
@@ -1072,7 +740,7 @@ impl Engine {
             baseline: self.last_sample,
         });
         let mut fx = Vec::new();
-        self.set_weight(&mut fx, first.weight_bp, &cause);
+        self.weight_effect(&mut fx, first.weight_bp, &cause);
         self.state = State::Running {
             step: 0,
             step_started: now,

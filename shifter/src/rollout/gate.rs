@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use shifter_common::BackendCounters;
 
-use super::config::GateSettings;
+use crate::config::GateSettings;
 
 /// The counters of one backend the gate reads (cumulative, as the data plane keeps them).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

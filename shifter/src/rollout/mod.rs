@@ -1,23 +1,24 @@
-//! Rollouts: canary ramps and blue-green switches that undo themselves.
+//! Rollouts: canary ramps and blue-green switches that undo themselves. Pure logic: nothing
+//! here touches the data plane or a file; the daemon carries the effects out.
 //!
-//! - [`engine`]: the pure state machine (no I/O, no clock of its own).
+//! - [`engine`]: the pure state machine (no I/O, no clock of its own); its vocabulary
+//!   (states, commands, causes, effects, progress) is [`types`].
 //! - [`gate`]: the kernel-signal gate over counter snapshots.
 //! - [`driver`]: carries out the engine's effects on an [`driver::Actuator`] and runs an
 //!   engine from tokio's clock.
-//! - [`dataplane`]: the `DataPlane` as an actuator, and durable progress storage.
-//! - [`config`]: the per-service `[services.health]` and `[services.rollout]` settings.
+//!
+//! Its settings (`[services.rollout]`, `[services.health]`) are read by [`crate::config`];
+//! the data plane as an actuator is [`crate::daemon::actuator`].
 
-pub mod config;
-pub mod dataplane;
 pub mod driver;
 pub mod engine;
 pub mod gate;
+pub mod types;
 
 #[cfg(test)]
 mod tests;
 
-pub use config::{HealthSettings, RolloutSettings, Step};
-pub use dataplane::{DataPlaneActuator, load_progress, store_progress};
+pub use crate::config::{HealthSettings, RolloutSettings, Step};
 pub use driver::{Actuator, Driver, Message, apply};
 pub use engine::{
     Cause, CommandError, Effect, Engine, Input, OperatorCommand, Progress, RolloutEvent, State,

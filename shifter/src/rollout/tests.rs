@@ -1,16 +1,20 @@
 //! Engine tests: every command in every state, step timings, approval, freeze, dry run,
 //! gates, flapping, restarts; and the async driver on tokio's paused clock.
+//!
+//! Over 700 lines on purpose: one file of scenarios that share the fixtures at its top.
 
 use std::time::Duration;
 
 use super::{
-    config::{GateSettings, RolloutSettings, Step},
     engine::{
         Cause, CommandError, Effect, Engine, Input, OperatorCommand, Phase, State, StateName,
     },
     gate::{SignalSample, Signals},
 };
-use crate::health::{HealthStatus, HealthVerdict};
+use crate::{
+    config::{GateSettings, RolloutSettings, Step},
+    health::{HealthStatus, HealthVerdict},
+};
 
 const BLUE: u16 = 8081;
 const GREEN: u16 = 8082;

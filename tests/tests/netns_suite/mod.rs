@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use shifter::{Affinity, Backend, Hook, Protocol, Service, ServiceConfig, service::addr_bytes};
+use shifter::{Affinity, Backend, Hook, Protocol, Service, ServiceConfig, model::addr_bytes};
 use shifter_common::{FLOW_RECOVERED, FlowTuple, choose_backend};
 use shifter_tests::{
     netns::{

@@ -15,19 +15,19 @@ use aya::{
         xdp::XdpLink,
     },
 };
-use log::{info, warn};
 use shifter_common::{
     DEFAULT_FLOW_CAPACITY, FlowKey, FlowValue, MAP_COUNTERS, MAP_FLOWS, MAP_PORT_BITMAP,
     MAP_SERVICE_CONFIG, MAP_SERVICES, MAP_SOCKETS, MAP_USER_REMOVED, PROG_SOCK_OPS, PROG_TC_EGRESS,
     PROG_TC_INGRESS, PROG_XDP_INGRESS, ServiceKey,
 };
+use tracing::{info, warn};
 
-use crate::{
-    EBPF_OBJECT,
+use super::{
     attach::{self, Adoption, Hook, TcAttachment, TcMode},
     cfgword::ConfigWords,
     error::{Error, Result, map_err},
 };
+use crate::EBPF_OBJECT;
 
 /// How to load the data plane.
 #[derive(Clone, Debug)]

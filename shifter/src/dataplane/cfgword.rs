@@ -4,7 +4,7 @@
 //! byte (`rep movsb`; under emulation it does): a packet could then read half an update.
 //! The `SHIFTER_CFG` array is created `BPF_F_MMAPABLE`, so userspace maps its values and
 //! replaces a word with one aligned 8-byte atomic store, which the program's single 8-byte
-//! load sees whole (DESIGN.md, "Configuration atomicity").
+//! load sees whole (docs/ARCHITECTURE.md, invariant 4).
 
 use std::{
     io,

@@ -9,7 +9,7 @@ use aya::programs::{
     tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions, TcError, TcHandle},
     xdp::XdpLink,
 };
-use log::info;
+use tracing::info;
 
 /// Which ingress hook an interface uses. Egress is always TC.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -11,16 +11,17 @@ use shifter_common::{
     counter_index,
 };
 
-use crate::{
-    dataplane::DataPlane,
+use super::{
     error::{Error, Result, map_err},
-    service::{Protocol, addr_from_bytes},
+    load::DataPlane,
+    sys,
 };
+use crate::model::{Protocol, addr_from_bytes};
 
 /// Calls `f` with every entry of the flow table `map`, read in batches (a status with a full
 /// 1 M-entry table would otherwise take two syscalls per entry).
 pub(crate) fn walk(map: &MapData, f: impl FnMut(&FlowKey, &FlowValue)) -> Result<()> {
-    crate::sys::for_each_entry(map.fd().as_fd(), f).map_err(|io_error| Error::Map {
+    sys::for_each_entry(map.fd().as_fd(), f).map_err(|io_error| Error::Map {
         name: MAP_FLOWS,
         source: Box::new(MapError::SyscallError(SyscallError {
             call: "bpf_map_lookup_batch",
@@ -82,12 +83,21 @@ impl Flow {
         })
     }
 
+    /// Time since the entry's last packet, in milliseconds; `now` from [`flow_clock_ns`].
+    pub fn idle_ms(&self, now: u64) -> u64 {
+        now.saturating_sub(self.last_seen_ns) / 1_000_000
+    }
+
     /// A TCP connection with FIN seen both ways: it has ended and its entry only lingers
     /// until the sweep. (An RST removes the entry at once.)
     pub fn has_ended(&self) -> bool {
-        self.protocol == Protocol::Tcp
-            && self.flags & (FLOW_FIN_IN | FLOW_FIN_OUT) == FLOW_FIN_IN | FLOW_FIN_OUT
+        self.protocol == Protocol::Tcp && fin_both_ways(self.flags)
     }
+}
+
+/// Whether an entry's flags say FIN was seen both ways (the connection has ended).
+fn fin_both_ways(flags: u8) -> bool {
+    flags & (FLOW_FIN_IN | FLOW_FIN_OUT) == FLOW_FIN_IN | FLOW_FIN_OUT
 }
 
 /// When `sweep` removes an entry.
@@ -111,12 +121,15 @@ impl Default for SweepPolicy {
     }
 }
 
-fn monotonic_ns() -> u64 {
+/// Now on the flow table's clock, in nanoseconds: `CLOCK_MONOTONIC_COARSE`, the clock of
+/// `bpf_ktime_get_coarse_ns`, with which the programs stamp `last_seen_ns`. The one clock
+/// every idle time (sweep, `idle_ms` in flows) is measured on.
+pub fn flow_clock_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: valid out pointer; CLOCK_MONOTONIC_COARSE is the clock of bpf_ktime_get_coarse_ns.
+    // SAFETY: valid out pointer.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
@@ -151,11 +164,11 @@ impl DataPlane {
 
     /// Removes ended and idle flows per `policy`. Returns how many were removed.
     pub fn sweep(&mut self, policy: &SweepPolicy) -> Result<usize> {
-        let now = monotonic_ns();
+        let now = flow_clock_ns();
         self.remove_flows(|k, v| {
             let idle = Duration::from_nanos(now.saturating_sub(v.last_seen_ns));
             if k.proto == PROTO_TCP {
-                let ended = v.flags & (FLOW_FIN_IN | FLOW_FIN_OUT) == FLOW_FIN_IN | FLOW_FIN_OUT;
+                let ended = fin_both_ways(v.flags);
                 (ended && idle >= policy.fin_linger) || idle >= policy.tcp_idle
             } else {
                 idle >= policy.udp_idle
@@ -193,30 +206,5 @@ impl DataPlane {
                 .map_err(map_err(MAP_USER_REMOVED))?;
         }
         Ok(removed)
-    }
-
-    /// Flow-table evictions per backend of `slot` (`[blue, green]`), derived from the
-    /// counters: entries created minus entries removed (by the programs or by userspace)
-    /// minus entries still live. LRU evictions are silent in the kernel; this is exact as
-    /// long as nobody else deletes entries.
-    pub fn evictions(&mut self, slot: u32) -> Result<[u64; 2]> {
-        let counters = self.counters(slot)?;
-        let live = self.flows(Some(slot))?;
-        let mut urem = [0u64; 2];
-        {
-            let map = self.user_removed_map()?;
-            for (b, u) in urem.iter_mut().enumerate() {
-                *u = map
-                    .get(&counter_index(slot, b as u8), 0)
-                    .map_err(map_err(MAP_USER_REMOVED))?;
-            }
-        }
-        let mut out = [0u64; 2];
-        for b in 0..2 {
-            let live_b = live.iter().filter(|f| f.backend as usize == b).count() as u64;
-            let created = counters[b].new_flows + counters[b].recoveries;
-            out[b] = created.saturating_sub(counters[b].closed + urem[b] + live_b);
-        }
-        Ok(out)
     }
 }

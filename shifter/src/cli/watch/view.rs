@@ -1,6 +1,6 @@
 //! `shifter watch`: the view model and its rendering, kept free of I/O so it can be tested
-//! on ratatui's `TestBackend` (see tests/tests/watch.rs). The terminal loop is in
-//! `cli/watch.rs`.
+//! on ratatui's `TestBackend` (see tests/tests/watch.rs). It reads the typed status and
+//! events of [`crate::api::types`]. The terminal loop is in `cli/watch/mod.rs`.
 //!
 //! Per service the screen shows a bar of the blue/green split of the NEW connections seen
 //! over the last seconds (deltas of the `new_flows` counters between status samples), the
@@ -13,6 +13,12 @@ use std::{
     time::Duration,
 };
 
+use crate::{
+    api::types::{BackendHealthView, RolloutView, Status, label},
+    events::Event,
+    model::percent as format_percent,
+    util::format_time_ms,
+};
 use ratatui::{
     Frame,
     buffer::Buffer,
@@ -20,13 +26,6 @@ use ratatui::{
     style::{Color, Modifier, Style},
     text::{Line, Span},
     widgets::{Block, Borders, Paragraph},
-};
-use serde_json::Value;
-
-use crate::{
-    config::format_percent,
-    observe::{HealthSnap, RolloutSnap, Snapshot, cause_label},
-    util::format_time_ms,
 };
 
 /// Status samples over a sliding window, to turn counters into recent rates.
@@ -50,19 +49,11 @@ impl Tracker {
 
     /// Adds a sample taken at `at` (any monotonic origin). Keeps one sample at or before
     /// the window's start as the baseline.
-    pub fn push(&mut self, at: Duration, snap: &Snapshot) {
+    pub fn push(&mut self, at: Duration, snap: &Status) {
         let counts = snap
             .services
             .iter()
-            .map(|s| {
-                (
-                    s.name.clone(),
-                    [
-                        s.backends[0].counters.new_flows,
-                        s.backends[1].counters.new_flows,
-                    ],
-                )
-            })
+            .map(|s| (s.name.clone(), [s.blue.new_flows, s.green.new_flows]))
             .collect();
         self.samples.push_back((at, counts));
         let start = at.saturating_sub(self.window);
@@ -116,8 +107,8 @@ pub struct ServiceView {
     /// New connections [blue, green] over `span`; `None` until there are two samples.
     pub recent: Option<([u64; 2], Duration)>,
     pub active: [u64; 2],
-    pub health: [Option<HealthSnap>; 2],
-    pub rollout: Option<RolloutSnap>,
+    pub health: [Option<BackendHealthView>; 2],
+    pub rollout: Option<RolloutView>,
 }
 
 impl ViewModel {
@@ -126,9 +117,9 @@ impl ViewModel {
     pub fn build(
         source: &str,
         clock: &str,
-        snap: &Snapshot,
+        snap: &Status,
         tracker: &Tracker,
-        events: &[Value],
+        events: &[Event],
         max_events: usize,
     ) -> Self {
         let services = snap
@@ -140,11 +131,11 @@ impl ViewModel {
                 port: s.port,
                 weight_bp: s.weight_bp,
                 recent: tracker.recent(&s.name),
-                active: [
-                    s.backends[0].counters.active_flows,
-                    s.backends[1].counters.active_flows,
+                active: [s.blue.active_flows, s.green.active_flows],
+                health: [
+                    s.health.as_ref().map(|h| h.blue.clone()),
+                    s.health.as_ref().map(|h| h.green.clone()),
                 ],
-                health: [s.backends[0].health.clone(), s.backends[1].health.clone()],
                 rollout: s.rollout.clone(),
             })
             .collect();
@@ -160,29 +151,20 @@ impl ViewModel {
 }
 
 /// `04:48:02 web 0.00% -> 25.00% operator uid 0` (UTC time of day).
-pub fn event_line(ev: &Value) -> String {
-    let time = ev
-        .get("time_ms")
-        .and_then(Value::as_u64)
-        .map(|ms| {
-            let t = format_time_ms(ms);
-            t.get(11..19).unwrap_or(&t).to_owned()
-        })
-        .unwrap_or_default();
-    let w = |k: &str| {
-        ev.get(k)
-            .and_then(Value::as_u64)
-            .and_then(|n| u16::try_from(n).ok())
-            .map_or_else(|| "-".to_owned(), |bp| format!("{}%", format_percent(bp)))
+pub fn event_line(ev: &Event) -> String {
+    let t = format_time_ms(ev.time_ms);
+    let time = t.get(11..19).unwrap_or(&t);
+    let w = |bp: Option<u16>| {
+        bp.map_or_else(|| "-".to_owned(), |bp| format!("{}%", format_percent(bp)))
     };
     let mut line = format!(
         "{time} {} {} -> {} {}",
-        ev.get("service").and_then(Value::as_str).unwrap_or("?"),
-        w("old_weight_bp"),
-        w("new_weight_bp"),
-        cause_label(ev)
+        ev.service,
+        w(ev.old_weight_bp),
+        w(ev.new_weight_bp),
+        ev.cause
     );
-    if let Some(uid) = ev.get("uid").and_then(Value::as_u64) {
+    if let Some(uid) = ev.uid {
         line.push_str(&format!(" uid {uid}"));
     }
     line
@@ -203,7 +185,10 @@ fn share(part: u64, total: u64) -> String {
     if total == 0 {
         return "-".into();
     }
-    #[allow(clippy::cast_precision_loss)]
+    #[expect(
+        clippy::cast_precision_loss,
+        reason = "a percent shown with no decimals"
+    )]
     let p = part as f64 * 100.0 / total as f64;
     format!("{p:.0}%")
 }
@@ -213,10 +198,11 @@ fn bar(recent: Option<([u64; 2], Duration)>, width: usize) -> Vec<Span<'static>>
     let Some(([b, g], _)) = recent.filter(|([b, g], _)| b + g > 0) else {
         return vec![Span::styled(EMPTY_CELL.repeat(width), dim())];
     };
-    #[allow(
+    #[expect(
         clippy::cast_possible_truncation,
         clippy::cast_sign_loss,
-        clippy::cast_precision_loss
+        clippy::cast_precision_loss,
+        reason = "a share of a bar at most 60 cells wide, rounded to cells"
     )]
     let blue = ((b as f64 / (b + g) as f64) * width as f64).round() as usize;
     let blue = blue.min(width);
@@ -230,20 +216,21 @@ fn secs(d: Duration) -> String {
     format!("{}s", d.as_secs_f64().round())
 }
 
-fn health_span(h: Option<&HealthSnap>) -> Vec<Span<'static>> {
+fn health_span(h: Option<&BackendHealthView>) -> Vec<Span<'static>> {
     let Some(h) = h else {
         return vec![Span::styled("n/a", dim())];
     };
-    let color = match h.state.as_str() {
+    let state = label(&h.status);
+    let color = match state.as_str() {
         "up" => Color::Green,
         "down" => Color::Red,
         _ => Color::Yellow,
     };
     let mut v = vec![Span::styled(
-        h.state.clone(),
+        state.clone(),
         Style::new().fg(color).add_modifier(Modifier::BOLD),
     )];
-    if h.state != "up"
+    if state != "up"
         && let Some(f) = &h.last_failure
     {
         v.push(Span::raw(format!(" ({f})")));
@@ -305,20 +292,22 @@ fn service_lines(s: &ServiceView, width: u16) -> Vec<Line<'static>> {
         let mut l = vec![
             Span::raw("  rollout "),
             Span::styled(
-                r.state.clone(),
+                label(&r.state),
                 Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD),
             ),
         ];
         if let Some(step) = r.step {
-            let of = r.steps.map(|n| format!("/{n}")).unwrap_or_default();
-            // The daemon counts steps from 0; people from 1.
-            l.push(Span::raw(format!("  step {}{of}", step + 1)));
+            // The status counts steps from 1, as people do.
+            l.push(Span::raw(format!("  step {step}/{}", r.steps)));
         }
         if let Some(w) = r.step_weight_bp {
             l.push(Span::raw(format!(" at {}%", format_percent(w))));
         }
-        if let Some(d) = r.remaining {
-            l.push(Span::raw(format!("  {} left", secs(d))));
+        if let Some(ms) = r.remaining_hold_ms {
+            l.push(Span::raw(format!(
+                "  {} left",
+                secs(Duration::from_millis(ms))
+            )));
         }
         if r.dry_run {
             l.push(Span::styled("  dry run", Style::new().fg(Color::Magenta)));
@@ -426,21 +415,26 @@ pub fn buffer_lines(buf: &Buffer) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::observe::ServiceSnap;
+    use crate::{
+        api::types::{Counters, ServiceStatus},
+        events::Cause,
+    };
 
-    fn snap(blue: u64, green: u64) -> Snapshot {
-        let mut s = ServiceSnap {
-            name: "web".into(),
-            ..ServiceSnap::default()
+    fn snap(blue: u64, green: u64) -> Status {
+        let counters = |new_flows| Counters {
+            new_flows,
+            ..Counters::default()
         };
-        s.backends[0].counters.new_flows = blue;
-        s.backends[1].counters.new_flows = green;
-        Snapshot {
-            services: vec![s],
-            ..Snapshot::default()
+        Status {
+            services: vec![ServiceStatus {
+                name: "web".into(),
+                blue: counters(blue),
+                green: counters(green),
+                ..ServiceStatus::default()
+            }],
+            ..Status::default()
         }
     }
-
     #[test]
     fn tracker_deltas_over_the_window() {
         let mut t = Tracker::new(Duration::from_secs(10));
@@ -479,14 +473,34 @@ mod tests {
 
     #[test]
     fn event_lines() {
-        let ev = serde_json::json!({"seq": 3, "time_ms": 1_700_000_000_000u64, "service": "web",
-            "old_weight_bp": 0, "new_weight_bp": 2500, "cause": "operator", "uid": 0});
+        let ev = Event {
+            seq: 3,
+            time_ms: 1_700_000_000_000,
+            service: "web".into(),
+            old_weight_bp: Some(0),
+            new_weight_bp: Some(2500),
+            cause: Cause::Operator,
+            uid: Some(0),
+            detail: None,
+            dry_run: false,
+            map_update_ns: None,
+            since_decision_ns: None,
+        };
         assert_eq!(
             event_line(&ev),
             "22:13:20 web 0.00% -> 25.00% operator uid 0"
         );
-        let ev = serde_json::json!({"time_ms": 0, "service": "web", "old_weight_bp": 2500,
-            "new_weight_bp": 0, "cause": {"health": {"port": 8082}}, "uid": null});
-        assert_eq!(event_line(&ev), "00:00:00 web 25.00% -> 0.00% health");
+        let ev = Event {
+            time_ms: 0,
+            old_weight_bp: Some(2500),
+            new_weight_bp: Some(0),
+            cause: Cause::HealthRollback,
+            uid: None,
+            ..ev
+        };
+        assert_eq!(
+            event_line(&ev),
+            "00:00:00 web 25.00% -> 0.00% health-rollback"
+        );
     }
 }

@@ -9,17 +9,15 @@
 //! ```
 
 use std::{
-    io::Write,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
-use super::{
-    driver::Actuator,
-    engine::{Cause, Progress, RolloutEvent},
-    gate::SignalSample,
+use super::state::write_durably;
+use crate::{
+    dataplane::{self, DataPlane},
+    rollout::{Actuator, Cause, Progress, RolloutEvent, SignalSample},
 };
-use crate::DataPlane;
 
 /// Errors of the data-plane actuator.
 #[derive(Debug, thiserror::Error)]
@@ -28,7 +26,7 @@ pub enum ActuatorError {
     DataPlane {
         slot: u32,
         #[source]
-        source: crate::Error,
+        source: dataplane::Error,
     },
     #[error("service slot {slot} is not configured")]
     NoService { slot: u32 },
@@ -59,7 +57,7 @@ impl<'a> DataPlaneActuator<'a> {
         }
     }
 
-    fn dp_err(&self) -> impl FnOnce(crate::Error) -> ActuatorError {
+    fn dp_err(&self) -> impl FnOnce(dataplane::Error) -> ActuatorError {
         let slot = self.slot;
         move |source| ActuatorError::DataPlane { slot, source }
     }
@@ -141,17 +139,9 @@ pub fn store_progress(path: &Path, progress: &Progress) -> Result<(), ActuatorEr
         path: path.to_owned(),
         source,
     };
-    let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = path.with_extension("tmp");
     let json = serde_json::to_vec_pretty(progress).map_err(|e| err(e.into()))?;
-    let mut f = std::fs::File::create(&tmp).map_err(err)?;
-    f.write_all(&json).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(err)?;
-    Ok(())
+    write_durably(path, &tmp, &json, || Ok(())).map_err(err)
 }
 
 /// Reads progress written by [`store_progress`]; `Ok(None)` when there is none.

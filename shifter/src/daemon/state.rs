@@ -157,24 +157,38 @@ impl Store {
         };
         fs::create_dir_all(&self.dir).map_err(err)?;
         let tmp = self.dir.join(format!("{}.tmp", paths::STATE_FILE));
-        let body = serde_json::to_vec_pretty(state).map_err(|e| err(io::Error::other(e)))?;
-        {
-            let mut f = fs::File::create(&tmp).map_err(err)?;
-            f.write_all(&body).map_err(err)?;
-            f.write_all(b"\n").map_err(err)?;
-            f.sync_all().map_err(err)?;
-        }
-        if read(&path).is_ok_and(|s| s.is_some()) {
-            let prev = self.prev_path();
-            let _ = fs::remove_file(&prev);
-            fs::hard_link(&path, &prev).map_err(err)?;
-        }
-        fs::rename(&tmp, &path).map_err(err)?;
-        fs::File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(err)?;
-        Ok(())
+        let mut body = serde_json::to_vec_pretty(state).map_err(|e| err(io::Error::other(e)))?;
+        body.push(b'\n');
+        write_durably(&path, &tmp, &body, || {
+            if read(&path).is_ok_and(|s| s.is_some()) {
+                let prev = self.prev_path();
+                let _ = fs::remove_file(&prev);
+                fs::hard_link(&path, &prev)?;
+            }
+            Ok(())
+        })
+        .map_err(err)
     }
+}
+
+/// Replaces `path` with `bytes` so that a crash leaves the old or the new file, never a part:
+/// write `tmp` (same directory), fsync it, run `before_rename` (the state file keeps its
+/// previous copy there), rename it over `path`, fsync the directory. The one durable write
+/// of the daemon (state file and rollout progress).
+pub(crate) fn write_durably(
+    path: &Path,
+    tmp: &Path,
+    bytes: &[u8],
+    before_rename: impl FnOnce() -> io::Result<()>,
+) -> io::Result<()> {
+    {
+        let mut f = fs::File::create(tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    before_rename()?;
+    fs::rename(tmp, path)?;
+    fs::File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()
 }
 
 fn empty() -> State {

@@ -1,136 +1,20 @@
-//! The service definition as the data plane sees it.
+//! The services in the maps: add, update, remove, read back; the port bitmap follows them.
 
-use std::{fmt, net::IpAddr};
-
-use shifter_common::{PROTO_TCP, PROTO_UDP, ServiceConfig, ServiceKey, v4_mapped};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Protocol {
-    Tcp,
-    Udp,
-}
-
-impl Protocol {
-    pub const fn number(self) -> u8 {
-        match self {
-            Self::Tcp => PROTO_TCP,
-            Self::Udp => PROTO_UDP,
-        }
-    }
-    pub const fn from_number(n: u8) -> Option<Self> {
-        match n {
-            PROTO_TCP => Some(Self::Tcp),
-            PROTO_UDP => Some(Self::Udp),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Protocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Tcp => "tcp",
-            Self::Udp => "udp",
-        })
-    }
-}
-
-/// A service: packets to (`protocol`, `port`, one of `local_addrs` or any address when empty)
-/// are steered by `config`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Service {
-    pub protocol: Protocol,
-    pub port: u16,
-    pub local_addrs: Vec<IpAddr>,
-    pub config: ServiceConfig,
-}
-
-impl Service {
-    /// A TCP service on `port` of every local address, connection affinity, green's weight
-    /// `weight_bp` in basis points.
-    pub fn tcp(port: u16, blue_port: u16, green_port: u16, weight_bp: u16) -> Self {
-        Self {
-            protocol: Protocol::Tcp,
-            port,
-            local_addrs: vec![],
-            config: ServiceConfig {
-                blue_port,
-                green_port,
-                weight: weight_bp,
-                affinity: shifter_common::Affinity::Connection,
-            },
-        }
-    }
-
-    /// The identity of a service: everything but its configuration word.
-    pub fn same_identity(&self, other: &Self) -> bool {
-        self.protocol == other.protocol
-            && self.port == other.port
-            && sorted(&self.local_addrs) == sorted(&other.local_addrs)
-    }
-
-    /// The keys of the `SHIFTER_SVC` map this service owns.
-    pub fn keys(&self) -> Vec<ServiceKey> {
-        let key = |addr| ServiceKey {
-            addr,
-            port: self.port,
-            proto: self.protocol.number(),
-            _pad: 0,
-        };
-        if self.local_addrs.is_empty() {
-            vec![key([0; 16])]
-        } else {
-            self.local_addrs
-                .iter()
-                .map(|a| key(addr_bytes(*a)))
-                .collect()
-        }
-    }
-}
-
-impl fmt::Display for Service {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.protocol, self.port)?;
-        for a in &self.local_addrs {
-            write!(f, "@{a}")?;
-        }
-        Ok(())
-    }
-}
-
-fn sorted(v: &[IpAddr]) -> Vec<IpAddr> {
-    let mut v = v.to_vec();
-    v.sort();
-    v
-}
-
-/// The 16-byte key form of an address (IPv4 mapped into IPv6).
-pub fn addr_bytes(a: IpAddr) -> [u8; 16] {
-    match a {
-        IpAddr::V4(v4) => v4_mapped(v4.octets()),
-        IpAddr::V6(v6) => v6.octets(),
-    }
-}
-
-/// The address a 16-byte key form stands for.
-pub fn addr_from_bytes(b: [u8; 16]) -> IpAddr {
-    let v6 = std::net::Ipv6Addr::from(b);
-    match v6.to_ipv4_mapped() {
-        Some(v4) => IpAddr::V4(v4),
-        None => IpAddr::V6(v6),
-    }
-}
-
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
 
 use shifter_common::{
     MAX_SERVICES, PORT_BITMAP_BACKEND_BASE, PORT_BITMAP_SERVICE_BASE, PORT_BITMAP_SPECIFIC_BASE,
+    ServiceConfig, ServiceKey,
 };
 
-use crate::{
-    dataplane::DataPlane,
+use super::{
     error::{Error, Result, map_err},
+    load::DataPlane,
 };
+use crate::model::{Protocol, Service, addr_from_bytes};
 
 impl DataPlane {
     /// Every configured service with its slot, read from the maps (so it includes services

@@ -46,6 +46,18 @@ pub enum Error {
     InvalidService { service: String, reason: String },
     #[error("service {service}: no free slot (at most {max} services)")]
     NoFreeSlot { service: String, max: u32 },
+    #[error("{iface}")]
+    Leftover {
+        iface: String,
+        #[source]
+        source: Box<Error>,
+    },
+    #[error("removing {}", .path.display())]
+    RemovePins {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("service {service} is not configured")]
     UnknownService { service: String },
 }

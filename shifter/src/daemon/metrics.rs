@@ -1,7 +1,7 @@
 //! Prometheus metrics (text format 0.0.4) built with `prometheus-client`.
 //!
 //! The data-plane numbers are read fresh from the maps on every scrape (the daemon's status),
-//! so each scrape builds a registry from a [`Snapshot`]; only the event-derived counters
+//! so each scrape builds a registry from the typed [`Status`]; only the event-derived counters
 //! (weight changes and rollbacks by cause) live across scrapes in [`MetricsState`].
 //!
 //! Every series carries `service` and, per backend, `backend` (`blue`/`green`) labels:
@@ -27,22 +27,41 @@
 //! | `shifter_rollout_step`, `_steps`, `_step_weight_basis_points`, `_hold_remaining_seconds`, `_dry_run` | gauge | rollout progress |
 //! | `shifter_build_info` | gauge | 1, with the daemon's `version` |
 //!
-//! Health and rollout series come from the optional parts of the status (see
-//! [`crate::observe`]); nothing is emitted for them while the status has none.
+//! Health and rollout series come from the optional parts of the status; nothing is emitted
+//! for them while the status has none.
 
 use std::sync::atomic::AtomicU64;
 
+use crate::{
+    api::types::{BackendHealthView, Counters, ServiceStatus, Status, label},
+    events::{Cause, Event},
+};
 use prometheus_client::{
     encoding::{EncodeLabelSet, prometheus_text},
     metrics::{counter::Counter, family::Family, gauge::Gauge, info::Info},
     registry::Registry,
 };
-use serde_json::Value;
 
-use crate::{
-    api::types::Counters,
-    observe::{BACKENDS, Snapshot, cause_label, rollback_cause},
-};
+/// Blue then green, as in the counters map.
+const BACKENDS: [&str; 2] = ["blue", "green"];
+
+/// A service's backends with their counters and health, blue then green.
+fn backends(s: &ServiceStatus) -> [(&'static str, &Counters, Option<&BackendHealthView>); 2] {
+    [
+        ("blue", &s.blue, s.health.as_ref().map(|h| &h.blue)),
+        ("green", &s.green, s.health.as_ref().map(|h| &h.green)),
+    ]
+}
+
+/// The cause of `ev` as a rollback (`health-rollback`, `gate-rollback`, `manual-rollback`);
+/// `None` for every other change.
+pub(crate) fn rollback_cause(ev: &Event) -> Option<String> {
+    matches!(
+        ev.cause,
+        Cause::HealthRollback | Cause::GateRollback | Cause::ManualRollback
+    )
+    .then(|| ev.cause.to_string())
+}
 
 /// The `Content-Type` of [`MetricsState::render`]'s output.
 pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
@@ -111,26 +130,18 @@ impl MetricsState {
         self.next_seq
     }
 
-    /// Counts events (JSON of [`crate::events::Event`] or a later shape with `seq`,
-    /// `service` and `cause`); events already counted are skipped.
-    pub fn observe_events(&mut self, events: &[Value]) {
+    /// Counts events; events already counted are skipped.
+    pub fn observe_events(&mut self, events: &[Event]) {
         for ev in events {
-            let Some(seq) = ev.get("seq").and_then(Value::as_u64) else {
-                continue;
-            };
-            if seq < self.next_seq {
+            if ev.seq < self.next_seq {
                 continue;
             }
-            self.next_seq = seq + 1;
-            let service = ev
-                .get("service")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_owned();
+            self.next_seq = ev.seq + 1;
+            let service = ev.service.clone();
             self.weight_changes
                 .get_or_create(&CauseLabels {
                     service: service.clone(),
-                    cause: cause_label(ev),
+                    cause: ev.cause.to_string(),
                 })
                 .inc();
             if let Some(cause) = rollback_cause(ev) {
@@ -144,7 +155,7 @@ impl MetricsState {
 
     /// The text exposition of `snap`. `flow_entries`: the flow table's exact entry count if
     /// known (else the sum of the services' active flows).
-    pub fn render(&self, snap: &Snapshot, flow_entries: Option<u64>) -> String {
+    pub fn render(&self, snap: &Status, flow_entries: Option<u64>) -> String {
         let mut reg = Registry::with_prefix("shifter");
         register_backend_counters(&mut reg, snap);
 
@@ -172,17 +183,25 @@ impl MetricsState {
             ratio,
         );
 
-        let entries = flow_entries.unwrap_or_else(|| snap.flow_entries());
+        let entries = flow_entries.unwrap_or_else(|| {
+            snap.services
+                .iter()
+                .map(|s| s.blue.active_flows + s.green.active_flows)
+                .sum()
+        });
         let g = Gauge::<i64>::default();
         g.set(i64::try_from(entries).unwrap_or(i64::MAX));
         reg.register("flow_table_entries", "Entries in the flow table", g);
         let g = Gauge::<i64>::default();
-        g.set(i64::try_from(snap.flow_table_size).unwrap_or(i64::MAX));
+        g.set(i64::from(snap.flow_table_size));
         reg.register("flow_table_capacity", "Capacity of the flow table", g);
         if snap.flow_table_size > 0 {
             let g = FloatGauge::default();
-            #[allow(clippy::cast_precision_loss)]
-            g.set(entries as f64 / snap.flow_table_size as f64);
+            #[expect(
+                clippy::cast_precision_loss,
+                reason = "a fill ratio; entries far below 2^52"
+            )]
+            g.set(entries as f64 / f64::from(snap.flow_table_size));
             reg.register(
                 "flow_table_fill_ratio",
                 "Flow-table entries over its capacity (0..1)",
@@ -291,23 +310,23 @@ const PER_BACKEND: [(&str, &str, bool, Get); 10] = [
     ),
 ];
 
-fn register_backend_counters(reg: &mut Registry, snap: &Snapshot) {
+fn register_backend_counters(reg: &mut Registry, snap: &Status) {
     for (name, help, is_counter, get) in PER_BACKEND {
         if is_counter {
             let fam = Family::<BackendLabels, Counter>::default();
             for s in &snap.services {
-                for (b, snap_b) in BACKENDS.iter().zip(&s.backends) {
+                for (b, counters, _) in backends(s) {
                     fam.get_or_create(&backend(&s.name, b))
-                        .inc_by(get(&snap_b.counters));
+                        .inc_by(get(counters));
                 }
             }
             reg.register(name, help, fam);
         } else {
             let fam = Family::<BackendLabels, Gauge>::default();
             for s in &snap.services {
-                for (b, snap_b) in BACKENDS.iter().zip(&s.backends) {
+                for (b, counters, _) in backends(s) {
                     fam.get_or_create(&backend(&s.name, b))
-                        .set(i64::try_from(get(&snap_b.counters)).unwrap_or(i64::MAX));
+                        .set(i64::try_from(get(counters)).unwrap_or(i64::MAX));
                 }
             }
             reg.register(name, help, fam);
@@ -315,25 +334,26 @@ fn register_backend_counters(reg: &mut Registry, snap: &Snapshot) {
     }
 }
 
-fn register_health(reg: &mut Registry, snap: &Snapshot) {
+fn register_health(reg: &mut Registry, snap: &Status) {
     let state = Family::<StateLabels, Gauge>::default();
     let up = Family::<BackendLabels, Gauge>::default();
     let (mut any_state, mut any_up) = (false, false);
     for s in &snap.services {
-        for (b, snap_b) in BACKENDS.iter().zip(&s.backends) {
-            let Some(h) = &snap_b.health else { continue };
+        for (b, _, h) in backends(s) {
+            let Some(h) = h else { continue };
             any_state = true;
+            let state_label = label(&h.status);
             state
                 .get_or_create(&StateLabels {
                     service: s.name.clone(),
-                    backend: (*b).to_owned(),
-                    state: h.state.clone(),
+                    backend: b.to_owned(),
+                    state: state_label.clone(),
                 })
                 .set(1);
             if h.checked() {
                 any_up = true;
                 up.get_or_create(&backend(&s.name, b))
-                    .set(i64::from(h.state == "up"));
+                    .set(i64::from(state_label == "up"));
             }
         }
     }
@@ -353,7 +373,7 @@ fn register_health(reg: &mut Registry, snap: &Snapshot) {
     }
 }
 
-fn register_rollout(reg: &mut Registry, snap: &Snapshot) {
+fn register_rollout(reg: &mut Registry, snap: &Status) {
     let state = Family::<RolloutStateLabels, Gauge>::default();
     let step = Family::<ServiceLabels, Gauge>::default();
     let steps = Family::<ServiceLabels, Gauge>::default();
@@ -371,25 +391,24 @@ fn register_rollout(reg: &mut Registry, snap: &Snapshot) {
         state
             .get_or_create(&RolloutStateLabels {
                 service: s.name.clone(),
-                state: r.state.clone(),
+                state: label(&r.state),
             })
             .set(1);
         dry_run.get_or_create(&l).set(i64::from(r.dry_run));
         if let Some(n) = r.step {
             any[1] = true;
-            step.get_or_create(&l).set(to_i64(n));
+            step.get_or_create(&l).set(to_i64(n as u64));
         }
-        if let Some(n) = r.steps {
-            any[2] = true;
-            steps.get_or_create(&l).set(to_i64(n));
-        }
+        any[2] = true;
+        steps.get_or_create(&l).set(to_i64(r.steps as u64));
         if let Some(w) = r.step_weight_bp {
             any[3] = true;
             step_weight.get_or_create(&l).set(i64::from(w));
         }
-        if let Some(d) = r.remaining {
+        if let Some(ms) = r.remaining_hold_ms {
             any[4] = true;
-            remaining.get_or_create(&l).set(d.as_secs_f64());
+            #[expect(clippy::cast_precision_loss, reason = "a hold of at most 7 days in ms")]
+            remaining.get_or_create(&l).set(ms as f64 / 1000.0);
         }
     }
     if !any[0] {
@@ -428,31 +447,86 @@ fn register_rollout(reg: &mut Registry, snap: &Snapshot) {
 }
 
 #[cfg(test)]
-mod tests {
-    use serde_json::json;
-
+pub(crate) mod tests {
     use super::*;
+    use crate::api::types::{HealthView, RolloutView};
 
-    fn status(extra: Value) -> Value {
-        let mut svc = crate::observe::tests::svc();
-        if let (Some(s), Value::Object(e)) = (svc.as_object_mut(), extra) {
-            s.extend(e);
+    /// One service as `GET /v1/status` shows it.
+    pub(crate) fn svc() -> ServiceStatus {
+        ServiceStatus {
+            name: "web".into(),
+            protocol: "tcp".into(),
+            port: 80,
+            local_addresses: vec![],
+            blue_port: 8080,
+            green_port: 8081,
+            weight_bp: 2500,
+            weight_percent: "25.00".into(),
+            affinity: "connection".into(),
+            slot: 0,
+            blue: Counters {
+                new_flows: 3,
+                active_flows: 2,
+                packets: 10,
+                bytes: 1000,
+                egress_packets: 9,
+                egress_bytes: 900,
+                refusals: 1,
+                ..Counters::default()
+            },
+            green: Counters {
+                new_flows: 1,
+                active_flows: 1,
+                packets: 4,
+                bytes: 400,
+                egress_packets: 4,
+                egress_bytes: 400,
+                evictions: 5,
+                resets: 2,
+                ..Counters::default()
+            },
+            health: None,
+            rollout: None,
         }
-        json!({"version": "0.1.0", "flow_table_size": 100, "services": [svc]})
     }
 
-    fn render(extra: Value, events: &[Value]) -> String {
+    fn status(svc: ServiceStatus) -> Status {
+        Status {
+            version: "0.1.0".into(),
+            pid: 1,
+            bpffs_dir: String::new(),
+            state_dir: String::new(),
+            flow_table_size: 100,
+            interfaces: vec![],
+            services: vec![svc],
+        }
+    }
+
+    fn event(seq: u64, cause: Cause) -> Event {
+        Event {
+            seq,
+            time_ms: 0,
+            service: "web".into(),
+            old_weight_bp: None,
+            new_weight_bp: Some(0),
+            cause,
+            uid: None,
+            detail: None,
+            dry_run: false,
+            map_update_ns: None,
+            since_decision_ns: None,
+        }
+    }
+
+    fn render(svc: ServiceStatus, events: &[Event]) -> String {
         let mut m = MetricsState::new(0);
         m.observe_events(events);
-        m.render(&Snapshot::from_status(&status(extra)), None)
+        m.render(&status(svc), None)
     }
 
     #[test]
     fn core_series() {
-        let t = render(
-            json!({}),
-            &[json!({"seq": 0, "service": "web", "cause": "config"})],
-        );
+        let t = render(svc(), &[event(0, Cause::Config)]);
         for line in [
             "# TYPE shifter_new_flows_total counter",
             "shifter_new_flows_total{service=\"web\",backend=\"blue\"} 3",
@@ -475,20 +549,78 @@ mod tests {
         }
     }
 
+    fn health(status: &str, last_failure: Option<&str>) -> BackendHealthView {
+        BackendHealthView {
+            port: 0,
+            check_port: 0,
+            status: status.into(),
+            last_failure: last_failure.map(str::to_owned),
+            last_check_ok: None,
+            checks: 1,
+        }
+    }
+
     /// A render with every optional part present.
     fn full() -> String {
+        let mut s = svc();
+        s.health = Some(HealthView {
+            blue: health("up", None),
+            green: health("down", Some("x")),
+        });
+        s.rollout = Some(RolloutView {
+            state: "running".into(),
+            kind: Some("canary".into()),
+            dry_run: false,
+            step: Some(1),
+            steps: 3,
+            step_weight_bp: Some(2500),
+            remaining_hold_ms: Some(1500),
+            would_weight_bp: None,
+            gate_waiting: None,
+            rolled_back: None,
+        });
         render(
-            json!({
-                "health": {"blue": {"status": "up"}, "green": {"status": "down", "last_failure": "x"}},
-                "rollout": {"state": "running", "step": 1, "steps": [100, 2500, 10000],
-                            "step_weight_bp": 2500, "remaining_hold_ms": 1500}
-            }),
+            s,
             &[
-                json!({"seq": 4, "service": "web", "cause": "operator"}),
-                json!({"seq": 5, "service": "web", "cause": {"health": {"port": 8081}}}),
-                json!({"seq": 5, "service": "web", "cause": {"health": {"port": 8081}}}),
+                event(4, Cause::Operator),
+                event(5, Cause::HealthRollback),
+                event(5, Cause::HealthRollback),
             ],
         )
+    }
+
+    #[test]
+    fn states_are_labels() {
+        let mut s = svc();
+        s.health = Some(HealthView {
+            blue: health("not checked", None),
+            green: health("unknown", None),
+        });
+        s.rollout = Some(RolloutView {
+            state: "waiting for approval".into(),
+            kind: None,
+            dry_run: true,
+            step: None,
+            steps: 0,
+            step_weight_bp: None,
+            remaining_hold_ms: None,
+            would_weight_bp: None,
+            gate_waiting: None,
+            rolled_back: None,
+        });
+        let t = render(s, &[]);
+        for line in [
+            "shifter_backend_health{service=\"web\",backend=\"blue\",state=\"not-checked\"} 1",
+            "shifter_backend_up{service=\"web\",backend=\"green\"} 0",
+            "shifter_rollout_state{service=\"web\",state=\"waiting-for-approval\"} 1",
+            "shifter_rollout_dry_run{service=\"web\"} 1",
+        ] {
+            assert!(t.lines().any(|l| l == line), "missing {line:?} in\n{t}");
+        }
+        assert!(
+            !t.contains("backend_up{service=\"web\",backend=\"blue\"}"),
+            "{t}"
+        );
     }
 
     #[test]
@@ -503,7 +635,7 @@ mod tests {
             "shifter_rollout_steps{service=\"web\"} 3",
             "shifter_rollout_step_weight_basis_points{service=\"web\"} 2500",
             "shifter_rollout_hold_remaining_seconds{service=\"web\"} 1.5",
-            "shifter_rollbacks_total{service=\"web\",cause=\"health\"} 1",
+            "shifter_rollbacks_total{service=\"web\",cause=\"health-rollback\"} 1",
             "shifter_weight_changes_total{service=\"web\",cause=\"operator\"} 1",
         ] {
             assert!(t.lines().any(|l| l == line), "missing {line:?} in\n{t}");
@@ -512,7 +644,7 @@ mod tests {
 
     #[test]
     fn the_dashboard_uses_only_metrics_that_exist() {
-        let dash = include_str!("../../packaging/grafana-shifter.json");
+        let dash = include_str!("../../../packaging/grafana-shifter.json");
         let t = full();
         let emitted: std::collections::BTreeSet<&str> = t
             .lines()

@@ -5,9 +5,9 @@
 use aya::maps::Array;
 use shifter_common::{DRY_ACTIVE, MAP_DRY_RUN, MAX_SERVICES, WEIGHT_MAX, dry_weight};
 
-use crate::{
-    dataplane::DataPlane,
+use super::{
     error::{Error, Result, map_err},
+    load::DataPlane,
 };
 
 impl DataPlane {

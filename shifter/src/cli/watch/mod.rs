@@ -1,22 +1,24 @@
 //! `shifter watch [--interval 1s] [--window 10s] [--once]`: the live terminal view. The
-//! screen itself is drawn by `crate::watch::render` from a view model.
+//! screen itself is drawn by [`view::render`] from a view model of the typed status.
+
+pub mod view;
 
 use std::{
     io::IsTerminal as _,
     time::{Duration, Instant},
 };
 
-use hyper::Method;
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
-use serde_json::Value;
 
 use super::{Failure, VerbResult, fail};
 use crate::{
-    api::client::{Client, ClientError},
-    observe::Snapshot,
+    api::{
+        client::{Client, ClientError},
+        types::Status,
+    },
     util::{format_time_ms, now_unix_ms},
-    watch::{Tracker, ViewModel, render, render_text},
 };
+use view::{Tracker, ViewModel, render, render_text};
 
 /// Watch every service live: the blue/green split of new connections, weights, flows,
 /// health, rollouts and the last events. Keys: q, Esc or Ctrl-C quit.
@@ -52,8 +54,8 @@ struct Sampler<'a> {
     rt: tokio::runtime::Runtime,
     start: Instant,
     tracker: Tracker,
-    snap: Snapshot,
-    events: Vec<Value>,
+    snap: Status,
+    events: Vec<crate::events::Event>,
     next_event: u64,
     clock: String,
 }
@@ -68,7 +70,7 @@ impl<'a> Sampler<'a> {
                 .expect("tokio runtime"),
             start: Instant::now(),
             tracker: Tracker::new(window),
-            snap: Snapshot::default(),
+            snap: Status::default(),
             events: Vec::new(),
             next_event: 0,
             clock: String::new(),
@@ -77,24 +79,20 @@ impl<'a> Sampler<'a> {
 
     fn sample(&mut self) -> Result<(), ClientError> {
         let client = self.client;
-        let path = format!("/v1/events?since={}", self.next_event);
+        let since = self.next_event;
         let (status, events) = self.rt.block_on(async {
-            let status: Value = client.call(Method::GET, "/v1/status", None).await?;
-            let events: Value = client.call(Method::GET, &path, None).await?;
+            let status = client.status().await?;
+            let events = client.events(since).await?;
             Ok::<_, ClientError>((status, events))
         })?;
-        self.snap = Snapshot::from_status(&status);
-        self.tracker.push(self.start.elapsed(), &self.snap);
-        if let Some(new) = events.get("events").and_then(Value::as_array) {
-            for ev in new {
-                if let Some(seq) = ev.get("seq").and_then(Value::as_u64) {
-                    self.next_event = self.next_event.max(seq + 1);
-                }
-                self.events.push(ev.clone());
-            }
-            let skip = self.events.len().saturating_sub(EVENTS_KEPT);
-            self.events.drain(..skip);
+        self.tracker.push(self.start.elapsed(), &status);
+        self.snap = status;
+        for ev in events.events {
+            self.next_event = self.next_event.max(ev.seq + 1);
+            self.events.push(ev);
         }
+        let skip = self.events.len().saturating_sub(EVENTS_KEPT);
+        self.events.drain(..skip);
         let now = format_time_ms(now_unix_ms());
         self.clock = format!("{} UTC", now.get(11..19).unwrap_or(&now));
         Ok(())

@@ -1,0 +1,356 @@
+//! `[services.rollout]`: the default ramp of `rollout start` and the bounds of its
+//! kernel-signal gate. Percentages are green's share of new connections; problems are named
+//! with their full field (`services[0].rollout.steps[2]`).
+//!
+//! ```toml
+//! [services.rollout]
+//! steps = [1, 5, { weight = 25, approve = true }, 50, { weight = 100, hold = "2m" }]
+//! hold = "30s"
+//! max_refusal_percent = 2      # gate: green's refused / new connections over a step
+//! refusal_margin_percent = 1   # ... and at most blue's ratio + this margin
+//! max_reset_percent = 5
+//! reset_margin_percent = 2
+//! min_green_flows = 0          # fewer new green flows in a step: keep holding
+//! ```
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use shifter_common::WEIGHT_MAX;
+
+use super::{FieldError, Number, Problems, duration};
+use crate::model::bp_text;
+
+/// Default ramp, in basis points: 1, 5, 25, 50, 100 %.
+pub const DEFAULT_STEPS_BP: [u16; 5] = [100, 500, 2500, 5000, 10_000];
+/// Default hold time of each step.
+pub const DEFAULT_HOLD: Duration = Duration::from_secs(30);
+
+/// One step as written: a percentage, or a table with its own hold and approval.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum RawStep {
+    Weight(Number),
+    Table {
+        weight: Number,
+        hold: Option<String>,
+        #[serde(default)]
+        approve: bool,
+    },
+}
+
+/// `[services.rollout]` as written. Percentages are green's share of new connections.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRollout {
+    pub steps: Option<Vec<RawStep>>,
+    pub hold: Option<String>,
+    pub max_refusal_percent: Option<Number>,
+    pub refusal_margin_percent: Option<Number>,
+    pub max_reset_percent: Option<Number>,
+    pub reset_margin_percent: Option<Number>,
+    pub min_green_flows: Option<i64>,
+}
+
+/// One step of a ramp: set green's weight, hold it, check the gates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Step {
+    pub weight_bp: u16,
+    pub hold: Duration,
+    /// After the hold and passing gates, wait for `rollout approve` before moving on.
+    pub approve: bool,
+}
+
+/// Bounds of the kernel-signal gate. Ratios are in parts per million of green's new flows
+/// over the step (`refusals / new_flows`, `resets / new_flows`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GateSettings {
+    pub max_refusal_ppm: u32,
+    pub refusal_margin_ppm: u32,
+    pub max_reset_ppm: u32,
+    pub reset_margin_ppm: u32,
+    /// Below this many new green flows in a step the gate has no verdict yet and the step
+    /// keeps holding.
+    pub min_green_flows: u64,
+}
+
+impl Default for GateSettings {
+    fn default() -> Self {
+        Self {
+            max_refusal_ppm: 20_000,
+            refusal_margin_ppm: 10_000,
+            max_reset_ppm: 50_000,
+            reset_margin_ppm: 20_000,
+            min_green_flows: 0,
+        }
+    }
+}
+
+/// Validated rollout settings of a service: the defaults of `rollout start`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutSettings {
+    pub steps: Vec<Step>,
+    /// Hold of steps that do not name their own (and of `--hold` on the command line).
+    pub hold: Duration,
+    pub gate: GateSettings,
+}
+
+impl Default for RolloutSettings {
+    fn default() -> Self {
+        Self {
+            steps: DEFAULT_STEPS_BP
+                .iter()
+                .map(|&weight_bp| Step {
+                    weight_bp,
+                    hold: DEFAULT_HOLD,
+                    approve: false,
+                })
+                .collect(),
+            hold: DEFAULT_HOLD,
+            gate: GateSettings::default(),
+        }
+    }
+}
+
+/// Longest hold accepted for one step.
+pub const MAX_HOLD: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Most steps in one ramp.
+pub const MAX_STEPS: usize = 100;
+
+/// Checks a ramp: 1..=`MAX_STEPS` steps, weights strictly rising within 1..=10000 bp,
+/// holds at most `MAX_HOLD`. Problems are named `steps[i]`.
+pub fn check_steps(steps: &[Step]) -> Result<(), Vec<FieldError>> {
+    let mut p = Problems::new("");
+    check_steps_into(&mut p, steps);
+    p.finish(())
+}
+
+fn check_steps_into(p: &mut Problems, steps: &[Step]) {
+    if steps.is_empty() {
+        p.add("steps", "a ramp needs at least one step");
+    }
+    if steps.len() > MAX_STEPS {
+        p.add(
+            "steps",
+            format!("{} steps; at most {MAX_STEPS} are allowed", steps.len()),
+        );
+    }
+    let mut prev: Option<u16> = None;
+    for (i, s) in steps.iter().enumerate() {
+        let f = format!("steps[{i}]");
+        if s.weight_bp == 0 || s.weight_bp > WEIGHT_MAX {
+            p.add(
+                &f,
+                format!("{} is outside 0.01..=100%", bp_text(s.weight_bp)),
+            );
+        } else if let Some(prev) = prev
+            && s.weight_bp <= prev
+        {
+            p.add(
+                &f,
+                format!(
+                    "{} is not above the previous step ({})",
+                    bp_text(s.weight_bp),
+                    bp_text(prev)
+                ),
+            );
+        }
+        if s.hold > MAX_HOLD {
+            p.add(
+                &f,
+                format!(
+                    "hold {} is above 7 days",
+                    humantime::format_duration(s.hold)
+                ),
+            );
+        }
+        prev = Some(s.weight_bp);
+    }
+}
+
+impl RolloutSettings {
+    /// Validates `raw`; problems are named `prefix.field`.
+    pub fn from_raw(raw: &RawRollout, prefix: &str) -> Result<Self, Vec<FieldError>> {
+        let mut p = Problems::new(prefix);
+        let hold = duration(&mut p, "hold", raw.hold.as_deref(), DEFAULT_HOLD);
+        if hold > MAX_HOLD {
+            p.add(
+                "hold",
+                format!("{} is above 7 days", humantime::format_duration(hold)),
+            );
+        }
+        let steps = steps(&mut p, raw.steps.as_deref(), hold);
+        let gate = gate(&mut p, raw);
+        p.finish(Self { steps, hold, gate })
+    }
+}
+
+/// The steps as written (`steps[i]`, each a percentage or a table), or the defaults with
+/// `hold`.
+fn steps(p: &mut Problems, steps: Option<&[RawStep]>, hold: Duration) -> Vec<Step> {
+    match steps {
+        None => RolloutSettings::default()
+            .steps
+            .into_iter()
+            .map(|s| Step { hold, ..s })
+            .collect(),
+        Some(list) => {
+            let mut steps = Vec::new();
+            for (i, s) in list.iter().enumerate() {
+                let (weight, step_hold, approve) = match s {
+                    RawStep::Weight(w) => (w, None, false),
+                    RawStep::Table {
+                        weight,
+                        hold,
+                        approve,
+                    } => (weight, hold.as_deref(), *approve),
+                };
+                let weight_bp = match weight.weight() {
+                    Ok(w) => w.bp(),
+                    Err(e) => {
+                        p.add(format!("steps[{i}]"), e);
+                        continue;
+                    }
+                };
+                let hold = duration(p, &format!("steps[{i}].hold"), step_hold, hold);
+                steps.push(Step {
+                    weight_bp,
+                    hold,
+                    approve,
+                });
+            }
+            // Only check the order when every weight parsed (indices stay aligned).
+            if steps.len() == list.len() {
+                check_steps_into(p, &steps);
+            }
+            steps
+        }
+    }
+}
+
+/// The bounds of the kernel-signal gate.
+fn gate(p: &mut Problems, raw: &RawRollout) -> GateSettings {
+    let ppm = |p: &mut Problems, field: &str, v: &Option<Number>, default: u32| match v {
+        None => default,
+        Some(n) => {
+            let text = n.text();
+            match text.parse::<f64>() {
+                Ok(x) if (0.0..=100.0).contains(&x) => (x * 10_000.0).round() as u32,
+                _ => {
+                    p.add(field, format!("{text} is not a percentage in 0..=100"));
+                    default
+                }
+            }
+        }
+    };
+    let d = GateSettings::default();
+    GateSettings {
+        max_refusal_ppm: ppm(
+            p,
+            "max_refusal_percent",
+            &raw.max_refusal_percent,
+            d.max_refusal_ppm,
+        ),
+        refusal_margin_ppm: ppm(
+            p,
+            "refusal_margin_percent",
+            &raw.refusal_margin_percent,
+            d.refusal_margin_ppm,
+        ),
+        max_reset_ppm: ppm(
+            p,
+            "max_reset_percent",
+            &raw.max_reset_percent,
+            d.max_reset_ppm,
+        ),
+        reset_margin_ppm: ppm(
+            p,
+            "reset_margin_percent",
+            &raw.reset_margin_percent,
+            d.reset_margin_ppm,
+        ),
+        min_green_flows: match raw.min_green_flows {
+            None => d.min_green_flows,
+            Some(n) if n >= 0 => n as u64,
+            Some(n) => {
+                p.add("min_green_flows", format!("{n} is negative"));
+                d.min_green_flows
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rollout(toml_text: &str) -> Result<RolloutSettings, Vec<String>> {
+        let raw: RawRollout = toml::from_str(toml_text).expect("toml parses");
+        RolloutSettings::from_raw(&raw, "services[0].rollout")
+            .map_err(|v| v.iter().map(ToString::to_string).collect())
+    }
+
+    #[test]
+    fn rollout_defaults_and_steps() {
+        let r = rollout("").unwrap();
+        assert_eq!(r, RolloutSettings::default());
+        let r = rollout(
+            r#"steps = [0.5, "5", { weight = 25, approve = true }, { weight = 100, hold = "2m" }]
+               hold = "10s"
+               max_refusal_percent = 1.5
+               min_green_flows = 20"#,
+        )
+        .unwrap();
+        let w: Vec<_> = r
+            .steps
+            .iter()
+            .map(|s| (s.weight_bp, s.hold.as_secs(), s.approve))
+            .collect();
+        assert_eq!(
+            w,
+            [
+                (50, 10, false),
+                (500, 10, false),
+                (2500, 10, true),
+                (10_000, 120, false)
+            ]
+        );
+        assert_eq!(r.gate.max_refusal_ppm, 15_000);
+        assert_eq!(r.gate.min_green_flows, 20);
+    }
+
+    #[test]
+    fn rollout_problems_name_their_field() {
+        let e = rollout("steps = [5, 5, 101]").unwrap_err();
+        assert_eq!(e, ["services[0].rollout.steps[2]: 101 is outside 0..=100"]);
+        let e = rollout("steps = [5, 5, 100]").unwrap_err();
+        assert_eq!(
+            e,
+            ["services[0].rollout.steps[1]: 5.00% is not above the previous step (5.00%)"]
+        );
+        let e = rollout("steps = [0, 1.234]").unwrap_err();
+        assert_eq!(
+            e,
+            ["services[0].rollout.steps[1]: 1.234 has more than two decimals"]
+        );
+        let e = rollout("steps = [0, 1]").unwrap_err();
+        assert_eq!(
+            e,
+            ["services[0].rollout.steps[0]: 0.00% is outside 0.01..=100%"]
+        );
+        let e = rollout("steps = []\nmax_reset_percent = 120\nmin_green_flows = -1").unwrap_err();
+        assert_eq!(
+            e,
+            [
+                "services[0].rollout.steps: a ramp needs at least one step",
+                "services[0].rollout.max_reset_percent: 120 is not a percentage in 0..=100",
+                "services[0].rollout.min_green_flows: -1 is negative",
+            ]
+        );
+        let e = rollout("steps = [{ weight = 5, hold = \"forever\" }]").unwrap_err();
+        assert!(
+            e[0].starts_with("services[0].rollout.steps[0].hold: \"forever\""),
+            "{e:?}"
+        );
+    }
+}
