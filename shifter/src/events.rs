@@ -83,6 +83,31 @@ pub struct Event {
     pub since_decision_ns: Option<u64>,
 }
 
+impl Event {
+    /// A weight change without detail; `seq` and `time_ms` are set by `EventLog::push`.
+    pub fn new(
+        service: &str,
+        old_weight_bp: Option<u16>,
+        new_weight_bp: Option<u16>,
+        cause: Cause,
+        uid: Option<u32>,
+    ) -> Self {
+        Self {
+            seq: 0,
+            time_ms: 0,
+            service: service.to_owned(),
+            old_weight_bp,
+            new_weight_bp,
+            cause,
+            uid,
+            detail: None,
+            dry_run: false,
+            map_update_ns: None,
+            since_decision_ns: None,
+        }
+    }
+}
+
 /// The bounded event log.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventLog {
@@ -101,19 +126,13 @@ impl EventLog {
         cause: Cause,
         uid: Option<u32>,
     ) -> Event {
-        self.push(Event {
-            seq: 0,
-            time_ms: 0,
-            service: service.to_owned(),
+        self.push(Event::new(
+            service,
             old_weight_bp,
             new_weight_bp,
             cause,
             uid,
-            detail: None,
-            dry_run: false,
-            map_update_ns: None,
-            since_decision_ns: None,
-        })
+        ))
     }
 
     /// Appends `ev`, numbering and timestamping it, and drops the oldest beyond

@@ -17,6 +17,7 @@ use super::{
     engine::Command,
     metrics::MetricsState,
     rollouts::{Outcome, Rollouts, to_event},
+    startup::start_values,
     state::{AttachmentRecord, Source, State, Store},
 };
 use crate::{
@@ -97,7 +98,9 @@ impl Actor {
             events,
             rollouts,
         };
-        actor.apply_initial().map_err(DaemonError::DataPlane)?;
+        actor
+            .apply_initial(loaded.source)
+            .map_err(DaemonError::DataPlane)?;
         actor.sync_rollouts();
         actor.attach_initial()?;
         actor.persist();
@@ -248,7 +251,9 @@ impl Actor {
         let _ = self.events.send(ev);
     }
 
-    fn apply_initial(&mut self) -> Result<(), dataplane::Error> {
+    /// Sets every configured service: the live pinned values win over the state file (read
+    /// from `source`), which wins over the configuration (see `startup`).
+    fn apply_initial(&mut self, source: Source) -> Result<(), dataplane::Error> {
         let live = self.dp.services()?;
         for svc in live.values() {
             if !self
@@ -267,11 +272,30 @@ impl Actor {
                 .iter()
                 .find(|(_, s)| s.same_identity(&spec.service))
                 .map(|(slot, s)| (*slot, s.clone()));
-            let (weight, cause, from) = match (self.state.weights.get(&spec.name), &existing) {
-                (Some(w), _) => (*w, Cause::Restore, "state file"),
-                (None, Some((_, s))) => (s.config.weight, Cause::Restore, "pinned maps"),
-                (None, None) => (spec.service.config.weight, Cause::Config, "configuration"),
-            };
+            let saved = self.state.weights.get(&spec.name).copied();
+            let live = existing.as_ref().map(|(_, s)| s);
+            let start = start_values(
+                live,
+                saved,
+                &spec.service,
+                self.state.swapped.contains(&spec.name),
+            );
+            if let Some(detail) = start.disagreement(saved, source) {
+                warn!("{}: {detail}", spec.name);
+                let old = live.map(|s| s.config.weight);
+                let ev = Event {
+                    detail: Some(detail),
+                    ..Event::new(&spec.name, old, Some(start.weight), Cause::Restore, None)
+                };
+                let ev = self.state.log.push(ev);
+                let _ = self.events.send(ev);
+            }
+            if start.swapped {
+                self.state.swapped.insert(spec.name.clone());
+            } else {
+                self.state.swapped.remove(&spec.name);
+            }
+            let (weight, cause, from) = (start.weight, start.cause, start.from);
             let mut want = self.with_roles(&spec.name, &spec.service);
             want.config.weight = weight;
             let slot = match &existing {
@@ -318,7 +342,7 @@ impl Actor {
                 })?;
             let what = match info.adoption() {
                 Adoption::SameBuild => {
-                    "adopted, same build: the pinned links keep their programs".to_owned()
+                    "adopted, same build: this run's copy swapped into the pinned links".to_owned()
                 }
                 Adoption::Replaced => {
                     "upgraded programs, maps kept: the programs were replaced atomically in place"

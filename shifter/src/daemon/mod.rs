@@ -27,6 +27,7 @@ pub mod offline;
 mod pipeline_tests;
 mod reload;
 mod rollouts;
+mod startup;
 pub mod state;
 
 use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
