@@ -69,8 +69,9 @@ impl fmt::Display for TcMode {
 pub enum Adoption {
     /// Nothing of ours was attached: a new attachment.
     Fresh,
-    /// A pinned link already runs this very build (same program tag): kept as it is, the
-    /// link is not updated at all.
+    /// A pinned link already ran this very build (same program tag). This process's copy
+    /// was swapped in atomically all the same, so the kernel keeps one copy of each program
+    /// (the old copy goes with its last reference) instead of one per restart.
     SameBuild,
     /// An existing link (or legacy filter) ran another build, or a build we cannot compare
     /// (legacy filters): its program was replaced atomically in place.
@@ -99,10 +100,16 @@ impl fmt::Display for Adoption {
     }
 }
 
-/// True when the program that the link pinned at `pin` runs has the tag `tag` (same build).
-pub(crate) fn same_build(pin: &Path, tag: u64) -> Result<bool, BoxError> {
+/// What adopting the link pinned at `pin` with a program of tag `tag` is: the same build
+/// when the program it runs now has that tag, another build otherwise.
+pub(crate) fn adoption_of(pin: &Path, tag: u64) -> Result<Adoption, BoxError> {
     let link = crate::sys::obj_get(pin)?;
-    Ok(u64::from_be_bytes(crate::sys::link_prog_tag(link.as_fd())?) == tag)
+    let same = u64::from_be_bytes(crate::sys::link_prog_tag(link.as_fd())?) == tag;
+    Ok(if same {
+        Adoption::SameBuild
+    } else {
+        Adoption::Replaced
+    })
 }
 
 /// Fixed priority and handle of our legacy cls_bpf filters, so a restart finds and
@@ -125,8 +132,7 @@ fn is_not_found(e: &LinkError) -> bool {
 }
 
 /// Attaches `prog` at `attach_type` on `iface`. An existing link pinned at `pin` (tcx) is
-/// adopted: kept untouched when it runs the same build as `prog`, otherwise its program is
-/// replaced atomically. An existing shifter filter (legacy) gets the program replaced.
+/// adopted: `prog` replaces its program atomically, whether it was the same build or not. An existing shifter filter (legacy) gets the program replaced.
 pub(crate) fn attach_tc(
     prog: &mut SchedClassifier,
     iface: &str,
@@ -135,19 +141,15 @@ pub(crate) fn attach_tc(
 ) -> Result<(TcAttachment, TcMode, Adoption), BoxError> {
     match PinnedLink::from_pin(pin) {
         Ok(pinned) => {
-            let fd = FdLink::from(pinned);
-            if same_build(pin, prog.info()?.tag())? {
-                let link = SchedClassifierLink::try_from(fd)?;
-                return Ok((TcAttachment::Tcx(link), TcMode::Tcx, Adoption::SameBuild));
-            }
-            // Another build: swap the program inside the existing link; no packet sees no
+            let adoption = adoption_of(pin, prog.info()?.tag())?;
+            // Swap our program into the existing link (BPF_LINK_UPDATE): no packet sees no
             // program, and the maps (pinned) stay.
-            let link = SchedClassifierLink::try_from(fd)?;
+            let link = SchedClassifierLink::try_from(FdLink::from(pinned))?;
             let id = prog.attach_to_link(link)?;
             return Ok((
                 TcAttachment::Tcx(prog.take_link(id)?),
                 TcMode::Tcx,
-                Adoption::Replaced,
+                adoption,
             ));
         }
         Err(e) if is_not_found(&e) => {}
@@ -202,8 +204,8 @@ pub(crate) fn attach_tc(
     ))
 }
 
-/// Attaches the XDP program, adopting a link pinned at `pin` if any (kept when it runs the
-/// same build, its program replaced otherwise).
+/// Attaches the XDP program, adopting a link pinned at `pin` if any (its program replaced
+/// atomically by `prog`).
 pub(crate) fn attach_xdp(
     prog: &mut Xdp,
     iface: &str,
@@ -212,13 +214,10 @@ pub(crate) fn attach_xdp(
 ) -> Result<(XdpLink, Adoption), BoxError> {
     match PinnedLink::from_pin(pin) {
         Ok(pinned) => {
-            let fd = FdLink::from(pinned);
-            if same_build(pin, prog.info()?.tag())? {
-                return Ok((XdpLink::try_from(fd)?, Adoption::SameBuild));
-            }
-            let link = XdpLink::try_from(fd)?;
+            let adoption = adoption_of(pin, prog.info()?.tag())?;
+            let link = XdpLink::try_from(FdLink::from(pinned))?;
             let id = prog.attach_to_link(link)?;
-            return Ok((prog.take_link(id)?, Adoption::Replaced));
+            return Ok((prog.take_link(id)?, adoption));
         }
         Err(e) if is_not_found(&e) => {}
         Err(e) => return Err(e.into()),

@@ -187,11 +187,7 @@ impl DataPlane {
                 source: Box::new(source),
             })?;
         }
-        let xdp: &mut Xdp = program(&mut ebpf, PROG_XDP_INGRESS)?;
-        xdp.load().map_err(|source| Error::Program {
-            name: PROG_XDP_INGRESS,
-            source: Box::new(source),
-        })?;
+        // The XDP program is loaded on first use (`xdp_program`).
         let sock_ops: &mut SockOps = program(&mut ebpf, PROG_SOCK_OPS)?;
         sock_ops.load().map_err(|source| Error::Program {
             name: PROG_SOCK_OPS,
@@ -255,20 +251,16 @@ impl DataPlane {
         };
         let prog: &mut SockOps = program(&mut self.ebpf, PROG_SOCK_OPS)?;
         let pinned = match PinnedLink::from_pin(&pin) {
-            // Adopted: the same build stays as it is; another build is swapped in with a link
-            // update (cgroup links support it).
+            // Adopted: our program is swapped in with a link update (cgroup links support
+            // it), the same build or not, so one copy of it stays loaded.
             Ok(pinned) => {
                 let tag = prog.info().map_err(|e| attach_err(e.into()))?.tag();
-                let same = attach::same_build(&pin, tag).map_err(attach_err)?;
-                if same {
-                    info!("sock_ops: {}", Adoption::SameBuild);
-                } else {
-                    let link = crate::sys::obj_get(&pin).map_err(|e| attach_err(e.into()))?;
-                    let prog_fd = prog.fd().map_err(|e| attach_err(e.into()))?;
-                    crate::sys::link_update(link.as_fd(), prog_fd.as_fd())
-                        .map_err(|e| attach_err(e.into()))?;
-                    info!("sock_ops: {}", Adoption::Replaced);
-                }
+                let adoption = attach::adoption_of(&pin, tag).map_err(attach_err)?;
+                let link = crate::sys::obj_get(&pin).map_err(|e| attach_err(e.into()))?;
+                let prog_fd = prog.fd().map_err(|e| attach_err(e.into()))?;
+                crate::sys::link_update(link.as_fd(), prog_fd.as_fd())
+                    .map_err(|e| attach_err(e.into()))?;
+                info!("sock_ops: {adoption}");
                 pinned
             }
             Err(_) => {
@@ -349,7 +341,7 @@ impl DataPlane {
                 } else {
                     XdpMode::Skb
                 };
-                let prog: &mut Xdp = program(&mut self.ebpf, PROG_XDP_INGRESS)?;
+                let prog = self.xdp_program()?;
                 attach::attach_xdp(prog, iface, mode, &xdp_pin)
                     .map_err(attach_err(PROG_XDP_INGRESS))
                     .and_then(|(link, adoption)| {
@@ -465,7 +457,26 @@ impl DataPlane {
 
     /// The loaded program, for BPF_PROG_TEST_RUN in tests and benchmarks.
     pub fn program_mut(&mut self, name: &str) -> Option<&mut aya::programs::Program> {
+        if name == PROG_XDP_INGRESS
+            && let Err(e) = self.xdp_program()
+        {
+            warn!("{name}: {e}");
+        }
         self.ebpf.program_mut(name)
+    }
+
+    /// The XDP program, loaded on first use: most hosts attach at TC only, and an XDP program
+    /// loaded but attached nowhere is a stray copy in `bpftool prog show` for as long as the
+    /// daemon runs.
+    fn xdp_program(&mut self) -> Result<&mut Xdp> {
+        let prog: &mut Xdp = program(&mut self.ebpf, PROG_XDP_INGRESS)?;
+        if prog.fd().is_err() {
+            prog.load().map_err(|source| Error::Program {
+                name: PROG_XDP_INGRESS,
+                source: Box::new(source),
+            })?;
+        }
+        Ok(prog)
     }
 
     pub(crate) fn services_map(&mut self) -> Result<HashMap<&mut MapData, ServiceKey, u32>> {
