@@ -2,12 +2,11 @@
 
 use std::path::PathBuf;
 
-use super::{EXIT_USAGE, Failure, VerbResult, block_on, fail};
+use super::{EXIT_USAGE, Failure, VerbResult, block_on, fail, offline};
 use crate::{
     api::client::{Client, ClientError},
     config::Config,
     dataplane, paths,
-    util::error_chain,
 };
 
 /// Remove every program, link and pin the daemon made; the daemon then stops.
@@ -50,7 +49,12 @@ fn offline(path: &std::path::Path) -> VerbResult {
         Config::load(path).map_err(|e| Failure::Message(e.problems().join("\n"), EXIT_USAGE))?;
     let dir = &cfg.daemon.bpffs_dir;
     let configured: Vec<String> = cfg.interfaces.iter().map(|i| i.name.clone()).collect();
-    let removed = dataplane::detach_pinned(dir, &configured).map_err(|e| fail(error_chain(&e)))?;
+    let removed = dataplane::detach_pinned(dir, &configured).map_err(|e| {
+        fail(format!(
+            "detaching directly: {}",
+            offline::pins_error(dir, &e)
+        ))
+    })?;
     println!(
         "detached from {} interface(s) ({}); pins under {} removed",
         removed.len(),
