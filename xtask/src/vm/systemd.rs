@@ -26,8 +26,8 @@ const MIRRORS: [&str; 2] = [
     "deb http://deb.debian.org/debian-security bookworm-security main",
 ];
 /// What the guest has besides the minimal base: systemd as init, the kernel (the cloud
-/// flavour has BPF, cgroup BPF and BTF built in), the tools the scenarios call, and nginx as
-/// the real blue and green backends.
+/// flavour has BPF, cgroup BPF and BTF built in), the tools the scenarios call (bpftool counts
+/// the loaded programs), and nginx as the real blue and green backends.
 const PACKAGES: &[&str] = &[
     "systemd",
     "systemd-sysv",
@@ -37,6 +37,7 @@ const PACKAGES: &[&str] = &[
     "iproute2",
     "procps",
     "nginx-light",
+    "bpftool",
 ];
 /// Run inside the new root by mmdebstrap: no root password, `/dev/vda` as `/`, and no getty on
 /// the serial console (its hangups would cut the test output short).
