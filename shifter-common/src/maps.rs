@@ -1,4 +1,5 @@
-//! Map names, keys and values shared by the kernel programs and the loader.
+//! Map and program names, map keys and counters shared by the kernel programs and the loader.
+//! The flow table's key and value live in `flow`.
 //!
 //! Addresses are 16 bytes in network order (IPv4 mapped as `::ffff:a.b.c.d`); ports and
 //! protocol numbers are in host order.
@@ -7,9 +8,6 @@
 pub const MAX_SERVICES: u32 = 256;
 /// Default flow-table capacity (entries); configurable at load time.
 pub const DEFAULT_FLOW_CAPACITY: u32 = 262_144;
-
-pub const PROTO_TCP: u8 = 6;
-pub const PROTO_UDP: u8 = 17;
 
 /// Map names (as pinned under the bpffs directory).
 pub const MAP_SERVICES: &str = "SHIFTER_SVC";
@@ -50,50 +48,6 @@ pub struct ServiceKey {
     pub port: u16,
     pub proto: u8,
     pub _pad: u8,
-}
-
-/// Key of the flow table. One entry per shifted flow, keyed by the tuple as the backend sees
-/// it, so ingress (trying blue's then green's port) and egress (the reply's source port) find
-/// the same entry.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub struct FlowKey {
-    pub client_addr: [u8; 16],
-    pub local_addr: [u8; 16],
-    pub client_port: u16,
-    pub backend_port: u16,
-    pub proto: u8,
-    pub _pad: [u8; 3],
-}
-
-/// The client sent a FIN.
-pub const FLOW_FIN_IN: u8 = 1 << 0;
-/// The backend sent a FIN.
-pub const FLOW_FIN_OUT: u8 = 1 << 1;
-/// The client acknowledged something: the handshake completed.
-pub const FLOW_ESTABLISHED: u8 = 1 << 2;
-/// The entry was restored by socket lookup rather than created by a decision.
-pub const FLOW_RECOVERED: u8 = 1 << 3;
-
-/// Value of the flow table.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct FlowValue {
-    /// The port the client connected to, restored on replies.
-    pub service_port: u16,
-    /// The service slot (index into `SHIFTER_CFG` and the counters).
-    pub slot: u16,
-    /// `Backend` as u8.
-    pub backend: u8,
-    /// `FLOW_*` bits.
-    pub flags: u8,
-    pub _pad: u16,
-    /// Initial sequence number of the client's SYN: a SYN with the same number is a
-    /// retransmission, another is a new connection reusing the client port.
-    pub syn_seq: u32,
-    pub _pad2: u32,
-    /// `bpf_ktime_get_ns` of the last packet seen, for idle sweeps.
-    pub last_seen_ns: u64,
 }
 
 /// Per-CPU counters per (service slot, backend): index `slot * 2 + backend`.
@@ -157,20 +111,12 @@ pub const PORT_BITMAP_BACKEND_BASE: u32 = PORT_BITMAP_WORDS;
 /// then does ingress look up the exact (address, port) key before the wildcard one.
 pub const PORT_BITMAP_SPECIFIC_BASE: u32 = PORT_BITMAP_WORDS * 2;
 
-/// Maps an IPv4 address into the 16-byte form used in keys.
-#[inline(always)]
-pub const fn v4_mapped(a: [u8; 4]) -> [u8; 16] {
-    [
-        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3],
-    ]
-}
-
 #[cfg(feature = "user")]
 mod pod {
-    use super::*;
+    use super::{BackendCounters, ServiceKey};
+    // SAFETY: `#[repr(C)]`, integer fields only, explicit padding: every bit pattern is valid.
     unsafe impl aya::Pod for ServiceKey {}
-    unsafe impl aya::Pod for FlowKey {}
-    unsafe impl aya::Pod for FlowValue {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for BackendCounters {}
 }
 
@@ -180,8 +126,6 @@ mod tests {
     #[test]
     fn layouts_have_no_implicit_padding() {
         assert_eq!(core::mem::size_of::<ServiceKey>(), 20);
-        assert_eq!(core::mem::size_of::<FlowKey>(), 40);
-        assert_eq!(core::mem::size_of::<FlowValue>(), 24);
         assert_eq!(core::mem::size_of::<BackendCounters>(), 80);
         assert_eq!(core::mem::offset_of!(BackendCounters, dry_new_flows), 72);
         assert_eq!(dry_weight(0), None);
