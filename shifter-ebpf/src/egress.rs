@@ -21,14 +21,8 @@ pub fn run(ctx: &TcContext) -> Result<(), ()> {
     if !port_in(PORT_BITMAP_BACKEND_BASE, pkt.sport) {
         return Ok(());
     }
-    let key = FlowKey {
-        client_addr: pkt.dst,
-        local_addr: pkt.src,
-        client_port: pkt.dport,
-        backend_port: pkt.sport,
-        proto: pkt.proto,
-        _pad: [0; 3],
-    };
+    // The reply's destination is the client, its source the backend.
+    let key = FlowKey::new(pkt.proto, pkt.dst, pkt.dport, pkt.src, pkt.sport);
     let entry = match FLOWS.get_ptr_mut(&key) {
         Some(e) => e,
         None => restore_from_socket(ctx.0, &key)?,

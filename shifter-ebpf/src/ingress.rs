@@ -2,7 +2,7 @@
 
 use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use shifter_common::{
-    Backend, FLOW_ESTABLISHED, FLOW_FIN_IN, FLOW_RECOVERED, FlowKey, FlowTuple, FlowValue,
+    Backend, FLOW_ESTABLISHED, FLOW_FIN_IN, FlowKey, FlowTuple, FlowValue,
     PORT_BITMAP_BACKEND_BASE, PORT_BITMAP_SERVICE_BASE, PORT_BITMAP_SPECIFIC_BASE, PROTO_TCP,
     ServiceConfig, ServiceKey, choose_backend, dry_weight,
 };
@@ -46,14 +46,7 @@ pub fn run<C: PacketCtx + Prepare>(ctx: &C) -> Result<(), ()> {
     let word = unsafe { core::ptr::read_volatile(word) };
     let cfg = ServiceConfig::unpack(word).ok_or(())?;
 
-    let mut key = FlowKey {
-        client_addr: pkt.src,
-        local_addr: pkt.dst,
-        client_port: pkt.sport,
-        backend_port: cfg.blue_port,
-        proto: pkt.proto,
-        _pad: [0; 3],
-    };
+    let mut key = FlowKey::new(pkt.proto, pkt.src, pkt.sport, pkt.dst, cfg.blue_port);
     let mut entry = FLOWS.get_ptr_mut(&key);
     if entry.is_none() {
         key.backend_port = cfg.green_port;
@@ -87,14 +80,7 @@ pub fn run<C: PacketCtx + Prepare>(ctx: &C) -> Result<(), ()> {
 /// shifted connection with the same tuple, or its replies would be rewritten.
 #[inline(always)]
 fn forget_stale_flow(pkt: &Packet) {
-    let key = FlowKey {
-        client_addr: pkt.src,
-        local_addr: pkt.dst,
-        client_port: pkt.sport,
-        backend_port: pkt.dport,
-        proto: pkt.proto,
-        _pad: [0; 3],
-    };
+    let key = FlowKey::new(pkt.proto, pkt.src, pkt.sport, pkt.dst, pkt.dport);
     // SAFETY: value read only to learn its slot for the counter.
     if let Some(old) = unsafe { FLOWS.get(&key) } {
         let (slot, backend) = (u32::from(old.slot), old.backend);
@@ -189,16 +175,7 @@ fn new_flow(
     };
     let backend = choose_backend(&tuple, cfg);
     key.backend_port = cfg.port_of(backend);
-    let value = FlowValue {
-        service_port: pkt.dport,
-        slot: slot as u16,
-        backend: backend as u8,
-        flags: 0,
-        _pad: 0,
-        syn_seq: pkt.seq,
-        _pad2: 0,
-        last_seen_ns: now,
-    };
+    let value = FlowValue::decided(pkt.dport, slot as u16, backend, pkt.seq, now);
     // Without an entry the replies could not be rewritten: leave the packet alone then.
     FLOWS.insert(key, &value, 0).map_err(|_| ())?;
     if let Some(c) = counters(slot, backend as u8) {
@@ -244,16 +221,7 @@ fn recover<C: PacketCtx>(
         return Err(());
     };
     key.backend_port = cfg.port_of(backend);
-    let value = FlowValue {
-        service_port: pkt.dport,
-        slot: slot as u16,
-        backend: backend as u8,
-        flags: FLOW_RECOVERED | FLOW_ESTABLISHED,
-        _pad: 0,
-        syn_seq: 0,
-        _pad2: 0,
-        last_seen_ns: now,
-    };
+    let value = FlowValue::recovered(pkt.dport, slot as u16, backend, now);
     FLOWS.insert(key, &value, 0).map_err(|_| ())?;
     if let Some(c) = counters(slot, backend as u8) {
         c.recoveries += 1;

@@ -60,15 +60,14 @@ fn on_established(ctx: &SockOpsContext) {
         ];
         (words_to_bytes(r), words_to_bytes(l))
     };
-    let key = FlowKey {
+    let key = FlowKey::new(
+        PROTO_TCP,
         client_addr,
-        local_addr,
         // remote_port holds the network-order port in its upper half.
-        client_port: u32::from_be(field!(ops, remote_port)) as u16,
-        backend_port: field!(ops, local_port) as u16,
-        proto: PROTO_TCP,
-        _pad: [0; 3],
-    };
+        u32::from_be(field!(ops, remote_port)) as u16,
+        local_addr,
+        field!(ops, local_port) as u16,
+    );
     // SAFETY: map value copied out immediately.
     let Some(flow) = (unsafe { FLOWS.get(&key) }) else {
         return; // a direct connection to the backend: nothing to remember
