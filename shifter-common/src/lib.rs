@@ -9,7 +9,7 @@
 //! - `flow`: the tuple the decision hashes and the flow table's key and value, with the
 //!   constructors every program uses.
 //! - `decision`: hash, bucket and `choose_backend`.
-//! - `maps`: map and program names, service keys, counters.
+//! - `maps`: map and program names, service keys, counters, and the skip reasons (`Skip`).
 //!
 //! Every public name is also re-exported here (`shifter_common::FlowKey`, ...).
 #![no_std]

@@ -1,17 +1,22 @@
 //! Ingress: steer packets for a service port to the flow's backend port.
+//!
+//! parse -> is it a service's? -> configuration -> flow table (hit, new flow or recovery)
+//! -> rewrite. A packet that is not a service's returns `Ok` at once; every way of giving up
+//! on a service's packet returns its `Skip` reason, counted by the caller, and leaves the
+//! packet as it was.
 
 use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use shifter_common::{
     Backend, FLOW_ESTABLISHED, FLOW_FIN_IN, FlowKey, FlowTuple, FlowValue,
     PORT_BITMAP_BACKEND_BASE, PORT_BITMAP_SERVICE_BASE, PORT_BITMAP_SPECIFIC_BASE, PROTO_TCP,
-    ServiceConfig, ServiceKey, choose_backend, dry_weight,
+    ServiceConfig, ServiceKey, Skip, choose_backend, dry_weight,
 };
 
 pub use crate::ctx::{Tc, Xdp};
 use crate::{
     ctx::PacketCtx,
     maps::{DRY_RUN, FLOWS, SERVICE_CONFIG, SERVICES, counters, port_in},
-    parse::{self, L4_DPORT, Packet, TCP_ACK, TCP_FIN, TCP_RST},
+    parse::{L4_DPORT, Packet, TCP_ACK, TCP_FIN, TCP_RST},
     sk,
 };
 
@@ -30,21 +35,25 @@ impl Prepare for Tc<'_> {
 impl Prepare for Xdp<'_> {}
 
 #[inline(always)]
-pub fn run<C: PacketCtx + Prepare>(ctx: &C) -> Result<(), ()> {
+pub fn run<C: PacketCtx + Prepare>(ctx: &C) -> Result<(), Skip> {
     ctx.prepare();
-    let pkt = parse::parse(ctx.data(), ctx.data_end(), ctx.frame_len() as usize)?;
+    let Ok(pkt) = ctx.parse() else {
+        return Ok(()); // not parsed: passed unchanged
+    };
     if !port_in(PORT_BITMAP_SERVICE_BASE, pkt.dport) {
         if pkt.is_syn() && port_in(PORT_BITMAP_BACKEND_BASE, pkt.dport) {
             forget_stale_flow(&pkt);
         }
         return Ok(());
     }
-    let slot = find_service(&pkt).ok_or(())?;
+    let Some(slot) = find_service(&pkt) else {
+        return Ok(()); // another protocol or local address on a service's port
+    };
     // One 8-byte load: the packet sees one whole configuration (DESIGN.md, atomicity).
-    let word = SERVICE_CONFIG.get_ptr(slot).ok_or(())?;
+    let word = SERVICE_CONFIG.get_ptr(slot).ok_or(Skip::NoConfig)?;
     // SAFETY: aligned array value.
     let word = unsafe { core::ptr::read_volatile(word) };
-    let cfg = ServiceConfig::unpack(word).ok_or(())?;
+    let cfg = ServiceConfig::unpack(word).ok_or(Skip::NoConfig)?;
 
     let mut key = FlowKey::new(pkt.proto, pkt.src, pkt.sport, pkt.dst, cfg.blue_port);
     let mut entry = FLOWS.get_ptr_mut(&key);
@@ -165,7 +174,7 @@ fn new_flow(
     cfg: &ServiceConfig,
     key: &mut FlowKey,
     now: u64,
-) -> Result<Backend, ()> {
+) -> Result<Backend, Skip> {
     let tuple = FlowTuple {
         proto: pkt.proto,
         client_addr: pkt.src,
@@ -177,7 +186,9 @@ fn new_flow(
     key.backend_port = cfg.port_of(backend);
     let value = FlowValue::decided(pkt.dport, slot as u16, backend, pkt.seq, now);
     // Without an entry the replies could not be rewritten: leave the packet alone then.
-    FLOWS.insert(key, &value, 0).map_err(|_| ())?;
+    FLOWS
+        .insert(key, &value, 0)
+        .map_err(|_| Skip::FlowInsertFailed)?;
     if let Some(c) = counters(slot, backend as u8) {
         c.new_flows += 1;
     }
@@ -211,18 +222,20 @@ fn recover<C: PacketCtx>(
     cfg: &ServiceConfig,
     key: &mut FlowKey,
     now: u64,
-) -> Result<Backend, ()> {
+) -> Result<Backend, Skip> {
     let backend = if sk::owns_connection(ctx.raw(), pkt, cfg.blue_port) {
         Backend::Blue
     } else if sk::owns_connection(ctx.raw(), pkt, cfg.green_port) {
         Backend::Green
     } else {
         // Nobody owns it: not ours to touch.
-        return Err(());
+        return Err(Skip::RecoveryMiss);
     };
     key.backend_port = cfg.port_of(backend);
     let value = FlowValue::recovered(pkt.dport, slot as u16, backend, now);
-    FLOWS.insert(key, &value, 0).map_err(|_| ())?;
+    FLOWS
+        .insert(key, &value, 0)
+        .map_err(|_| Skip::FlowInsertFailed)?;
     if let Some(c) = counters(slot, backend as u8) {
         c.recoveries += 1;
     }

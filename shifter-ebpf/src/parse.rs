@@ -1,5 +1,6 @@
 //! Header parsing with direct packet access. Every read is bounds-checked; anything that
-//! cannot be parsed completely yields `Err` and the caller passes the packet unchanged.
+//! cannot be parsed completely yields `Err(NoPorts)` and the caller passes the packet
+//! unchanged.
 
 use core::mem::size_of;
 use shifter_common::{PROTO_TCP, PROTO_UDP};
@@ -38,6 +39,9 @@ pub const L4_DPORT: usize = 2;
 const TCP_CSUM: usize = 16;
 const UDP_CSUM: usize = 6;
 
+/// A frame the parser gives up on: passed unchanged.
+pub struct NoPorts;
+
 /// A parsed TCP or UDP packet. Addresses are 16 bytes (IPv4 mapped), ports host order.
 pub struct Packet {
     pub proto: u8,
@@ -68,17 +72,18 @@ impl Packet {
     }
 }
 
+/// Pointer to a `T` at `off`, if the whole `T` lies before `end`.
 #[inline(always)]
-fn at<T>(data: usize, end: usize, off: usize) -> Result<*const T, ()> {
+fn at<T>(data: usize, end: usize, off: usize) -> Result<*const T, NoPorts> {
     let start = data + off;
     if start + size_of::<T>() > end {
-        return Err(());
+        return Err(NoPorts);
     }
     Ok(start as *const T)
 }
 
 #[inline(always)]
-fn be16(data: usize, end: usize, off: usize) -> Result<u16, ()> {
+fn be16(data: usize, end: usize, off: usize) -> Result<u16, NoPorts> {
     // SAFETY: bounds checked by `at`.
     Ok(u16::from_be(unsafe {
         at::<u16>(data, end, off)?.read_unaligned()
@@ -90,7 +95,7 @@ fn be16(data: usize, end: usize, off: usize) -> Result<u16, ()> {
 /// truncated packets: an IP datagram longer than the `frame_len` bytes present, or too short
 /// for its own L4 header.
 #[inline(always)]
-pub fn parse(data: usize, end: usize, frame_len: usize) -> Result<Packet, ()> {
+pub fn parse(data: usize, end: usize, frame_len: usize) -> Result<Packet, NoPorts> {
     let mut off = ETH_HLEN;
     let mut ethertype = be16(data, end, 12)?;
     for _ in 0..MAX_VLAN_TAGS {
@@ -108,19 +113,19 @@ pub fn parse(data: usize, end: usize, frame_len: usize) -> Result<Packet, ()> {
             let h = unsafe { at::<[u8; 20]>(data, end, off)?.read_unaligned() };
             let ihl = usize::from(h[0] & 0x0f) * 4;
             if h[0] >> 4 != 4 || ihl < 20 {
-                return Err(());
+                return Err(NoPorts);
             }
             // The whole header, options included, must be present.
             if data + off + ihl > end {
-                return Err(());
+                return Err(NoPorts);
             }
             // Fragment offset != 0: a later fragment, without ports.
             if u16::from_be_bytes([h[6], h[7]]) & 0x1fff != 0 {
-                return Err(());
+                return Err(NoPorts);
             }
             let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
             if total != 0 && (total < ihl || off + total > frame_len) {
-                return Err(());
+                return Err(NoPorts);
             }
             let ip_end = if total == 0 { 0 } else { off + total };
             let src = shifter_common::v4_mapped([h[12], h[13], h[14], h[15]]);
@@ -131,11 +136,11 @@ pub fn parse(data: usize, end: usize, frame_len: usize) -> Result<Packet, ()> {
             // SAFETY: bounds checked by `at`.
             let h = unsafe { at::<[u8; 40]>(data, end, off)?.read_unaligned() };
             if h[0] >> 4 != 6 {
-                return Err(());
+                return Err(NoPorts);
             }
             let payload = usize::from(u16::from_be_bytes([h[4], h[5]]));
             if off + 40 + payload > frame_len {
-                return Err(());
+                return Err(NoPorts);
             }
             let ip_end = if payload == 0 { 0 } else { off + 40 + payload };
             let mut next = h[6];
@@ -156,7 +161,7 @@ pub fn parse(data: usize, end: usize, frame_len: usize) -> Result<Packet, ()> {
                     // Fragment: 8 bytes; a non-zero offset means no L4 header here.
                     NH_FRAGMENT => {
                         if u16::from_be_bytes([h[2], h[3]]) & 0xfff8 != 0 {
-                            return Err(());
+                            return Err(NoPorts);
                         }
                         8
                     }
@@ -170,24 +175,24 @@ pub fn parse(data: usize, end: usize, frame_len: usize) -> Result<Packet, ()> {
                 next = h[0];
                 l4 += len;
                 if l4 > MAX_L4_OFFSET {
-                    return Err(());
+                    return Err(NoPorts);
                 }
             }
             if !done && matches!(next, 0 | 43 | 44 | 51 | 60) {
                 // More extension headers than we walk: pass unchanged.
-                return Err(());
+                return Err(NoPorts);
             }
             (true, next, src, dst, l4, ip_end)
         }
-        _ => return Err(()),
+        _ => return Err(NoPorts),
     };
     if l4_off > MAX_L4_OFFSET {
-        return Err(());
+        return Err(NoPorts);
     }
     // Read the fixed L4 header in one bounds check and take the fields from it.
     let l4_len = if proto == PROTO_TCP { 20 } else { 8 };
     if ip_end != 0 && l4_off + l4_len > ip_end {
-        return Err(());
+        return Err(NoPorts);
     }
     let (sport, dport, tcp_flags, seq) = match proto {
         PROTO_TCP => {
@@ -210,7 +215,7 @@ pub fn parse(data: usize, end: usize, frame_len: usize) -> Result<Packet, ()> {
                 0,
             )
         }
-        _ => return Err(()),
+        _ => return Err(NoPorts),
     };
     Ok(Packet {
         proto,
@@ -227,12 +232,12 @@ pub fn parse(data: usize, end: usize, frame_len: usize) -> Result<Packet, ()> {
 
 /// The checksum field of an L4 header, read for the XDP path's own incremental update.
 #[inline(always)]
-pub fn l4_csum(data: usize, end: usize, pkt: &Packet) -> Result<u16, ()> {
-    be16(data, end, pkt.csum_off())
+pub fn l4_csum(data: usize, end: usize, pkt: &Packet) -> Option<u16> {
+    be16(data, end, pkt.csum_off()).ok()
 }
 
 /// Writable pointer to a 16-bit field at `off`, bounds-checked.
 #[inline(always)]
-pub fn field16(data: usize, end: usize, off: usize) -> Result<*mut u16, ()> {
-    Ok(at::<u16>(data, end, off)? as *mut u16)
+pub fn field16(data: usize, end: usize, off: usize) -> Option<*mut u16> {
+    at::<u16>(data, end, off).ok().map(|p| p as *mut u16)
 }
