@@ -22,6 +22,7 @@ pub mod paths;
 pub mod pinned;
 pub mod rollout;
 pub mod service;
+pub mod skips;
 pub mod state;
 pub mod stats;
 mod sys;

@@ -6,7 +6,11 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use shifter::{Affinity, Backend, Protocol, Service, ServiceConfig};
+use shifter::{
+    Affinity, Backend, Protocol, Service, ServiceConfig,
+    flows::Flow,
+    skips::{Skip, SkipCounts, pinned_skip_counts},
+};
 use shifter_common::{FLOW_RECOVERED, FlowTuple, choose_backend, v4_mapped};
 use shifter_tests::{
     pkt::{self, Ext, Frame, Ip, L4, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN},
@@ -228,6 +232,61 @@ impl Fixture {
             .counters(slot)
             .unwrap_or_else(|e| panic!("counters: {e:?}"))
     }
+    /// The skip counters, read through the data plane and, read-only, through the pins:
+    /// both readers must agree.
+    fn skips(&mut self) -> SkipCounts {
+        let mine = self
+            .dp
+            .skip_counts()
+            .unwrap_or_else(|e| panic!("skip counts: {e:?}"));
+        let pinned = pinned_skip_counts(self.dp.pin_dir())
+            .unwrap_or_else(|e| panic!("pinned skip counts: {e:?}"))
+            .expect("SHIFTER_SKIP is pinned");
+        assert_eq!(mine, pinned, "the two readers disagree");
+        mine
+    }
+    fn all_flows(&mut self) -> Vec<Flow> {
+        self.dp
+            .flows(None)
+            .unwrap_or_else(|e| panic!("flows: {e:?}"))
+    }
+    /// Runs `input` through `prog` and asserts it was skipped for `reason`: passed byte for
+    /// byte, the flow table untouched (no entry created, none changed), the counter of
+    /// `reason` up by exactly one and every other reason's unchanged.
+    fn assert_skipped(&mut self, prog: Prog, input: &[u8], reason: Skip, what: &str) {
+        let (skips, flows) = (self.skips(), self.all_flows());
+        let out = self.run(prog, input);
+        assert_unchanged(&out, input, &format!("{prog:?} {what}"));
+        assert_eq!(
+            self.all_flows(),
+            flows,
+            "{prog:?} {what}: flow table changed"
+        );
+        let after = self.skips();
+        for s in after.iter() {
+            let want = skips.get(s.reason) + u64::from(s.reason == reason);
+            assert_eq!(
+                s.packets,
+                want,
+                "{prog:?} {what}: skip counter {} (expected reason {})",
+                s.name,
+                reason.name()
+            );
+        }
+        assert_eq!(after.unknown(), 0);
+    }
+    /// Empties the service's configuration word in the pinned `SHIFTER_CFG`, leaving its
+    /// service key in place: the state between the two writes of an add or a removal.
+    fn clear_config_word(&mut self, svc: Svc) {
+        use aya::maps::{Array, Map, MapData};
+        let path = self.dp.pin_dir().join(shifter_common::MAP_SERVICE_CONFIG);
+        let md = MapData::from_pin(&path).unwrap_or_else(|e| panic!("open {path:?}: {e}"));
+        let mut words: Array<MapData, u64> =
+            Array::try_from(Map::Array(md)).expect("SHIFTER_CFG is an array of u64");
+        words
+            .set(self.slot(svc), 0, 0)
+            .unwrap_or_else(|e| panic!("clear the configuration word: {e}"));
+    }
 }
 
 const FAMS: [Fam; 2] = [Fam::V4, Fam::V6];
@@ -344,8 +403,13 @@ fn miss_on_non_syn_without_an_owner_passes_unchanged() {
                     .with_tcp(flags, 99)
                     .with_payload(b"data");
                 let input = f.build();
-                let out = fx.run(prog, &input);
-                assert_unchanged(&out, &input, &format!("{prog:?} {fam:?} flags {flags:#x}"));
+                // Nobody owns the connection: a recovery miss.
+                fx.assert_skipped(
+                    prog,
+                    &input,
+                    Skip::RecoveryMiss,
+                    &format!("{fam:?} flags {flags:#x}"),
+                );
                 assert_eq!(fx.flow_port(&f, TCP_SVC), None, "no entry may be created");
             }
         }
@@ -490,6 +554,24 @@ fn rst_ends_flows_and_refusals_are_counted() {
             let c = fx.counters(TCP_SVC)[0];
             assert_eq!((c.closed, c.resets, c.refusals), (3, 2, 1), "{c:?}");
         }
+    }
+}
+
+#[test]
+fn a_service_without_configuration_word_is_skipped() {
+    for prog in INGRESS {
+        let mut fx = Fixture::new("noconfig", 5_000);
+        for svc in SVCS {
+            fx.clear_config_word(svc);
+            for fam in FAMS {
+                let f = first(fam, svc, 8, 40_500);
+                let what = format!("{fam:?} {svc:?} without configuration word");
+                fx.assert_skipped(prog, &f.build(), Skip::NoConfig, &what);
+                fx.assert_skipped(prog, &later(&f).build(), Skip::NoConfig, &what);
+                assert_eq!(fx.flow_port(&f, svc), None, "{what}: no entry");
+            }
+        }
+        assert_eq!(fx.skips().get(Skip::NoConfig), 8);
     }
 }
 
@@ -709,6 +791,8 @@ fn non_service_traffic_and_unparsable_frames_pass_unchanged() {
         }
         let flows = fx.dp.flows(None).unwrap_or_else(|e| panic!("flows: {e:?}"));
         assert!(flows.is_empty(), "{prog:?}: entries created: {flows:?}");
+        // None of them is a service's packet: nothing is a skip.
+        assert_eq!(fx.skips(), SkipCounts::default(), "{prog:?}: skips counted");
     }
 }
 
@@ -753,6 +837,8 @@ fn direct_connections_to_backends_are_never_rewritten() {
             assert_unchanged(&fx.run(prog, &input), &input, "direct SYN on a stale tuple");
             let reply = direct.reply(TCP_SYN | TCP_ACK).build();
             assert_unchanged(&fx.run(Prog::TcEgress, &reply), &reply, "its reply");
+            // Direct connections are not the services' packets: no skip either way.
+            assert_eq!(fx.skips(), SkipCounts::default(), "{prog:?} {fam:?}: skips");
         }
     }
 }
@@ -1011,7 +1097,7 @@ fn recovery_in_private_netns(fx: &mut Fixture) {
                 // Another client port: only the listener matches, which owns nothing.
                 let stray = Frame::tcp(ip.clone(), cport ^ 1, TCP_SVC.port, 1, TCP_ACK);
                 let input = stray.build();
-                assert_unchanged(&fx.run(prog, &input), &input, &format!("{what} stray"));
+                fx.assert_skipped(prog, &input, Skip::RecoveryMiss, &format!("{what} stray"));
             }
         }
     }
