@@ -19,6 +19,9 @@ pub trait PacketCtx {
     /// Frame length, for byte counters.
     fn frame_len(&self) -> u32;
     fn raw(&self) -> *mut c_void;
+    /// True for a GSO packet (an aggregate the stack splits later): only such a TCP packet
+    /// may state no IP length (BIG TCP).
+    fn is_gso(&self) -> bool;
     /// Rewrites the 16-bit port at `field` of the L4 header from `old` to `new` (host order)
     /// and updates the L4 checksum incrementally.
     fn rewrite_port(&self, pkt: &Packet, field: usize, old: u16, new: u16) -> Result<(), Skip>;
@@ -26,7 +29,12 @@ pub trait PacketCtx {
     /// Parses the packet (see `parse::parse`).
     #[inline(always)]
     fn parse(&self) -> Result<Packet, parse::NoPorts> {
-        parse::parse(self.data(), self.data_end(), self.frame_len() as usize)
+        parse::parse(
+            self.data(),
+            self.data_end(),
+            self.frame_len() as usize,
+            || self.is_gso(),
+        )
     }
 }
 
@@ -65,6 +73,11 @@ impl PacketCtx for Tc<'_> {
     #[inline(always)]
     fn raw(&self) -> *mut c_void {
         self.0.as_ptr()
+    }
+    #[inline(always)]
+    fn is_gso(&self) -> bool {
+        // SAFETY: the program's own context; `gso_size` is readable by TC programs (5.7+).
+        unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*self.0.skb.skb).gso_size)) != 0 }
     }
     #[inline(always)]
     fn rewrite_port(&self, pkt: &Packet, field: usize, old: u16, new: u16) -> Result<(), Skip> {
@@ -111,6 +124,11 @@ impl PacketCtx for Xdp<'_> {
     #[inline(always)]
     fn raw(&self) -> *mut c_void {
         self.0.as_ptr()
+    }
+    #[inline(always)]
+    fn is_gso(&self) -> bool {
+        // An XDP frame is what the wire delivered: never an aggregate.
+        false
     }
     #[inline(always)]
     fn rewrite_port(&self, pkt: &Packet, field: usize, old: u16, new: u16) -> Result<(), Skip> {

@@ -21,10 +21,16 @@ pub fn run(ctx: &TcContext) -> Result<(), Skip> {
     let ctx = Tc(ctx);
     ctx.prepare();
     let Ok(pkt) = ctx.parse() else {
-        return Ok(()); // not parsed: passed unchanged
+        return Ok(()); // no ports: nothing of ours
     };
     if !port_in(PORT_BITMAP_BACKEND_BASE, pkt.sport) {
         return Ok(());
+    }
+    // Lengths that disagree: never written, never recorded (DESIGN.md, invariant 2). Counted
+    // for any packet from a backend port: telling a direct connection's from a shifted one's
+    // would take the lookups this skips.
+    if let Some(reason) = pkt.fault {
+        return Err(reason);
     }
     // The reply's destination is the client, its source the backend.
     let key = FlowKey::new(pkt.proto, pkt.dst, pkt.dport, pkt.src, pkt.sport);

@@ -38,10 +38,10 @@ impl Prepare for Xdp<'_> {}
 pub fn run<C: PacketCtx + Prepare>(ctx: &C) -> Result<(), Skip> {
     ctx.prepare();
     let Ok(pkt) = ctx.parse() else {
-        return Ok(()); // not parsed: passed unchanged
+        return Ok(()); // no ports: no service's packet
     };
     if !port_in(PORT_BITMAP_SERVICE_BASE, pkt.dport) {
-        if pkt.is_syn() && port_in(PORT_BITMAP_BACKEND_BASE, pkt.dport) {
+        if pkt.fault.is_none() && pkt.is_syn() && port_in(PORT_BITMAP_BACKEND_BASE, pkt.dport) {
             forget_stale_flow(&pkt);
         }
         return Ok(());
@@ -49,6 +49,10 @@ pub fn run<C: PacketCtx + Prepare>(ctx: &C) -> Result<(), Skip> {
     let Some(slot) = find_service(&pkt) else {
         return Ok(()); // another protocol or local address on a service's port
     };
+    // Lengths that disagree: never written, never recorded (DESIGN.md, invariant 2).
+    if let Some(reason) = pkt.fault {
+        return Err(reason);
+    }
     // One 8-byte load: the packet sees one whole configuration (DESIGN.md, atomicity).
     let word = SERVICE_CONFIG.get_ptr(slot).ok_or(Skip::NoConfig)?;
     // SAFETY: aligned array value.
