@@ -30,7 +30,11 @@ pub struct FlowTuple {
 /// Key of the flow table. One entry per shifted flow, keyed by the tuple as the backend sees
 /// it, so ingress (trying blue's then green's port) and egress (the reply's source port) find
 /// the same entry.
-#[repr(C)]
+///
+/// 8-byte aligned (the layout is the same 40 bytes): the eBPF programs build keys on the
+/// stack, and the BPF backend writes an address into a key it cannot prove aligned one byte
+/// at a time (16 shifts and stores) instead of as two words.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct FlowKey {
     pub client_addr: [u8; 16],
@@ -60,7 +64,8 @@ impl FlowKey {
             client_port,
             backend_port,
             proto,
-            _pad: [0; 3],
+            // Not `[0; 3]`: the eBPF build turns that into a call to a byte-loop memset.
+            _pad: [0, 0, 0],
         }
     }
 }

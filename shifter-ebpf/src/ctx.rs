@@ -10,7 +10,7 @@ use shifter_common::{PROTO_UDP, Skip};
 
 use crate::{
     csum,
-    parse::{self, Packet},
+    parse::{self, Addrs, Packet},
 };
 
 pub trait PacketCtx {
@@ -26,15 +26,23 @@ pub trait PacketCtx {
     /// and updates the L4 checksum incrementally.
     fn rewrite_port(&self, pkt: &Packet, field: usize, old: u16, new: u16) -> Result<(), Skip>;
 
-    /// Parses the packet (see `parse::parse`).
+    /// Finds and reads the packet's headers (see `parse::parse`).
     #[inline(always)]
     fn parse(&self) -> Result<Packet, parse::NoPorts> {
-        parse::parse(
-            self.data(),
-            self.data_end(),
-            self.frame_len() as usize,
-            || self.is_gso(),
-        )
+        parse::parse(self.data(), self.data_end())
+    }
+
+    /// `pkt`'s addresses (see `Packet::addrs`); `Truncated` in the case that cannot happen.
+    #[inline(always)]
+    fn addrs(&self, pkt: &Packet) -> Result<Addrs, Skip> {
+        pkt.addrs(self.data(), self.data_end())
+            .ok_or(Skip::Truncated)
+    }
+
+    /// Why `pkt` must not be touched, if its lengths disagree (see `Packet::fault`).
+    #[inline(always)]
+    fn fault(&self, pkt: &Packet) -> Option<Skip> {
+        pkt.fault(self.frame_len() as usize, || self.is_gso())
     }
 }
 

@@ -29,11 +29,18 @@ pub fn run(ctx: &TcContext) -> Result<(), Skip> {
     // Lengths that disagree: never written, never recorded (DESIGN.md, invariant 2). Counted
     // for any packet from a backend port: telling a direct connection's from a shifted one's
     // would take the lookups this skips.
-    if let Some(reason) = pkt.fault {
+    if let Some(reason) = ctx.fault(&pkt) {
         return Err(reason);
     }
     // The reply's destination is the client, its source the backend.
-    let key = FlowKey::new(pkt.proto, pkt.dst, pkt.dport, pkt.src, pkt.sport);
+    let addrs = ctx.addrs(&pkt)?;
+    let key = FlowKey::new(
+        pkt.proto,
+        addrs.dst.bytes(),
+        pkt.dport,
+        addrs.src.bytes(),
+        pkt.sport,
+    );
     let entry = match FLOWS.get_ptr_mut(&key) {
         Some(e) => e,
         None => match restore_from_socket(ctx.0, &key)? {

@@ -6,29 +6,30 @@ use aya_ebpf::{
     helpers::{bpf_sk_lookup_tcp, bpf_sk_release},
 };
 
-use crate::parse::Packet;
+use crate::parse::{Addrs, Packet};
 
 const TCP_LISTEN: u32 = 10;
 
 /// True when a non-listening TCP socket owns (client -> local:`local_port`): the connection
 /// was established on that backend.
 #[inline(always)]
-pub fn owns_connection(ctx: *mut c_void, pkt: &Packet, local_port: u16) -> bool {
+pub fn owns_connection(ctx: *mut c_void, pkt: &Packet, addrs: &Addrs, local_port: u16) -> bool {
     // SAFETY: plain-old-data union, fully initialised below for the family used.
     let mut tuple: bpf_sock_tuple = unsafe { core::mem::zeroed() };
+    let (src, dst) = (addrs.src.bytes(), addrs.dst.bytes());
     let size = if pkt.is_v6 {
         // SAFETY: writing the IPv6 member of the union.
         let t = unsafe { &mut tuple.__bindgen_anon_1.ipv6 };
-        t.saddr = words(&pkt.src);
-        t.daddr = words(&pkt.dst);
+        t.saddr = words(&src);
+        t.daddr = words(&dst);
         t.sport = pkt.sport.to_be();
         t.dport = local_port.to_be();
         core::mem::size_of_val(t)
     } else {
         // SAFETY: writing the IPv4 member of the union.
         let t = unsafe { &mut tuple.__bindgen_anon_1.ipv4 };
-        t.saddr = u32::from_ne_bytes([pkt.src[12], pkt.src[13], pkt.src[14], pkt.src[15]]);
-        t.daddr = u32::from_ne_bytes([pkt.dst[12], pkt.dst[13], pkt.dst[14], pkt.dst[15]]);
+        t.saddr = u32::from_ne_bytes([src[12], src[13], src[14], src[15]]);
+        t.daddr = u32::from_ne_bytes([dst[12], dst[13], dst[14], dst[15]]);
         t.sport = pkt.sport.to_be();
         t.dport = local_port.to_be();
         core::mem::size_of_val(t)
