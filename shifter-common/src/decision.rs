@@ -4,36 +4,10 @@
 //! weight therefore only ever moves buckets from blue to green. The key is the whole
 //! connection tuple, or only the client address under client affinity.
 
-use crate::config::{Affinity, ServiceConfig};
-
-/// Weights are basis points: 10000 means every new flow goes to green.
-pub const WEIGHT_MAX: u16 = 10_000;
-
-/// Which version serves a flow. The discriminant is the counter index within a service.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Backend {
-    Blue = 0,
-    Green = 1,
-}
-
-impl Backend {
-    #[inline(always)]
-    pub const fn from_u8(v: u8) -> Self {
-        if v == 1 { Self::Green } else { Self::Blue }
-    }
-}
-
-/// The connection as the client sees it. Addresses are 16 bytes in network order (IPv4 as
-/// `::ffff:a.b.c.d`), ports in host order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FlowTuple {
-    pub proto: u8,
-    pub client_addr: [u8; 16],
-    pub client_port: u16,
-    pub local_addr: [u8; 16],
-    pub service_port: u16,
-}
+use crate::{
+    flow::FlowTuple,
+    service::{Affinity, Backend, ServiceConfig, WEIGHT_MAX},
+};
 
 const SEED: u64 = 0x5368_6966_7465_7221; // "Shifter!"
 const MUL: u64 = 0x9E37_79B9_7F4A_7C15;

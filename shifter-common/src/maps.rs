@@ -1,4 +1,6 @@
-//! Map names, keys and values shared by the kernel programs and the loader.
+//! Map and program names, map keys and counters shared by the kernel programs and the loader,
+//! and the reasons a program skips a packet (`Skip`, counted in `SHIFTER_SKIP`). The flow
+//! table's key and value live in `flow`.
 //!
 //! Addresses are 16 bytes in network order (IPv4 mapped as `::ffff:a.b.c.d`); ports and
 //! protocol numbers are in host order.
@@ -7,9 +9,6 @@
 pub const MAX_SERVICES: u32 = 256;
 /// Default flow-table capacity (entries); configurable at load time.
 pub const DEFAULT_FLOW_CAPACITY: u32 = 262_144;
-
-pub const PROTO_TCP: u8 = 6;
-pub const PROTO_UDP: u8 = 17;
 
 /// Map names (as pinned under the bpffs directory).
 pub const MAP_SERVICES: &str = "SHIFTER_SVC";
@@ -20,6 +19,7 @@ pub const MAP_PORT_BITMAP: &str = "SHIFTER_PORTS";
 pub const MAP_USER_REMOVED: &str = "SHIFTER_UREM";
 pub const MAP_SOCKETS: &str = "SHIFTER_SOCKS";
 pub const MAP_DRY_RUN: &str = "SHIFTER_DRY";
+pub const MAP_SKIPS: &str = "SHIFTER_SKIP";
 
 /// A `SHIFTER_DRY` word with this bit set: a dry run is active for the slot and the low 16
 /// bits are its would-be weight. 0 (what a new map holds) means no dry run.
@@ -50,50 +50,6 @@ pub struct ServiceKey {
     pub port: u16,
     pub proto: u8,
     pub _pad: u8,
-}
-
-/// Key of the flow table. One entry per shifted flow, keyed by the tuple as the backend sees
-/// it, so ingress (trying blue's then green's port) and egress (the reply's source port) find
-/// the same entry.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub struct FlowKey {
-    pub client_addr: [u8; 16],
-    pub local_addr: [u8; 16],
-    pub client_port: u16,
-    pub backend_port: u16,
-    pub proto: u8,
-    pub _pad: [u8; 3],
-}
-
-/// The client sent a FIN.
-pub const FLOW_FIN_IN: u8 = 1 << 0;
-/// The backend sent a FIN.
-pub const FLOW_FIN_OUT: u8 = 1 << 1;
-/// The client acknowledged something: the handshake completed.
-pub const FLOW_ESTABLISHED: u8 = 1 << 2;
-/// The entry was restored by socket lookup rather than created by a decision.
-pub const FLOW_RECOVERED: u8 = 1 << 3;
-
-/// Value of the flow table.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct FlowValue {
-    /// The port the client connected to, restored on replies.
-    pub service_port: u16,
-    /// The service slot (index into `SHIFTER_CFG` and the counters).
-    pub slot: u16,
-    /// `Backend` as u8.
-    pub backend: u8,
-    /// `FLOW_*` bits.
-    pub flags: u8,
-    pub _pad: u16,
-    /// Initial sequence number of the client's SYN: a SYN with the same number is a
-    /// retransmission, another is a new connection reusing the client port.
-    pub syn_seq: u32,
-    pub _pad2: u32,
-    /// `bpf_ktime_get_ns` of the last packet seen, for idle sweeps.
-    pub last_seen_ns: u64,
 }
 
 /// Per-CPU counters per (service slot, backend): index `slot * 2 + backend`.
@@ -157,20 +113,127 @@ pub const PORT_BITMAP_BACKEND_BASE: u32 = PORT_BITMAP_WORDS;
 /// then does ingress look up the exact (address, port) key before the wildcard one.
 pub const PORT_BITMAP_SPECIFIC_BASE: u32 = PORT_BITMAP_WORDS * 2;
 
-/// Maps an IPv4 address into the 16-byte form used in keys.
-#[inline(always)]
-pub const fn v4_mapped(a: [u8; 4]) -> [u8; 16] {
-    [
-        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3],
-    ]
+/// Entries of the `SHIFTER_SKIP` per-CPU array: room for reasons added later without changing
+/// the shape of a map pinned by an older build (a pinned map is adopted as it is).
+pub const SKIP_SLOTS: u32 = 32;
+
+/// Why a program gave up on a packet of a configured service and passed it unchanged (or, for
+/// `SocketRecordFailed`, why sock_ops could not remember a shifted connection).
+///
+/// A packet that is simply not for a configured service (another port, another protocol on
+/// the port, not TCP or UDP, a later fragment without ports) is not a skip and is not counted.
+/// A malformed packet is attributed by the ports the parser could read: it is a skip only if
+/// those name a configured service (ingress) or a backend port (egress).
+///
+/// The discriminant is the index into `SHIFTER_SKIP`. It is pinned state: a new reason takes
+/// the next free number below `SKIP_SLOTS`, and no reason is ever renumbered.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Skip {
+    /// The frame ends before the end its IP header states (IPv4 total length or IPv6 payload
+    /// length past the frame), or before the end of the fixed TCP or UDP header (at TC also:
+    /// the header is not in the skb's linear data even after pulling). Ingress and egress.
+    Truncated = 0,
+    /// IPv4: IHL below 5 or larger than the total length, a total length too short for the
+    /// TCP or UDP header, or a total length of 0 outside a TCP GSO packet (BIG TCP states no
+    /// length). Ingress and egress.
+    Ipv4Length = 1,
+    /// IPv6: a payload length too short for the extension headers and the TCP or UDP header,
+    /// or 0 outside a TCP GSO packet. Ingress and egress.
+    Ipv6Length = 2,
+    /// TCP data offset below 5, or past the end of the IP payload (of the frame when the IP
+    /// header states no length). Ingress and egress.
+    TcpLength = 3,
+    /// UDP length below 8, or different from the IP payload length. Ingress and egress.
+    UdpLength = 4,
+    /// The service's slot has no configuration word (a service being added or removed, or a
+    /// slot outside the configuration array). Ingress.
+    NoConfig = 5,
+    /// The flow table refused an entry: a new flow or a recovered connection (ingress), or an
+    /// entry restored from the socket's record (egress: the reply leaves with the backend
+    /// port as its source).
+    FlowInsertFailed = 6,
+    /// A TCP segment other than a SYN for a service without a flow entry, and neither the
+    /// blue nor the green port owns a connection for it (socket lookup). Ingress.
+    RecoveryMiss = 7,
+    /// Writing the port and checksum failed (TC: the checksum helper refused). Ingress and
+    /// egress; at ingress a new flow's entry was already recorded.
+    RewriteFailed = 8,
+    /// sock_ops could not store the record of a shifted connection (`SHIFTER_SOCKS`), so
+    /// egress cannot restore the connection's flow entry from it if the entry is lost.
+    SocketRecordFailed = 9,
+}
+
+impl Skip {
+    /// Every reason, in index order.
+    pub const ALL: [Self; 10] = [
+        Self::Truncated,
+        Self::Ipv4Length,
+        Self::Ipv6Length,
+        Self::TcpLength,
+        Self::UdpLength,
+        Self::NoConfig,
+        Self::FlowInsertFailed,
+        Self::RecoveryMiss,
+        Self::RewriteFailed,
+        Self::SocketRecordFailed,
+    ];
+
+    /// Index into `SHIFTER_SKIP`.
+    #[inline(always)]
+    pub const fn index(self) -> u32 {
+        self as u32
+    }
+
+    /// The reason at `index`, if it names one.
+    pub const fn from_index(index: u32) -> Option<Self> {
+        if (index as usize) < Self::ALL.len() {
+            Some(Self::ALL[index as usize])
+        } else {
+            None
+        }
+    }
+
+    /// Stable snake_case name, for metric labels and JSON
+    /// (`shifter_skipped_packets_total{reason="..."}`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Truncated => "truncated",
+            Self::Ipv4Length => "ipv4_length",
+            Self::Ipv6Length => "ipv6_length",
+            Self::TcpLength => "tcp_length",
+            Self::UdpLength => "udp_length",
+            Self::NoConfig => "no_config",
+            Self::FlowInsertFailed => "flow_insert_failed",
+            Self::RecoveryMiss => "recovery_miss",
+            Self::RewriteFailed => "rewrite_failed",
+            Self::SocketRecordFailed => "socket_record_failed",
+        }
+    }
+
+    /// One line for humans (status output, metric help).
+    pub const fn description(self) -> &'static str {
+        match self {
+            Self::Truncated => "frame shorter than its IP length or its TCP/UDP header",
+            Self::Ipv4Length => "IPv4 header length or total length inconsistent",
+            Self::Ipv6Length => "IPv6 payload length inconsistent",
+            Self::TcpLength => "TCP data offset inconsistent",
+            Self::UdpLength => "UDP length inconsistent with the IP payload",
+            Self::NoConfig => "service slot without a configuration word",
+            Self::FlowInsertFailed => "flow table refused the entry",
+            Self::RecoveryMiss => "non-SYN segment without flow entry, owned by no backend",
+            Self::RewriteFailed => "port and checksum rewrite failed",
+            Self::SocketRecordFailed => "sock_ops could not record a shifted connection",
+        }
+    }
 }
 
 #[cfg(feature = "user")]
 mod pod {
-    use super::*;
+    use super::{BackendCounters, ServiceKey};
+    // SAFETY: `#[repr(C)]`, integer fields only, explicit padding: every bit pattern is valid.
     unsafe impl aya::Pod for ServiceKey {}
-    unsafe impl aya::Pod for FlowKey {}
-    unsafe impl aya::Pod for FlowValue {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for BackendCounters {}
 }
 
@@ -180,11 +243,51 @@ mod tests {
     #[test]
     fn layouts_have_no_implicit_padding() {
         assert_eq!(core::mem::size_of::<ServiceKey>(), 20);
-        assert_eq!(core::mem::size_of::<FlowKey>(), 40);
-        assert_eq!(core::mem::size_of::<FlowValue>(), 24);
         assert_eq!(core::mem::size_of::<BackendCounters>(), 80);
         assert_eq!(core::mem::offset_of!(BackendCounters, dry_new_flows), 72);
         assert_eq!(dry_weight(0), None);
         assert_eq!(dry_weight(DRY_ACTIVE | 2500), Some(2500));
+    }
+
+    #[test]
+    fn skip_reasons_are_indexed_in_order_and_named_once() {
+        assert!(Skip::ALL.len() as u32 <= SKIP_SLOTS);
+        for (i, reason) in Skip::ALL.into_iter().enumerate() {
+            assert_eq!(
+                reason.index(),
+                i as u32,
+                "{reason:?} is out of order in ALL"
+            );
+            assert_eq!(Skip::from_index(i as u32), Some(reason));
+            let name = reason.name();
+            assert!(
+                !name.is_empty()
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+                "{name:?} is not snake_case"
+            );
+            for other in &Skip::ALL[..i] {
+                assert_ne!(other.name(), name, "two reasons named {name}");
+            }
+            assert!(!reason.description().is_empty());
+        }
+        assert_eq!(Skip::from_index(Skip::ALL.len() as u32), None);
+        assert_eq!(Skip::from_index(u32::MAX), None);
+    }
+
+    #[test]
+    fn skip_numbers_are_stable() {
+        // Pinned counters are indexed by these numbers: changing one breaks adoption.
+        assert_eq!(Skip::Truncated as u32, 0);
+        assert_eq!(Skip::UdpLength as u32, 4);
+        assert_eq!(Skip::NoConfig as u32, 5);
+        assert_eq!(Skip::RecoveryMiss as u32, 7);
+        assert_eq!(Skip::SocketRecordFailed as u32, 9);
+        assert_eq!(
+            core::mem::size_of::<Result<(), Skip>>(),
+            4,
+            "a program's result stays one word"
+        );
     }
 }

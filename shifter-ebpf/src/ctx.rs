@@ -6,11 +6,11 @@ use aya_ebpf::{
     cty::c_void,
     programs::{TcContext, XdpContext},
 };
-use shifter_common::PROTO_UDP;
+use shifter_common::{PROTO_UDP, Skip};
 
 use crate::{
     csum,
-    parse::{self, Packet},
+    parse::{self, Addrs, Packet},
 };
 
 pub trait PacketCtx {
@@ -19,9 +19,31 @@ pub trait PacketCtx {
     /// Frame length, for byte counters.
     fn frame_len(&self) -> u32;
     fn raw(&self) -> *mut c_void;
+    /// True for a GSO packet (an aggregate the stack splits later): only such a TCP packet
+    /// may state no IP length (BIG TCP).
+    fn is_gso(&self) -> bool;
     /// Rewrites the 16-bit port at `field` of the L4 header from `old` to `new` (host order)
     /// and updates the L4 checksum incrementally.
-    fn rewrite_port(&self, pkt: &Packet, field: usize, old: u16, new: u16) -> Result<(), ()>;
+    fn rewrite_port(&self, pkt: &Packet, field: usize, old: u16, new: u16) -> Result<(), Skip>;
+
+    /// Finds and reads the packet's headers (see `parse::parse`).
+    #[inline(always)]
+    fn parse(&self) -> Result<Packet, parse::NoPorts> {
+        parse::parse(self.data(), self.data_end())
+    }
+
+    /// `pkt`'s addresses (see `Packet::addrs`); `Truncated` in the case that cannot happen.
+    #[inline(always)]
+    fn addrs(&self, pkt: &Packet) -> Result<Addrs, Skip> {
+        pkt.addrs(self.data(), self.data_end())
+            .ok_or(Skip::Truncated)
+    }
+
+    /// Why `pkt` must not be touched, if its lengths disagree (see `Packet::fault`).
+    #[inline(always)]
+    fn fault(&self, pkt: &Packet) -> Option<Skip> {
+        pkt.fault(self.frame_len() as usize, || self.is_gso())
+    }
 }
 
 /// Headers we may need in the linear part of an skb.
@@ -61,7 +83,12 @@ impl PacketCtx for Tc<'_> {
         self.0.as_ptr()
     }
     #[inline(always)]
-    fn rewrite_port(&self, pkt: &Packet, field: usize, old: u16, new: u16) -> Result<(), ()> {
+    fn is_gso(&self) -> bool {
+        // SAFETY: the program's own context; `gso_size` is readable by TC programs (5.7+).
+        unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*self.0.skb.skb).gso_size)) != 0 }
+    }
+    #[inline(always)]
+    fn rewrite_port(&self, pkt: &Packet, field: usize, old: u16, new: u16) -> Result<(), Skip> {
         // The checksum helper first (it leaves a CHECKSUM_PARTIAL field alone, the port is
         // summed later, and keeps a UDP checksum of 0 at 0 with BPF_F_MARK_MANGLED_0); then
         // the port is written directly, one helper call cheaper than bpf_skb_store_bytes.
@@ -77,9 +104,10 @@ impl PacketCtx for Tc<'_> {
                 u64::from(new.to_be()),
                 flags,
             )
-            .map_err(|_| ())?;
+            .map_err(|_| Skip::RewriteFailed)?;
         // The helper may have moved the packet: take fresh pointers.
-        let port = parse::field16(self.data(), self.data_end(), pkt.l4_off + field)?;
+        let port = parse::field16(self.data(), self.data_end(), pkt.l4_off + field)
+            .ok_or(Skip::RewriteFailed)?;
         // SAFETY: bounds-checked by `field16`.
         unsafe { port.write_unaligned(new.to_be()) };
         Ok(())
@@ -106,11 +134,16 @@ impl PacketCtx for Xdp<'_> {
         self.0.as_ptr()
     }
     #[inline(always)]
-    fn rewrite_port(&self, pkt: &Packet, field: usize, old: u16, new: u16) -> Result<(), ()> {
+    fn is_gso(&self) -> bool {
+        // An XDP frame is what the wire delivered: never an aggregate.
+        false
+    }
+    #[inline(always)]
+    fn rewrite_port(&self, pkt: &Packet, field: usize, old: u16, new: u16) -> Result<(), Skip> {
         let (data, end) = (self.data(), self.data_end());
-        let check = parse::l4_csum(data, end, pkt)?;
-        let port = parse::field16(data, end, pkt.l4_off + field)?;
-        let csum_ptr = parse::field16(data, end, pkt.csum_off())?;
+        let check = parse::l4_csum(data, end, pkt).ok_or(Skip::RewriteFailed)?;
+        let port = parse::field16(data, end, pkt.l4_off + field).ok_or(Skip::RewriteFailed)?;
+        let csum_ptr = parse::field16(data, end, pkt.csum_off()).ok_or(Skip::RewriteFailed)?;
         // An IPv4 UDP checksum of 0 means "none" and stays 0; a computed 0 is sent as 0xffff.
         let new_check = if pkt.proto == PROTO_UDP && check == 0 {
             0

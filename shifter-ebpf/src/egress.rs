@@ -1,37 +1,52 @@
 //! Egress: replies of shifted connections get their source port back to the service port.
 //! Replies on direct connections to a backend port have no entry and are left alone.
+//!
+//! A packet not from a backend port, or on a direct connection, returns `Ok`; giving up on a
+//! packet from a backend port returns its `Skip` reason.
 
 use aya_ebpf::{EbpfContext as _, helpers::bpf_get_socket_cookie, programs::TcContext};
 use shifter_common::{
     FLOW_ESTABLISHED, FLOW_FIN_OUT, FLOW_RECOVERED, FlowKey, FlowValue, PORT_BITMAP_BACKEND_BASE,
-    PROTO_TCP,
+    PROTO_TCP, Skip,
 };
 
 use crate::{
     ctx::{PacketCtx, Tc},
     maps::{FLOWS, SOCKETS, counters, port_in},
-    parse::{self, L4_SPORT, TCP_FIN, TCP_RST},
+    parse::{L4_SPORT, TCP_FIN, TCP_RST},
 };
 
 #[inline(always)]
-pub fn run(ctx: &TcContext) -> Result<(), ()> {
+pub fn run(ctx: &TcContext) -> Result<(), Skip> {
     let ctx = Tc(ctx);
     ctx.prepare();
-    let pkt = parse::parse(ctx.data(), ctx.data_end(), ctx.frame_len() as usize)?;
+    let Ok(pkt) = ctx.parse() else {
+        return Ok(()); // no ports: nothing of ours
+    };
     if !port_in(PORT_BITMAP_BACKEND_BASE, pkt.sport) {
         return Ok(());
     }
-    let key = FlowKey {
-        client_addr: pkt.dst,
-        local_addr: pkt.src,
-        client_port: pkt.dport,
-        backend_port: pkt.sport,
-        proto: pkt.proto,
-        _pad: [0; 3],
-    };
+    // Lengths that disagree: never written, never recorded (DESIGN.md, invariant 2). Counted
+    // for any packet from a backend port: telling a direct connection's from a shifted one's
+    // would take the lookups this skips.
+    if let Some(reason) = ctx.fault(&pkt) {
+        return Err(reason);
+    }
+    // The reply's destination is the client, its source the backend.
+    let addrs = ctx.addrs(&pkt)?;
+    let key = FlowKey::new(
+        pkt.proto,
+        addrs.dst.bytes(),
+        pkt.dport,
+        addrs.src.bytes(),
+        pkt.sport,
+    );
     let entry = match FLOWS.get_ptr_mut(&key) {
         Some(e) => e,
-        None => restore_from_socket(ctx.0, &key)?,
+        None => match restore_from_socket(ctx.0, &key)? {
+            Some(e) => e,
+            None => return Ok(()), // a direct connection to the backend
+        },
     };
     // SAFETY: map value pointer, valid for this program run.
     let e = unsafe { &mut *entry };
@@ -63,23 +78,33 @@ pub fn run(ctx: &TcContext) -> Result<(), ()> {
 }
 
 /// The flow entry is gone (evicted or cleared) but the socket remembers that its
-/// connection was shifted: restore the entry. A direct connection has no record.
+/// connection was shifted: restore the entry. `Ok(None)` when there is no record: a direct
+/// connection (or UDP, or a packet without a socket), not ours.
 #[inline(always)]
-fn restore_from_socket(ctx: &TcContext, key: &FlowKey) -> Result<*mut FlowValue, ()> {
+fn restore_from_socket(ctx: &TcContext, key: &FlowKey) -> Result<Option<*mut FlowValue>, Skip> {
     if key.proto != PROTO_TCP {
-        return Err(());
+        return Ok(None);
     }
     // SAFETY: the helper reads skb->sk; 0 when the packet has no socket.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     if cookie == 0 {
-        return Err(());
+        return Ok(None);
     }
     // SAFETY: map value copied out immediately.
-    let mut value = *unsafe { SOCKETS.get(&cookie) }.ok_or(())?;
+    let Some(record) = (unsafe { SOCKETS.get(&cookie) }) else {
+        return Ok(None);
+    };
+    let mut value = *record;
     value.flags |= FLOW_RECOVERED;
-    FLOWS.insert(key, &value, 0).map_err(|_| ())?;
+    FLOWS
+        .insert(key, &value, 0)
+        .map_err(|_| Skip::FlowInsertFailed)?;
     if let Some(c) = counters(u32::from(value.slot), value.backend) {
         c.recoveries += 1;
     }
-    FLOWS.get_ptr_mut(key).ok_or(())
+    // Gone again only if another CPU's insert evicted it at once: as good as refused.
+    FLOWS
+        .get_ptr_mut(key)
+        .map(Some)
+        .ok_or(Skip::FlowInsertFailed)
 }

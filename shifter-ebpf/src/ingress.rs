@@ -1,17 +1,22 @@
 //! Ingress: steer packets for a service port to the flow's backend port.
+//!
+//! parse -> is it a service's? -> configuration -> flow table (hit, new flow or recovery)
+//! -> rewrite. A packet that is not a service's returns `Ok` at once; every way of giving up
+//! on a service's packet returns its `Skip` reason, counted by the caller, and leaves the
+//! packet as it was.
 
 use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use shifter_common::{
-    Backend, FLOW_ESTABLISHED, FLOW_FIN_IN, FLOW_RECOVERED, FlowKey, FlowTuple, FlowValue,
+    Backend, FLOW_ESTABLISHED, FLOW_FIN_IN, FlowKey, FlowTuple, FlowValue,
     PORT_BITMAP_BACKEND_BASE, PORT_BITMAP_SERVICE_BASE, PORT_BITMAP_SPECIFIC_BASE, PROTO_TCP,
-    ServiceConfig, ServiceKey, choose_backend, dry_weight,
+    ServiceConfig, ServiceKey, Skip, choose_backend, dry_weight,
 };
 
 pub use crate::ctx::{Tc, Xdp};
 use crate::{
     ctx::PacketCtx,
     maps::{DRY_RUN, FLOWS, SERVICE_CONFIG, SERVICES, counters, port_in},
-    parse::{self, L4_DPORT, Packet, TCP_ACK, TCP_FIN, TCP_RST},
+    parse::{Addrs, L4_DPORT, Packet, TCP_ACK, TCP_FIN, TCP_RST},
     sk,
 };
 
@@ -30,30 +35,39 @@ impl Prepare for Tc<'_> {
 impl Prepare for Xdp<'_> {}
 
 #[inline(always)]
-pub fn run<C: PacketCtx + Prepare>(ctx: &C) -> Result<(), ()> {
+pub fn run<C: PacketCtx + Prepare>(ctx: &C) -> Result<(), Skip> {
     ctx.prepare();
-    let pkt = parse::parse(ctx.data(), ctx.data_end(), ctx.frame_len() as usize)?;
+    let Ok(pkt) = ctx.parse() else {
+        return Ok(()); // no ports: no service's packet
+    };
     if !port_in(PORT_BITMAP_SERVICE_BASE, pkt.dport) {
-        if pkt.is_syn() && port_in(PORT_BITMAP_BACKEND_BASE, pkt.dport) {
-            forget_stale_flow(&pkt);
+        if pkt.is_syn() && port_in(PORT_BITMAP_BACKEND_BASE, pkt.dport) && ctx.fault(&pkt).is_none()
+        {
+            forget_stale_flow(&pkt, &ctx.addrs(&pkt)?);
         }
         return Ok(());
     }
-    let slot = find_service(&pkt).ok_or(())?;
+    let addrs = ctx.addrs(&pkt)?;
+    let Some(slot) = find_service(&pkt, &addrs) else {
+        return Ok(()); // another protocol or local address on a service's port
+    };
+    // Lengths that disagree: never written, never recorded (DESIGN.md, invariant 2).
+    if let Some(reason) = ctx.fault(&pkt) {
+        return Err(reason);
+    }
     // One 8-byte load: the packet sees one whole configuration (DESIGN.md, atomicity).
-    let word = SERVICE_CONFIG.get_ptr(slot).ok_or(())?;
+    let word = SERVICE_CONFIG.get_ptr(slot).ok_or(Skip::NoConfig)?;
     // SAFETY: aligned array value.
     let word = unsafe { core::ptr::read_volatile(word) };
-    let cfg = ServiceConfig::unpack(word).ok_or(())?;
+    let cfg = ServiceConfig::unpack(word).ok_or(Skip::NoConfig)?;
 
-    let mut key = FlowKey {
-        client_addr: pkt.src,
-        local_addr: pkt.dst,
-        client_port: pkt.sport,
-        backend_port: cfg.blue_port,
-        proto: pkt.proto,
-        _pad: [0; 3],
-    };
+    let mut key = FlowKey::new(
+        pkt.proto,
+        addrs.src.bytes(),
+        pkt.sport,
+        addrs.dst.bytes(),
+        cfg.blue_port,
+    );
     let mut entry = FLOWS.get_ptr_mut(&key);
     if entry.is_none() {
         key.backend_port = cfg.green_port;
@@ -67,12 +81,12 @@ pub fn run<C: PacketCtx + Prepare>(ctx: &C) -> Result<(), ()> {
         // SAFETY: map value pointer, valid for this program run.
         Some(e) => match on_hit(unsafe { &mut *e }, &pkt, &key, now) {
             Some(backend) => backend,
-            None => new_flow(&pkt, slot, &cfg, &mut key, now)?,
+            None => new_flow(&pkt, &addrs, slot, &cfg, &mut key, now)?,
         },
         None if pkt.proto != PROTO_TCP || pkt.is_syn() => {
-            new_flow(&pkt, slot, &cfg, &mut key, now)?
+            new_flow(&pkt, &addrs, slot, &cfg, &mut key, now)?
         }
-        None => recover(ctx, &pkt, slot, &cfg, &mut key, now)?,
+        None => recover(ctx, &pkt, &addrs, slot, &cfg, &mut key, now)?,
     };
 
     ctx.rewrite_port(&pkt, L4_DPORT, pkt.dport, key.backend_port)?;
@@ -86,15 +100,14 @@ pub fn run<C: PacketCtx + Prepare>(ctx: &C) -> Result<(), ()> {
 /// A SYN to a backend port opens a direct connection: drop any entry left from an earlier
 /// shifted connection with the same tuple, or its replies would be rewritten.
 #[inline(always)]
-fn forget_stale_flow(pkt: &Packet) {
-    let key = FlowKey {
-        client_addr: pkt.src,
-        local_addr: pkt.dst,
-        client_port: pkt.sport,
-        backend_port: pkt.dport,
-        proto: pkt.proto,
-        _pad: [0; 3],
-    };
+fn forget_stale_flow(pkt: &Packet, addrs: &Addrs) {
+    let key = FlowKey::new(
+        pkt.proto,
+        addrs.src.bytes(),
+        pkt.sport,
+        addrs.dst.bytes(),
+        pkt.dport,
+    );
     // SAFETY: value read only to learn its slot for the counter.
     if let Some(old) = unsafe { FLOWS.get(&key) } {
         let (slot, backend) = (u32::from(old.slot), old.backend);
@@ -106,24 +119,37 @@ fn forget_stale_flow(pkt: &Packet) {
     }
 }
 
+/// A `ServiceKey` on an 8-byte boundary, so that its address can be written as two words.
+#[repr(C, align(8))]
+struct AlignedServiceKey(ServiceKey);
+
 #[inline(always)]
-fn find_service(pkt: &Packet) -> Option<u32> {
-    let mut key = ServiceKey {
-        addr: pkt.dst,
+fn find_service(pkt: &Packet, addrs: &Addrs) -> Option<u32> {
+    let mut key = AlignedServiceKey(ServiceKey {
+        addr: addrs.dst.bytes(),
         port: pkt.dport,
         proto: pkt.proto,
         _pad: 0,
-    };
+    });
     // The exact (address, port) key only exists when a service names local addresses;
     // the bitmap says so and spares the common wildcard case one hash lookup.
     if port_in(PORT_BITMAP_SPECIFIC_BASE, pkt.dport) {
         // SAFETY: plain u32 values.
-        if let Some(slot) = unsafe { SERVICES.get(&key) } {
+        if let Some(slot) = unsafe { SERVICES.get(&key.0) } {
             return Some(*slot);
         }
     }
-    key.addr = [0; 16];
-    unsafe { SERVICES.get(&key) }.copied()
+    // The wildcard: an all-zero address, written as two words. Written as `[0; 16]` it
+    // became a BPF-to-BPF call to a byte-by-byte memset on every service packet (bpf-linker
+    // does not inline it); volatile keeps LLVM from merging the stores back into a memset.
+    let words = key.0.addr.as_mut_ptr().cast::<u64>();
+    // SAFETY: `addr` is 16 bytes at offset 0 of an 8-aligned struct: two aligned words.
+    unsafe {
+        words.write_volatile(0);
+        words.add(1).write_volatile(0);
+    }
+    // SAFETY: plain u32 values.
+    unsafe { SERVICES.get(&key.0) }.copied()
 }
 
 /// Packet of a known flow. Returns `None` when a SYN reuses the client port of an old
@@ -175,32 +201,26 @@ fn on_hit(e: &mut FlowValue, pkt: &Packet, key: &FlowKey, now: u64) -> Option<Ba
 #[inline(always)]
 fn new_flow(
     pkt: &Packet,
+    addrs: &Addrs,
     slot: u32,
     cfg: &ServiceConfig,
     key: &mut FlowKey,
     now: u64,
-) -> Result<Backend, ()> {
+) -> Result<Backend, Skip> {
     let tuple = FlowTuple {
         proto: pkt.proto,
-        client_addr: pkt.src,
+        client_addr: addrs.src.bytes(),
         client_port: pkt.sport,
-        local_addr: pkt.dst,
+        local_addr: addrs.dst.bytes(),
         service_port: pkt.dport,
     };
     let backend = choose_backend(&tuple, cfg);
     key.backend_port = cfg.port_of(backend);
-    let value = FlowValue {
-        service_port: pkt.dport,
-        slot: slot as u16,
-        backend: backend as u8,
-        flags: 0,
-        _pad: 0,
-        syn_seq: pkt.seq,
-        _pad2: 0,
-        last_seen_ns: now,
-    };
+    let value = FlowValue::decided(pkt.dport, slot as u16, backend, pkt.seq, now);
     // Without an entry the replies could not be rewritten: leave the packet alone then.
-    FLOWS.insert(key, &value, 0).map_err(|_| ())?;
+    FLOWS
+        .insert(key, &value, 0)
+        .map_err(|_| Skip::FlowInsertFailed)?;
     if let Some(c) = counters(slot, backend as u8) {
         c.new_flows += 1;
     }
@@ -230,31 +250,25 @@ fn count_dry_run(tuple: &FlowTuple, slot: u32, cfg: &ServiceConfig) {
 fn recover<C: PacketCtx>(
     ctx: &C,
     pkt: &Packet,
+    addrs: &Addrs,
     slot: u32,
     cfg: &ServiceConfig,
     key: &mut FlowKey,
     now: u64,
-) -> Result<Backend, ()> {
-    let backend = if sk::owns_connection(ctx.raw(), pkt, cfg.blue_port) {
+) -> Result<Backend, Skip> {
+    let backend = if sk::owns_connection(ctx.raw(), pkt, addrs, cfg.blue_port) {
         Backend::Blue
-    } else if sk::owns_connection(ctx.raw(), pkt, cfg.green_port) {
+    } else if sk::owns_connection(ctx.raw(), pkt, addrs, cfg.green_port) {
         Backend::Green
     } else {
         // Nobody owns it: not ours to touch.
-        return Err(());
+        return Err(Skip::RecoveryMiss);
     };
     key.backend_port = cfg.port_of(backend);
-    let value = FlowValue {
-        service_port: pkt.dport,
-        slot: slot as u16,
-        backend: backend as u8,
-        flags: FLOW_RECOVERED | FLOW_ESTABLISHED,
-        _pad: 0,
-        syn_seq: 0,
-        _pad2: 0,
-        last_seen_ns: now,
-    };
-    FLOWS.insert(key, &value, 0).map_err(|_| ())?;
+    let value = FlowValue::recovered(pkt.dport, slot as u16, backend, now);
+    FLOWS
+        .insert(key, &value, 0)
+        .map_err(|_| Skip::FlowInsertFailed)?;
     if let Some(c) = counters(slot, backend as u8) {
         c.recoveries += 1;
     }

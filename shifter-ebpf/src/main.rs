@@ -5,6 +5,7 @@
 //! - `shifter_tc_egress`: rewrite replies of shifted connections back to the service port.
 //!
 //! Every error path passes the packet unchanged: the safe default for a traffic shifter.
+//! Each one gives a `Skip` reason, counted per CPU in `SHIFTER_SKIP`.
 #![no_std]
 #![no_main]
 
@@ -36,7 +37,9 @@ pub fn shifter_tc_ingress(ctx: TcContext) -> i32 {
     if ctx.len() == 0 {
         return aya_ebpf::bindings::TC_ACT_OK;
     }
-    let _ = ingress::run(&ingress::Tc(&ctx));
+    if let Err(reason) = ingress::run(&ingress::Tc(&ctx)) {
+        maps::count_skip(reason);
+    }
     TC_CONTINUE
 }
 
@@ -46,7 +49,9 @@ pub fn shifter_tc_egress(ctx: TcContext) -> i32 {
     if ctx.len() == 0 {
         return aya_ebpf::bindings::TC_ACT_OK;
     }
-    let _ = egress::run(&ctx);
+    if let Err(reason) = egress::run(&ctx) {
+        maps::count_skip(reason);
+    }
     TC_CONTINUE
 }
 
@@ -56,7 +61,9 @@ pub fn shifter_xdp_ingress(ctx: XdpContext) -> u32 {
     if ctx.data_end() <= ctx.data() {
         return xdp_action::XDP_ABORTED;
     }
-    let _ = ingress::run(&ingress::Xdp(&ctx));
+    if let Err(reason) = ingress::run(&ingress::Xdp(&ctx)) {
+        maps::count_skip(reason);
+    }
     xdp_action::XDP_PASS
 }
 
@@ -66,7 +73,9 @@ pub fn shifter_sock_ops(ctx: SockOpsContext) -> u32 {
     if ctx.op() == u32::MAX {
         return 0;
     }
-    sockops::run(&ctx);
+    if let Err(reason) = sockops::run(&ctx) {
+        maps::count_skip(reason);
+    }
     1
 }
 

@@ -6,7 +6,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use shifter_common::{
-    BackendCounters, FlowKey, FlowValue, MAX_SERVICES, PORT_BITMAP_WORDS, ServiceKey,
+    BackendCounters, FlowKey, FlowValue, MAX_SERVICES, PORT_BITMAP_WORDS, SKIP_SLOTS, ServiceKey,
+    Skip,
 };
 
 /// (protocol, local address or wildcard, port) -> service slot.
@@ -66,3 +67,18 @@ pub static USER_REMOVED: Array<u64> = Array::pinned(MAX_SERVICES * 2, 0);
 #[map(name = "SHIFTER_SOCKS")]
 pub static SOCKETS: LruHashMap<u64, FlowValue> =
     LruHashMap::pinned(shifter_common::DEFAULT_FLOW_CAPACITY, 0);
+
+/// Per CPU: packets of configured services the programs gave up on, by reason
+/// (index `Skip as u32`; `shifter_common::MAP_SKIPS`).
+#[map(name = "SHIFTER_SKIP")]
+pub static SKIPS: PerCpuArray<u64> = PerCpuArray::pinned(SKIP_SLOTS, 0);
+
+/// Counts one skip. Only a skip pays for this: passing a packet that is not a service's
+/// costs nothing here.
+#[inline(always)]
+pub fn count_skip(reason: Skip) {
+    if let Some(n) = SKIPS.get_ptr_mut(reason.index()) {
+        // SAFETY: per-CPU value, only this CPU writes it while the program runs.
+        unsafe { *n += 1 };
+    }
+}

@@ -1,41 +1,52 @@
 //! Socket lookup: who owns a connection whose flow entry is gone.
 
 use aya_ebpf::{
-    bindings::{BPF_F_CURRENT_NETNS, bpf_sock_tuple},
+    bindings::{
+        BPF_F_CURRENT_NETNS, bpf_sock_tuple, bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1 as V4,
+        bpf_sock_tuple__bindgen_ty_1__bindgen_ty_2 as V6,
+    },
     cty::c_void,
     helpers::{bpf_sk_lookup_tcp, bpf_sk_release},
 };
 
-use crate::parse::Packet;
+use crate::parse::{Addrs, Packet};
 
 const TCP_LISTEN: u32 = 10;
 
 /// True when a non-listening TCP socket owns (client -> local:`local_port`): the connection
 /// was established on that backend.
 #[inline(always)]
-pub fn owns_connection(ctx: *mut c_void, pkt: &Packet, local_port: u16) -> bool {
-    // SAFETY: plain-old-data union, fully initialised below for the family used.
-    let mut tuple: bpf_sock_tuple = unsafe { core::mem::zeroed() };
-    let size = if pkt.is_v6 {
-        // SAFETY: writing the IPv6 member of the union.
-        let t = unsafe { &mut tuple.__bindgen_anon_1.ipv6 };
-        t.saddr = words(&pkt.src);
-        t.daddr = words(&pkt.dst);
-        t.sport = pkt.sport.to_be();
-        t.dport = local_port.to_be();
-        core::mem::size_of_val(t)
+pub fn owns_connection(ctx: *mut c_void, pkt: &Packet, addrs: &Addrs, local_port: u16) -> bool {
+    let (src, dst) = (addrs.src.bytes(), addrs.dst.bytes());
+    let (sport, dport) = (pkt.sport.to_be(), local_port.to_be());
+    // The family's member of `bpf_sock_tuple` on its own, whole, and only its size passed:
+    // zeroing the whole union first was a call to a byte-by-byte memset in the eBPF build,
+    // and a union written through one member leaves bytes the verifier rejects.
+    if pkt.is_v6 {
+        let mut t = V6 {
+            saddr: words(&src),
+            daddr: words(&dst),
+            sport,
+            dport,
+        };
+        lookup(ctx, core::ptr::from_mut(&mut t).cast(), size_of::<V6>())
     } else {
-        // SAFETY: writing the IPv4 member of the union.
-        let t = unsafe { &mut tuple.__bindgen_anon_1.ipv4 };
-        t.saddr = u32::from_ne_bytes([pkt.src[12], pkt.src[13], pkt.src[14], pkt.src[15]]);
-        t.daddr = u32::from_ne_bytes([pkt.dst[12], pkt.dst[13], pkt.dst[14], pkt.dst[15]]);
-        t.sport = pkt.sport.to_be();
-        t.dport = local_port.to_be();
-        core::mem::size_of_val(t)
-    };
+        let mut t = V4 {
+            saddr: u32::from_ne_bytes([src[12], src[13], src[14], src[15]]),
+            daddr: u32::from_ne_bytes([dst[12], dst[13], dst[14], dst[15]]),
+            sport,
+            dport,
+        };
+        lookup(ctx, core::ptr::from_mut(&mut t).cast(), size_of::<V4>())
+    }
+}
+
+/// `bpf_sk_lookup_tcp` on a tuple of `size` initialised bytes: a non-listening socket found.
+#[inline(always)]
+fn lookup(ctx: *mut c_void, tuple: *mut bpf_sock_tuple, size: usize) -> bool {
     // SAFETY: helper call with a stack tuple of the stated size; the socket is released.
     unsafe {
-        let sk = bpf_sk_lookup_tcp(ctx, &mut tuple, size as u32, BPF_F_CURRENT_NETNS as u64, 0);
+        let sk = bpf_sk_lookup_tcp(ctx, tuple, size as u32, BPF_F_CURRENT_NETNS as u64, 0);
         if sk.is_null() {
             return false;
         }

@@ -9,22 +9,25 @@ use aya_ebpf::{
     helpers::bpf_get_socket_cookie,
     programs::SockOpsContext,
 };
-use shifter_common::{FLOW_ESTABLISHED, FlowKey, PROTO_TCP, v4_mapped};
+use shifter_common::{FLOW_ESTABLISHED, FlowKey, PROTO_TCP, Skip, v4_mapped};
 
 use crate::maps::{FLOWS, SOCKETS};
 
 const AF_INET: u32 = 2;
 
+/// `Err` when a shifted connection could not be remembered.
 #[inline(always)]
-pub fn run(ctx: &SockOpsContext) {
+pub fn run(ctx: &SockOpsContext) -> Result<(), Skip> {
     match ctx.op() {
         BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB => on_established(ctx),
         BPF_SOCK_OPS_STATE_CB if ctx.arg(1) == BPF_TCP_CLOSE => {
             // SAFETY: the helper reads the socket behind the sock_ops context.
             let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+            // Absent for a connection that was never recorded: nothing to do.
             let _ = SOCKETS.remove(&cookie);
+            Ok(())
         }
-        _ => {}
+        _ => Ok(()),
     }
 }
 
@@ -38,7 +41,7 @@ macro_rules! field {
 }
 
 #[inline(always)]
-fn on_established(ctx: &SockOpsContext) {
+fn on_established(ctx: &SockOpsContext) -> Result<(), Skip> {
     let ops = ctx.ops;
     let (client_addr, local_addr) = if field!(ops, family) == AF_INET {
         (
@@ -60,27 +63,30 @@ fn on_established(ctx: &SockOpsContext) {
         ];
         (words_to_bytes(r), words_to_bytes(l))
     };
-    let key = FlowKey {
+    let key = FlowKey::new(
+        PROTO_TCP,
         client_addr,
-        local_addr,
         // remote_port holds the network-order port in its upper half.
-        client_port: u32::from_be(field!(ops, remote_port)) as u16,
-        backend_port: field!(ops, local_port) as u16,
-        proto: PROTO_TCP,
-        _pad: [0; 3],
-    };
+        u32::from_be(field!(ops, remote_port)) as u16,
+        local_addr,
+        field!(ops, local_port) as u16,
+    );
     // SAFETY: map value copied out immediately.
     let Some(flow) = (unsafe { FLOWS.get(&key) }) else {
-        return; // a direct connection to the backend: nothing to remember
+        return Ok(()); // a direct connection to the backend: nothing to remember
     };
     let mut value = *flow;
     value.flags |= FLOW_ESTABLISHED;
     // SAFETY: the helper reads the socket behind the sock_ops context.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    if SOCKETS.insert(&cookie, &value, 0).is_ok() {
-        // Ask for the state callback so the record goes when the socket closes.
-        let _ = ctx.set_cb_flags((ctx.cb_flags() | BPF_SOCK_OPS_STATE_CB_FLAG) as i32);
-    }
+    SOCKETS
+        .insert(&cookie, &value, 0)
+        .map_err(|_| Skip::SocketRecordFailed)?;
+    // Ask for the state callback so the record goes when the socket closes. It cannot fail
+    // for an established full socket; if it did, the record would only outlive the
+    // connection until the LRU map evicts it (cookies are never reused): not a skip.
+    let _ = ctx.set_cb_flags((ctx.cb_flags() | BPF_SOCK_OPS_STATE_CB_FLAG) as i32);
+    Ok(())
 }
 
 #[inline(always)]

@@ -406,6 +406,91 @@ impl Frame {
     }
 }
 
+/// A length field of a header the builder writes, for malformed-packet tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LengthField {
+    /// IPv4 IHL, in 32-bit words (4 bits).
+    Ipv4Ihl,
+    /// IPv4 total length, in bytes.
+    Ipv4TotalLength,
+    /// IPv6 payload length, in bytes.
+    Ipv6PayloadLength,
+    /// TCP data offset, in 32-bit words (4 bits).
+    TcpDataOffset,
+    /// UDP length, in bytes.
+    UdpLength,
+}
+
+impl Frame {
+    /// Offsets of the IP header and of the TCP/UDP header in `build()`'s output.
+    pub fn offsets(&self) -> (usize, usize) {
+        let l3 = 14 + 4 * self.vlans.len();
+        let l4 = match &self.ip {
+            Ip::V4 { options, .. } => l3 + 20 + padded_options(options, "IPv4").len(),
+            Ip::V6 { ext, .. } => {
+                let mut exts = Vec::new();
+                for e in ext {
+                    e.write(0, &mut exts);
+                }
+                l3 + 40 + exts.len()
+            }
+        };
+        (l3, l4)
+    }
+
+    /// The value `field` has in `build()`'s output (in the field's own unit).
+    pub fn length_field(&self, field: LengthField) -> u16 {
+        let bytes = self.build();
+        let (l3, l4) = self.offsets();
+        let be = |at: usize| u16::from_be_bytes([bytes[at], bytes[at + 1]]);
+        match field {
+            LengthField::Ipv4Ihl => u16::from(bytes[l3] & 0x0f),
+            LengthField::Ipv4TotalLength => be(l3 + 2),
+            LengthField::Ipv6PayloadLength => be(l3 + 4),
+            LengthField::TcpDataOffset => u16::from(bytes[l4 + 12] >> 4),
+            LengthField::UdpLength => be(l4 + 4),
+        }
+    }
+
+    /// `build()`'s output with `field` set to `value` (in the field's own unit) and nothing
+    /// else changed, but the IPv4 header checksum, recomputed over the header as built, so
+    /// that the length is the one thing wrong. Panics when the frame has no such field.
+    pub fn build_with_length(&self, field: LengthField, value: u16) -> Vec<u8> {
+        let mut bytes = self.build();
+        let (l3, l4) = self.offsets();
+        let v4 = matches!(self.ip, Ip::V4 { .. });
+        let tcp = matches!(self.l4, L4::Tcp { .. });
+        match field {
+            LengthField::Ipv4Ihl => {
+                assert!(v4 && value <= 0xf, "IHL {value} of {self:?}");
+                bytes[l3] = 0x40 | value as u8;
+            }
+            LengthField::Ipv4TotalLength => {
+                assert!(v4, "no IPv4 header in {self:?}");
+                bytes[l3 + 2..l3 + 4].copy_from_slice(&value.to_be_bytes());
+            }
+            LengthField::Ipv6PayloadLength => {
+                assert!(!v4, "no IPv6 header in {self:?}");
+                bytes[l3 + 4..l3 + 6].copy_from_slice(&value.to_be_bytes());
+            }
+            LengthField::TcpDataOffset => {
+                assert!(tcp && value <= 0xf, "data offset {value} of {self:?}");
+                bytes[l4 + 12] = (bytes[l4 + 12] & 0x0f) | (value as u8) << 4;
+            }
+            LengthField::UdpLength => {
+                assert!(!tcp, "no UDP header in {self:?}");
+                bytes[l4 + 4..l4 + 6].copy_from_slice(&value.to_be_bytes());
+            }
+        }
+        if v4 {
+            bytes[l3 + 10..l3 + 12].copy_from_slice(&[0, 0]);
+            let c = builder_csum(&[&bytes[l3..l4]]);
+            bytes[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
+        }
+        bytes
+    }
+}
+
 /// The builder's checksum: one's complement of the one's complement sum of the parts
 /// (concatenated; every part but the last has even length).
 fn builder_csum(parts: &[&[u8]]) -> u16 {
@@ -631,6 +716,50 @@ mod tests {
         z[10] = 0;
         z[11] = 0;
         assert_eq!(builder_csum(&[&z]), 0xb861);
+    }
+
+    #[test]
+    fn length_fields_are_found_and_edited_in_place() {
+        let a = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 1);
+        let mut v4 = Frame::tcp(v4([198, 18, 0, 1], [198, 18, 0, 2]), 1, 2, 3, TCP_SYN)
+            .with_vlans(&[(ETH_P_8021Q, 5)]);
+        if let Ip::V4 { options, .. } = &mut v4.ip {
+            *options = vec![1, 1, 1, 1];
+        }
+        assert_eq!(v4.offsets(), (18, 18 + 24));
+        assert_eq!(v4.length_field(LengthField::Ipv4Ihl), 6);
+        assert_eq!(v4.length_field(LengthField::Ipv4TotalLength), 44);
+        assert_eq!(v4.length_field(LengthField::TcpDataOffset), 5);
+        let edited = v4.build_with_length(LengthField::Ipv4TotalLength, 45);
+        let built = v4.build();
+        let differ: Vec<usize> = (0..built.len())
+            .filter(|&i| built[i] != edited[i])
+            .collect();
+        assert_eq!(
+            differ.len(),
+            2,
+            "total length byte and checksum: {differ:?}"
+        );
+        assert!(differ.contains(&(18 + 3)));
+        assert_eq!(
+            ones_sum(&edited[18..18 + 24]),
+            0xffff,
+            "IPv4 checksum refreshed"
+        );
+        let v6 = Frame::udp(
+            Ip::V6 {
+                src: a,
+                dst: a,
+                ext: vec![Ext::HopByHop { len: 1 }],
+            },
+            1,
+            2,
+        );
+        assert_eq!(v6.offsets(), (14, 14 + 40 + 16));
+        assert_eq!(v6.length_field(LengthField::UdpLength), 8 + 21);
+        assert_eq!(v6.length_field(LengthField::Ipv6PayloadLength), 16 + 8 + 21);
+        let edited = v6.build_with_length(LengthField::UdpLength, 7);
+        assert_eq!(&edited[14 + 40 + 16 + 4..14 + 40 + 16 + 6], &[0, 7]);
     }
 
     #[test]

@@ -6,10 +6,13 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use shifter::{Affinity, Backend, Protocol, Service, ServiceConfig};
+use shifter::{
+    Affinity, Backend, Protocol, Service, ServiceConfig,
+    dataplane::{Flow, Skip, SkipCounts, pinned_skip_counts},
+};
 use shifter_common::{FLOW_RECOVERED, FlowTuple, choose_backend, v4_mapped};
 use shifter_tests::{
-    pkt::{self, Ext, Frame, Ip, L4, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN},
+    pkt::{self, Ext, Frame, Ip, L4, LengthField, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN},
     testrun::{Prog, TestDataPlane, run, try_run},
 };
 
@@ -228,6 +231,61 @@ impl Fixture {
             .counters(slot)
             .unwrap_or_else(|e| panic!("counters: {e:?}"))
     }
+    /// The skip counters, read through the data plane and, read-only, through the pins:
+    /// both readers must agree.
+    fn skips(&mut self) -> SkipCounts {
+        let mine = self
+            .dp
+            .skip_counts()
+            .unwrap_or_else(|e| panic!("skip counts: {e:?}"));
+        let pinned = pinned_skip_counts(self.dp.pin_dir())
+            .unwrap_or_else(|e| panic!("pinned skip counts: {e:?}"))
+            .expect("SHIFTER_SKIP is pinned");
+        assert_eq!(mine, pinned, "the two readers disagree");
+        mine
+    }
+    fn all_flows(&mut self) -> Vec<Flow> {
+        self.dp
+            .flows(None)
+            .unwrap_or_else(|e| panic!("flows: {e:?}"))
+    }
+    /// Runs `input` through `prog` and asserts it was skipped for `reason`: passed byte for
+    /// byte, the flow table untouched (no entry created, none changed), the counter of
+    /// `reason` up by exactly one and every other reason's unchanged.
+    fn assert_skipped(&mut self, prog: Prog, input: &[u8], reason: Skip, what: &str) {
+        let (skips, flows) = (self.skips(), self.all_flows());
+        let out = self.run(prog, input);
+        assert_unchanged(&out, input, &format!("{prog:?} {what}"));
+        assert_eq!(
+            self.all_flows(),
+            flows,
+            "{prog:?} {what}: flow table changed"
+        );
+        let after = self.skips();
+        for s in after.iter() {
+            let want = skips.get(s.reason) + u64::from(s.reason == reason);
+            assert_eq!(
+                s.packets,
+                want,
+                "{prog:?} {what}: skip counter {} (expected reason {})",
+                s.name,
+                reason.name()
+            );
+        }
+        assert_eq!(after.unknown(), 0);
+    }
+    /// Empties the service's configuration word in the pinned `SHIFTER_CFG`, leaving its
+    /// service key in place: the state between the two writes of an add or a removal.
+    fn clear_config_word(&mut self, svc: Svc) {
+        use aya::maps::{Array, Map, MapData};
+        let path = self.dp.pin_dir().join(shifter_common::MAP_SERVICE_CONFIG);
+        let md = MapData::from_pin(&path).unwrap_or_else(|e| panic!("open {path:?}: {e}"));
+        let mut words: Array<MapData, u64> =
+            Array::try_from(Map::Array(md)).expect("SHIFTER_CFG is an array of u64");
+        words
+            .set(self.slot(svc), 0, 0)
+            .unwrap_or_else(|e| panic!("clear the configuration word: {e}"));
+    }
 }
 
 const FAMS: [Fam; 2] = [Fam::V4, Fam::V6];
@@ -344,8 +402,13 @@ fn miss_on_non_syn_without_an_owner_passes_unchanged() {
                     .with_tcp(flags, 99)
                     .with_payload(b"data");
                 let input = f.build();
-                let out = fx.run(prog, &input);
-                assert_unchanged(&out, &input, &format!("{prog:?} {fam:?} flags {flags:#x}"));
+                // Nobody owns the connection: a recovery miss.
+                fx.assert_skipped(
+                    prog,
+                    &input,
+                    Skip::RecoveryMiss,
+                    &format!("{fam:?} flags {flags:#x}"),
+                );
                 assert_eq!(fx.flow_port(&f, TCP_SVC), None, "no entry may be created");
             }
         }
@@ -490,6 +553,24 @@ fn rst_ends_flows_and_refusals_are_counted() {
             let c = fx.counters(TCP_SVC)[0];
             assert_eq!((c.closed, c.resets, c.refusals), (3, 2, 1), "{c:?}");
         }
+    }
+}
+
+#[test]
+fn a_service_without_configuration_word_is_skipped() {
+    for prog in INGRESS {
+        let mut fx = Fixture::new("noconfig", 5_000);
+        for svc in SVCS {
+            fx.clear_config_word(svc);
+            for fam in FAMS {
+                let f = first(fam, svc, 8, 40_500);
+                let what = format!("{fam:?} {svc:?} without configuration word");
+                fx.assert_skipped(prog, &f.build(), Skip::NoConfig, &what);
+                fx.assert_skipped(prog, &later(&f).build(), Skip::NoConfig, &what);
+                assert_eq!(fx.flow_port(&f, svc), None, "{what}: no entry");
+            }
+        }
+        assert_eq!(fx.skips().get(Skip::NoConfig), 8);
     }
 }
 
@@ -709,6 +790,8 @@ fn non_service_traffic_and_unparsable_frames_pass_unchanged() {
         }
         let flows = fx.dp.flows(None).unwrap_or_else(|e| panic!("flows: {e:?}"));
         assert!(flows.is_empty(), "{prog:?}: entries created: {flows:?}");
+        // None of them is a service's packet: nothing is a skip.
+        assert_eq!(fx.skips(), SkipCounts::default(), "{prog:?}: skips counted");
     }
 }
 
@@ -753,6 +836,8 @@ fn direct_connections_to_backends_are_never_rewritten() {
             assert_unchanged(&fx.run(prog, &input), &input, "direct SYN on a stale tuple");
             let reply = direct.reply(TCP_SYN | TCP_ACK).build();
             assert_unchanged(&fx.run(Prog::TcEgress, &reply), &reply, "its reply");
+            // Direct connections are not the services' packets: no skip either way.
+            assert_eq!(fx.skips(), SkipCounts::default(), "{prog:?} {fam:?}: skips");
         }
     }
 }
@@ -1011,8 +1096,336 @@ fn recovery_in_private_netns(fx: &mut Fixture) {
                 // Another client port: only the listener matches, which owns nothing.
                 let stray = Frame::tcp(ip.clone(), cport ^ 1, TCP_SVC.port, 1, TCP_ACK);
                 let input = stray.build();
-                assert_unchanged(&fx.run(prog, &input), &input, &format!("{what} stray"));
+                fx.assert_skipped(prog, &input, Skip::RecoveryMiss, &format!("{what} stray"));
             }
         }
     }
+}
+
+/// A frame whose length fields disagree with the frame or with each other, and the reason
+/// the programs must skip it for.
+struct Malformed {
+    what: String,
+    bytes: Vec<u8>,
+    reason: Skip,
+}
+
+/// `bytes` with `n` bytes of trailing Ethernet padding: not part of the IP datagram, so the
+/// frame stays valid, but a length that points into the padding points past the datagram.
+fn padded(mut bytes: Vec<u8>, n: usize) -> Vec<u8> {
+    bytes.resize(bytes.len() + n, 0);
+    bytes
+}
+
+fn with_tcp_options(f: Frame, n: usize) -> Frame {
+    let mut f = f;
+    if let L4::Tcp { options, .. } = &mut f.l4 {
+        // NOPs: any content does, only the data offset matters here.
+        *options = vec![1; n];
+    }
+    f
+}
+
+/// Every way of getting each length field of each header of `f` wrong: too small, too large
+/// and inconsistent with another length. `f` is a valid TCP frame with payload or a valid UDP
+/// datagram, without IP options or extension headers.
+fn malformed_variants(f: &Frame) -> Vec<Malformed> {
+    use LengthField::{Ipv4Ihl, Ipv4TotalLength, Ipv6PayloadLength, TcpDataOffset, UdpLength};
+    let v4 = matches!(f.ip, Ip::V4 { .. });
+    let tcp = matches!(f.l4, L4::Tcp { .. });
+    let l4_min: u16 = if tcp { 20 } else { 8 };
+    let (ip_len, ip_hdr, ip_reason) = if v4 {
+        (Ipv4TotalLength, 20, Skip::Ipv4Length)
+    } else {
+        (Ipv6PayloadLength, 0, Skip::Ipv6Length)
+    };
+    let actual = f.length_field(ip_len);
+    let mut v = Vec::new();
+    let mut add = |what: String, bytes: Vec<u8>, reason: Skip| {
+        v.push(Malformed {
+            what,
+            bytes,
+            reason,
+        });
+    };
+    let with = |field, value| f.build_with_length(field, value);
+
+    // The IP length: too small for the L4 header, 0 outside GSO, past the frame.
+    add(
+        format!(
+            "{ip_len:?} {} (too small for the L4 header)",
+            ip_hdr + l4_min - 1
+        ),
+        with(ip_len, ip_hdr + l4_min - 1),
+        ip_reason,
+    );
+    add(
+        format!("{ip_len:?} 0 (not GSO)"),
+        with(ip_len, 0),
+        ip_reason,
+    );
+    for value in [actual + 1, 0xffff] {
+        add(
+            format!("{ip_len:?} {value} (past the frame)"),
+            with(ip_len, value),
+            Skip::Truncated,
+        );
+    }
+    if v4 {
+        add(
+            "IPv4 total length 19 (below the IHL)".into(),
+            with(Ipv4TotalLength, 19),
+            Skip::Ipv4Length,
+        );
+        for ihl in [4, 0] {
+            add(
+                format!("IPv4 IHL {ihl} (too small)"),
+                with(Ipv4Ihl, ihl),
+                Skip::Ipv4Length,
+            );
+        }
+        // 60 bytes of header: past the whole frame.
+        add(
+            "IPv4 IHL 15 (past the frame)".into(),
+            with(Ipv4Ihl, 15),
+            Skip::Ipv4Length,
+        );
+        // 60 bytes fit in the padded frame but not in the datagram.
+        add(
+            "IPv4 IHL 15 (past the total length)".into(),
+            padded(with(Ipv4Ihl, 15), 40),
+            Skip::Ipv4Length,
+        );
+    } else {
+        // Extension headers the payload length does not cover.
+        let ext = with_ext(f.clone(), vec![Ext::HopByHop { len: 1 }]);
+        add(
+            "IPv6 payload length 8 (below its 16-byte hop-by-hop header)".into(),
+            ext.build_with_length(Ipv6PayloadLength, 8),
+            Skip::Ipv6Length,
+        );
+    }
+    if tcp {
+        for doff in [4, 0] {
+            add(
+                format!("TCP data offset {doff} (too small)"),
+                with(TcpDataOffset, doff),
+                Skip::TcpLength,
+            );
+        }
+        add(
+            "TCP data offset 15 (past the frame)".into(),
+            with(TcpDataOffset, 15),
+            Skip::TcpLength,
+        );
+        add(
+            "TCP data offset 15 (in the padding, past the IP payload)".into(),
+            padded(with(TcpDataOffset, 15), 64),
+            Skip::TcpLength,
+        );
+        // A 32-byte header (12 option bytes) in a datagram that ends 8 bytes into it.
+        let opts = with_tcp_options(f.clone().with_payload(b""), 12);
+        add(
+            format!("{ip_len:?} ending inside the TCP options"),
+            opts.build_with_length(ip_len, ip_hdr + 24),
+            Skip::TcpLength,
+        );
+    } else {
+        let ulen = f.length_field(UdpLength);
+        for (value, why) in [
+            (7, "too small"),
+            (0, "too small"),
+            (ulen + 1, "past the frame"),
+            (0xffff, "past the frame"),
+            (ulen - 1, "shorter than the IP payload"),
+        ] {
+            add(
+                format!("UDP length {value} ({why})"),
+                with(UdpLength, value),
+                Skip::UdpLength,
+            );
+        }
+        add(
+            format!(
+                "UDP length {} (in the padding, past the IP payload)",
+                ulen + 4
+            ),
+            padded(with(UdpLength, ulen + 4), 16),
+            Skip::UdpLength,
+        );
+        add(
+            format!("{ip_len:?} {} (shorter than the UDP length)", actual - 1),
+            with(ip_len, actual - 1),
+            Skip::UdpLength,
+        );
+    }
+    // Frames cut short: after the ports inside the L4 header, and inside the payload.
+    let full = f.build();
+    let (_, l4) = f.offsets();
+    for len in [l4 + 6, full.len() - 1] {
+        add(
+            format!("frame cut to {len} of {} bytes", full.len()),
+            full[..len].to_vec(),
+            Skip::Truncated,
+        );
+    }
+    v
+}
+
+/// A TCP segment with payload or a UDP datagram of `svc`, for the length tests.
+fn length_test_frame(fam: Fam, svc: Svc, client: u16, sport: u16) -> Frame {
+    let f = first(fam, svc, client, sport);
+    match svc.proto {
+        Protocol::Tcp => f.with_payload(b"sixteen bytes..."),
+        Protocol::Udp => f,
+    }
+}
+
+#[test]
+fn packets_with_inconsistent_lengths_are_skipped_never_written_or_recorded() {
+    for prog in INGRESS {
+        let mut fx = Fixture::new("lengths", 5_000);
+        let mut skipped = 0;
+        for fam in FAMS {
+            for svc in SVCS {
+                // A new flow's first packet (nothing may be recorded) and a later packet of a
+                // flow that exists (nothing may be rewritten).
+                let f = length_test_frame(fam, svc, 60, 54_000);
+                let established = first(fam, svc, 61, 54_001);
+                fx.run(prog, &established.build());
+                let port = fx
+                    .flow_port(&established, svc)
+                    .expect("the valid first packet made a flow");
+                for (frame, kind) in [(f, "first"), (later(&established), "later")] {
+                    for m in malformed_variants(&frame) {
+                        let what = format!("{fam:?} {svc:?} {kind} packet: {}", m.what);
+                        fx.assert_skipped(prog, &m.bytes, m.reason, &what);
+                        skipped += 1;
+                    }
+                    assert_eq!(fx.flow_port(&frame, svc), (kind == "later").then_some(port));
+                }
+            }
+        }
+        assert_eq!(fx.skips().total(), skipped, "{prog:?}");
+        println!("{prog:?}: {skipped} malformed packets skipped");
+    }
+}
+
+#[test]
+fn replies_with_inconsistent_lengths_are_skipped_at_egress() {
+    let mut fx = Fixture::new("egresslengths", 5_000);
+    for fam in FAMS {
+        for svc in SVCS {
+            let f = length_test_frame(fam, svc, 62, 54_100);
+            fx.run(Prog::TcIngress, &f.build());
+            let port = fx.flow_port(&f, svc).expect("flow");
+            let reply = f.clone().with_dport(port).reply(TCP_ACK | TCP_PSH);
+            // The valid reply is rewritten: the variants below would be too.
+            let out = fx.run(Prog::TcEgress, &reply.build());
+            assert_rewritten(&out, &reply.clone().with_sport(svc.port), "valid reply");
+            for m in malformed_variants(&reply) {
+                let what = format!("{fam:?} {svc:?} reply: {}", m.what);
+                fx.assert_skipped(Prog::TcEgress, &m.bytes, m.reason, &what);
+            }
+        }
+    }
+}
+
+#[test]
+fn malformed_packets_for_other_ports_are_not_skips() {
+    for prog in [Prog::TcIngress, Prog::XdpIngress, Prog::TcEgress] {
+        let mut fx = Fixture::new("malformedother", 5_000);
+        for fam in FAMS {
+            for svc in SVCS {
+                let f = length_test_frame(fam, svc, 63, 54_200).with_dport(9999);
+                let f = if prog == Prog::TcEgress {
+                    f.reply(TCP_ACK)
+                } else {
+                    f
+                };
+                for m in malformed_variants(&f) {
+                    let out = fx.run(prog, &m.bytes);
+                    assert_unchanged(&out, &m.bytes, &format!("{prog:?} {}", m.what));
+                }
+            }
+        }
+        assert_eq!(fx.skips(), SkipCounts::default(), "{prog:?}");
+        assert!(fx.all_flows().is_empty());
+    }
+}
+
+/// Runs `input` through TC ingress or egress as a GSO packet (`gso_size` set in the test
+/// run's `__sk_buff`).
+fn run_gso(fx: &mut Fixture, prog: Prog, input: &[u8]) -> Vec<u8> {
+    use aya::programs::{SchedClassifier, TestRun as _, TestRunOptions};
+    // struct __sk_buff (uapi/linux/bpf.h): 192 bytes, gso_segs at 164, gso_size at 176.
+    let mut ctx = [0u8; 192];
+    ctx[164..168].copy_from_slice(&2u32.to_ne_bytes());
+    ctx[176..180].copy_from_slice(&1400u32.to_ne_bytes());
+    let name = match prog {
+        Prog::TcIngress => shifter_common::PROG_TC_INGRESS,
+        Prog::TcEgress => shifter_common::PROG_TC_EGRESS,
+        Prog::XdpIngress => panic!("XDP has no GSO"),
+    };
+    let p: &mut SchedClassifier = fx
+        .dp
+        .program_mut(name)
+        .expect("program")
+        .try_into()
+        .expect("classifier");
+    let mut out = vec![0u8; input.len() + 256];
+    let r = p
+        .test_run(TestRunOptions {
+            data_in: Some(input),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx),
+            ..Default::default()
+        })
+        .unwrap_or_else(|e| panic!("GSO test run of {prog:?}: {e:?}"));
+    assert_eq!(r.return_value, prog.expected_retval());
+    out.truncate(r.data_size_out as usize);
+    out
+}
+
+/// BIG TCP aggregates state no IP length (0): steered at TC when the skb is GSO, and still
+/// skipped as a UDP datagram or without GSO (the malformed tests).
+#[test]
+fn gso_tcp_without_ip_length_is_steered() {
+    let mut fx = Fixture::new("gso", 5_000);
+    for fam in FAMS {
+        let field = match fam {
+            Fam::V4 => LengthField::Ipv4TotalLength,
+            Fam::V6 => LengthField::Ipv6PayloadLength,
+        };
+        let f = length_test_frame(fam, TCP_SVC, 64, 54_300);
+        let port = TCP_SVC.port_of(expected_backend(&f, TCP_SVC, 5_000));
+        let out = run_gso(&mut fx, Prog::TcIngress, &f.build_with_length(field, 0));
+        let want = f.clone().with_dport(port).build_with_length(field, 0);
+        assert_frame(
+            &out,
+            &want,
+            &format!("{fam:?} GSO segment without IP length"),
+        );
+        assert_eq!(fx.flow_port(&f, TCP_SVC), Some(port));
+        let reply = f.clone().with_dport(port).reply(TCP_ACK);
+        let out = run_gso(&mut fx, Prog::TcEgress, &reply.build_with_length(field, 0));
+        let want = reply.with_sport(TCP_SVC.port).build_with_length(field, 0);
+        assert_frame(&out, &want, &format!("{fam:?} GSO reply without IP length"));
+        // A GSO UDP datagram must state its length.
+        let u = first(fam, UDP_SVC, 64, 54_301);
+        let before = fx.skips();
+        let input = u.build_with_length(field, 0);
+        assert_unchanged(
+            &run_gso(&mut fx, Prog::TcIngress, &input),
+            &input,
+            "GSO UDP",
+        );
+        let reason = if fam == Fam::V4 {
+            Skip::Ipv4Length
+        } else {
+            Skip::Ipv6Length
+        };
+        assert_eq!(fx.skips().get(reason), before.get(reason) + 1);
+    }
+    assert_eq!(fx.skips().total(), 2);
 }

@@ -499,6 +499,10 @@ impl DataPlane {
     ) -> Result<PerCpuArray<&mut MapData, shifter_common::BackendCounters>> {
         typed_map(&mut self.ebpf, MAP_COUNTERS)
     }
+    /// `SHIFTER_SKIP`, read by `dataplane::skips`.
+    pub(crate) fn skips_map(&mut self) -> Result<PerCpuArray<&mut MapData, u64>> {
+        typed_map(&mut self.ebpf, shifter_common::MAP_SKIPS)
+    }
 }
 
 impl Drop for DataPlane {

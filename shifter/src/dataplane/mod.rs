@@ -16,6 +16,7 @@ pub mod flows;
 mod load;
 pub mod pinned;
 pub mod services;
+pub mod skips;
 pub(crate) mod sys;
 
 pub use attach::{Adoption, Hook, TcMode};
@@ -25,3 +26,4 @@ pub use error::{Error, Result};
 pub use flows::{Flow, SweepPolicy, flow_clock_ns};
 pub use load::{AttachInfo, DataPlane, LoadOptions};
 pub use pinned::{PinnedMaps, linked_interfaces};
+pub use skips::{Skip, SkipCount, SkipCounts, pinned_skip_counts};

@@ -1,11 +1,27 @@
-//! The per-service configuration word.
+//! A service's configuration: the backends, the weight and the configuration word.
 //!
 //! A service's whole configuration (blue port, green port, weight, flags) is packed into one
 //! aligned 64-bit word. The kernel program reads it with a single 8-byte load, so a packet
 //! always sees either the old or the new configuration, never a mix (DESIGN.md, "Configuration
 //! atomicity").
 
-use crate::decision::WEIGHT_MAX;
+/// Weights are basis points: 10000 means every new flow goes to green.
+pub const WEIGHT_MAX: u16 = 10_000;
+
+/// Which version serves a flow. The discriminant is the counter index within a service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Backend {
+    Blue = 0,
+    Green = 1,
+}
+
+impl Backend {
+    #[inline(always)]
+    pub const fn from_u8(v: u8) -> Self {
+        if v == 1 { Self::Green } else { Self::Blue }
+    }
+}
 
 /// How the decision key is built for a new flow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,10 +113,10 @@ impl ServiceConfig {
 
     /// The backend port for a backend choice.
     #[inline(always)]
-    pub const fn port_of(&self, backend: crate::Backend) -> u16 {
+    pub const fn port_of(&self, backend: Backend) -> u16 {
         match backend {
-            crate::Backend::Blue => self.blue_port,
-            crate::Backend::Green => self.green_port,
+            Backend::Blue => self.blue_port,
+            Backend::Green => self.green_port,
         }
     }
 }
