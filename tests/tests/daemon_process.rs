@@ -286,8 +286,8 @@ fn corrupted_state_file_falls_back_and_says_so() {
     bed.cli_ok(&["set-weight", "web", "60"]);
     stop(p);
     // Both state.json and the previous copy hold 60 now (the shutdown saved once more), as
-    // does the pinned map. Make the previous copy say 40, so the weight shows where it came
-    // from, then truncate the current file.
+    // does the pinned map. Make the previous copy say 40 (stale), then truncate the current
+    // file.
     let state = bed.state_dir.join("state.json");
     let prev = bed.state_dir.join("state.json.prev");
     let prev_text = std::fs::read_to_string(&prev).expect("previous copy exists");
@@ -303,10 +303,18 @@ fn corrupted_state_file_falls_back_and_says_so() {
         "the daemon says the state file is bad: {log}"
     );
     assert!(log.contains("previous good copy"), "{log}");
+    // The pinned map still holds 60 %: what the kernel steers by wins over the older copy
+    // (a restart must not move live traffic), and the log says which copy said what.
     assert_eq!(
         weight_bp(&bed, "web"),
-        4000,
-        "weight from the last good copy"
+        6000,
+        "the live pinned weight, not the last good copy's"
+    );
+    assert!(
+        log.contains("kept the live values of the pinned maps")
+            && log.contains("previous state file")
+            && log.contains("40.00%"),
+        "{log}"
     );
     assert!(
         bed.state_dir.join("state.json.bad").exists(),
@@ -314,14 +322,33 @@ fn corrupted_state_file_falls_back_and_says_so() {
     );
     stop(p);
 
+    // Without pins (a reboot empties bpffs), the last good copy is what there is.
+    let remove_pins = || {
+        netns::run_in(bed.server_ns(), || {
+            shifter::DataPlane::detach_leftover(&bed.pin_dir, netns::SERVER_IF)
+        })
+        .expect("detach");
+        std::fs::remove_dir_all(&bed.pin_dir).expect("remove pins");
+    };
+    let text = std::fs::read_to_string(&state).expect("state");
+    std::fs::remove_file(&prev).expect("unlink the hard link");
+    std::fs::write(&prev, text.replace("\"web\": 6000", "\"web\": 4000")).expect("write prev");
+    std::fs::write(&state, b"{").expect("truncate");
+    remove_pins();
+    let p = Process::start(&bed);
+    let log = p.log_text();
+    assert!(log.contains("previous good copy"), "{log}");
+    assert_eq!(
+        weight_bp(&bed, "web"),
+        4000,
+        "no pins: the weight from the last good copy"
+    );
+    stop(p);
+
     // Both copies garbage and no pins: the configuration's weight.
     std::fs::write(&state, b"\0garbage").expect("write");
     std::fs::write(bed.state_dir.join("state.json.prev"), b"{").expect("write");
-    netns::run_in(bed.server_ns(), || {
-        shifter::DataPlane::detach_leftover(&bed.pin_dir, netns::SERVER_IF)
-    })
-    .expect("detach");
-    std::fs::remove_dir_all(&bed.pin_dir).expect("remove pins");
+    remove_pins();
     let p = Process::start(&bed);
     let log = p.log_text();
     assert!(log.contains("unusable too"), "{log}");
