@@ -166,6 +166,10 @@ pub struct Status {
     pub flow_table_size: u32,
     pub interfaces: Vec<InterfaceStatus>,
     pub services: Vec<ServiceStatus>,
+    /// Packets for a service the kernel programs gave up on and passed unchanged, by reason
+    /// (`Skip` names: every reason, zeros included; empty when the maps predate the counter).
+    #[serde(default)]
+    pub skipped_packets: std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

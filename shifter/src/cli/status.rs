@@ -142,6 +142,21 @@ pub(crate) fn run(client: &Client, a: Args) -> VerbResult {
     Ok(())
 }
 
+/// The reasons the kernel passed service packets unchanged, non-zero ones only.
+fn skipped_text(s: &Status) -> String {
+    let nonzero: Vec<String> = s
+        .skipped_packets
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(reason, n)| format!("{reason} {n}"))
+        .collect();
+    if nonzero.is_empty() {
+        "none".to_owned()
+    } else {
+        nonzero.join(", ")
+    }
+}
+
 fn print_overview(s: &Status) {
     if s.interfaces.is_empty() {
         println!("interfaces: none");
@@ -153,6 +168,7 @@ fn print_overview(s: &Status) {
             .collect();
         println!("interfaces: {}", ifs.join(", "));
     }
+    println!("skipped packets: {}", skipped_text(s));
     println!();
     if s.services.is_empty() {
         println!("no services configured");

@@ -617,6 +617,14 @@ impl Actor {
                 })
                 .collect(),
             services,
+            skipped_packets: self
+                .dp
+                .skip_counts()
+                .map(|c| c.by_name())
+                .unwrap_or_else(|e| {
+                    error!("reading the skip counters: {}", error_chain(&e));
+                    std::collections::BTreeMap::new()
+                }),
         }
     }
 

@@ -67,6 +67,11 @@ pub(crate) fn rollback_cause(ev: &Event) -> Option<String> {
 pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ServiceLabels {
     service: String,
 }
@@ -221,6 +226,19 @@ impl MetricsState {
                 self.rollbacks.clone(),
             );
         }
+        let skipped = Family::<ReasonLabels, Counter>::default();
+        for (reason, n) in &snap.skipped_packets {
+            skipped
+                .get_or_create(&ReasonLabels {
+                    reason: reason.clone(),
+                })
+                .inc_by(*n);
+        }
+        reg.register(
+            "skipped_packets",
+            "Packets for a service the kernel programs passed unchanged, by reason",
+            skipped,
+        );
         register_health(&mut reg, snap);
         register_rollout(&mut reg, snap);
         reg.register(
@@ -498,6 +516,7 @@ pub(crate) mod tests {
             state_dir: String::new(),
             flow_table_size: 100,
             interfaces: vec![],
+            skipped_packets: [("truncated".to_owned(), 3), ("no_config".to_owned(), 0)].into(),
             services: vec![svc],
         }
     }
@@ -530,6 +549,9 @@ pub(crate) mod tests {
         for line in [
             "# TYPE shifter_new_flows_total counter",
             "shifter_new_flows_total{service=\"web\",backend=\"blue\"} 3",
+            "# TYPE shifter_skipped_packets_total counter",
+            "shifter_skipped_packets_total{reason=\"truncated\"} 3",
+            "shifter_skipped_packets_total{reason=\"no_config\"} 0",
             "shifter_active_flows{service=\"web\",backend=\"green\"} 1",
             "shifter_refused_connections_total{service=\"web\",backend=\"blue\"} 1",
             "shifter_reset_connections_total{service=\"web\",backend=\"green\"} 2",

@@ -51,6 +51,9 @@ pub fn status(maps: &PinnedMaps, config: &Config) -> dataplane::Result<Status> {
         state_dir: config.daemon.state_dir.display().to_string(),
         flow_table_size: maps.flow_capacity(),
         services,
+        skipped_packets: dataplane::pinned_skip_counts(maps.dir())?
+            .map(|c| c.by_name())
+            .unwrap_or_default(),
     })
 }
 

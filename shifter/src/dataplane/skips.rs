@@ -83,6 +83,14 @@ impl SkipCounts {
         self.unknown
     }
 
+    /// Every reason's total by its stable name (zeros included), as status and metrics
+    /// show them.
+    pub fn by_name(&self) -> std::collections::BTreeMap<String, u64> {
+        self.iter()
+            .map(|c| (c.name.to_owned(), c.packets))
+            .collect()
+    }
+
     /// All skipped packets, unknown reasons included.
     pub fn total(&self) -> u64 {
         self.known
