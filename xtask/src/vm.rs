@@ -703,10 +703,22 @@ impl Image<'_> {
             .replace("@TESTS@", &tests.join(" "))
             .replace("@HARNESS@", &harness.join(" "))
             .replace("@EXPECT_MODE@", self.expect_mode)
+            .replace("@PATIENCE@", &guest_patience().to_string())
             .replace("@RELEASE@", &self.kernel.release)
             .replace("@RESULT@", RESULT_MARKER)
             .replace("@TEST@", TEST_MARKER)
     }
+}
+
+/// The factor by which the tests' waits for events are scaled in the guest
+/// (`shifter_tests::patience`): TCG on a shared 2-core machine runs several times slower than
+/// the host. `SHIFTER_TEST_PATIENCE` on the host overrides it.
+fn guest_patience() -> u32 {
+    std::env::var("SHIFTER_TEST_PATIENCE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&f: &u32| f >= 1)
+        .unwrap_or(3)
 }
 
 /// The fixed part of the image: directories, device nodes, busybox, a few /etc files.
@@ -755,7 +767,7 @@ fn base_tree() -> anyhow::Result<Tree> {
 /// failure, and the kernel panics (then qemu exits: `panic=-1 -no-reboot`) if init dies.
 const INIT_TEMPLATE: &str = r#"#!/bin/sh
 export PATH=@PATH@
-export HOME=/root RUST_BACKTRACE=1 SHIFTER_EXPECT_TC_MODE=@EXPECT_MODE@
+export HOME=/root RUST_BACKTRACE=1 SHIFTER_EXPECT_TC_MODE=@EXPECT_MODE@ SHIFTER_TEST_PATIENCE=@PATIENCE@
 /bin/busybox --install -s
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -997,6 +1009,7 @@ mod tests {
         );
         assert!(s.contains(r"--test-threads=1 'it'\''s'"));
         assert!(s.contains("SHIFTER_EXPECT_TC_MODE=legacy"));
+        assert!(s.contains("SHIFTER_TEST_PATIENCE="));
         assert!(s.contains("echo \"SHIFTER-VM-RESULT: $rc\""));
     }
 }
