@@ -785,6 +785,8 @@ while read -r m; do
     insmod "$m" || { echo "shifter-vm: insmod $m failed"; echo "@RESULT@98"; poweroff -f; }
 done < /etc/shifter-vm/modules
 echo "shifter-vm: modules loaded: $(cut -d' ' -f1 /proc/modules | tr '\n' ' ')"
+# From here on the kernel log holds what the tests caused (the boot is on the console).
+dmesg -c >/dev/null
 @TOOLS@/ip link set lo up
 rc=0
 for te in @TESTS@; do
