@@ -309,11 +309,18 @@ fn summary_table(rows: &[Row]) -> String {
 
 /// Test binaries that cannot run in the guest, with the reason printed on every run. They
 /// are left out of the default selection, and naming one with `--test` is an error.
-const NOT_IN_VM: &[(&str, &str)] = &[(
-    "deb_package",
-    "needs dpkg and an installed Debian system (the guest is a busybox initramfs); \
-     covered by the host run (`cargo xtask test`)",
-)];
+const NOT_IN_VM: &[(&str, &str)] = &[
+    (
+        "deb_package",
+        "needs dpkg and an installed Debian system (the guest is a busybox initramfs); \
+         covered by the host run (`cargo xtask test`)",
+    ),
+    (
+        "systemd",
+        "its scenarios need systemd as PID 1 (all #[ignore]d here); they run under \
+         `cargo xtask vm-test --systemd`",
+    ),
+];
 
 /// Test binaries by name: (name, executable).
 type Executables = Vec<(String, PathBuf)>;
