@@ -165,11 +165,12 @@ impl Suite<'_> {
         crate::cmd::step("vm-test: kernel");
         let kernel = kernel::resolve(name, args.modules.as_deref(), self.cache)?;
         eprintln!(
-            "kernel {}: {} (release {}, qemu -cpu {})",
+            "kernel {}: {} (release {}, qemu -cpu {} -accel {})",
             kernel.label,
             kernel.bzimage.display(),
             kernel.release,
-            kernel.cpu
+            kernel.cpu,
+            kernel.accel
         );
         let modules = kernel::modules_to_load(&kernel)?;
 
@@ -213,6 +214,7 @@ impl Suite<'_> {
             disk: None,
             append: &append,
             cpu: kernel.cpu,
+            accel: kernel.accel,
             memory_mib: args.memory_mib,
             cpus: args.cpus,
             timeout,
@@ -994,6 +996,7 @@ mod tests {
             modules: None,
             release: "6.1.0-56-amd64".into(),
             cpu: "max",
+            accel: "tcg",
             append: "",
         };
         let tests = [

@@ -57,6 +57,8 @@ pub struct Named {
     pub source: Source,
     /// qemu `-cpu` model for this kernel under TCG.
     pub cpu: &'static str,
+    /// qemu `-accel`: `tcg` or [`TCG_SINGLE`].
+    pub accel: &'static str,
     /// Added to the guest's kernel command line.
     pub append: &'static str,
     pub what: &'static str,
@@ -67,7 +69,7 @@ const fn deb(
     name: &'static str,
     suite: Option<(&'static str, &'static str)>,
     prefix: &'static str,
-    cpu: &'static str,
+    (cpu, accel): (&'static str, &'static str),
     append: &'static str,
     what: &'static str,
 ) -> Named {
@@ -83,6 +85,7 @@ const fn deb(
             suffix: "-amd64",
         },
         cpu,
+        accel,
         append,
         what,
     }
@@ -92,14 +95,23 @@ const fn deb(
 /// boot; without cx16 (and without the mitigations' alternatives) they boot.
 const NO_CX16: &str = "Nehalem,-cx16";
 
+/// qemu 7.2's multi-threaded TCG let a vCPU run a stale `int3` of a finished kernel text patch
+/// (debian-6.12: `Oops: int3` in `tcp_connect`, most likely a static key that a cgroup `sock_ops`
+/// attach or detach flipped, then a panic). One host thread for all vCPUs keeps cross-modified
+/// code coherent.
+pub const TCG_SINGLE: &str = "tcg,thread=single";
+
+const MAX: (&str, &str) = ("max", "tcg");
+const NEW: (&str, &str) = (NO_CX16, TCG_SINGLE);
+
 /// The kernels `cargo xtask vm-test --kernel NAME` knows (and `--all` runs, in this order).
 /// Adding a kernel is one line here.
 #[rustfmt::skip]
 pub const KERNELS: &[Named] = &[
-    deb("debian-5.10", Some(("bullseye-security", DEBIAN_SECURITY)), "linux-image-5.10.0-", "max", "", "Debian 11 (bullseye) 5.10 LTS: no tcx, legacy clsact attach"),
-    deb("debian-6.1", None, "linux-image-6.1.0-", "max", "", "Debian 12 (bookworm) 6.1 LTS: no tcx, legacy clsact attach"),
-    deb("debian-6.12", Some(("bookworm-backports", DEBIAN)), "linux-image-6.12.", NO_CX16, "mitigations=off", "Debian 12 backports / Debian 13 6.12 LTS: tcx"),
-    deb("debian-7", Some(("trixie-backports", DEBIAN)), "linux-image-7.", NO_CX16, "mitigations=off", "Debian 13 backports, the newest 7.x: tcx"),
+    deb("debian-5.10", Some(("bullseye-security", DEBIAN_SECURITY)), "linux-image-5.10.0-", MAX, "", "Debian 11 (bullseye) 5.10 LTS: no tcx, legacy clsact attach"),
+    deb("debian-6.1", None, "linux-image-6.1.0-", MAX, "", "Debian 12 (bookworm) 6.1 LTS: no tcx, legacy clsact attach"),
+    deb("debian-6.12", Some(("bookworm-backports", DEBIAN)), "linux-image-6.12.", NEW, "mitigations=off", "Debian 12 backports / Debian 13 6.12 LTS: tcx"),
+    deb("debian-7", Some(("trixie-backports", DEBIAN)), "linux-image-7.", NEW, "mitigations=off", "Debian 13 backports, the newest 7.x: tcx"),
 ];
 
 /// The kernel used when `--kernel` is not given.
@@ -128,6 +140,8 @@ pub struct Kernel {
     pub release: String,
     /// qemu `-cpu` model.
     pub cpu: &'static str,
+    /// qemu `-accel`.
+    pub accel: &'static str,
     /// Added to the kernel command line.
     pub append: &'static str,
 }
@@ -150,6 +164,7 @@ pub fn resolve(kernel: &str, modules: Option<&Path>, cache: &Path) -> anyhow::Re
         }?;
         return Ok(Kernel {
             cpu: named.cpu,
+            accel: named.accel,
             append: named.append,
             ..k
         });
@@ -191,6 +206,7 @@ fn files(label: &str, bzimage: &Path, modules: Option<&Path>) -> anyhow::Result<
         modules: modules.map(Path::to_owned),
         release,
         cpu: "max",
+        accel: "tcg",
         append: "",
     })
 }
@@ -416,6 +432,7 @@ fn debian_package(
         modules: Some(modules),
         release,
         cpu: "max",
+        accel: "tcg",
         append: "",
     })
 }
