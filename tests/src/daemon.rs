@@ -564,7 +564,7 @@ pub fn answers(socket: &Path) -> bool {
 /// Waits (bounded) until the daemon answers on `socket`; `alive` says whether it is still
 /// starting (false: it ended, stop waiting).
 fn wait_socket(socket: &Path, mut alive: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + crate::patient(Duration::from_secs(30));
     while Instant::now() < deadline {
         if answers(socket) {
             return true;
@@ -716,6 +716,7 @@ impl Process {
     /// Waits (bounded) for the process to exit; returns its exit code (None: killed by a
     /// signal).
     pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let limit = crate::patient(limit);
         let deadline = Instant::now() + limit;
         loop {
             if let Some(st) = self.child.try_wait().expect("try_wait") {

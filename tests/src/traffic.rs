@@ -206,6 +206,7 @@ impl Report {
 /// (the remaining connections count as failures) after `budget` or after
 /// `MAX_FAILURES_IN_A_ROW` failures in a row.
 pub fn tcp_short(target: SocketAddr, n: usize, timeout: Duration, budget: Duration) -> Report {
+    let budget = crate::patient(budget);
     let start = Instant::now();
     let mut report = Report::default();
     for i in 0..n {
@@ -230,6 +231,7 @@ pub fn tcp_short_from(
     timeout: Duration,
     budget: Duration,
 ) -> Report {
+    let budget = crate::patient(budget);
     let start = Instant::now();
     let mut report = Report::default();
     for (i, port) in ports.enumerate() {
@@ -383,8 +385,10 @@ impl LongLived {
         self.rounds.load(Ordering::Relaxed)
     }
 
-    /// Waits until `more` further rounds completed; false when `deadline` passed first.
+    /// Waits until `more` further rounds completed; false when `deadline` (scaled by
+    /// [`crate::patience`]) passed first.
     pub fn wait_rounds(&self, more: u64, deadline: Duration) -> bool {
+        let deadline = crate::patient(deadline);
         let target = self.rounds() + more;
         let start = Instant::now();
         while self.rounds() < target {

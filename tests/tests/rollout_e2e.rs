@@ -283,10 +283,11 @@ fn green_killed_at_25_percent_is_rolled_back_within_fall_times_interval() {
         || (weight(&bed).weight == 0).then(Instant::now),
     );
     let after_kill = zero - killed;
-    // fall 3 x interval 100 ms + 100 ms.
+    // fall 3 x interval 100 ms + 100 ms (the slack scaled to the machine: a TCG guest).
+    let bound = Duration::from_millis(300) + shifter_tests::patient(Duration::from_millis(100));
     assert!(
-        after_kill <= Duration::from_millis(400),
-        "weight 0 came {after_kill:?} after green died (bound 400 ms)"
+        after_kill <= bound,
+        "weight 0 came {after_kill:?} after green died (bound {bound:?})"
     );
     std::thread::sleep(Duration::from_millis(800));
     let out = traffic.finish();
@@ -338,9 +339,17 @@ fn green_killed_at_25_percent_is_rolled_back_within_fall_times_interval() {
         .as_u64()
         .expect("rollback latency measured");
     let map = rb["map_update_ns"].as_u64().expect("map update measured");
+    // 10 ms on a host. A TCG guest (patience > 1) stalls threads for tens of ms (71 ms seen):
+    // there the bound is what the property needs, that the rollback is applied with the deciding
+    // check and not at the next one (the interval, 100 ms).
+    let bound: u64 = if shifter_tests::patience() > 1 {
+        100_000_000
+    } else {
+        10_000_000
+    };
     assert!(
-        since < 10_000_000,
-        "deciding check to map update took {since} ns"
+        since < bound,
+        "deciding check to map update took {since} ns (bound {bound} ns)"
     );
     let st = service_status(&bed);
     assert_eq!(st["rollout"]["state"], "rolled back");

@@ -30,6 +30,10 @@ use cpio::{Entry, Tree};
 
 /// Arguments of `cargo xtask vm-test`.
 #[derive(clap::Args, Debug)]
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "command-line switches, each independent"
+)]
 pub struct VmArgs {
     /// A kernel name from the table in xtask/src/vm/kernel.rs (`debian-6.1`) or the path to a
     /// bzImage (then pass its modules with --modules).
@@ -56,9 +60,13 @@ pub struct VmArgs {
     /// List the known kernels and exit.
     #[arg(long)]
     pub list_kernels: bool,
+    /// Run the suite on every kernel of the table, one after the other (the test binaries
+    /// are built once), and print a summary table; fails if any kernel failed.
+    #[arg(long, conflicts_with_all = ["kernel", "modules"])]
+    pub all: bool,
     /// Run the systemd scenarios instead: the .deb installed and driven by systemd in a Debian
     /// 12 guest with systemd as PID 1, on the guest's own kernel (needs root).
-    #[arg(long, conflicts_with_all = ["kernel", "modules", "tests"])]
+    #[arg(long, conflicts_with_all = ["kernel", "modules", "tests", "all"])]
     pub systemd: bool,
     /// Arguments for every test binary's harness, e.g. a test name filter.
     #[arg(last = true)]
@@ -86,16 +94,6 @@ pub fn run(args: &VmArgs) -> anyhow::Result<()> {
     ensure_tools()?;
     let cache = target.join("vm");
 
-    crate::cmd::step("vm-test: kernel");
-    let kernel = kernel::resolve(&args.kernel, args.modules.as_deref(), &cache)?;
-    eprintln!(
-        "kernel {}: {} (release {})",
-        kernel.label,
-        kernel.bzimage.display(),
-        kernel.release
-    );
-    let modules = kernel::modules_to_load(&kernel)?;
-
     crate::cmd::step("vm-test: build");
     let built = build(&root, args.release)?;
     let (tests, excluded) = select_tests(built.tests, &args.tests)?;
@@ -105,58 +103,226 @@ pub fn run(args: &VmArgs) -> anyhow::Result<()> {
     if tests.is_empty() {
         bail!("no integration-test binaries were built for shifter-tests");
     }
-
-    crate::cmd::step("vm-test: initramfs");
-    let work = cache.join(sanitize(&args.kernel));
-    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
-    let expect_mode = if kernel::expects_tcx(&kernel.release) {
-        "tcx"
-    } else {
-        "legacy"
-    };
     let data = test_data(&root)?;
-    let image = Image {
-        work: &work,
+    let suite = Suite {
+        cache: &cache,
         data: &data,
-        kernel: &kernel,
-        modules: &modules,
         tests: &tests,
         bins: &built.bins,
-        harness_args: &args.harness_args,
-        expect_mode,
+        excluded: &excluded,
     };
-    let initrd = work.join("initramfs.cpio");
-    let size = image.write(&initrd)?;
+    if !args.all {
+        return suite.run(args, &args.kernel, started).map(|_| ());
+    }
+    let mut rows = Vec::new();
+    for k in kernel::KERNELS {
+        crate::cmd::step(&format!("vm-test --all: {}", k.name));
+        let t = Instant::now();
+        let row = match suite.run(args, k.name, t) {
+            Ok(row) => row,
+            Err(e) => {
+                eprintln!("vm-test --all: {}: {e:#}", k.name);
+                e.downcast::<Row>().unwrap_or_else(|e| Row {
+                    kernel: k.name.to_owned(),
+                    expected: "?".to_owned(),
+                    error: Some(format!("{e:#}")),
+                    ..Row::default()
+                })
+            }
+        };
+        rows.push(row);
+    }
+    let table = summary_table(&rows);
     eprintln!(
-        "{}: {} MiB; {} test binaries, {} modules, expecting tc mode {expect_mode}",
-        initrd.display(),
-        size >> 20,
-        tests.len(),
-        modules.len()
+        "\n==> vm-test --all: {} kernels in {:.0} s\n{table}",
+        rows.len(),
+        started.elapsed().as_secs_f64()
     );
+    let bad: Vec<&str> = rows
+        .iter()
+        .filter(|r| !r.ok())
+        .map(|r| r.kernel.as_str())
+        .collect();
+    if !bad.is_empty() {
+        bail!("vm-test --all: failed on {}", bad.join(", "));
+    }
+    Ok(())
+}
 
-    crate::cmd::step("vm-test: boot (qemu, TCG)");
-    let timeout = Duration::from_secs(args.timeout_minutes.saturating_mul(60));
-    let outcome = qemu::boot(&qemu::Boot {
-        bzimage: &kernel.bzimage,
-        initrd: &initrd,
-        disk: None,
-        append: "console=ttyS0 panic=-1 oops=panic loglevel=4 rdinit=/init",
-        cpu: "max",
-        memory_mib: args.memory_mib,
-        cpus: args.cpus,
-        timeout,
-    })?;
-    report(&kernel, &outcome, &excluded, started.elapsed())
+/// What every kernel's run shares: the build and the files that go into the image.
+struct Suite<'a> {
+    cache: &'a Path,
+    data: &'a [PathBuf],
+    tests: &'a [(String, PathBuf)],
+    bins: &'a [(String, PathBuf)],
+    excluded: &'a [(&'static str, &'static str)],
+}
+
+impl Suite<'_> {
+    /// Boots one kernel with the suite. On failure the error carries the [`Row`] (when the
+    /// guest ran) for the `--all` summary.
+    fn run(&self, args: &VmArgs, name: &str, started: Instant) -> anyhow::Result<Row> {
+        crate::cmd::step("vm-test: kernel");
+        let kernel = kernel::resolve(name, args.modules.as_deref(), self.cache)?;
+        eprintln!(
+            "kernel {}: {} (release {}, qemu -cpu {} -accel {})",
+            kernel.label,
+            kernel.bzimage.display(),
+            kernel.release,
+            kernel.cpu,
+            kernel.accel
+        );
+        let modules = kernel::modules_to_load(&kernel)?;
+
+        crate::cmd::step("vm-test: initramfs");
+        let work = self.cache.join(sanitize(name));
+        std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+        let expect_mode = if kernel::expects_tcx(&kernel.release) {
+            "tcx"
+        } else {
+            "legacy"
+        };
+        let image = Image {
+            work: &work,
+            data: self.data,
+            kernel: &kernel,
+            modules: &modules,
+            tests: self.tests,
+            bins: self.bins,
+            harness_args: &args.harness_args,
+            expect_mode,
+        };
+        let initrd = work.join("initramfs.cpio");
+        let size = image.write(&initrd)?;
+        eprintln!(
+            "{}: {} MiB; {} test binaries, {} modules, expecting tc mode {expect_mode}",
+            initrd.display(),
+            size >> 20,
+            self.tests.len(),
+            modules.len()
+        );
+
+        crate::cmd::step("vm-test: boot (qemu, TCG)");
+        let timeout = Duration::from_secs(args.timeout_minutes.saturating_mul(60));
+        let mut append = "console=ttyS0 panic=-1 oops=panic loglevel=4 rdinit=/init".to_owned();
+        if !kernel.append.is_empty() {
+            append = format!("{append} {}", kernel.append);
+        }
+        let outcome = qemu::boot(&qemu::Boot {
+            bzimage: &kernel.bzimage,
+            initrd: &initrd,
+            disk: None,
+            append: &append,
+            cpu: kernel.cpu,
+            accel: kernel.accel,
+            memory_mib: args.memory_mib,
+            cpus: args.cpus,
+            timeout,
+        })?;
+        let mut row = Row::from_outcome(&kernel.label, expect_mode, &outcome);
+        if let Err(e) = report(&kernel, &outcome, self.excluded, started.elapsed()) {
+            row.error = Some(format!("{e:#}"));
+            return Err(anyhow::Error::new(row).context(e));
+        }
+        Ok(row)
+    }
+}
+
+/// One kernel's line in the `--all` summary.
+#[derive(Debug, Default)]
+struct Row {
+    kernel: String,
+    expected: String,
+    /// The TC mode the guest reported (`attach_mode`), if it ran.
+    seen: Option<String>,
+    passed: Vec<String>,
+    failed: Vec<String>,
+    guest: Duration,
+    error: Option<String>,
+}
+
+impl std::fmt::Display for Row {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {}",
+            self.kernel,
+            self.error.as_deref().unwrap_or("ok")
+        )
+    }
+}
+
+impl std::error::Error for Row {}
+
+impl Row {
+    fn from_outcome(kernel: &str, expected: &str, o: &qemu::Outcome) -> Row {
+        let mut row = Row {
+            kernel: kernel.to_owned(),
+            expected: expected.to_owned(),
+            guest: o.guest_time,
+            ..Row::default()
+        };
+        for l in &o.lines {
+            let l = l.trim();
+            if let Some(t) = l.strip_prefix(TEST_MARKER) {
+                let mut w = t.split_whitespace();
+                let name = w.next().unwrap_or("?").to_owned();
+                if w.next() == Some("rc=0") {
+                    row.passed.push(name);
+                } else {
+                    row.failed.push(name);
+                }
+            } else if let Some(m) = l.find("SHIFTER-TC-MODE: ").map(|i| &l[i + 17..]) {
+                row.seen = m.split_whitespace().next().map(str::to_owned);
+            }
+        }
+        row
+    }
+
+    fn ok(&self) -> bool {
+        self.error.is_none() && self.failed.is_empty()
+    }
+}
+
+fn summary_table(rows: &[Row]) -> String {
+    let mut t = format!(
+        "{:<48} {:<15} {:>6} {:>6} {:>7}  {}\n",
+        "kernel", "tc exp/seen", "passed", "failed", "guest s", "failed binaries / error"
+    );
+    for r in rows {
+        let mode = format!("{}/{}", r.expected, r.seen.as_deref().unwrap_or("-"));
+        let why = match &r.error {
+            Some(e) if r.failed.is_empty() => e.lines().next().unwrap_or("").to_owned(),
+            _ => r.failed.join(" "),
+        };
+        let _ = writeln!(
+            t,
+            "{:<48} {:<15} {:>6} {:>6} {:>7.0}  {}",
+            r.kernel,
+            mode,
+            r.passed.len(),
+            r.failed.len(),
+            r.guest.as_secs_f64(),
+            why
+        );
+    }
+    t
 }
 
 /// Test binaries that cannot run in the guest, with the reason printed on every run. They
 /// are left out of the default selection, and naming one with `--test` is an error.
-const NOT_IN_VM: &[(&str, &str)] = &[(
-    "deb_package",
-    "needs dpkg and an installed Debian system (the guest is a busybox initramfs); \
-     covered by the host run (`cargo xtask test`)",
-)];
+const NOT_IN_VM: &[(&str, &str)] = &[
+    (
+        "deb_package",
+        "needs dpkg and an installed Debian system (the guest is a busybox initramfs); \
+         covered by the host run (`cargo xtask test`)",
+    ),
+    (
+        "systemd",
+        "its scenarios need systemd as PID 1 (all #[ignore]d here); they run under \
+         `cargo xtask vm-test --systemd`",
+    ),
+];
 
 /// Test binaries by name: (name, executable).
 type Executables = Vec<(String, PathBuf)>;
@@ -546,10 +712,22 @@ impl Image<'_> {
             .replace("@TESTS@", &tests.join(" "))
             .replace("@HARNESS@", &harness.join(" "))
             .replace("@EXPECT_MODE@", self.expect_mode)
+            .replace("@PATIENCE@", &guest_patience().to_string())
             .replace("@RELEASE@", &self.kernel.release)
             .replace("@RESULT@", RESULT_MARKER)
             .replace("@TEST@", TEST_MARKER)
     }
+}
+
+/// The factor by which the tests' waits for events are scaled in the guest
+/// (`shifter_tests::patience`): TCG on a shared 2-core machine runs several times slower than
+/// the host. `SHIFTER_TEST_PATIENCE` on the host overrides it.
+fn guest_patience() -> u32 {
+    std::env::var("SHIFTER_TEST_PATIENCE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&f: &u32| f >= 1)
+        .unwrap_or(3)
 }
 
 /// The fixed part of the image: directories, device nodes, busybox, a few /etc files.
@@ -598,7 +776,7 @@ fn base_tree() -> anyhow::Result<Tree> {
 /// failure, and the kernel panics (then qemu exits: `panic=-1 -no-reboot`) if init dies.
 const INIT_TEMPLATE: &str = r#"#!/bin/sh
 export PATH=@PATH@
-export HOME=/root RUST_BACKTRACE=1 SHIFTER_EXPECT_TC_MODE=@EXPECT_MODE@
+export HOME=/root RUST_BACKTRACE=1 SHIFTER_EXPECT_TC_MODE=@EXPECT_MODE@ SHIFTER_TEST_PATIENCE=@PATIENCE@
 /bin/busybox --install -s
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -616,6 +794,8 @@ while read -r m; do
     insmod "$m" || { echo "shifter-vm: insmod $m failed"; echo "@RESULT@98"; poweroff -f; }
 done < /etc/shifter-vm/modules
 echo "shifter-vm: modules loaded: $(cut -d' ' -f1 /proc/modules | tr '\n' ' ')"
+# From here on the kernel log holds what the tests caused (the boot is on the console).
+dmesg -c >/dev/null
 @TOOLS@/ip link set lo up
 rc=0
 for te in @TESTS@; do
@@ -625,7 +805,12 @@ for te in @TESTS@; do
     "${te#*:}" --test-threads=1 @HARNESS@ </dev/null
     r=$?
     echo "@TEST@$t rc=$r seconds=$(( $(date +%s) - start ))"
-    [ "$r" -eq 0 ] || rc=1
+    if [ "$r" -ne 0 ]; then
+        rc=1
+        # The kernel's side of the failure (verifier and attach errors go to the log).
+        dmesg | tail -n 40 | sed 's/^/shifter-vm: dmesg: /'
+        dmesg -c >/dev/null
+    fi
 done
 leftover=$(ls /sys/fs/bpf; @TOOLS@/ip netns list)
 [ -z "$leftover" ] || echo "shifter-vm: left behind after the tests: $leftover"
@@ -810,6 +995,9 @@ mod tests {
             bzimage: "/k".into(),
             modules: None,
             release: "6.1.0-56-amd64".into(),
+            cpu: "max",
+            accel: "tcg",
+            append: "",
         };
         let tests = [
             ("smoke_load".to_owned(), PathBuf::from("/x")),
@@ -833,6 +1021,7 @@ mod tests {
         );
         assert!(s.contains(r"--test-threads=1 'it'\''s'"));
         assert!(s.contains("SHIFTER_EXPECT_TC_MODE=legacy"));
+        assert!(s.contains("SHIFTER_TEST_PATIENCE="));
         assert!(s.contains("echo \"SHIFTER-VM-RESULT: $rc\""));
     }
 }

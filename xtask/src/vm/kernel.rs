@@ -5,16 +5,36 @@ use anyhow::{Context as _, bail};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use super::elf;
+
+/// A Debian archive suite that is not in the machine's own apt sources. Its package lists
+/// and downloads live in a private apt configuration under `<target>/vm/apt/<suite>/`; the
+/// machine's `/etc/apt` is never changed.
+#[derive(Clone, Copy, Debug)]
+pub struct Suite {
+    /// e.g. `bullseye-security`.
+    pub name: &'static str,
+    /// The archive, e.g. `http://deb.debian.org/debian-security`.
+    pub uri: &'static str,
+}
+
+const DEBIAN: &str = "http://deb.debian.org/debian";
+const DEBIAN_SECURITY: &str = "http://deb.debian.org/debian-security";
 
 /// Where a named kernel comes from.
 #[derive(Clone, Copy, Debug)]
 pub enum Source {
     /// The newest Debian package called `<prefix><abi><suffix>` that apt knows, e.g.
-    /// `linux-image-6.1.0-56-amd64` for prefix `linux-image-6.1.0-` and suffix `-amd64`, where
-    /// `<abi>` contains no `-`. Downloaded with `apt-get download` and unpacked with `dpkg-deb`.
+    /// `linux-image-6.1.0-56-amd64` for prefix `linux-image-6.1.0-` and suffix `-amd64`, or
+    /// `linux-image-7.3.4+deb13-amd64` for `linux-image-7.` and `-amd64`, where `<abi>`
+    /// contains no `-`. From the machine's own apt sources (`suite: None`) or from a private
+    /// apt configuration for that suite. Downloaded with `apt-get download` (with the
+    /// `linux-binary-*`/`linux-modules-*`/`linux-base-*` packages a split image package
+    /// depends on) and unpacked with `dpkg-deb`.
     DebianPackage {
+        suite: Option<Suite>,
         prefix: &'static str,
         suffix: &'static str,
     },
@@ -35,18 +55,64 @@ pub enum Source {
 pub struct Named {
     pub name: &'static str,
     pub source: Source,
+    /// qemu `-cpu` model for this kernel under TCG.
+    pub cpu: &'static str,
+    /// qemu `-accel`: `tcg` or [`TCG_SINGLE`].
+    pub accel: &'static str,
+    /// Added to the guest's kernel command line.
+    pub append: &'static str,
     pub what: &'static str,
 }
 
-/// The kernels `cargo xtask vm-test --kernel NAME` knows. Adding a kernel is one line here.
-pub const KERNELS: &[Named] = &[Named {
-    name: "debian-6.1",
-    source: Source::DebianPackage {
-        prefix: "linux-image-6.1.0-",
-        suffix: "-amd64",
-    },
-    what: "Debian 12 (bookworm) 6.1 LTS: no tcx, legacy clsact attach",
-}];
+/// A Debian kernel package: `suite` `None` means the machine's own apt sources.
+const fn deb(
+    name: &'static str,
+    suite: Option<(&'static str, &'static str)>,
+    prefix: &'static str,
+    (cpu, accel): (&'static str, &'static str),
+    append: &'static str,
+    what: &'static str,
+) -> Named {
+    let suite = match suite {
+        Some((name, uri)) => Some(Suite { name, uri }),
+        None => None,
+    };
+    Named {
+        name,
+        source: Source::DebianPackage {
+            suite,
+            prefix,
+            suffix: "-amd64",
+        },
+        cpu,
+        accel,
+        append,
+        what,
+    }
+}
+
+/// qemu 7.2 TCG with `-cpu max`: 6.12 and later die of a double fault at `cmpxchg16b` early in
+/// boot; without cx16 (and without the mitigations' alternatives) they boot.
+const NO_CX16: &str = "Nehalem,-cx16";
+
+/// qemu 7.2's multi-threaded TCG let a vCPU run a stale `int3` of a finished kernel text patch
+/// (debian-6.12: `Oops: int3` in `tcp_connect`, most likely a static key that a cgroup `sock_ops`
+/// attach or detach flipped, then a panic). One host thread for all vCPUs keeps cross-modified
+/// code coherent.
+pub const TCG_SINGLE: &str = "tcg,thread=single";
+
+const MAX: (&str, &str) = ("max", "tcg");
+const NEW: (&str, &str) = (NO_CX16, TCG_SINGLE);
+
+/// The kernels `cargo xtask vm-test --kernel NAME` knows (and `--all` runs, in this order).
+/// Adding a kernel is one line here.
+#[rustfmt::skip]
+pub const KERNELS: &[Named] = &[
+    deb("debian-5.10", Some(("bullseye-security", DEBIAN_SECURITY)), "linux-image-5.10.0-", MAX, "", "Debian 11 (bullseye) 5.10 LTS: no tcx, legacy clsact attach"),
+    deb("debian-6.1", None, "linux-image-6.1.0-", MAX, "", "Debian 12 (bookworm) 6.1 LTS: no tcx, legacy clsact attach"),
+    deb("debian-6.12", Some(("bookworm-backports", DEBIAN)), "linux-image-6.12.", NEW, "mitigations=off", "Debian 12 backports / Debian 13 6.12 LTS: tcx"),
+    deb("debian-7", Some(("trixie-backports", DEBIAN)), "linux-image-7.", NEW, "mitigations=off", "Debian 13 backports, the newest 7.x: tcx"),
+];
 
 /// The kernel used when `--kernel` is not given.
 pub const DEFAULT_KERNEL: &str = "debian-6.1";
@@ -72,6 +138,12 @@ pub struct Kernel {
     pub modules: Option<PathBuf>,
     /// `uname -r` of the kernel.
     pub release: String,
+    /// qemu `-cpu` model.
+    pub cpu: &'static str,
+    /// qemu `-accel`.
+    pub accel: &'static str,
+    /// Added to the kernel command line.
+    pub append: &'static str,
 }
 
 /// Resolves `--kernel` (a name from [`KERNELS`] or a path to a bzImage) and `--modules`.
@@ -80,14 +152,22 @@ pub fn resolve(kernel: &str, modules: Option<&Path>, cache: &Path) -> anyhow::Re
         if modules.is_some() {
             bail!("--modules goes with --kernel PATH, not with the named kernel {kernel}");
         }
-        return match named.source {
-            Source::DebianPackage { prefix, suffix } => {
-                debian_package(named.name, prefix, suffix, cache)
-            }
+        let k = match named.source {
+            Source::DebianPackage {
+                suite,
+                prefix,
+                suffix,
+            } => debian_package(named.name, suite, prefix, suffix, cache),
             Source::Files { bzimage, modules } => {
                 files(named.name, Path::new(bzimage), modules.map(Path::new))
             }
-        };
+        }?;
+        return Ok(Kernel {
+            cpu: named.cpu,
+            accel: named.accel,
+            append: named.append,
+            ..k
+        });
     }
     let path = Path::new(kernel);
     if !path.is_file() {
@@ -125,6 +205,9 @@ fn files(label: &str, bzimage: &Path, modules: Option<&Path>) -> anyhow::Result<
         bzimage: bzimage.to_owned(),
         modules: modules.map(Path::to_owned),
         release,
+        cpu: "max",
+        accel: "tcg",
+        append: "",
     })
 }
 
@@ -179,14 +262,111 @@ fn newest_package<'a>(
         .map(|(_, n)| n)
 }
 
-fn debian_package(label: &str, prefix: &str, suffix: &str, cache: &Path) -> anyhow::Result<Kernel> {
+/// How to call apt: the machine's own configuration, or a private one for one suite.
+struct Apt {
+    /// `-o` options that point apt at the private directories (empty: the machine's own).
+    opts: Vec<String>,
+    /// What to tell the user about where the packages come from.
+    what: String,
+}
+
+impl Apt {
+    fn system() -> Self {
+        Apt {
+            opts: Vec::new(),
+            what: "the machine's apt sources".to_owned(),
+        }
+    }
+
+    /// A private apt configuration for `suite` under `dir` (`<target>/vm/apt/<suite>/`): its
+    /// own sources list, an empty parts directory, its own lists and cache. The lists are
+    /// refreshed with `apt-get update` when they are missing or older than a day; a failed
+    /// refresh keeps the old lists (offline runs work from the cache).
+    fn private(suite: Suite, dir: &Path) -> anyhow::Result<Self> {
+        let dir = dir.join(suite.name);
+        for d in ["parts", "lists/partial", "cache/archives/partial"] {
+            std::fs::create_dir_all(dir.join(d))
+                .with_context(|| format!("creating {}", dir.join(d).display()))?;
+        }
+        let keyring = Path::new("/usr/share/keyrings/debian-archive-keyring.gpg");
+        let signed = if keyring.is_file() {
+            format!("[signed-by={}] ", keyring.display())
+        } else {
+            String::new()
+        };
+        let list = format!("deb {signed}{} {} main\n", suite.uri, suite.name);
+        let list_file = dir.join("sources.list");
+        if std::fs::read_to_string(&list_file).ok().as_deref() != Some(list.as_str()) {
+            std::fs::write(&list_file, &list)
+                .with_context(|| format!("writing {}", list_file.display()))?;
+            let _ = std::fs::remove_file(dir.join("updated"));
+        }
+        let path = |p: &str| dir.join(p).to_string_lossy().into_owned();
+        let opts = vec![
+            format!("Dir::Etc::SourceList={}", list_file.display()),
+            format!("Dir::Etc::SourceParts={}", path("parts")),
+            format!("Dir::State::Lists={}", path("lists")),
+            format!("Dir::Cache={}", path("cache")),
+        ];
+        let apt = Apt {
+            opts,
+            what: format!(
+                "{} (private apt configuration in {})",
+                suite.name,
+                dir.display()
+            ),
+        };
+        let stamp = dir.join("updated");
+        let fresh = std::fs::metadata(&stamp)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age < Duration::from_hours(24));
+        if !fresh {
+            eprintln!("apt-get update for {}", apt.what);
+            let mut c = apt.command("apt-get");
+            c.args(["update", "-q"]);
+            eprintln!("$ {}", crate::cmd::render(&c));
+            match c.status() {
+                Ok(st) if st.success() => std::fs::write(&stamp, suite.uri)?,
+                Ok(st) => eprintln!("warning: apt-get update for {} failed ({st})", suite.name),
+                Err(e) => eprintln!("warning: cannot run apt-get ({e})"),
+            }
+        }
+        Ok(apt)
+    }
+
+    fn command(&self, tool: &str) -> Command {
+        let mut c = Command::new(tool);
+        for o in &self.opts {
+            c.arg("-o").arg(o);
+        }
+        c
+    }
+
+    fn pkgnames(&self, prefix: &str) -> String {
+        self.command("apt-cache")
+            .args(["pkgnames", prefix])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    }
+}
+
+fn debian_package(
+    label: &str,
+    suite: Option<Suite>,
+    prefix: &str,
+    suffix: &str,
+    cache: &Path,
+) -> anyhow::Result<Kernel> {
     let dir = cache.join("kernels");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let listed = Command::new("apt-cache")
-        .args(["pkgnames", prefix])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
+    let apt = match suite {
+        Some(s) => Apt::private(s, &cache.join("apt"))?,
+        None => Apt::system(),
+    };
+    let listed = apt.pkgnames(prefix);
     let cached: Vec<String> = std::fs::read_dir(&dir)
         .map(|rd| {
             rd.filter_map(Result::ok)
@@ -199,71 +379,144 @@ fn debian_package(label: &str, prefix: &str, suffix: &str, cache: &Path) -> anyh
         Some(p) => p.to_owned(),
         None => match newest_package(cached.iter().map(String::as_str), prefix, suffix) {
             Some(p) => {
-                eprintln!("apt knows no {prefix}*{suffix}; using the cached {p}");
+                eprintln!(
+                    "{} knows no {prefix}*{suffix}; using the cached {p}",
+                    apt.what
+                );
                 p.to_owned()
             }
             None => bail!(
-                "no Debian package {prefix}<abi>{suffix} is known to apt and none is cached in {}: \
-                 on Debian 12 run `apt-get update`; elsewhere pass --kernel PATH --modules DIR",
+                "no Debian package {prefix}<abi>{suffix} is known to {} and none is cached in \
+                 {}: run `apt-get update` (machine's sources) or check the network; elsewhere \
+                 pass --kernel PATH --modules DIR",
+                apt.what,
                 dir.display()
             ),
         },
     };
-    let root = dir.join(&package);
-    if !root.join(".unpacked").is_file() {
-        fetch_and_unpack(&package, &root)?;
-    }
+    eprintln!("kernel package {package} from {}", apt.what);
     let release = package
         .strip_prefix("linux-image-")
         .unwrap_or(&package)
         .to_owned();
-    let bzimage = root.join("boot").join(format!("vmlinuz-{release}"));
-    let modules = root.join("lib/modules").join(&release);
-    if !bzimage.is_file() || !modules.is_dir() {
+    let root = dir.join(&package);
+    if !root.join(".unpacked").is_file() {
+        fetch_and_unpack(&apt, &package, &release, &root)?;
+    }
+    // Older packages: /boot/vmlinuz-R and /lib/modules/R. Trixie's split packages (merged
+    // /usr): /usr/lib/modules/R/vmlinuz and /usr/lib/modules/R.
+    let bzimage = [
+        format!("boot/vmlinuz-{release}"),
+        format!("usr/lib/modules/{release}/vmlinuz"),
+        format!("lib/modules/{release}/vmlinuz"),
+    ]
+    .iter()
+    .map(|p| root.join(p))
+    .find(|p| p.is_file());
+    let modules = [
+        format!("lib/modules/{release}"),
+        format!("usr/lib/modules/{release}"),
+    ]
+    .iter()
+    .map(|p| root.join(p))
+    .find(|p| p.join("kernel").is_dir());
+    let (Some(bzimage), Some(modules)) = (bzimage, modules) else {
         bail!(
-            "{package} unpacked in {} has no boot/vmlinuz-{release} or lib/modules/{release}",
+            "{package} unpacked in {} has no vmlinuz or no [usr/]lib/modules/{release}/kernel",
             root.display()
         );
-    }
+    };
     Ok(Kernel {
         label: format!("{label} ({package})"),
         bzimage,
         modules: Some(modules),
         release,
+        cpu: "max",
+        accel: "tcg",
+        append: "",
     })
 }
 
-fn fetch_and_unpack(package: &str, root: &Path) -> anyhow::Result<()> {
-    let dl = root.with_extension("download");
-    let _ = std::fs::remove_dir_all(&dl);
-    let _ = std::fs::remove_dir_all(root);
-    std::fs::create_dir_all(&dl).with_context(|| format!("creating {}", dl.display()))?;
-    eprintln!("downloading {package} (apt-get download)");
+/// The packages of the same kernel release a (split) image package depends on: trixie's
+/// `linux-image-R` is a few KB that pulls `linux-binary-R` (the vmlinuz), `linux-modules-R`
+/// and `linux-base-R` (modules.builtin, config).
+fn split_parts(depends: &str, package: &str, release: &str) -> Vec<String> {
+    depends
+        .split(',')
+        .flat_map(|alts| alts.split('|'))
+        .filter_map(|dep| dep.split_whitespace().next())
+        .filter(|name| {
+            *name != package && name.starts_with("linux-") && name.ends_with(&format!("-{release}"))
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+fn download(apt: &Apt, packages: &[String], dir: &Path) -> anyhow::Result<()> {
+    eprintln!("downloading {} (apt-get download)", packages.join(" "));
     // apt drops privileges to `_apt` when it can; a root-owned target directory only costs a
     // warning, so it is not worth a chmod here.
-    let st = Command::new("apt-get")
-        .args(["download", "-q", package])
-        .current_dir(&dl)
+    let st = apt
+        .command("apt-get")
+        .args(["download", "-q"])
+        .args(packages)
+        .current_dir(dir)
         .status()
         .context("running apt-get (is this Debian? install apt or pass --kernel PATH)")?;
     if !st.success() {
-        bail!("`apt-get download {package}` failed ({st}); try `apt-get update` first");
+        bail!(
+            "`apt-get download {}` from {} failed ({st}); try `apt-get update` first",
+            packages.join(" "),
+            apt.what
+        );
     }
-    let deb = std::fs::read_dir(&dl)?
+    Ok(())
+}
+
+fn debs_in(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)?
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .filter(|p| p.extension().is_some_and(|e| e == "deb"))
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+fn fetch_and_unpack(apt: &Apt, package: &str, release: &str, root: &Path) -> anyhow::Result<()> {
+    // Not `with_extension`: package names have dots (`linux-image-7.3.4+deb13-amd64`).
+    let sibling = |ext: &str| PathBuf::from(format!("{}.{ext}", root.display()));
+    let dl = sibling("download");
+    let _ = std::fs::remove_dir_all(&dl);
+    let _ = std::fs::remove_dir_all(root);
+    std::fs::create_dir_all(&dl).with_context(|| format!("creating {}", dl.display()))?;
+    download(apt, &[package.to_owned()], &dl)?;
+    let image = debs_in(&dl)?
+        .into_iter()
+        .next()
         .with_context(|| format!("apt-get download left no .deb in {}", dl.display()))?;
-    let tmp = root.with_extension("unpacking");
-    let _ = std::fs::remove_dir_all(&tmp);
-    let st = Command::new("dpkg-deb")
-        .arg("-x")
-        .arg(&deb)
-        .arg(&tmp)
-        .status()
+    let out = Command::new("dpkg-deb")
+        .arg("-f")
+        .arg(&image)
+        .arg("Depends")
+        .output()
         .context("running dpkg-deb")?;
-    if !st.success() {
-        bail!("`dpkg-deb -x {}` failed ({st})", deb.display());
+    let parts = split_parts(&String::from_utf8_lossy(&out.stdout), package, release);
+    if !parts.is_empty() {
+        download(apt, &parts, &dl)?;
+    }
+    let tmp = sibling("unpacking");
+    let _ = std::fs::remove_dir_all(&tmp);
+    for deb in debs_in(&dl)? {
+        let st = Command::new("dpkg-deb")
+            .arg("-x")
+            .arg(&deb)
+            .arg(&tmp)
+            .status()
+            .context("running dpkg-deb")?;
+        if !st.success() {
+            bail!("`dpkg-deb -x {}` failed ({st})", deb.display());
+        }
     }
     std::fs::write(tmp.join(".unpacked"), package)?;
     std::fs::rename(&tmp, root)
@@ -468,10 +721,84 @@ mod tests {
         assert_eq!(newest_package(names, "linux-image-6.12.", "-amd64"), None);
     }
 
+    /// Real names from the suites the table uses (apt-cache pkgnames linux-image-, 2025).
+    #[test]
+    fn picks_the_newest_kernel_of_each_suite() {
+        let bullseye = [
+            "linux-image-5.10.0-44-amd64",
+            "linux-image-5.10.0-46-amd64",
+            "linux-image-5.10.0-46-cloud-amd64",
+            "linux-image-5.10.0-46-rt-amd64-unsigned",
+            "linux-image-5.10.0-45-amd64",
+            "linux-image-6.1.0-0.deb11.52-amd64",
+            "linux-image-amd64",
+        ];
+        assert_eq!(
+            newest_package(bullseye, "linux-image-5.10.0-", "-amd64"),
+            Some("linux-image-5.10.0-46-amd64")
+        );
+        let bookworm_backports = [
+            "linux-image-6.12.90+deb12.1-amd64",
+            "linux-image-6.12.95+deb12-amd64",
+            "linux-image-6.12.94+deb12-amd64",
+            "linux-image-6.12.95+deb12-rt-amd64-unsigned",
+            "linux-image-6.12.95+deb12-cloud-amd64",
+        ];
+        assert_eq!(
+            newest_package(bookworm_backports, "linux-image-6.12.", "-amd64"),
+            Some("linux-image-6.12.95+deb12-amd64")
+        );
+        let trixie_backports = [
+            "linux-image-7.2.11+deb13-amd64",
+            "linux-image-7.3.4+deb13-amd64",
+            "linux-image-7.2.12+deb13-amd64",
+            "linux-image-7.3.4+deb13-rt-amd64",
+            "linux-image-7.3.4+deb13-rt-amd64-dbg",
+            "linux-image-7.3.4+deb13-cloud-amd64",
+            "linux-image-6.16.12+deb13-amd64",
+        ];
+        assert_eq!(
+            newest_package(trixie_backports, "linux-image-7.", "-amd64"),
+            Some("linux-image-7.3.4+deb13-amd64")
+        );
+        assert_eq!(
+            abi_of("linux-image-7.3.4+deb13-amd64", "linux-image-7.", "-amd64"),
+            Some("3.4+deb13")
+        );
+        assert_eq!(
+            abi_of("linux-image-70.1.0+deb15-amd64", "linux-image-7.", "-amd64"),
+            None
+        );
+        assert!(abi_key("3.10+deb13") > abi_key("3.9+deb13"));
+    }
+
+    #[test]
+    fn a_split_image_package_pulls_binary_modules_and_base() {
+        let depends = "dracut | initramfs-tools (>= 0.120+deb8u2) | linux-initramfs-tool, \
+            linux-base-7.3.4+deb13-amd64 (= 7.3.4-1~bpo13+1), linux-binary-7.3.4+deb13-amd64 \
+            (= 7.3.4-1~bpo13+1), linux-modules-7.3.4+deb13-amd64 (= 7.3.4-1~bpo13+1)";
+        let p = "linux-image-7.3.4+deb13-amd64";
+        assert_eq!(
+            split_parts(depends, p, "7.3.4+deb13-amd64"),
+            [
+                "linux-base-7.3.4+deb13-amd64",
+                "linux-binary-7.3.4+deb13-amd64",
+                "linux-modules-7.3.4+deb13-amd64"
+            ]
+        );
+        // A classic package carries everything itself.
+        let classic =
+            "kmod, linux-base (>= 4.3~), initramfs-tools (>= 0.120+deb8u2) | linux-initramfs-tool";
+        assert!(split_parts(classic, "linux-image-5.10.0-46-amd64", "5.10.0-46-amd64").is_empty());
+    }
+
     #[test]
     fn release_decides_the_expected_tc_mode() {
         assert!(!expects_tcx("6.1.0-56-amd64"));
         assert!(!expects_tcx("5.15.0"));
+        assert!(!expects_tcx("5.10.0-46-amd64"));
+        assert!(expects_tcx("6.12.95+deb12-amd64"));
+        assert!(expects_tcx("7.3.4+deb13-amd64"));
         assert!(expects_tcx("6.6.0"));
         assert!(expects_tcx("6.18.44-fc-v657"));
         assert!(expects_tcx("7.0.1"));

@@ -22,6 +22,8 @@ pub struct Boot<'a> {
     pub append: &'a str,
     /// Extra `-cpu` model (default `max`; 6.12 needs `Nehalem,-cx16` under TCG).
     pub cpu: &'a str,
+    /// `-accel` value: `tcg` (one host thread per vCPU) or `tcg,thread=single`.
+    pub accel: &'a str,
     pub memory_mib: u32,
     pub cpus: u32,
     pub timeout: Duration,
@@ -79,7 +81,7 @@ fn catch_stop_signals() {
 
 pub fn command(b: &Boot<'_>) -> Command {
     let mut c = Command::new("qemu-system-x86_64");
-    c.args(["-accel", "tcg", "-cpu", b.cpu])
+    c.args(["-accel", b.accel, "-cpu", b.cpu])
         .args(["-m", &b.memory_mib.to_string(), "-smp", &b.cpus.to_string()])
         .args(["-nodefaults", "-no-user-config", "-display", "none"])
         .args(["-serial", "stdio", "-monitor", "none", "-no-reboot"])

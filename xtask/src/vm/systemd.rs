@@ -110,6 +110,7 @@ pub fn run(args: &VmArgs, root: &Path, target: &Path) -> anyhow::Result<()> {
         disk: Some(&image),
         append: APPEND,
         cpu: "max",
+        accel: "tcg",
         memory_mib: args.memory_mib,
         cpus: args.cpus,
         timeout: Duration::from_secs(args.timeout_minutes.saturating_mul(60)),
