@@ -26,7 +26,7 @@ pub fn run(ctx: &TcContext) -> Result<(), Skip> {
     if !port_in(PORT_BITMAP_BACKEND_BASE, pkt.sport) {
         return Ok(());
     }
-    // Lengths that disagree: never written, never recorded (DESIGN.md, invariant 2). Counted
+    // Lengths that disagree: never written, never recorded (docs/ARCHITECTURE.md, invariant 2). Counted
     // for any packet from a backend port: telling a direct connection's from a shifted one's
     // would take the lookups this skips.
     if let Some(reason) = ctx.fault(&pkt) {

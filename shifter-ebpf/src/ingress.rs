@@ -51,11 +51,11 @@ pub fn run<C: PacketCtx + Prepare>(ctx: &C) -> Result<(), Skip> {
     let Some(slot) = find_service(&pkt, &addrs) else {
         return Ok(()); // another protocol or local address on a service's port
     };
-    // Lengths that disagree: never written, never recorded (DESIGN.md, invariant 2).
+    // Lengths that disagree: never written, never recorded (docs/ARCHITECTURE.md, invariant 2).
     if let Some(reason) = ctx.fault(&pkt) {
         return Err(reason);
     }
-    // One 8-byte load: the packet sees one whole configuration (DESIGN.md, atomicity).
+    // One 8-byte load: the packet sees one whole configuration (docs/ARCHITECTURE.md, invariant 4).
     let word = SERVICE_CONFIG.get_ptr(slot).ok_or(Skip::NoConfig)?;
     // SAFETY: aligned array value.
     let word = unsafe { core::ptr::read_volatile(word) };

@@ -7,7 +7,7 @@
 //!   and the caller passes it unchanged.
 //! - `Packet::fault` checks the length fields against the frame and against each other. The
 //!   caller asks it only for a service's packet (or before acting on any other), and a
-//!   packet with a fault is never written or recorded (DESIGN.md, invariant 2).
+//!   packet with a fault is never written or recorded (docs/ARCHITECTURE.md, invariant 2).
 //! - `Packet::addrs` reads the addresses, when a key needs them.
 
 use core::mem::size_of;

@@ -1,4 +1,4 @@
-//! Configuration atomicity under stress (DESIGN.md, invariant 4): while one thread flips a
+//! Configuration atomicity under stress (docs/ARCHITECTURE.md, invariant 4): while one thread flips a
 //! service between two whole configurations, every new flow decided by the program uses one
 //! of them, never a mix.
 //!
