@@ -2,8 +2,8 @@
 //!
 //! A service's whole configuration (blue port, green port, weight, flags) is packed into one
 //! aligned 64-bit word. The kernel program reads it with a single 8-byte load, so a packet
-//! always sees either the old or the new configuration, never a mix (docs/ARCHITECTURE.md, invariant 4; "Configuration
-//! atomicity").
+//! always sees either the old or the new configuration, never a mix (docs/ARCHITECTURE.md,
+//! invariant 4).
 
 /// Weights are basis points: 10000 means every new flow goes to green.
 pub const WEIGHT_MAX: u16 = 10_000;
