@@ -131,6 +131,10 @@ pub fn run(args: &VmArgs) -> anyhow::Result<()> {
             }
         };
         rows.push(row);
+        if qemu::interrupted() {
+            eprintln!("vm-test --all: interrupted; not booting the remaining kernels");
+            break;
+        }
     }
     let table = summary_table(&rows);
     eprintln!(

@@ -68,6 +68,11 @@ extern "C" fn on_signal(sig: libc::c_int) {
     STOP_SIGNAL.store(sig, Ordering::SeqCst);
 }
 
+/// Whether a stop signal (SIGINT, SIGTERM, SIGHUP) arrived during a boot.
+pub fn interrupted() -> bool {
+    STOP_SIGNAL.load(Ordering::SeqCst) != 0
+}
+
 /// Turns SIGINT/SIGTERM/SIGHUP into a flag the watch loop checks, so the guard can kill qemu
 /// (qemu is in its own process group and does not see a terminal's Ctrl-C).
 fn catch_stop_signals() {
