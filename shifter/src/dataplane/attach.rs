@@ -186,13 +186,7 @@ pub(crate) fn attach_tc(
         Ok(id) => id,
         Err(_) => {
             // Our filter is already there (an earlier run): replace its program.
-            let existing = SchedClassifierLink::attached(
-                iface,
-                attach_type,
-                LEGACY_PRIORITY,
-                TcHandle::from(LEGACY_HANDLE),
-                None,
-            )?;
+            let existing = our_legacy_filter(iface, attach_type)?;
             adoption = Adoption::Replaced;
             prog.attach_to_link(existing)?
         }
@@ -226,15 +220,23 @@ pub(crate) fn attach_xdp(
     Ok((prog.take_link(id)?, Adoption::Fresh))
 }
 
-/// Removes a legacy filter of ours that no process holds a link for.
-pub(crate) fn detach_legacy(iface: &str, attach_type: TcAttachType) -> Result<(), BoxError> {
-    let link = SchedClassifierLink::attached(
+/// Our cls_bpf filter at `attach_type` on `iface` (fixed priority and handle), as a link.
+fn our_legacy_filter(
+    iface: &str,
+    attach_type: TcAttachType,
+) -> Result<SchedClassifierLink, BoxError> {
+    Ok(SchedClassifierLink::attached(
         iface,
         attach_type,
         LEGACY_PRIORITY,
         TcHandle::from(LEGACY_HANDLE),
         None,
-    )?;
+    )?)
+}
+
+/// Removes a legacy filter of ours that no process holds a link for.
+pub(crate) fn detach_legacy(iface: &str, attach_type: TcAttachType) -> Result<(), BoxError> {
+    let link = our_legacy_filter(iface, attach_type)?;
     // Deletes the filter by priority and handle; fails when there is none.
     aya::programs::links::Link::detach(link)?;
     Ok(())
