@@ -76,6 +76,7 @@ fn service_config() -> ServiceConfig {
         green_port: GREEN_PORT,
         weight: 5000,
         affinity: Affinity::Connection,
+        dispatch: shifter_common::Dispatch::Rewrite,
     }
 }
 

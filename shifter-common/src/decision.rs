@@ -109,6 +109,7 @@ mod tests {
             green_port: 8082,
             weight,
             affinity,
+            dispatch: crate::service::Dispatch::Rewrite,
         }
     }
 

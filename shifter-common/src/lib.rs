@@ -22,4 +22,4 @@ pub mod service;
 pub use decision::{bucket, choose_backend, flow_hash};
 pub use flow::*;
 pub use maps::*;
-pub use service::{Affinity, Backend, ConfigError, ServiceConfig, WEIGHT_MAX};
+pub use service::{Affinity, Backend, ConfigError, Dispatch, ServiceConfig, WEIGHT_MAX};

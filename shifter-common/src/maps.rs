@@ -20,6 +20,32 @@ pub const MAP_USER_REMOVED: &str = "SHIFTER_UREM";
 pub const MAP_SOCKETS: &str = "SHIFTER_SOCKS";
 pub const MAP_DRY_RUN: &str = "SHIFTER_DRY";
 pub const MAP_SKIPS: &str = "SHIFTER_SKIP";
+/// Socket dispatch: the backends' listening sockets (SOCKHASH, key `listener_key`).
+pub const MAP_LISTENERS: &str = "SHIFTER_LSN";
+/// Socket dispatch: per-CPU `SocketCounters` per counter index (`counter_index`).
+pub const MAP_SOCKET_COUNTERS: &str = "SHIFTER_SKCNT";
+/// Socket dispatch: the served network namespace's cookie, so listeners of other namespaces
+/// under the same cgroup are not remembered (one entry, not pinned).
+pub const MAP_NETNS: &str = "SHIFTER_NETNS";
+
+/// Listening sockets remembered per backend port: the `SO_REUSEPORT` members of a group (or
+/// an IPv4 and an IPv6 listener) each take a place, so one member exiting empties no slot.
+pub const LISTENER_MEMBERS: u32 = 8;
+/// Places in `SHIFTER_LSN`: every port times `LISTENER_MEMBERS` would be 512 Ki entries of
+/// nothing; backend ports of socket-dispatched services are what fills it.
+pub const LISTENER_CAPACITY: u32 = MAX_SERVICES * 2 * LISTENER_MEMBERS;
+
+/// Key of `SHIFTER_LSN`: a backend port (host order) and the member's place.
+#[inline(always)]
+pub const fn listener_key(port: u16, member: u32) -> u32 {
+    ((port as u32) << 4) | (member & 0xf)
+}
+
+/// The backend port a `SHIFTER_LSN` key names.
+#[inline(always)]
+pub const fn listener_port(key: u32) -> u16 {
+    (key >> 4) as u16
+}
 
 /// A `SHIFTER_DRY` word with this bit set: a dry run is active for the slot and the low 16
 /// bits are its would-be weight. 0 (what a new map holds) means no dry run.
@@ -40,6 +66,13 @@ pub const PROG_TC_INGRESS: &str = "shifter_tc_ingress";
 pub const PROG_TC_EGRESS: &str = "shifter_tc_egress";
 pub const PROG_XDP_INGRESS: &str = "shifter_xdp_ingress";
 pub const PROG_SOCK_OPS: &str = "shifter_sock_ops";
+/// Socket dispatch: the per-netns sk_lookup program.
+pub const PROG_SK_LOOKUP: &str = "shifter_sk_lookup";
+/// Socket dispatch: sock_ops that remembers each backend listener at `listen()`.
+pub const PROG_SOCK_LISTEN: &str = "shifter_sock_listen";
+/// Socket dispatch: remembers a listener that predates the programs; run by userspace with
+/// `BPF_PROG_TEST_RUN` on a SYN addressed to the listener.
+pub const PROG_REGISTER_LISTENER: &str = "shifter_register_listener";
 
 /// Key of the `SHIFTER_SVC` hash map: which service (slot) a packet to a local port is for.
 /// An all-zero `addr` is the wildcard that matches every local address.
@@ -78,6 +111,28 @@ pub struct BackendCounters {
     /// Dry run: new flows this backend WOULD have got under the slot's would-be weight
     /// (`SHIFTER_DRY`); they were steered by the real weight.
     pub dry_new_flows: u64,
+    // Socket dispatch counts a connection neither backend listened for in `refusals` (of the
+    // chosen one); its other counters are `SocketCounters`, so that `new_flows` stays the
+    // count of flow-table entries made, which evictions are derived from.
+}
+
+/// Per-CPU socket-dispatch counters per (service slot, backend), index `counter_index`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SocketCounters {
+    /// Connections handed to this backend's listener.
+    pub connections: u64,
+    /// Connections decided for this backend that went to the other one because this one had
+    /// no listener (not up yet, or gone).
+    pub fallbacks: u64,
+}
+
+impl SocketCounters {
+    /// Adds another CPU's counters.
+    pub fn accumulate(&mut self, o: &Self) {
+        self.connections += o.connections;
+        self.fallbacks += o.fallbacks;
+    }
 }
 
 impl BackendCounters {
@@ -162,11 +217,15 @@ pub enum Skip {
     /// sock_ops could not store the record of a shifted connection (`SHIFTER_SOCKS`), so
     /// egress cannot restore the connection's flow entry from it if the entry is lost.
     SocketRecordFailed = 9,
+    /// Socket dispatch: a backend's listening socket could not be remembered (all
+    /// `LISTENER_MEMBERS` places of its port taken, or the map refused it), so sk_lookup
+    /// cannot hand connections to it. sock_ops at `listen()` and the registration program.
+    ListenerRecordFailed = 10,
 }
 
 impl Skip {
     /// Every reason, in index order.
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::Truncated,
         Self::Ipv4Length,
         Self::Ipv6Length,
@@ -177,6 +236,7 @@ impl Skip {
         Self::RecoveryMiss,
         Self::RewriteFailed,
         Self::SocketRecordFailed,
+        Self::ListenerRecordFailed,
     ];
 
     /// Index into `SHIFTER_SKIP`.
@@ -208,6 +268,7 @@ impl Skip {
             Self::RecoveryMiss => "recovery_miss",
             Self::RewriteFailed => "rewrite_failed",
             Self::SocketRecordFailed => "socket_record_failed",
+            Self::ListenerRecordFailed => "listener_record_failed",
         }
     }
 
@@ -224,15 +285,18 @@ impl Skip {
             Self::RecoveryMiss => "non-SYN segment without flow entry, owned by no backend",
             Self::RewriteFailed => "port and checksum rewrite failed",
             Self::SocketRecordFailed => "sock_ops could not record a shifted connection",
+            Self::ListenerRecordFailed => "a backend listener could not be remembered",
         }
     }
 }
 
 #[cfg(feature = "user")]
 mod pod {
-    use super::{BackendCounters, ServiceKey};
+    use super::{BackendCounters, ServiceKey, SocketCounters};
     // SAFETY: `#[repr(C)]`, integer fields only, explicit padding: every bit pattern is valid.
     unsafe impl aya::Pod for ServiceKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for SocketCounters {}
     // SAFETY: as above.
     unsafe impl aya::Pod for BackendCounters {}
 }
@@ -284,6 +348,7 @@ mod tests {
         assert_eq!(Skip::NoConfig as u32, 5);
         assert_eq!(Skip::RecoveryMiss as u32, 7);
         assert_eq!(Skip::SocketRecordFailed as u32, 9);
+        assert_eq!(Skip::ListenerRecordFailed as u32, 10);
         assert_eq!(
             core::mem::size_of::<Result<(), Skip>>(),
             4,

@@ -32,8 +32,21 @@ pub enum Affinity {
     Client,
 }
 
+/// How new connections of a service reach the chosen backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dispatch {
+    /// TC/XDP rewrites the destination port of every packet (and egress the source port of
+    /// every reply), with a flow table. Works for TCP and UDP.
+    Rewrite,
+    /// TCP only: the sk_lookup program hands each new connection to blue's or green's
+    /// listening socket. Established connections never meet a shifter program again.
+    Socket,
+}
+
 const FLAG_ENABLED: u16 = 1 << 0;
 const FLAG_CLIENT_AFFINITY: u16 = 1 << 1;
+/// A word without this bit (every word an older build wrote) is rewrite dispatch.
+const FLAG_SOCKET_DISPATCH: u16 = 1 << 2;
 
 /// Unpacked view of the configuration word. Ports are in host byte order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,6 +56,7 @@ pub struct ServiceConfig {
     /// Green's share of new flows in basis points, `0..=10000`.
     pub weight: u16,
     pub affinity: Affinity,
+    pub dispatch: Dispatch,
 }
 
 /// Why a configuration cannot be used.
@@ -86,6 +100,9 @@ impl ServiceConfig {
         if matches!(self.affinity, Affinity::Client) {
             flags |= FLAG_CLIENT_AFFINITY;
         }
+        if matches!(self.dispatch, Dispatch::Socket) {
+            flags |= FLAG_SOCKET_DISPATCH;
+        }
         (self.blue_port as u64)
             | ((self.green_port as u64) << 16)
             | ((self.weight as u64) << 32)
@@ -107,6 +124,11 @@ impl ServiceConfig {
                 Affinity::Client
             } else {
                 Affinity::Connection
+            },
+            dispatch: if flags & FLAG_SOCKET_DISPATCH != 0 {
+                Dispatch::Socket
+            } else {
+                Dispatch::Rewrite
             },
         })
     }
@@ -132,10 +154,12 @@ mod tests {
             green_port: 65535,
             weight: 10000,
             affinity: Affinity::Client,
+            dispatch: Dispatch::Socket,
         };
         assert_eq!(ServiceConfig::unpack(cfg.pack()), Some(cfg));
         let cfg = ServiceConfig {
             affinity: Affinity::Connection,
+            dispatch: Dispatch::Rewrite,
             weight: 0,
             ..cfg
         };
@@ -154,6 +178,7 @@ mod tests {
             green_port: 2,
             weight: 5000,
             affinity: Affinity::Connection,
+            dispatch: Dispatch::Rewrite,
         };
         assert_eq!(good.validate(), Ok(()));
         assert_eq!(

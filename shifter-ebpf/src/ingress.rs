@@ -7,7 +7,7 @@
 
 use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use shifter_common::{
-    Backend, FLOW_ESTABLISHED, FLOW_FIN_IN, FlowKey, FlowTuple, FlowValue,
+    Backend, Dispatch, FLOW_ESTABLISHED, FLOW_FIN_IN, FlowKey, FlowTuple, FlowValue,
     PORT_BITMAP_BACKEND_BASE, PORT_BITMAP_SERVICE_BASE, PORT_BITMAP_SPECIFIC_BASE, PROTO_TCP,
     ServiceConfig, ServiceKey, Skip, choose_backend, dry_weight,
 };
@@ -48,7 +48,7 @@ pub fn run<C: PacketCtx + Prepare>(ctx: &C) -> Result<(), Skip> {
         return Ok(());
     }
     let addrs = ctx.addrs(&pkt)?;
-    let Some(slot) = find_service(&pkt, &addrs) else {
+    let Some(slot) = find_service(addrs.dst.bytes(), pkt.dport, pkt.proto) else {
         return Ok(()); // another protocol or local address on a service's port
     };
     // Lengths that disagree: never written, never recorded (docs/ARCHITECTURE.md, invariant 2).
@@ -81,8 +81,13 @@ pub fn run<C: PacketCtx + Prepare>(ctx: &C) -> Result<(), Skip> {
         // SAFETY: map value pointer, valid for this program run.
         Some(e) => match on_hit(unsafe { &mut *e }, &pkt, &key, now) {
             Some(backend) => backend,
+            None if cfg.dispatch == Dispatch::Socket => return Ok(()),
             None => new_flow(&pkt, &addrs, slot, &cfg, &mut key, now)?,
         },
+        // Socket dispatch: sk_lookup hands new connections to a listener, and they live on
+        // the service port; only connections accepted under rewrite dispatch (before a
+        // switch) have entries, and they keep their rewrite until they end.
+        None if cfg.dispatch == Dispatch::Socket => return Ok(()),
         None if pkt.proto != PROTO_TCP || pkt.is_syn() => {
             new_flow(&pkt, &addrs, slot, &cfg, &mut key, now)?
         }
@@ -123,17 +128,19 @@ fn forget_stale_flow(pkt: &Packet, addrs: &Addrs) {
 #[repr(C, align(8))]
 struct AlignedServiceKey(ServiceKey);
 
+/// The slot of the service for (local address, port, protocol): the exact key, then the
+/// wildcard.
 #[inline(always)]
-fn find_service(pkt: &Packet, addrs: &Addrs) -> Option<u32> {
+pub(crate) fn find_service(addr: [u8; 16], port: u16, proto: u8) -> Option<u32> {
     let mut key = AlignedServiceKey(ServiceKey {
-        addr: addrs.dst.bytes(),
-        port: pkt.dport,
-        proto: pkt.proto,
+        addr,
+        port,
+        proto,
         _pad: 0,
     });
     // The exact (address, port) key only exists when a service names local addresses;
     // the bitmap says so and spares the common wildcard case one hash lookup.
-    if port_in(PORT_BITMAP_SPECIFIC_BASE, pkt.dport) {
+    if port_in(PORT_BITMAP_SPECIFIC_BASE, port) {
         // SAFETY: plain u32 values.
         if let Some(slot) = unsafe { SERVICES.get(&key.0) } {
             return Some(*slot);
@@ -231,7 +238,7 @@ fn new_flow(
 /// Dry run: count the backend this new flow would get under the slot's would-be weight.
 /// Steering is not affected.
 #[inline(always)]
-fn count_dry_run(tuple: &FlowTuple, slot: u32, cfg: &ServiceConfig) {
+pub(crate) fn count_dry_run(tuple: &FlowTuple, slot: u32, cfg: &ServiceConfig) {
     let Some(word) = DRY_RUN.get(slot) else {
         return;
     };

@@ -9,8 +9,18 @@
 #![no_std]
 #![no_main]
 
+/// Reads a context field with one load at a constant offset: the verifier rejects loads
+/// through a context pointer that was moved, and LLVM merges branchy reads into one.
+macro_rules! field {
+    ($ctx:expr, $($f:tt)+) => {
+        // SAFETY: `ctx` is the program's context pointer.
+        unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*$ctx).$($f)+)) }
+    };
+}
+
 mod csum;
 mod ctx;
+mod dispatch;
 mod egress;
 mod ingress;
 mod maps;
@@ -19,9 +29,10 @@ mod sk;
 mod sockops;
 
 use aya_ebpf::{
+    EbpfContext as _,
     bindings::{TC_ACT_UNSPEC, xdp_action},
-    macros::{classifier, sock_ops, xdp},
-    programs::{SockOpsContext, TcContext, XdpContext},
+    macros::{classifier, sk_lookup, sock_ops, xdp},
+    programs::{SkLookupContext, SockOpsContext, TcContext, XdpContext},
 };
 
 /// "Continue": lets any program after ours run (TCX_NEXT / TC_ACT_UNSPEC) and otherwise passes.
@@ -77,6 +88,45 @@ pub fn shifter_sock_ops(ctx: SockOpsContext) -> u32 {
         maps::count_skip(reason);
     }
     1
+}
+
+/// Socket dispatch: runs once per new connection (listener lookup) in the namespace.
+#[sk_lookup]
+pub fn shifter_sk_lookup(ctx: SkLookupContext) -> u32 {
+    #[cfg(feature = "build-variant")]
+    if ctx.lookup.is_null() {
+        return aya_ebpf::bindings::sk_action::SK_PASS;
+    }
+    if let Err(reason) = dispatch::lookup(&ctx) {
+        maps::count_skip(reason);
+    }
+    aya_ebpf::bindings::sk_action::SK_PASS
+}
+
+/// Socket dispatch: remembers backend listeners at `listen()`. A program of its own (not a
+/// case of `shifter_sock_ops`): it needs helpers older kernels lack, and rewrite dispatch
+/// must keep working there.
+#[sock_ops]
+pub fn shifter_sock_listen(ctx: SockOpsContext) -> u32 {
+    #[cfg(feature = "build-variant")]
+    if ctx.op() == u32::MAX {
+        return 0;
+    }
+    if let Err(reason) = dispatch::on_listen(&ctx) {
+        maps::count_skip(reason);
+    }
+    1
+}
+
+/// Socket dispatch: remembers a listener that predates the programs (see
+/// `dispatch::register`); only ever run by `BPF_PROG_TEST_RUN`, never attached.
+#[classifier]
+pub fn shifter_register_listener(ctx: TcContext) -> i32 {
+    let result = dispatch::register(ctx.as_ptr(), ctx.data(), ctx.data_end());
+    if result == 2 {
+        maps::count_skip(shifter_common::Skip::ListenerRecordFailed);
+    }
+    result as i32
 }
 
 #[cfg(not(test))]

@@ -3,11 +3,11 @@
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, SockHash},
 };
 use shifter_common::{
-    BackendCounters, FlowKey, FlowValue, MAX_SERVICES, PORT_BITMAP_WORDS, SKIP_SLOTS, ServiceKey,
-    Skip,
+    BackendCounters, FlowKey, FlowValue, LISTENER_CAPACITY, MAX_SERVICES, PORT_BITMAP_WORDS,
+    SKIP_SLOTS, ServiceKey, Skip, SocketCounters,
 };
 
 /// (protocol, local address or wildcard, port) -> service slot.
@@ -82,3 +82,25 @@ pub fn count_skip(reason: Skip) {
         unsafe { *n += 1 };
     }
 }
+
+/// Socket dispatch: backend port and place (`shifter_common::listener_key`) -> a listening
+/// socket of that backend. Sockets leave it by themselves when they close.
+#[map(name = "SHIFTER_LSN")]
+pub static LISTENERS: SockHash<u32> = SockHash::pinned(LISTENER_CAPACITY, 0);
+
+/// Socket dispatch, per CPU: `SocketCounters` per counter index (`slot * 2 + backend`).
+#[map(name = "SHIFTER_SKCNT")]
+pub static SOCKET_COUNTERS: PerCpuArray<SocketCounters> = PerCpuArray::pinned(MAX_SERVICES * 2, 0);
+
+#[inline(always)]
+pub fn socket_counters(slot: u32, backend: u8) -> Option<&'static mut SocketCounters> {
+    let ptr = SOCKET_COUNTERS.get_ptr_mut(shifter_common::counter_index(slot, backend))?;
+    // SAFETY: per-CPU value, only this CPU writes it while the program runs.
+    Some(unsafe { &mut *ptr })
+}
+
+/// Socket dispatch: the cookie of the network namespace this data plane serves, written by
+/// the daemon when it attaches sk_lookup there. Not pinned: each load writes its own, and
+/// an adopted link runs the new load's programs with the new load's map.
+#[map(name = "SHIFTER_NETNS")]
+pub static NETNS: Array<u64> = Array::with_max_entries(1, 0);

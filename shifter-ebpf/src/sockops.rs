@@ -31,15 +31,6 @@ pub fn run(ctx: &SockOpsContext) -> Result<(), Skip> {
     }
 }
 
-/// Reads a context field with one load at a constant offset (the verifier rejects
-/// loads through a pointer derived from the context).
-macro_rules! field {
-    ($ops:expr, $f:ident) => {
-        // SAFETY: `ops` is the program's context pointer.
-        unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*$ops).$f)) }
-    };
-}
-
 #[inline(always)]
 fn on_established(ctx: &SockOpsContext) -> Result<(), Skip> {
     let ops = ctx.ops;
@@ -89,8 +80,9 @@ fn on_established(ctx: &SockOpsContext) -> Result<(), Skip> {
     Ok(())
 }
 
+/// Four address words of a context (network order) as the 16 address bytes.
 #[inline(always)]
-fn words_to_bytes(w: [u32; 4]) -> [u8; 16] {
+pub(crate) fn words_to_bytes(w: [u32; 4]) -> [u8; 16] {
     let mut out = [0u8; 16];
     let mut i = 0;
     while i < 4 {

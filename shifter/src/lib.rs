@@ -33,7 +33,7 @@ pub(crate) use dataplane::sys;
 
 pub use dataplane::{Adoption, DataPlane, Error, Hook, LoadOptions, TcMode};
 pub use model::{Protocol, Service, Weight};
-pub use shifter_common::{Affinity, Backend, ServiceConfig};
+pub use shifter_common::{Affinity, Backend, Dispatch, ServiceConfig};
 
 /// The kernel programs, built by `build.rs` from the `shifter-ebpf` crate.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/shifter"));

@@ -61,6 +61,7 @@ impl Service {
                 green_port,
                 weight: weight_bp,
                 affinity: shifter_common::Affinity::Connection,
+                dispatch: shifter_common::Dispatch::Rewrite,
             },
         }
     }

@@ -19,6 +19,10 @@ pub const STATE_FILE_BAD: &str = "state.json.bad";
 pub const LINK_PIN_PREFIX: &str = "link-";
 /// The pinned sock_ops link (host-wide, not per interface).
 pub const SOCK_OPS_PIN: &str = "link-sockops";
+/// Socket dispatch: the sk_lookup link on the network namespace.
+pub const SK_LOOKUP_PIN: &str = "link-sklookup";
+/// Socket dispatch: the sock_ops link that remembers backend listeners (host-wide).
+pub const SOCK_LISTEN_PIN: &str = "link-socklisten";
 /// The links pinned per interface: `link-<iface>-<kind>`.
 pub const LINK_KINDS: [&str; 3] = ["ingress", "egress", "xdp"];
 
@@ -28,9 +32,11 @@ pub fn link_pin(iface: &str, kind: &str) -> String {
 }
 
 /// The interface and kind of a link pin name (the inverse of [`link_pin`]); `None` for any
-/// other name, the sock_ops link included.
+/// other name, the host-wide and namespace-wide links included.
 pub fn parse_link_pin(name: &str) -> Option<(&str, &str)> {
-    name.strip_prefix(LINK_PIN_PREFIX)?.rsplit_once('-')
+    name.strip_prefix(LINK_PIN_PREFIX)?
+        .rsplit_once('-')
+        .filter(|(_, kind)| LINK_KINDS.contains(kind))
 }
 
 #[cfg(test)]
@@ -42,6 +48,9 @@ mod tests {
         assert_eq!(link_pin("eth0", "egress"), "link-eth0-egress");
         assert_eq!(parse_link_pin("link-veth-a-xdp"), Some(("veth-a", "xdp")));
         assert_eq!(parse_link_pin(SOCK_OPS_PIN), None);
+        assert_eq!(parse_link_pin(SK_LOOKUP_PIN), None);
+        assert_eq!(parse_link_pin(SOCK_LISTEN_PIN), None);
+        assert_eq!(parse_link_pin("link-eth0-other"), None);
         assert_eq!(parse_link_pin("SHIFTER_FLOWS"), None);
     }
 }

@@ -31,6 +31,7 @@ fn config(blue: u16, green: u16, weight: u16) -> ServiceConfig {
         green_port: green,
         weight,
         affinity: Affinity::Connection,
+        dispatch: shifter_common::Dispatch::Rewrite,
     }
 }
 

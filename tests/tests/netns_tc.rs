@@ -2,6 +2,8 @@
 //! and UDP servers, a client across a veth pair, IPv4 and IPv6. Needs root.
 
 mod netns_suite;
+#[path = "netns_suite/socket.rs"]
+mod socket;
 
 use shifter::Hook;
 use shifter_tests::netns::Family;
@@ -66,4 +68,57 @@ fn v4_rewritten_checksums_verify() {
 #[test]
 fn v6_rewritten_checksums_verify() {
     netns_suite::rewritten_checksums_verify(HOOK, Family::V6, "tc6-csum");
+}
+
+// Socket dispatch (sk_lookup); TC stays attached for rewrite services and must leave the
+// socket-dispatched service's packets alone.
+
+#[test]
+fn socket_v4_new_connections_follow_weight() {
+    socket::new_connections_follow_weight(Family::V4, "sk4-split");
+}
+
+#[test]
+fn socket_v6_new_connections_follow_weight() {
+    socket::new_connections_follow_weight(Family::V6, "sk6-split");
+}
+
+#[test]
+fn socket_v4_client_affinity() {
+    socket::client_affinity(Family::V4, "sk4-aff");
+}
+
+#[test]
+fn socket_v6_client_affinity() {
+    socket::client_affinity(Family::V6, "sk6-aff");
+}
+
+#[test]
+fn socket_v4_long_lived_connections_keep_backend() {
+    socket::long_lived_connections_keep_backend(Family::V4, "sk4-long");
+}
+
+#[test]
+fn socket_v6_long_lived_connections_keep_backend() {
+    socket::long_lived_connections_keep_backend(Family::V6, "sk6-long");
+}
+
+#[test]
+fn socket_v4_green_dies_then_returns() {
+    socket::green_dies_then_returns(Family::V4, "sk4-down");
+}
+
+#[test]
+fn socket_v6_green_dies_then_returns() {
+    socket::green_dies_then_returns(Family::V6, "sk6-down");
+}
+
+#[test]
+fn socket_local_clients_are_steered() {
+    socket::local_clients_are_steered("sk-local");
+}
+
+#[test]
+fn socket_v4_direct_and_other_ports_untouched() {
+    socket::direct_and_other_ports_untouched(Family::V4, "sk4-direct");
 }

@@ -45,6 +45,7 @@ impl Svc {
             green_port: self.green,
             weight,
             affinity: Affinity::Connection,
+            dispatch: shifter_common::Dispatch::Rewrite,
         }
     }
     fn service(self, weight: u16) -> Service {

@@ -179,6 +179,7 @@ fn decided(sport: u16, weight: u16) -> Backend {
             green_port: GREEN_PORT,
             weight,
             affinity: Affinity::Connection,
+            dispatch: shifter_common::Dispatch::Rewrite,
         },
     )
 }

@@ -20,6 +20,7 @@ fn service(protocol: Protocol, port: u16, blue: u16, green: u16, weight: u16) ->
             green_port: green,
             weight,
             affinity: Affinity::Connection,
+            dispatch: shifter_common::Dispatch::Rewrite,
         },
     }
 }

@@ -4,7 +4,7 @@
 use std::{collections::BTreeMap, net::IpAddr};
 
 use serde::Deserialize;
-use shifter_common::{Affinity, MAX_SERVICES, ServiceConfig};
+use shifter_common::{Affinity, Dispatch, MAX_SERVICES, ServiceConfig};
 
 use super::{FieldError, HealthSettings, Number, Problems, RawHealth, RawRollout, RolloutSettings};
 use crate::model::{Protocol, Service};
@@ -32,6 +32,7 @@ pub(super) struct RawService {
     green_port: i64,
     weight: Option<Number>,
     affinity: Option<String>,
+    dispatch: Option<String>,
     health: Option<RawHealth>,
     rollout: Option<RawRollout>,
 }
@@ -102,6 +103,7 @@ fn service(
         ),
     };
     let affinity = affinity(i, r.affinity.as_deref(), p);
+    let dispatch = dispatch(i, r.dispatch.as_deref(), protocol, p);
     let health = health(i, r.health.as_ref(), [blue, green], p);
     let rollout = match &r.rollout {
         None => RolloutSettings::default(),
@@ -124,6 +126,7 @@ fn service(
                 green_port: green,
                 weight,
                 affinity,
+                dispatch,
             },
         },
     }
@@ -139,6 +142,30 @@ fn affinity(i: usize, raw: Option<&str>, p: &mut Problems) -> Affinity {
                 format!("{other:?} is not an affinity (expected connection or client)"),
             );
             Affinity::Connection
+        }
+    }
+}
+
+fn dispatch(i: usize, raw: Option<&str>, protocol: Protocol, p: &mut Problems) -> Dispatch {
+    let field = || format!("services[{i}].dispatch");
+    match raw.unwrap_or("rewrite") {
+        "rewrite" => Dispatch::Rewrite,
+        "socket" if protocol == Protocol::Udp => {
+            p.add(
+                field(),
+                "socket dispatch is for TCP only (a UDP socket bound to a backend port answers \
+                 from that port): use rewrite"
+                    .to_owned(),
+            );
+            Dispatch::Rewrite
+        }
+        "socket" => Dispatch::Socket,
+        other => {
+            p.add(
+                field(),
+                format!("{other:?} is not a dispatch (expected socket or rewrite)"),
+            );
+            Dispatch::Rewrite
         }
     }
 }

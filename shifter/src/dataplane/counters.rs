@@ -4,7 +4,10 @@ use std::borrow::Borrow;
 
 use aya::maps::{Array, MapData, PerCpuArray};
 use serde::{Deserialize, Serialize};
-use shifter_common::{BackendCounters, MAP_COUNTERS, MAP_USER_REMOVED, counter_index};
+use shifter_common::{
+    BackendCounters, MAP_COUNTERS, MAP_SOCKET_COUNTERS, MAP_USER_REMOVED, SocketCounters,
+    counter_index,
+};
 
 use super::{
     error::{Error, Result, map_err},
@@ -42,6 +45,10 @@ pub struct Counters {
     /// Dry run: new flows this backend would have got under the would-be weight.
     #[serde(default)]
     pub dry_new_flows: u64,
+    /// Socket dispatch: connections decided for this backend that the other one took
+    /// because this one had no listener. Included in the other backend's `new_flows`.
+    #[serde(default)]
+    pub fallbacks: u64,
 }
 
 /// Flow-table evictions: entries created (new flows and socket-lookup recoveries) minus entries
@@ -52,11 +59,13 @@ pub fn evictions(c: &BackendCounters, user_removed: u64, live: u64) -> u64 {
 }
 
 impl Counters {
-    /// The view of one backend's kernel counters, given the entries userspace removed and
-    /// the live entries.
-    pub fn new(c: &BackendCounters, user_removed: u64, live: u64) -> Self {
+    /// The view of one backend's kernel counters, given its socket-dispatch counters, the
+    /// entries userspace removed and the live entries. `new_flows` counts the connections of
+    /// both dispatches.
+    pub fn new(c: &BackendCounters, s: &SocketCounters, user_removed: u64, live: u64) -> Self {
         Self {
-            new_flows: c.new_flows,
+            new_flows: c.new_flows + s.connections,
+            fallbacks: s.fallbacks,
             active_flows: live,
             packets: c.packets,
             bytes: c.bytes,
@@ -88,20 +97,43 @@ pub(crate) fn read_raw<T: Borrow<MapData>>(
     Ok(out)
 }
 
-/// The counters of `slot` with `live` entries per backend: `[blue, green]`.
+/// The socket-dispatch counters of `slot`, summed over CPUs: `[blue, green]`.
+fn read_socket<T: Borrow<MapData>>(
+    counters: &PerCpuArray<T, SocketCounters>,
+    slot: u32,
+) -> Result<[SocketCounters; 2]> {
+    let mut out = [SocketCounters::default(); 2];
+    for (backend, sum) in out.iter_mut().enumerate() {
+        let per_cpu = counters
+            .get(&counter_index(slot, backend as u8), 0)
+            .map_err(map_err(MAP_SOCKET_COUNTERS))?;
+        for c in per_cpu.iter() {
+            sum.accumulate(c);
+        }
+    }
+    Ok(out)
+}
+
+/// The counters of `slot` with `live` entries per backend: `[blue, green]`. `socket` is
+/// `None` for pins of a build without socket dispatch.
 pub(crate) fn read<T: Borrow<MapData>>(
     counters: &PerCpuArray<T, BackendCounters>,
+    socket: Option<&PerCpuArray<T, SocketCounters>>,
     user_removed: &Array<T, u64>,
     slot: u32,
     live: [u64; 2],
 ) -> Result<[Counters; 2]> {
     let raw = read_raw(counters, slot)?;
+    let sockets = match socket {
+        Some(map) => read_socket(map, slot)?,
+        None => Default::default(),
+    };
     let mut out: [Counters; 2] = Default::default();
     for (b, view) in out.iter_mut().enumerate() {
         let removed = user_removed
             .get(&counter_index(slot, b as u8), 0)
             .map_err(map_err(MAP_USER_REMOVED))?;
-        *view = Counters::new(&raw[b], removed, live[b]);
+        *view = Counters::new(&raw[b], &sockets[b], removed, live[b]);
     }
     Ok(out)
 }
@@ -122,6 +154,7 @@ impl DataPlane {
     pub fn counters_with(&self, slot: u32, live: [u64; 2]) -> Result<[Counters; 2]> {
         read(
             &self.map_ref(MAP_COUNTERS)?,
+            Some(&self.map_ref(MAP_SOCKET_COUNTERS)?),
             &self.map_ref(MAP_USER_REMOVED)?,
             slot,
             live,

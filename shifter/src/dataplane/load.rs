@@ -26,8 +26,9 @@ use super::{
     attach::{self, Adoption, Hook, TcAttachment, TcMode},
     cfgword::ConfigWords,
     error::{Error, Result, map_err},
+    socket::SocketDispatch,
 };
-use crate::EBPF_OBJECT;
+use crate::{EBPF_OBJECT, paths::SOCK_OPS_PIN};
 
 /// How to load the data plane.
 #[derive(Clone, Debug)]
@@ -99,10 +100,9 @@ pub struct DataPlane {
     /// The mapped configuration words, for atomic updates. `None` only for a configuration
     /// map pinned by an older build that was not created mmapable.
     config_words: Option<ConfigWords>,
+    /// Socket dispatch: whether the kernel took its programs, and its links.
+    pub(crate) socket: SocketDispatch,
 }
-
-/// Pin name of the sock_ops link (host-wide, not per interface).
-const SOCK_OPS_PIN: &str = "link-sockops";
 
 /// True when `dir` lives on a bpffs mount (pins anywhere else fail or vanish).
 fn on_bpffs(dir: &Path) -> bool {
@@ -180,6 +180,7 @@ impl DataPlane {
             .map_max_entries(MAP_SOCKETS, opts.flow_capacity)
             .load(opts.object)
             .map_err(load_err)?;
+        let socket = SocketDispatch::load(&mut ebpf);
         for name in [PROG_TC_INGRESS, PROG_TC_EGRESS] {
             let prog: &mut SchedClassifier = program(&mut ebpf, name)?;
             prog.load().map_err(|source| Error::Program {
@@ -211,6 +212,7 @@ impl DataPlane {
             attachments: BTreeMap::new(),
             sock_ops: None,
             config_words,
+            socket,
         })
     }
 
@@ -239,20 +241,29 @@ impl DataPlane {
     /// Attaches the sock_ops program to the cgroup v2 root (adopting a pinned link), so
     /// shifted connections are remembered per socket for egress.
     fn ensure_sock_ops(&mut self) -> Result<()> {
-        if self.sock_ops.is_some() {
-            return Ok(());
+        if self.sock_ops.is_none() {
+            self.sock_ops = Some(self.attach_cgroup_sock_ops(PROG_SOCK_OPS, SOCK_OPS_PIN)?);
         }
-        let pin = self.pin_dir.join(SOCK_OPS_PIN);
+        Ok(())
+    }
+
+    /// Attaches the sock_ops program `name` to the cgroup v2 root with a link pinned at
+    /// `pin_name`, or adopts the pinned link: our program is swapped in with a link update
+    /// (cgroup links support it), the same build or not, so one copy of it stays loaded.
+    pub(crate) fn attach_cgroup_sock_ops(
+        &mut self,
+        name: &'static str,
+        pin_name: &str,
+    ) -> Result<PinnedLink> {
+        let pin = self.pin_dir.join(pin_name);
         let attach_err = |source: attach::BoxError| Error::Attach {
             iface: "cgroup2".into(),
             hook: "sock_ops".into(),
-            program: PROG_SOCK_OPS,
+            program: name,
             source,
         };
-        let prog: &mut SockOps = program(&mut self.ebpf, PROG_SOCK_OPS)?;
-        let pinned = match PinnedLink::from_pin(&pin) {
-            // Adopted: our program is swapped in with a link update (cgroup links support
-            // it), the same build or not, so one copy of it stays loaded.
+        let prog: &mut SockOps = program(&mut self.ebpf, name)?;
+        match PinnedLink::from_pin(&pin) {
             Ok(pinned) => {
                 let tag = prog.info().map_err(|e| attach_err(e.into()))?.tag();
                 let adoption = attach::adoption_of(&pin, tag).map_err(attach_err)?;
@@ -260,8 +271,8 @@ impl DataPlane {
                 let prog_fd = prog.fd().map_err(|e| attach_err(e.into()))?;
                 crate::sys::link_update(link.as_fd(), prog_fd.as_fd())
                     .map_err(|e| attach_err(e.into()))?;
-                info!("sock_ops: {adoption}");
-                pinned
+                info!("{name}: {adoption}");
+                Ok(pinned)
             }
             Err(_) => {
                 let root = cgroup2_root()
@@ -278,11 +289,9 @@ impl DataPlane {
                     .map_err(|e| attach_err(e.into()))?
                     .try_into()
                     .map_err(|e: aya::programs::links::LinkError| attach_err(e.into()))?;
-                pin_fd(link, &pin)?
+                pin_fd(link, &pin)
             }
-        };
-        self.sock_ops = Some(pinned);
-        Ok(())
+        }
     }
 
     pub fn pin_dir(&self) -> &Path {
@@ -397,6 +406,7 @@ impl DataPlane {
             // Unpinning drops the last reference: the program leaves the cgroup.
             let _ = link.unpin();
         }
+        self.socket.detach();
         Ok(())
     }
 
@@ -569,7 +579,7 @@ fn pin_xdp(link: XdpLink, path: &Path) -> Result<XdpLink> {
     XdpLink::try_from(FdLink::from(pinned)).map_err(pin_err)
 }
 
-fn pin_fd(fd: FdLink, path: &Path) -> Result<PinnedLink> {
+pub(crate) fn pin_fd(fd: FdLink, path: &Path) -> Result<PinnedLink> {
     if path.exists() {
         // Adopted link: already pinned at this path.
         return PinnedLink::from_pin(path).map_err(|e| Error::Pin {
@@ -583,7 +593,7 @@ fn pin_fd(fd: FdLink, path: &Path) -> Result<PinnedLink> {
     })
 }
 
-fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T>
+pub(crate) fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T>
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
 {

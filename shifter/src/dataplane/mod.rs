@@ -17,6 +17,7 @@ mod load;
 pub mod pinned;
 pub mod services;
 pub mod skips;
+mod socket;
 pub(crate) mod sys;
 
 pub use attach::{Adoption, Hook, TcMode};

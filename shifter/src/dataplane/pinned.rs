@@ -9,8 +9,8 @@ use std::{
 
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
 use shifter_common::{
-    BackendCounters, MAP_COUNTERS, MAP_FLOWS, MAP_SERVICE_CONFIG, MAP_SERVICES, MAP_USER_REMOVED,
-    ServiceKey,
+    BackendCounters, MAP_COUNTERS, MAP_FLOWS, MAP_SERVICE_CONFIG, MAP_SERVICES,
+    MAP_SOCKET_COUNTERS, MAP_USER_REMOVED, ServiceKey, SocketCounters,
 };
 
 use super::{
@@ -27,6 +27,8 @@ pub struct PinnedMaps {
     services: HashMap<MapData, ServiceKey, u32>,
     config: Array<MapData, u64>,
     counters: PerCpuArray<MapData, BackendCounters>,
+    /// `None` for pins of a build without socket dispatch.
+    socket_counters: Option<PerCpuArray<MapData, SocketCounters>>,
     user_removed: Array<MapData, u64>,
     flows: MapData,
     flow_capacity: u32,
@@ -60,6 +62,9 @@ impl PinnedMaps {
             counters: open(dir, MAP_COUNTERS, Map::PerCpuArray)?
                 .try_into()
                 .map_err(map_err(MAP_COUNTERS))?,
+            socket_counters: open(dir, MAP_SOCKET_COUNTERS, Map::PerCpuArray)
+                .ok()
+                .and_then(|m| m.try_into().ok()),
             user_removed: open(dir, MAP_USER_REMOVED, Map::Array)?
                 .try_into()
                 .map_err(map_err(MAP_USER_REMOVED))?,
@@ -102,7 +107,13 @@ impl PinnedMaps {
 
     /// The counters of the service in `slot` with `live` entries per backend: `[blue, green]`.
     pub fn counters(&self, slot: u32, live: [u64; 2]) -> Result<[Counters; 2]> {
-        counters::read(&self.counters, &self.user_removed, slot, live)
+        counters::read(
+            &self.counters,
+            self.socket_counters.as_ref(),
+            &self.user_removed,
+            slot,
+            live,
+        )
     }
 }
 

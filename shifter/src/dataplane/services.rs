@@ -6,9 +6,11 @@ use std::{
 };
 
 use shifter_common::{
-    MAX_SERVICES, PORT_BITMAP_BACKEND_BASE, PORT_BITMAP_SERVICE_BASE, PORT_BITMAP_SPECIFIC_BASE,
-    ServiceConfig, ServiceKey,
+    Dispatch, MAX_SERVICES, PORT_BITMAP_BACKEND_BASE, PORT_BITMAP_SERVICE_BASE,
+    PORT_BITMAP_SPECIFIC_BASE, ServiceConfig, ServiceKey,
 };
+
+use tracing::warn;
 
 use super::{
     error::{Error, Result, map_err},
@@ -34,6 +36,20 @@ impl DataPlane {
     /// Adds `svc`, or updates the configuration of the service with the same identity in
     /// one atomic word write. Returns its slot. On error nothing changes.
     pub fn set_service(&mut self, svc: &Service) -> Result<u32> {
+        let mut svc = svc.clone();
+        svc.config.dispatch = self.effective_dispatch(svc.config.dispatch);
+        let slot = self.write_service(&svc)?;
+        if svc.config.dispatch == Dispatch::Socket {
+            // Listeners that were there before us; a failure leaves the service to the
+            // listeners sock_ops remembers from now on (and to the next registration).
+            if let Err(e) = self.register_listeners() {
+                warn!("{svc}: registering existing listeners: {e}");
+            }
+        }
+        Ok(slot)
+    }
+
+    fn write_service(&mut self, svc: &Service) -> Result<u32> {
         let invalid = |reason: String| Error::InvalidService {
             service: svc.to_string(),
             reason,
@@ -74,6 +90,24 @@ impl DataPlane {
                     "a backend port is the service port of {other}"
                 )));
             }
+            // Listeners are remembered by port: a backend port serves one socket service.
+            if svc.config.dispatch == Dispatch::Socket
+                && other.config.dispatch == Dispatch::Socket
+                && backend_ports
+                    .iter()
+                    .any(|p| [svc.config.blue_port, svc.config.green_port].contains(p))
+            {
+                return Err(invalid(format!(
+                    "socket dispatch: a backend port is also a backend port of {other}"
+                )));
+            }
+        }
+        if svc.config.dispatch == Dispatch::Socket {
+            if svc.protocol != Protocol::Tcp {
+                return Err(invalid("socket dispatch is for TCP services only".into()));
+            }
+            // The programs are in place before any word says "socket".
+            self.ensure_socket_dispatch()?;
         }
         let word = svc.config.pack();
         if let Some(slot) = existing {

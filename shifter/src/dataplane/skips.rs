@@ -181,6 +181,7 @@ mod tests {
                 "recovery_miss",
                 "rewrite_failed",
                 "socket_record_failed",
+                "listener_record_failed",
             ],
             "label values are an interface: change them only on purpose"
         );

@@ -1,5 +1,5 @@
 //! The bpf(2) commands aya 0.14 does not expose: generic links, the tag of a link's program,
-//! and batched reads of a hash map.
+//! batched reads of a hash map and test runs; and a namespace's cookie.
 
 use std::{
     ffi::CString,
@@ -11,6 +11,7 @@ use std::{
 const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
 const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_PROG_TEST_RUN: libc::c_long = 10;
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 const BPF_LINK_UPDATE: libc::c_long = 29;
 /// The kernel's ENOTSUPP (not in libc): a map type without batch operations.
@@ -84,6 +85,47 @@ fn parse_prog_tag(fdinfo: &str) -> Option<[u8; 8]> {
         *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
     }
     Some(tag)
+}
+
+/// Runs `prog` once on `frame` (`BPF_PROG_TEST_RUN`) and returns its return value. The
+/// frame's skb belongs to the calling thread's network namespace.
+pub(crate) fn prog_test_run(prog: BorrowedFd<'_>, frame: &[u8]) -> io::Result<u32> {
+    let mut attr = [0u64; 8];
+    // struct { __u32 prog_fd, retval, data_size_in, data_size_out; __aligned_u64 data_in,
+    //          data_out; __u32 repeat, duration; ... }
+    attr[0] = u64::from(prog.as_raw_fd() as u32);
+    attr[1] = frame.len() as u64;
+    attr[2] = frame.as_ptr() as u64;
+    attr[4] = 1; // repeat
+    bpf(BPF_PROG_TEST_RUN, &mut attr)?;
+    Ok((attr[0] >> 32) as u32)
+}
+
+/// The cookie of the calling thread's network namespace (`SO_NETNS_COOKIE`, Linux 5.14+),
+/// what `bpf_get_netns_cookie` returns for its sockets.
+pub(crate) fn netns_cookie() -> io::Result<u64> {
+    const SO_NETNS_COOKIE: libc::c_int = 71;
+    // SAFETY: a new socket we own; getsockopt writes at most `len` bytes into `cookie`.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let sock = OwnedFd::from_raw_fd(fd);
+        let mut cookie = 0u64;
+        let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+        let ret = libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            std::ptr::from_mut(&mut cookie).cast(),
+            &mut len,
+        );
+        if ret < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(cookie)
+    }
 }
 
 /// Entries per `BPF_MAP_LOOKUP_BATCH` call: large enough that one hash bucket always fits.

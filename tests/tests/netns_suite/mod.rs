@@ -18,15 +18,15 @@ use shifter_tests::{
     traffic::{self, LongLived, Report},
 };
 
-const NEW_CONNECTIONS: usize = 2000;
-const LONG_LIVED: usize = 200;
-const STEP_TIMEOUT: Duration = Duration::from_secs(3);
-const BATCH_BUDGET: Duration = Duration::from_secs(60);
+pub(crate) const NEW_CONNECTIONS: usize = 2000;
+pub(crate) const LONG_LIVED: usize = 200;
+pub(crate) const STEP_TIMEOUT: Duration = Duration::from_secs(3);
+pub(crate) const BATCH_BUDGET: Duration = Duration::from_secs(60);
 const ROUND_WAIT: Duration = Duration::from_secs(20);
 /// Allowed distance between observed green share and weight, in percentage points.
 const SHARE_TOLERANCE: f64 = 3.0;
 
-fn service(protocol: Protocol, weight: u16) -> Service {
+pub(crate) fn service(protocol: Protocol, weight: u16) -> Service {
     Service {
         protocol,
         port: SERVICE_PORT,
@@ -36,6 +36,7 @@ fn service(protocol: Protocol, weight: u16) -> Service {
             green_port: GREEN_PORT,
             weight,
             affinity: Affinity::Connection,
+            dispatch: shifter_common::Dispatch::Rewrite,
         },
     }
 }
@@ -77,7 +78,7 @@ fn assert_decisions_match(report: &Report, family: Family, svc: &Service, what: 
     );
 }
 
-fn assert_share(report: &Report, weight: u16, what: &str) {
+pub(crate) fn assert_share(report: &Report, weight: u16, what: &str) {
     let want = f64::from(weight) / 100.0;
     let got = report.green_percent();
     eprintln!(
@@ -150,7 +151,7 @@ pub fn udp_datagrams_follow_weight(hook: Hook, family: Family, name: &str) {
     assert_decisions_match(&report, family, &svc, &what);
 }
 
-fn wait_rounds(ll: &LongLived, n: u64, what: &str) {
+pub(crate) fn wait_rounds(ll: &LongLived, n: u64, what: &str) {
     assert!(
         ll.wait_rounds(n, ROUND_WAIT),
         "{what}: long-lived connections did not complete {n} more rounds within {ROUND_WAIT:?}"

@@ -1,0 +1,422 @@
+//! Socket dispatch: the sk_lookup program on the network namespace, the sock_ops program that
+//! remembers backend listeners at `listen()`, and the registration of listeners that were
+//! there before us (`BPF_PROG_TEST_RUN` of `shifter_register_listener` on a SYN addressed to
+//! each one: no extra privilege, unlike taking the socket from its process with
+//! `pidfd_getfd`, which needs CAP_SYS_PTRACE).
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    os::fd::AsFd as _,
+};
+
+use aya::{
+    Ebpf,
+    maps::{Array, MapData, SockHash},
+    programs::{
+        SchedClassifier, SkLookup, SockOps,
+        links::{FdLink, PinnedLink},
+    },
+};
+use shifter_common::{
+    Dispatch, MAP_LISTENERS, MAP_NETNS, PROG_REGISTER_LISTENER, PROG_SK_LOOKUP, PROG_SOCK_LISTEN,
+    listener_port,
+};
+use tracing::{info, warn};
+
+use super::{
+    attach::{self, BoxError},
+    error::{Error, Result},
+    load::{DataPlane, pin_fd, program},
+};
+use crate::paths::{SK_LOOKUP_PIN, SOCK_LISTEN_PIN};
+
+/// Socket dispatch on this kernel: the links this process holds, or why it cannot be used.
+pub(crate) struct SocketDispatch {
+    /// `Some(reason)` when the kernel refused the programs (or has no namespace cookie):
+    /// socket-dispatched services then run as rewrite.
+    pub(crate) unavailable: Option<String>,
+    sk_lookup: Option<PinnedLink>,
+    listen: Option<PinnedLink>,
+}
+
+impl SocketDispatch {
+    /// Loads the three programs; the outcome decides whether socket dispatch is available.
+    /// Never fails the data plane: rewrite dispatch does not need any of this.
+    pub(crate) fn load(ebpf: &mut Ebpf) -> Self {
+        let unavailable = match crate::sys::netns_cookie() {
+            Err(e) => Some(format!(
+                "the kernel does not report a network namespace's cookie (SO_NETNS_COOKIE, \
+                 Linux 5.14+): {e}"
+            )),
+            Ok(_) => load_programs(ebpf).err(),
+        };
+        match &unavailable {
+            None => info!("socket dispatch available"),
+            Some(reason) => {
+                warn!("socket dispatch unavailable, TCP services use rewrite: {reason}")
+            }
+        }
+        Self {
+            unavailable,
+            sk_lookup: None,
+            listen: None,
+        }
+    }
+
+    /// Unpins both links: the programs leave the namespace and the cgroup.
+    pub(crate) fn detach(&mut self) {
+        for link in [self.sk_lookup.take(), self.listen.take()]
+            .into_iter()
+            .flatten()
+        {
+            let _ = link.unpin();
+        }
+    }
+}
+
+fn load_programs(ebpf: &mut Ebpf) -> std::result::Result<(), String> {
+    // The first line says what failed; a verifier log follows it on the next ones.
+    let reason = |name: &str, e: &(dyn std::error::Error + 'static)| {
+        let text = crate::util::error_chain(e);
+        format!("{name}: {}", text.lines().next().unwrap_or_default())
+    };
+    let sk_lookup: &mut SkLookup =
+        program(ebpf, PROG_SK_LOOKUP).map_err(|e| reason(PROG_SK_LOOKUP, &e))?;
+    sk_lookup.load().map_err(|e| reason(PROG_SK_LOOKUP, &e))?;
+    let listen: &mut SockOps =
+        program(ebpf, PROG_SOCK_LISTEN).map_err(|e| reason(PROG_SOCK_LISTEN, &e))?;
+    listen.load().map_err(|e| reason(PROG_SOCK_LISTEN, &e))?;
+    let register: &mut SchedClassifier =
+        program(ebpf, PROG_REGISTER_LISTENER).map_err(|e| reason(PROG_REGISTER_LISTENER, &e))?;
+    register
+        .load()
+        .map_err(|e| reason(PROG_REGISTER_LISTENER, &e))?;
+    Ok(())
+}
+
+impl DataPlane {
+    /// Why socket dispatch cannot be used on this kernel (`None`: it can).
+    pub fn socket_dispatch_unavailable(&self) -> Option<&str> {
+        self.socket.unavailable.as_deref()
+    }
+
+    /// The dispatch a service asking for `wanted` gets here: socket falls back to rewrite
+    /// where the kernel refused the programs.
+    pub(crate) fn effective_dispatch(&self, wanted: Dispatch) -> Dispatch {
+        match (wanted, &self.socket.unavailable) {
+            (Dispatch::Socket, Some(reason)) => {
+                warn!("socket dispatch requested but unavailable ({reason}): using rewrite");
+                Dispatch::Rewrite
+            }
+            _ => wanted,
+        }
+    }
+
+    /// Attaches the sk_lookup program to the calling thread's network namespace and the
+    /// listener sock_ops to the cgroup v2 root, adopting pinned links (their programs are
+    /// swapped for this process's copies, maps kept).
+    pub(crate) fn ensure_socket_dispatch(&mut self) -> Result<()> {
+        if self.socket.sk_lookup.is_some() {
+            return Ok(());
+        }
+        if let Some(reason) = &self.socket.unavailable {
+            return Err(Error::Attach {
+                iface: "netns".into(),
+                hook: "sk_lookup".into(),
+                program: PROG_SK_LOOKUP,
+                source: reason.clone().into(),
+            });
+        }
+        // The namespace is the calling thread's, as for the sk_lookup link below.
+        let cookie = crate::sys::netns_cookie().map_err(|e| Error::Attach {
+            iface: "netns".into(),
+            hook: "sk_lookup".into(),
+            program: PROG_SOCK_LISTEN,
+            source: e.into(),
+        })?;
+        let mut netns: Array<&mut MapData, u64> = self
+            .ebpf
+            .map_mut(MAP_NETNS)
+            .ok_or(Error::MissingMap { name: MAP_NETNS })?
+            .try_into()
+            .map_err(super::error::map_err(MAP_NETNS))?;
+        netns
+            .set(0, cookie, 0)
+            .map_err(super::error::map_err(MAP_NETNS))?;
+        let listen = self.attach_cgroup_sock_ops(PROG_SOCK_LISTEN, SOCK_LISTEN_PIN)?;
+        self.socket.listen = Some(listen);
+        let pin = self.pin_dir().join(SK_LOOKUP_PIN);
+        let attach_err = |source: BoxError| Error::Attach {
+            iface: "netns".into(),
+            hook: "sk_lookup".into(),
+            program: PROG_SK_LOOKUP,
+            source,
+        };
+        let prog: &mut SkLookup = program(&mut self.ebpf, PROG_SK_LOOKUP)?;
+        let link = match PinnedLink::from_pin(&pin) {
+            Ok(pinned) => {
+                let tag = prog.info().map_err(|e| attach_err(e.into()))?.tag();
+                let adoption = attach::adoption_of(&pin, tag).map_err(attach_err)?;
+                let link = crate::sys::obj_get(&pin).map_err(|e| attach_err(e.into()))?;
+                let prog_fd = prog.fd().map_err(|e| attach_err(e.into()))?;
+                crate::sys::link_update(link.as_fd(), prog_fd.as_fd())
+                    .map_err(|e| attach_err(e.into()))?;
+                info!("sk_lookup: {adoption}");
+                pinned
+            }
+            Err(_) => {
+                let netns = std::fs::File::open("/proc/thread-self/ns/net")
+                    .map_err(|e| attach_err(e.into()))?;
+                let id = prog.attach(&netns).map_err(|e| attach_err(e.into()))?;
+                let link: FdLink = prog.take_link(id).map_err(|e| attach_err(e.into()))?.into();
+                info!("sk_lookup: attached new");
+                pin_fd(link, &pin)?
+            }
+        };
+        self.socket.sk_lookup = Some(link);
+        Ok(())
+    }
+
+    /// Remembered listeners per backend port.
+    pub fn listener_counts(&mut self) -> Result<BTreeMap<u16, u32>> {
+        let map = self.listeners_map()?;
+        let mut counts = BTreeMap::new();
+        for key in map.keys() {
+            let key = key.map_err(super::error::map_err(MAP_LISTENERS))?;
+            *counts.entry(listener_port(key)).or_insert(0) += 1;
+        }
+        Ok(counts)
+    }
+
+    /// Registers the listeners of the backends of socket-dispatched services that have none
+    /// remembered (they listened before the programs were attached, or the one remembered
+    /// member of a reuseport group closed while its siblings listen on). Returns how many
+    /// were registered.
+    pub fn register_listeners(&mut self) -> Result<u32> {
+        if self.socket.unavailable.is_some() {
+            return Ok(0);
+        }
+        let mut ports: Vec<u16> = self
+            .services()?
+            .values()
+            .filter(|s| s.config.dispatch == Dispatch::Socket)
+            .flat_map(|s| [s.config.blue_port, s.config.green_port])
+            .collect();
+        ports.sort_unstable();
+        ports.dedup();
+        if ports.is_empty() {
+            return Ok(0);
+        }
+        let counts = self.listener_counts()?;
+        let wanted: Vec<u16> = ports
+            .into_iter()
+            .filter(|p| !counts.contains_key(p))
+            .collect();
+        if wanted.is_empty() {
+            return Ok(0);
+        }
+        let listeners = tcp_listeners(&wanted);
+        let prog: &mut SchedClassifier = program(&mut self.ebpf, PROG_REGISTER_LISTENER)?;
+        let fd = prog.fd().map_err(|e| Error::Program {
+            name: PROG_REGISTER_LISTENER,
+            source: Box::new(e),
+        })?;
+        let mut registered = 0;
+        for (addr, port) in listeners {
+            match crate::sys::prog_test_run(fd.as_fd(), &syn_frame(addr, port)) {
+                Ok(1) => {
+                    registered += 1;
+                    info!("socket dispatch: registered the listener on {addr}:{port}");
+                }
+                Ok(2) => warn!(
+                    "socket dispatch: no free place for the listener on {addr}:{port} \
+                     (counted as listener_record_failed)"
+                ),
+                Ok(_) => {} // gone meanwhile, or another namespace's
+                Err(io_error) => {
+                    return Err(Error::Program {
+                        name: PROG_REGISTER_LISTENER,
+                        source: Box::new(aya::programs::ProgramError::SyscallError(
+                            aya::sys::SyscallError {
+                                call: "bpf_prog_test_run",
+                                io_error,
+                            },
+                        )),
+                    });
+                }
+            }
+        }
+        Ok(registered)
+    }
+
+    fn listeners_map(&mut self) -> Result<SockHash<&mut MapData, u32>> {
+        self.ebpf
+            .map_mut(MAP_LISTENERS)
+            .ok_or(Error::MissingMap {
+                name: MAP_LISTENERS,
+            })?
+            .try_into()
+            .map_err(super::error::map_err(MAP_LISTENERS))
+    }
+}
+
+/// The local addresses of TCP listeners on `ports` in the calling thread's network namespace
+/// (one per bound address: members of a reuseport group share it). A wildcard address is
+/// given as loopback, which it also listens on.
+fn tcp_listeners(ports: &[u16]) -> Vec<(IpAddr, u16)> {
+    let mut out = Vec::new();
+    for (file, v6) in [
+        ("/proc/thread-self/net/tcp", false),
+        ("/proc/thread-self/net/tcp6", true),
+    ] {
+        let Ok(text) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        for found in parse_proc_net_tcp_listeners(&text, v6) {
+            if ports.contains(&found.1) && !out.contains(&found) {
+                out.push(found);
+            }
+        }
+    }
+    out
+}
+
+/// The LISTEN entries (`st` 0A) of a /proc/net/tcp or tcp6 table, as (address, port); the
+/// wildcard address as loopback.
+fn parse_proc_net_tcp_listeners(text: &str, v6: bool) -> Vec<(IpAddr, u16)> {
+    let mut out = Vec::new();
+    for line in text.lines().skip(1) {
+        let mut f = line.split_whitespace();
+        let (Some(_), Some(local), Some(_), Some(state)) = (f.next(), f.next(), f.next(), f.next())
+        else {
+            continue;
+        };
+        if state != "0A" {
+            continue;
+        }
+        let Some((addr_hex, port_hex)) = local.split_once(':') else {
+            continue;
+        };
+        let Ok(port) = u16::from_str_radix(port_hex, 16) else {
+            continue;
+        };
+        let Some(addr) = parse_proc_addr(addr_hex, v6) else {
+            continue;
+        };
+        out.push((addr, port));
+    }
+    out
+}
+
+/// An address as /proc/net/tcp prints it: 32-bit words in host (little-endian) order.
+fn parse_proc_addr(hex: &str, v6: bool) -> Option<IpAddr> {
+    let words: Vec<u32> = (0..hex.len() / 8)
+        .map(|i| u32::from_str_radix(hex.get(i * 8..i * 8 + 8)?, 16).ok())
+        .collect::<Option<_>>()?;
+    if !v6 {
+        let [w] = words[..] else { return None };
+        let addr = Ipv4Addr::from(w.to_le_bytes());
+        return Some(if addr.is_unspecified() {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        } else {
+            IpAddr::V4(addr)
+        });
+    }
+    let [a, b, c, d] = words[..] else { return None };
+    let mut bytes = [0u8; 16];
+    for (i, w) in [a, b, c, d].into_iter().enumerate() {
+        bytes[i * 4..i * 4 + 4].copy_from_slice(&w.to_le_bytes());
+    }
+    let addr = Ipv6Addr::from(bytes);
+    Some(if addr.is_unspecified() {
+        IpAddr::V6(Ipv6Addr::LOCALHOST)
+    } else {
+        IpAddr::V6(addr)
+    })
+}
+
+/// An Ethernet frame with a TCP SYN from the listener's own address (port 1) to
+/// (`addr`, `port`), padded to the length the registration program reads. Only addresses
+/// and ports matter to it.
+fn syn_frame(addr: IpAddr, port: u16) -> Vec<u8> {
+    let mut f = vec![0u8; 14];
+    match addr {
+        IpAddr::V4(a) => {
+            f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+            let mut ip = [0u8; 20];
+            ip[0] = 0x45;
+            ip[2..4].copy_from_slice(&40u16.to_be_bytes());
+            ip[8] = 64;
+            ip[9] = 6;
+            ip[12..16].copy_from_slice(&a.octets());
+            ip[16..20].copy_from_slice(&a.octets());
+            f.extend_from_slice(&ip);
+        }
+        IpAddr::V6(a) => {
+            f[12..14].copy_from_slice(&0x86ddu16.to_be_bytes());
+            let mut ip = [0u8; 40];
+            ip[0] = 0x60;
+            ip[4..6].copy_from_slice(&20u16.to_be_bytes());
+            ip[6] = 6;
+            ip[7] = 64;
+            ip[8..24].copy_from_slice(&a.octets());
+            ip[24..40].copy_from_slice(&a.octets());
+            f.extend_from_slice(&ip);
+        }
+    }
+    let mut tcp = [0u8; 20];
+    tcp[0..2].copy_from_slice(&1u16.to_be_bytes());
+    tcp[2..4].copy_from_slice(&port.to_be_bytes());
+    tcp[12] = 5 << 4;
+    tcp[13] = 0x02; // SYN
+    f.extend_from_slice(&tcp);
+    f.resize(14 + 40 + 20, 0);
+    f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listeners_from_proc_net_tcp() {
+        // As 6.1 prints it: 0.0.0.0:8081 and 198.18.0.2:8082 listening, one established.
+        let v4 = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+                  0: 00000000:1F91 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0\n\
+                  1: 020012C6:1F92 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 2 1 0 100 0 0 10 0\n\
+                  2: 0100007F:1F91 0100007F:D431 01 00000000:00000000 00:00000000 00000000     0        0 3 1 0 20 4 30 10 -1\n";
+        assert_eq!(
+            parse_proc_net_tcp_listeners(v4, false),
+            [
+                (IpAddr::V4(Ipv4Addr::LOCALHOST), 8081),
+                (IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2)), 8082)
+            ]
+        );
+        // [::]:8081 and [2001:2::1]:8082.
+        let v6 = "  sl  local_address                         remote_address                        st\n\
+                  0: 00000000000000000000000000000000:1F91 00000000000000000000000000000000:0000 0A 0\n\
+                  1: 02000120000000000000000001000000:1F92 00000000000000000000000000000000:0000 0A 0\n";
+        assert_eq!(
+            parse_proc_net_tcp_listeners(v6, true),
+            [
+                (IpAddr::V6(Ipv6Addr::LOCALHOST), 8081),
+                (IpAddr::V6("2001:2::1".parse().unwrap()), 8082)
+            ]
+        );
+    }
+
+    #[test]
+    fn registration_frames_carry_the_listener_tuple() {
+        let f = syn_frame(IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2)), 8081);
+        assert_eq!(f.len(), 74);
+        assert_eq!(&f[12..14], &[0x08, 0x00]);
+        assert_eq!(&f[30..34], &[198, 18, 0, 2]); // destination
+        assert_eq!(&f[36..38], &8081u16.to_be_bytes());
+        let f = syn_frame(IpAddr::V6(Ipv6Addr::LOCALHOST), 8082);
+        assert_eq!(f.len(), 74);
+        assert_eq!(&f[12..14], &[0x86, 0xdd]);
+        assert_eq!(f[14 + 39], 1); // ::1 as destination
+        assert_eq!(&f[56..58], &8082u16.to_be_bytes());
+    }
+}

@@ -1,0 +1,346 @@
+//! Socket dispatch (sk_lookup) scenarios: the same servers and client as the rewrite
+//! scenarios, the service set to `Dispatch::Socket`. The data plane's socket-dispatch calls
+//! run in the server namespace: that is the namespace sk_lookup attaches to.
+//!
+//! The echo servers start before the service is set, so every scenario also proves the
+//! registration of listeners that predate the programs; the restarted green of
+//! `green_dies_then_returns` proves the registration by sock_ops at `listen()`.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use shifter::{Affinity, Backend, Dispatch, Hook, Protocol, Service, model::addr_bytes};
+use shifter_common::{FlowTuple, choose_backend};
+use shifter_tests::{
+    netns::{
+        BLUE_ID, BLUE_PORT, EchoServer, Family, GREEN_ID, GREEN_PORT, OTHER_ID, OTHER_PORT,
+        SERVER_V4, SERVER_V6, SERVICE_PORT, Servers, Testbed, run_in,
+    },
+    traffic::{self, LongLived, Report},
+};
+
+use crate::netns_suite::{
+    BATCH_BUDGET, LONG_LIVED, NEW_CONNECTIONS, STEP_TIMEOUT, assert_share, wait_rounds,
+};
+
+fn socket_service(weight: u16, affinity: Affinity) -> Service {
+    let mut svc = crate::netns_suite::service(Protocol::Tcp, weight);
+    svc.config.dispatch = Dispatch::Socket;
+    svc.config.affinity = affinity;
+    svc
+}
+
+/// A testbed whose data plane serves `svc` by socket dispatch; returns its slot.
+fn testbed(name: &str, svc: &Service) -> (Testbed, u32) {
+    let mut tb = Testbed::new(name, Hook::Tc, Servers::Tcp);
+    assert_eq!(
+        tb.dp.dp().socket_dispatch_unavailable(),
+        None,
+        "socket dispatch must be available on this kernel (CI's)"
+    );
+    let ns = tb.server_ns().to_owned();
+    let slot = run_in(&ns, || tb.dp.dp().set_service(svc)).expect("set socket service");
+    let listening = tb.dp.dp().listener_counts().expect("listener counts");
+    // One IPv4 and one IPv6 listener per backend, registered although they predate us.
+    for port in [BLUE_PORT, GREEN_PORT] {
+        assert_eq!(
+            listening.get(&port),
+            Some(&2),
+            "{name}: listeners registered per port: {listening:?}"
+        );
+    }
+    assert_eq!(
+        tb.dp
+            .dp()
+            .service_config(slot)
+            .expect("config")
+            .map(|c| c.dispatch),
+        Some(Dispatch::Socket)
+    );
+    (tb, slot)
+}
+
+fn expected(svc: &Service, client: IpAddr, client_port: u16, local: IpAddr) -> Backend {
+    let t = FlowTuple {
+        proto: 6,
+        client_addr: addr_bytes(client),
+        client_port,
+        local_addr: addr_bytes(local),
+        service_port: svc.port,
+    };
+    choose_backend(&t, &svc.config)
+}
+
+fn id_of(b: Backend) -> u8 {
+    match b {
+        Backend::Blue => BLUE_ID,
+        Backend::Green => GREEN_ID,
+    }
+}
+
+/// Every answered exchange went to the backend `choose_backend` names for its tuple.
+fn assert_decisions(report: &Report, svc: &Service, client: IpAddr, local: IpAddr, what: &str) {
+    let wrong: Vec<_> = report
+        .outcomes
+        .iter()
+        .filter(|o| o.error.is_none())
+        .filter(|o| o.backend != Some(id_of(expected(svc, client, o.local_port, local))))
+        .map(|o| o.local_port)
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{what}: {} connections went to another backend than choose_backend says (ports {:?})",
+        wrong.len(),
+        &wrong[..wrong.len().min(5)]
+    );
+}
+
+/// 2000 new connections at 0, 25 and 100 %: all answered, the split follows the weight
+/// and the shared decision, nothing enters the flow table and TC rewrites nothing.
+pub fn new_connections_follow_weight(family: Family, name: &str) {
+    let svc = socket_service(0, Affinity::Connection);
+    let (mut tb, slot) = testbed(name, &svc);
+    let target = SocketAddr::new(family.server(), SERVICE_PORT);
+    for (i, weight) in [0u16, 2500, 10000].into_iter().enumerate() {
+        let cfg = tb.dp.dp().set_weight(slot, weight).expect("set weight");
+        assert_eq!(
+            cfg.dispatch,
+            Dispatch::Socket,
+            "a weight write keeps the dispatch"
+        );
+        let before = tb.dp.dp().counters_view(slot).expect("counters");
+        let first = 20000 + (i * NEW_CONNECTIONS) as u16;
+        let report = run_in(tb.client_ns(), || {
+            traffic::tcp_short_from(
+                target,
+                first..first + NEW_CONNECTIONS as u16,
+                STEP_TIMEOUT,
+                BATCH_BUDGET,
+            )
+        });
+        let what = format!("socket {family:?} weight {weight}");
+        assert!(
+            report.failures().is_empty(),
+            "{what}: {}",
+            report.failure_summary()
+        );
+        assert_share(&report, weight, &what);
+        let svc = Service {
+            config: cfg,
+            ..svc.clone()
+        };
+        assert_decisions(&report, &svc, family.client(), family.server(), &what);
+        let after = tb.dp.dp().counters_view(slot).expect("counters");
+        let conns: u64 = (0..2)
+            .map(|b| after[b].new_flows - before[b].new_flows)
+            .sum();
+        assert_eq!(conns, NEW_CONNECTIONS as u64, "{what}: connections counted");
+        let fallbacks: u64 = (0..2).map(|b| after[b].fallbacks).sum();
+        assert_eq!(fallbacks, 0, "{what}: fallbacks with both backends up");
+        assert_eq!(
+            after[0].packets + after[1].packets + after[0].egress_packets + after[1].egress_packets,
+            0,
+            "{what}: TC rewrote packets of a socket-dispatched service"
+        );
+    }
+    let flows = tb.dp.dp().flows(None).expect("flows");
+    assert!(
+        flows.is_empty(),
+        "socket dispatch made flow entries: {}",
+        flows.len()
+    );
+}
+
+/// Client affinity: every connection of one client address goes to one backend, the one
+/// the shared decision names for that address.
+pub fn client_affinity(family: Family, name: &str) {
+    let svc = socket_service(5000, Affinity::Client);
+    let (tb, _) = testbed(name, &svc);
+    let target = SocketAddr::new(family.server(), SERVICE_PORT);
+    let report = run_in(tb.client_ns(), || {
+        traffic::tcp_short_from(target, 40000..40200, STEP_TIMEOUT, BATCH_BUDGET)
+    });
+    let what = format!("socket {family:?} client affinity");
+    assert!(
+        report.failures().is_empty(),
+        "{what}: {}",
+        report.failure_summary()
+    );
+    let want = id_of(expected(&svc, family.client(), 0, family.server()));
+    assert_eq!(report.count(want), 200, "{what}: one client, one backend");
+}
+
+/// 200 long-lived connections opened at 0 % stay on blue while the weight goes to 100 %
+/// and back; 50 opened at 100 % stay on green on the way back. No connection fails.
+pub fn long_lived_connections_keep_backend(family: Family, name: &str) {
+    let svc = socket_service(0, Affinity::Connection);
+    let (mut tb, slot) = testbed(name, &svc);
+    let target = SocketAddr::new(family.server(), SERVICE_PORT);
+    let what = format!("socket {family:?} long-lived");
+    let ns = tb.client_ns().to_owned();
+    let blue = LongLived::open(&ns, target, LONG_LIVED, STEP_TIMEOUT);
+    wait_rounds(&blue, 3, &what);
+    tb.dp.dp().set_weight(slot, 10000).expect("weight 100%");
+    wait_rounds(&blue, 3, &what);
+    let green = LongLived::open(&ns, target, LONG_LIVED / 4, STEP_TIMEOUT);
+    wait_rounds(&green, 3, &what);
+    tb.dp.dp().set_weight(slot, 0).expect("weight 0%");
+    wait_rounds(&blue, 3, &what);
+    wait_rounds(&green, 3, &what);
+    let (blue_conns, green_conns) = (blue.finish(), green.finish());
+    let mut problems = traffic::long_problems(&blue_conns, Some(BLUE_ID));
+    problems.extend(traffic::long_problems(&green_conns, Some(GREEN_ID)));
+    let exchanges: u64 = blue_conns
+        .iter()
+        .chain(&green_conns)
+        .map(|c| c.exchanges)
+        .sum();
+    eprintln!(
+        "{what}: {} + {} connections, {exchanges} exchanges, {} problems",
+        blue_conns.len(),
+        green_conns.len(),
+        problems.len()
+    );
+    assert!(problems.is_empty(), "{what}: {problems:?}");
+    let c = tb.dp.dp().counters_view(slot).expect("counters");
+    assert_eq!(
+        c[0].new_flows + c[1].new_flows,
+        (LONG_LIVED + LONG_LIVED / 4) as u64,
+        "{what}: one decision per connection, however many exchanges"
+    );
+}
+
+/// Green's listeners close under 50 %: every new connection is answered by blue, each one
+/// decided for green counted as green's fallback. Green listening again (after us, so
+/// remembered by sock_ops at `listen()`) gets its share back.
+pub fn green_dies_then_returns(family: Family, name: &str) {
+    let svc = socket_service(5000, Affinity::Connection);
+    let (mut tb, slot) = testbed(name, &svc);
+    let target = SocketAddr::new(family.server(), SERVICE_PORT);
+    let what = format!("socket {family:?} green down");
+    let green = tb
+        .servers
+        .iter()
+        .position(|s| s.id == GREEN_ID)
+        .expect("green server");
+    tb.servers.remove(green).stop();
+    let listening = tb.dp.dp().listener_counts().expect("listener counts");
+    assert_eq!(
+        listening.get(&GREEN_PORT),
+        None,
+        "{what}: closed listeners stay: {listening:?}"
+    );
+    let before = tb.dp.dp().counters_view(slot).expect("counters");
+    let report = run_in(tb.client_ns(), || {
+        traffic::tcp_short_from(target, 42000..43000, STEP_TIMEOUT, BATCH_BUDGET)
+    });
+    assert!(
+        report.failures().is_empty(),
+        "{what}: {}",
+        report.failure_summary()
+    );
+    assert_eq!(
+        report.count(BLUE_ID),
+        1000,
+        "{what}: blue answers everything"
+    );
+    let decided_green = (42000..43000u16)
+        .filter(|p| expected(&svc, family.client(), *p, family.server()) == Backend::Green)
+        .count() as u64;
+    let after = tb.dp.dp().counters_view(slot).expect("counters");
+    eprintln!(
+        "{what}: 1000 connections, {decided_green} decided for green, fallbacks {}",
+        after[1].fallbacks - before[1].fallbacks
+    );
+    assert_eq!(
+        after[1].fallbacks - before[1].fallbacks,
+        decided_green,
+        "{what}: every connection decided for green is green's fallback"
+    );
+    assert_eq!(after[0].fallbacks, 0);
+
+    let ns = tb.server_ns().to_owned();
+    let addrs = [IpAddr::V4(SERVER_V4), IpAddr::V6(SERVER_V6)];
+    tb.servers
+        .push(EchoServer::tcp(&ns, &addrs, GREEN_PORT, GREEN_ID));
+    let listening = tb.dp.dp().listener_counts().expect("listener counts");
+    assert_eq!(
+        listening.get(&GREEN_PORT),
+        Some(&2),
+        "{what}: sock_ops at listen(): {listening:?}"
+    );
+    let report = run_in(tb.client_ns(), || {
+        traffic::tcp_short_from(target, 43000..44000, STEP_TIMEOUT, BATCH_BUDGET)
+    });
+    assert!(
+        report.failures().is_empty(),
+        "{what}: {}",
+        report.failure_summary()
+    );
+    assert_share(&report, 5000, &format!("{what}, green back"));
+    assert_decisions(&report, &svc, family.client(), family.server(), &what);
+}
+
+/// A client in the server's own namespace, via loopback and via the host's own address, is
+/// steered by the weight too (sk_lookup runs for local connections; TC never sees them).
+pub fn local_clients_are_steered(name: &str) {
+    let svc = socket_service(5000, Affinity::Connection);
+    let (tb, _) = testbed(name, &svc);
+    let ns = tb.server_ns().to_owned();
+    for (i, addr) in [
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(Ipv6Addr::LOCALHOST),
+        IpAddr::V4(SERVER_V4),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let target = SocketAddr::new(addr, SERVICE_PORT);
+        let first = 30000 + (i as u16) * NEW_CONNECTIONS as u16;
+        let report = run_in(&ns, || {
+            traffic::tcp_short_from(
+                target,
+                first..first + NEW_CONNECTIONS as u16,
+                STEP_TIMEOUT,
+                BATCH_BUDGET,
+            )
+        });
+        let what = format!("socket local client to {target}");
+        assert!(
+            report.failures().is_empty(),
+            "{what}: {}",
+            report.failure_summary()
+        );
+        assert_share(&report, 5000, &what);
+        assert_decisions(&report, &svc, addr, addr, &what);
+    }
+}
+
+/// Direct connections to blue's, green's and another port are answered by that server and
+/// are not counted as the service's.
+pub fn direct_and_other_ports_untouched(family: Family, name: &str) {
+    let svc = socket_service(5000, Affinity::Connection);
+    let (mut tb, slot) = testbed(name, &svc);
+    for (port, id) in [
+        (BLUE_PORT, BLUE_ID),
+        (GREEN_PORT, GREEN_ID),
+        (OTHER_PORT, OTHER_ID),
+    ] {
+        let target = SocketAddr::new(family.server(), port);
+        let report = run_in(tb.client_ns(), || {
+            traffic::tcp_short(target, 200, STEP_TIMEOUT, BATCH_BUDGET)
+        });
+        let what = format!("socket {family:?} direct to {port}");
+        assert!(
+            report.failures().is_empty(),
+            "{what}: {}",
+            report.failure_summary()
+        );
+        assert_eq!(report.count(id), 200, "{what}: answered by another server");
+    }
+    let c = tb.dp.dp().counters_view(slot).expect("counters");
+    assert_eq!(
+        c[0].new_flows + c[1].new_flows,
+        0,
+        "direct connections were counted"
+    );
+}
