@@ -476,3 +476,95 @@ fn reads_fall_back_to_the_pinned_maps_when_the_daemon_is_down() {
         "{out:?}"
     );
 }
+
+/// Socket dispatch under a real daemon: status shows it with the listeners of both
+/// backends; SIGKILL and a restart under traffic break no connection (the sk_lookup link and
+/// the remembered listeners are pinned, the restart adopts them); `shifter detach` removes it
+/// all: then nothing listens on the service port and connections to it are refused.
+#[test]
+fn socket_dispatch_survives_sigkill_and_detach_removes_it() {
+    let bed = DaemonBed::new("dproc-sock");
+    bed.write_config(&format!("{}dispatch = \"socket\"\n", web_service(50.0)));
+    let mut first = Process::start(&bed);
+    let service = |bed: &DaemonBed| bed.status()["services"][0].clone();
+    let s = service(&bed);
+    assert_eq!(s["dispatch"], "socket", "{s}");
+    assert_eq!(
+        s["listeners"]["blue"], 2,
+        "v4 and v6 listeners of blue: {s}"
+    );
+    assert_eq!(
+        s["listeners"]["green"], 2,
+        "v4 and v6 listeners of green: {s}"
+    );
+    let text = bed.cli_ok(&["status", "web"]);
+    assert!(
+        text.contains("socket: 2 blue and 2 green listening sockets registered"),
+        "{text}"
+    );
+
+    let long = traffic::LongLived::open(bed.client_ns(), target(), 8, Duration::from_secs(3));
+    assert!(long.wait_rounds(20, Duration::from_secs(10)), "no progress");
+    let shorts = traffic::ShortConnections::start(bed.client_ns(), target());
+    first.signal(libc::SIGKILL);
+    assert_eq!(first.wait_exit(Duration::from_secs(10)), None, "killed");
+    assert!(
+        long.wait_rounds(50, Duration::from_secs(10)),
+        "long-lived connections stall while the daemon is dead"
+    );
+    let second = Process::start(&bed);
+    let log = second.log_text();
+    assert!(log.contains("sk_lookup: adopted, same build"), "{log}");
+    let s = service(&bed);
+    assert_eq!(
+        s["listeners"]["blue"], 2,
+        "remembered listeners are kept: {s}"
+    );
+    assert!(
+        long.wait_rounds(50, Duration::from_secs(10)),
+        "stall after restart"
+    );
+    let report = shorts.finish();
+    assert!(
+        report.outcomes.len() >= 10,
+        "too few: {}",
+        report.outcomes.len()
+    );
+    assert!(
+        report.failures().is_empty(),
+        "new connections failed: {}",
+        report.failure_summary()
+    );
+    assert!(
+        report.count(netns::BLUE_ID) > 0 && report.count(netns::GREEN_ID) > 0,
+        "both backends served at 50 %"
+    );
+    let problems = traffic::long_problems(&long.finish(), None);
+    assert!(problems.is_empty(), "long-lived connections: {problems:?}");
+    let c = &service(&bed);
+    let new = c["blue"]["new_flows"].as_u64().unwrap() + c["green"]["new_flows"].as_u64().unwrap();
+    assert!(
+        new >= report.outcomes.len() as u64 + 8,
+        "every connection counted once: {new} for {} + 8",
+        report.outcomes.len()
+    );
+    assert_eq!(c["blue"]["active_flows"], 0, "no flow entries: {c}");
+
+    let mut second = second;
+    bed.cli_ok(&["detach"]);
+    assert_eq!(
+        second.wait_exit(Duration::from_secs(20)),
+        Some(0),
+        "{}",
+        second.log_text()
+    );
+    assert!(!bed.pin_dir.exists(), "pins removed");
+    let r = netns::run_in(bed.client_ns(), || {
+        traffic::tcp_short(target(), 3, Duration::from_secs(2), Duration::from_secs(20))
+    });
+    assert_eq!(
+        r.failures().len(),
+        3,
+        "after detach nothing steers port {SERVICE_PORT}: connections must be refused"
+    );
+}

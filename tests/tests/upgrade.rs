@@ -239,3 +239,70 @@ fn another_build_replaces_the_programs_keeping_flows_and_connections() {
     );
     drop(third);
 }
+
+/// Socket dispatch across an upgrade: another build adopts the pinned sk_lookup link (its
+/// program swapped in, the remembered listeners kept), the daemon's build is swapped back in
+/// and says so; established and new connections never notice.
+#[test]
+fn socket_dispatch_upgrade_keeps_listeners_and_connections() {
+    let bed = DaemonBed::new("upgrade-sock");
+    bed.write_config(&format!("{}dispatch = \"socket\"\n", web_service(50.0)));
+    let mut first = Process::start(&bed);
+    let long = traffic::LongLived::open(bed.client_ns(), target(), 16, Duration::from_secs(3));
+    assert!(long.wait_rounds(20, Duration::from_secs(10)), "no progress");
+    let background = traffic::ShortConnections::start(bed.client_ns(), target());
+    first.signal(libc::SIGTERM);
+    assert_eq!(first.wait_exit(Duration::from_secs(15)), Some(0));
+
+    let pin_dir = bed.pin_dir.clone();
+    let listening = netns::run_in(bed.server_ns(), move || {
+        let mut opts = LoadOptions::new(&pin_dir);
+        opts.flow_capacity = FLOW_TABLE_SIZE;
+        opts.object = VARIANT_OBJECT;
+        let mut dp = DataPlane::load(&opts)
+            .unwrap_or_else(|e| panic!("loading the variant build: {}", error_chain(&e)));
+        dp.adopt_socket_dispatch()
+            .unwrap_or_else(|e| panic!("adopting socket dispatch: {}", error_chain(&e)));
+        dp.listener_counts().expect("listener counts")
+    });
+    assert_eq!(
+        (
+            listening.get(&netns::BLUE_PORT),
+            listening.get(&netns::GREEN_PORT)
+        ),
+        (Some(&2), Some(&2)),
+        "the remembered listeners survive the upgrade: {listening:?}"
+    );
+    assert!(
+        long.wait_rounds(30, Duration::from_secs(10)),
+        "stall after the upgrade"
+    );
+    assert_steered(
+        &bed,
+        "socket dispatch after the upgrade to the variant build",
+    );
+
+    let second = Process::start(&bed);
+    let log = second.log_text();
+    assert!(
+        log.contains("sk_lookup: upgraded programs, maps kept"),
+        "the daemon swaps its build back in and says so:\n{log}"
+    );
+    assert_steered(&bed, "socket dispatch after the daemon's upgrade");
+    assert!(
+        long.wait_rounds(30, Duration::from_secs(10)),
+        "stall after the daemon"
+    );
+    let shorts = background.finish();
+    assert!(
+        shorts.failures().is_empty(),
+        "new connections failed during the upgrades: {}",
+        shorts.failure_summary()
+    );
+    let problems = traffic::long_problems(&long.finish(), None);
+    assert!(
+        problems.is_empty(),
+        "established connections hurt: {problems:?}"
+    );
+    drop(second);
+}

@@ -4,7 +4,9 @@
 //! for `curl` users and read as a number, never as text.
 
 use serde::{Deserialize, Serialize};
-use shifter_common::{Affinity, FLOW_ESTABLISHED, FLOW_FIN_IN, FLOW_FIN_OUT, FLOW_RECOVERED};
+use shifter_common::{
+    Affinity, Dispatch, FLOW_ESTABLISHED, FLOW_FIN_IN, FLOW_FIN_OUT, FLOW_RECOVERED,
+};
 
 pub use crate::dataplane::Counters;
 use crate::{
@@ -75,6 +77,13 @@ pub struct ServiceStatus {
     /// The same as percent with two decimals, e.g. "12.50".
     pub weight_percent: String,
     pub affinity: String,
+    /// "socket" or "rewrite": what the data plane runs (rewrite where socket dispatch was
+    /// asked for and the kernel refused it; `Status::socket_dispatch_unavailable` says why).
+    #[serde(default = "rewrite")]
+    pub dispatch: String,
+    /// Socket dispatch: the listening sockets remembered per backend (`None` for rewrite).
+    #[serde(default)]
+    pub listeners: Option<ListenerCounts>,
     pub slot: u32,
     pub blue: Counters,
     pub green: Counters,
@@ -83,6 +92,17 @@ pub struct ServiceStatus {
     pub health: Option<HealthView>,
     #[serde(default)]
     pub rollout: Option<RolloutView>,
+}
+
+fn rewrite() -> String {
+    "rewrite".to_owned()
+}
+
+/// Listening sockets the sk_lookup program can hand connections to, per backend.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerCounts {
+    pub blue: u32,
+    pub green: u32,
 }
 
 /// Health of one backend as its checks say.
@@ -170,6 +190,9 @@ pub struct Status {
     /// (`Skip` names: every reason, zeros included; empty when the maps predate the counter).
     #[serde(default)]
     pub skipped_packets: std::collections::BTreeMap<String, u64>,
+    /// Why this kernel cannot do socket dispatch (`None`: it can).
+    #[serde(default)]
+    pub socket_dispatch_unavailable: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -246,6 +269,12 @@ impl ServiceStatus {
                 Affinity::Client => "client",
             }
             .to_owned(),
+            dispatch: match svc.config.dispatch {
+                Dispatch::Socket => "socket",
+                Dispatch::Rewrite => "rewrite",
+            }
+            .to_owned(),
+            listeners: None,
             slot,
             blue,
             green,

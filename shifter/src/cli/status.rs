@@ -169,6 +169,9 @@ fn print_overview(s: &Status) {
         println!("interfaces: {}", ifs.join(", "));
     }
     println!("skipped packets: {}", skipped_text(s));
+    if let Some(reason) = &s.socket_dispatch_unavailable {
+        println!("socket dispatch: unavailable, TCP services use rewrite ({reason})");
+    }
     println!();
     if s.services.is_empty() {
         println!("no services configured");
@@ -186,6 +189,7 @@ fn print_overview(s: &Status) {
                 v.green_port.to_string(),
                 format!("{}%", v.weight_percent),
                 v.affinity.clone(),
+                dispatch_text(v),
                 format!("{}/{}", v.blue.active_flows, v.green.active_flows),
                 format!("{}/{}", v.blue.new_flows, v.green.new_flows),
                 format!("{}/{}", v.blue.refusals, v.green.refusals),
@@ -214,6 +218,7 @@ fn print_overview(s: &Status) {
                 "GREEN",
                 "WEIGHT",
                 "AFFINITY",
+                "DISPATCH",
                 "FLOWS B/G",
                 "NEW B/G",
                 "REFUSED B/G",
@@ -225,6 +230,14 @@ fn print_overview(s: &Status) {
     );
 }
 
+/// "rewrite", or "socket" with the listeners each backend has ("socket 2/0 listening").
+fn dispatch_text(s: &ServiceStatus) -> String {
+    match s.listeners {
+        Some(l) => format!("socket {}/{} listening", l.blue, l.green),
+        None => s.dispatch.clone(),
+    }
+}
+
 fn detail(s: &ServiceStatus) -> String {
     let addrs = if s.local_addresses.is_empty() {
         "any".to_owned()
@@ -232,8 +245,22 @@ fn detail(s: &ServiceStatus) -> String {
         s.local_addresses.join(", ")
     };
     let mut out = format!(
-        "service {}: {} port {} on {addrs}\nblue port {}, green port {}, green weight {}%, affinity {}\n\n",
-        s.name, s.protocol, s.port, s.blue_port, s.green_port, s.weight_percent, s.affinity
+        "service {}: {} port {} on {addrs}\nblue port {}, green port {}, green weight {}%, affinity {}\n\
+         dispatch {}\n\n",
+        s.name,
+        s.protocol,
+        s.port,
+        s.blue_port,
+        s.green_port,
+        s.weight_percent,
+        s.affinity,
+        match s.listeners {
+            Some(l) => format!(
+                "socket: {} blue and {} green listening sockets registered",
+                l.blue, l.green
+            ),
+            None => s.dispatch.clone(),
+        }
     );
     let row = |name: &str, b: u64, g: u64| vec![name.to_owned(), b.to_string(), g.to_string()];
     let (b, g) = (&s.blue, &s.green);
@@ -249,6 +276,7 @@ fn detail(s: &ServiceStatus) -> String {
         row("refusals", b.refusals, g.refusals),
         row("resets", b.resets, g.resets),
         row("dry-run new flows", b.dry_new_flows, g.dry_new_flows),
+        row("fallbacks", b.fallbacks, g.fallbacks),
     ];
     if let Some(h) = &s.health {
         for (name, b) in [("blue", &h.blue), ("green", &h.green)] {

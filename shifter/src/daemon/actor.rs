@@ -9,6 +9,7 @@ use std::{
     ops::ControlFlow,
 };
 
+use shifter_common::Dispatch;
 use tokio::sync::{broadcast, mpsc};
 use tracing::{error, info, warn};
 
@@ -24,8 +25,8 @@ use crate::{
     api::{
         ControlError,
         types::{
-            DetachReport, FlowEntry, Flows, InterfaceStatus, RolloutReply, ServiceStatus, Status,
-            WeightChange,
+            DetachReport, FlowEntry, Flows, InterfaceStatus, ListenerCounts, RolloutReply,
+            ServiceStatus, Status, WeightChange,
         },
     },
     config::Config,
@@ -47,6 +48,8 @@ pub(super) struct Actor {
     pub(super) events: broadcast::Sender<Event>,
     pub(super) rollouts: Rollouts,
     pub(super) metrics: MetricsState,
+    /// The last failure to register listeners, logged once until it changes.
+    listener_error: Option<String>,
 }
 
 pub(super) fn dp_err(e: &dataplane::Error) -> ControlError {
@@ -93,6 +96,7 @@ impl Actor {
             config,
             slots: BTreeMap::new(),
             metrics: MetricsState::new(loaded.state.log.next_seq),
+            listener_error: None,
             state: loaded.state,
             store,
             events,
@@ -197,8 +201,24 @@ impl Actor {
         }
     }
 
-    /// Samples the counters and ticks the rollout engines.
+    /// Samples the counters and ticks the rollout engines; registers the listeners of
+    /// socket-dispatched backends that have none remembered (a reuseport group whose one
+    /// remembered member closed, a listener that appeared while no program could see it).
     fn tick(&mut self) {
+        match self.dp.register_listeners() {
+            Ok(0) => self.listener_error = None,
+            Ok(n) => {
+                info!("socket dispatch: registered {n} listening sockets");
+                self.listener_error = None;
+            }
+            Err(e) => {
+                let text = error_chain(&e);
+                if self.listener_error.as_ref() != Some(&text) {
+                    warn!("socket dispatch: registering listeners: {text}");
+                    self.listener_error = Some(text);
+                }
+            }
+        }
         for o in self.rollouts.tick(&mut self.dp) {
             let name = o.events.first().map(|e| e.service.clone());
             if let Some(name) = name {
@@ -313,6 +333,7 @@ impl Actor {
             self.slots.insert(spec.name.clone(), slot);
             self.state.weights.insert(spec.name.clone(), weight);
         }
+        self.dp.adopt_socket_dispatch()?;
         let names: BTreeSet<&String> = specs.iter().map(|s| &s.name).collect();
         self.state.weights.retain(|n, _| names.contains(n));
         Ok(())
@@ -571,6 +592,7 @@ impl Actor {
     fn statuses(&mut self, only: Option<&str>) -> Result<Vec<ServiceStatus>, dataplane::Error> {
         let live_services = self.dp.services()?;
         let live_flows = self.dp.flow_counts()?;
+        let listening = self.dp.listener_counts()?;
         let mut out = Vec::new();
         for spec in self.config.services.clone() {
             if only.is_some_and(|n| n != spec.name) {
@@ -586,6 +608,13 @@ impl Actor {
                 .dp
                 .counters_with(slot, live_flows.get(&slot).copied().unwrap_or_default())?;
             let mut st = ServiceStatus::new(&spec.name, slot, svc, counters);
+            if svc.config.dispatch == Dispatch::Socket {
+                let of = |port| listening.get(&port).copied().unwrap_or(0);
+                st.listeners = Some(ListenerCounts {
+                    blue: of(svc.config.blue_port),
+                    green: of(svc.config.green_port),
+                });
+            }
             if let Some((rollout, health)) = self.rollouts.view(&spec.name) {
                 st.rollout = Some(rollout);
                 st.health = health;
@@ -625,6 +654,7 @@ impl Actor {
                     error!("reading the skip counters: {}", error_chain(&e));
                     std::collections::BTreeMap::new()
                 }),
+            socket_dispatch_unavailable: self.dp.socket_dispatch_unavailable().map(str::to_owned),
         }
     }
 

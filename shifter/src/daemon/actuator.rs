@@ -117,7 +117,8 @@ impl Actuator for DataPlaneActuator<'_> {
 
     fn sample(&mut self) -> Result<SignalSample, ActuatorError> {
         let c = self.dp.counters(self.slot).map_err(self.dp_err())?;
-        Ok(SignalSample::from(&c))
+        let s = self.dp.socket_counters(self.slot).map_err(self.dp_err())?;
+        Ok(SignalSample::of(&c, &s))
     }
 
     fn persist(&mut self, progress: &Progress) -> Result<(), ActuatorError> {

@@ -16,6 +16,8 @@
 //! | `shifter_reset_connections_total` | counter | resets of established connections |
 //! | `shifter_recoveries_total` | counter | flow entries restored by socket lookup |
 //! | `shifter_evictions_total` | counter | entries evicted from the full flow table |
+//! | `shifter_fallbacks_total` | counter | socket dispatch: connections decided for the backend that the other took (it had no listener) |
+//! | `shifter_listening_sockets` | gauge | socket dispatch: the backend's remembered listeners (socket services only) |
 //! | `shifter_weight_basis_points` | gauge | green's configured share (service label only) |
 //! | `shifter_backend_weight_ratio` | gauge | the backend's configured share, 0..1 |
 //! | `shifter_flow_table_entries`, `_capacity`, `_fill_ratio` | gauge | flow-table fill (no labels) |
@@ -163,6 +165,7 @@ impl MetricsState {
     pub fn render(&self, snap: &Status, flow_entries: Option<u64>) -> String {
         let mut reg = Registry::with_prefix("shifter");
         register_backend_counters(&mut reg, snap);
+        register_listeners(&mut reg, snap);
 
         let weight = Family::<ServiceLabels, Gauge>::default();
         let ratio = Family::<BackendLabels, FloatGauge>::default();
@@ -265,7 +268,7 @@ fn backend(service: &str, b: &str) -> BackendLabels {
 type Get = fn(&Counters) -> u64;
 
 /// (name, help, is_counter, value)
-const PER_BACKEND: [(&str, &str, bool, Get); 10] = [
+const PER_BACKEND: [(&str, &str, bool, Get); 11] = [
     (
         "new_flows",
         "New connections (flows) decided for the backend",
@@ -326,6 +329,12 @@ const PER_BACKEND: [(&str, &str, bool, Get); 10] = [
         true,
         |c| c.evictions,
     ),
+    (
+        "fallbacks",
+        "Socket dispatch: connections decided for the backend that the other one took because it had no listener",
+        true,
+        |c| c.fallbacks,
+    ),
 ];
 
 fn register_backend_counters(reg: &mut Registry, snap: &Status) {
@@ -349,6 +358,25 @@ fn register_backend_counters(reg: &mut Registry, snap: &Status) {
             }
             reg.register(name, help, fam);
         }
+    }
+}
+
+fn register_listeners(reg: &mut Registry, snap: &Status) {
+    let fam = Family::<BackendLabels, Gauge>::default();
+    let mut any = false;
+    for s in &snap.services {
+        let Some(l) = s.listeners else { continue };
+        any = true;
+        for (b, n) in [("blue", l.blue), ("green", l.green)] {
+            fam.get_or_create(&backend(&s.name, b)).set(i64::from(n));
+        }
+    }
+    if any {
+        reg.register(
+            "listening_sockets",
+            "Socket dispatch: listening sockets of the backend that new connections can be handed to",
+            fam,
+        );
     }
 }
 

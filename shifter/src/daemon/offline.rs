@@ -54,6 +54,8 @@ pub fn status(maps: &PinnedMaps, config: &Config) -> dataplane::Result<Status> {
         skipped_packets: dataplane::pinned_skip_counts(maps.dir())?
             .map(|c| c.by_name())
             .unwrap_or_default(),
+        // Only a loaded data plane learns it (by loading the programs).
+        socket_dispatch_unavailable: None,
     })
 }
 

@@ -351,9 +351,12 @@ impl Rollouts {
             .collect();
         let mut out = Vec::new();
         for (name, slot) in names {
-            match dp.counters(slot) {
-                Ok(c) => {
-                    let sample = rollout::SignalSample::from(&c);
+            match dp
+                .counters(slot)
+                .and_then(|c| Ok((c, dp.socket_counters(slot)?)))
+            {
+                Ok((c, s)) => {
+                    let sample = rollout::SignalSample::of(&c, &s);
                     if let Ok(o) = self.feed(dp, &name, Input::Signals(sample), None) {
                         out.push(o);
                     }

@@ -144,6 +144,11 @@ impl DataPlane {
         read_raw(&self.counters_map()?, slot)
     }
 
+    /// Socket-dispatch counters of the service in `slot`, summed over CPUs: `[blue, green]`.
+    pub fn socket_counters(&self, slot: u32) -> Result<[SocketCounters; 2]> {
+        read_socket(&self.map_ref(MAP_SOCKET_COUNTERS)?, slot)
+    }
+
     /// The counters of `slot` as the API shows them, evictions derived: `[blue, green]`.
     pub fn counters_view(&mut self, slot: u32) -> Result<[Counters; 2]> {
         let live = self.flow_counts()?.get(&slot).copied().unwrap_or_default();

@@ -178,6 +178,24 @@ impl DataPlane {
         Ok(())
     }
 
+    /// Takes over the socket dispatch an earlier process left (its pinned sk_lookup link) or
+    /// that a socket-dispatched service in the maps needs: this process's programs are
+    /// swapped into the links, and listeners without a place are registered. A service
+    /// adopted unchanged is never set again, so a restart needs this call.
+    pub fn adopt_socket_dispatch(&mut self) -> Result<()> {
+        let pinned = self.pin_dir().join(SK_LOOKUP_PIN).exists();
+        let needed = self
+            .services()?
+            .values()
+            .any(|s| s.config.dispatch == Dispatch::Socket);
+        if !(pinned || needed) || self.socket.unavailable.is_some() {
+            return Ok(());
+        }
+        self.ensure_socket_dispatch()?;
+        self.register_listeners()?;
+        Ok(())
+    }
+
     /// Remembered listeners per backend port.
     pub fn listener_counts(&mut self) -> Result<BTreeMap<u16, u32>> {
         let map = self.listeners_map()?;

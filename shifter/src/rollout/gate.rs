@@ -1,8 +1,9 @@
-//! The kernel-signal gate: green's refused connections and resets over a step, compared with
+//! The kernel-signal gate: green's refused connections (socket dispatch: its fallbacks too)
+//! and resets over a step, compared with
 //! a bound and with blue's over the same step. Pure arithmetic on counter snapshots.
 
 use serde::{Deserialize, Serialize};
-use shifter_common::BackendCounters;
+use shifter_common::{BackendCounters, SocketCounters};
 
 use crate::config::GateSettings;
 
@@ -16,13 +17,24 @@ pub struct Signals {
     pub resets: u64,
 }
 
-impl From<&BackendCounters> for Signals {
-    fn from(c: &BackendCounters) -> Self {
+impl Signals {
+    /// One backend's signals from its kernel counters and its socket-dispatch counters. A
+    /// fallback (a connection decided for this backend that the other one took, because
+    /// this one had no listener) is a refusal the client never saw: it counts as one of
+    /// this backend's new connections and as refused, so a green that stops listening fails
+    /// the gate as one that refuses.
+    pub fn of(c: &BackendCounters, s: &SocketCounters) -> Self {
         Self {
-            new_flows: c.new_flows,
-            refusals: c.refusals,
+            new_flows: c.new_flows + s.connections + s.fallbacks,
+            refusals: c.refusals + s.fallbacks,
             resets: c.resets,
         }
+    }
+}
+
+impl From<&BackendCounters> for Signals {
+    fn from(c: &BackendCounters) -> Self {
+        Self::of(c, &SocketCounters::default())
     }
 }
 
@@ -49,6 +61,16 @@ impl Signals {
 pub struct SignalSample {
     pub blue: Signals,
     pub green: Signals,
+}
+
+impl SignalSample {
+    /// Both backends' signals (see `Signals::of`), blue first.
+    pub fn of(c: &[BackendCounters; 2], s: &[SocketCounters; 2]) -> Self {
+        Self {
+            blue: Signals::of(&c[0], &s[0]),
+            green: Signals::of(&c[1], &s[1]),
+        }
+    }
 }
 
 impl From<&[BackendCounters; 2]> for SignalSample {
