@@ -6,7 +6,7 @@ use crate::{
     model::{Protocol, Weight},
     paths,
 };
-use shifter_common::{Affinity, DEFAULT_FLOW_CAPACITY, MAX_SERVICES};
+use shifter_common::{Affinity, DEFAULT_FLOW_CAPACITY, Dispatch, MAX_SERVICES};
 
 /// Percent text as the configuration reads it (the one parser: `Weight`).
 fn parse_percent(text: &str) -> Result<u16, String> {
@@ -132,6 +132,10 @@ fn good_config_parses() {
     assert_eq!(c.services[1].service.config.affinity, Affinity::Client);
     assert_eq!(c.services[1].service.local_addrs.len(), 2);
     assert_eq!(c.services[1].service.config.weight, 0);
+    assert_eq!(c.services[0].service.config.dispatch, Dispatch::Rewrite);
+    let socket = parse(&GOOD.replacen("weight = 12.5", "weight = 12.5\ndispatch = \"socket\"", 1))
+        .expect("a TCP service may use socket dispatch");
+    assert_eq!(socket.services[0].service.config.dispatch, Dispatch::Socket);
 }
 
 #[test]
@@ -267,6 +271,16 @@ fn service_field_errors() {
         "affinity = \"client\"",
         "affinity = \"sticky\"",
         "services[1].affinity: \"sticky\" is not an affinity (expected connection or client)",
+    );
+    assert_error(
+        "affinity = \"client\"",
+        "affinity = \"client\"\ndispatch = \"sockets\"",
+        "services[1].dispatch: \"sockets\" is not a dispatch (expected socket or rewrite)",
+    );
+    assert_error(
+        "affinity = \"client\"",
+        "affinity = \"client\"\ndispatch = \"socket\"",
+        "services[1].dispatch: socket dispatch is for TCP only (a UDP socket bound to a backend port answers from that port): use rewrite",
     );
     assert_error(
         "\"198.18.0.2\"",

@@ -509,6 +509,8 @@ pub(crate) mod tests {
             weight_bp: 2500,
             weight_percent: "25.00".into(),
             affinity: "connection".into(),
+            dispatch: "socket".into(),
+            listeners: Some(crate::api::types::ListenerCounts { blue: 2, green: 1 }),
             slot: 0,
             blue: Counters {
                 new_flows: 3,
@@ -529,6 +531,7 @@ pub(crate) mod tests {
                 egress_bytes: 400,
                 evictions: 5,
                 resets: 2,
+                fallbacks: 7,
                 ..Counters::default()
             },
             health: None,
@@ -546,6 +549,7 @@ pub(crate) mod tests {
             interfaces: vec![],
             skipped_packets: [("truncated".to_owned(), 3), ("no_config".to_owned(), 0)].into(),
             services: vec![svc],
+            socket_dispatch_unavailable: None,
         }
     }
 
@@ -584,6 +588,9 @@ pub(crate) mod tests {
             "shifter_refused_connections_total{service=\"web\",backend=\"blue\"} 1",
             "shifter_reset_connections_total{service=\"web\",backend=\"green\"} 2",
             "shifter_evictions_total{service=\"web\",backend=\"green\"} 5",
+            "shifter_fallbacks_total{service=\"web\",backend=\"green\"} 7",
+            "shifter_listening_sockets{service=\"web\",backend=\"blue\"} 2",
+            "shifter_listening_sockets{service=\"web\",backend=\"green\"} 1",
             "shifter_weight_basis_points{service=\"web\"} 2500",
             "shifter_backend_weight_ratio{service=\"web\",backend=\"blue\"} 0.75",
             "shifter_flow_table_entries 3",

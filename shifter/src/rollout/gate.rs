@@ -182,6 +182,43 @@ mod tests {
     }
 
     #[test]
+    fn a_socket_fallback_is_a_refused_new_connection_of_the_chosen_backend() {
+        let c = BackendCounters {
+            new_flows: 10,
+            refusals: 1,
+            resets: 2,
+            ..BackendCounters::default()
+        };
+        let sockets = SocketCounters {
+            connections: 30,
+            fallbacks: 5,
+        };
+        assert_eq!(Signals::of(&c, &sockets), s(45, 6, 2));
+        assert_eq!(Signals::from(&c), s(10, 1, 2));
+        // Green listens nowhere: every connection decided for it fell back to blue, and
+        // the gate sees a green that refuses them all.
+        let g = GateSettings {
+            max_refusal_ppm: 20_000,
+            refusal_margin_ppm: 10_000,
+            max_reset_ppm: 50_000,
+            reset_margin_ppm: 20_000,
+            min_green_flows: 10,
+        };
+        let none = SocketCounters::default();
+        let base = SignalSample::of(&[BackendCounters::default(); 2], &[none, none]);
+        let down = SocketCounters {
+            connections: 0,
+            fallbacks: 40,
+        };
+        let blue = SocketCounters {
+            connections: 80,
+            fallbacks: 0,
+        };
+        let now = SignalSample::of(&[BackendCounters::default(); 2], &[blue, down]);
+        assert!(matches!(evaluate(&g, &base, &now), GateResult::Fail(_)));
+    }
+
+    #[test]
     fn ratios() {
         assert_eq!(ratio_ppm(0, 0), 0);
         assert_eq!(ratio_ppm(1, 0), 1_000_000);
