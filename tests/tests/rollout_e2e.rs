@@ -485,6 +485,78 @@ fn green_refusing_connections_is_caught_by_the_gate_while_its_http_check_passes(
     daemon.stop();
 }
 
+/// The same under socket dispatch: green's listeners close while its HTTP check passes.
+/// The in-kernel guard hands every connection decided for green to blue (no client sees a
+/// refusal), each counted as green's fallback, and the gate rolls back on them.
+#[test]
+fn socket_dispatch_green_closing_falls_back_in_kernel_and_the_gate_rolls_back() {
+    let mut bed = DaemonBed::new("gate-sock");
+    let _blue_health = HttpOk::start(bed.server_ns(), BLUE_PORT + 1000);
+    let _green_health = HttpOk::start(bed.server_ns(), GREEN_PORT + 1000);
+    let health = format!(
+        "[services.health]\nkind = \"http\"\npath = \"/healthz\"\naddress = \"{SERVER_V4}\"\n\
+         port_offset = 1000\ninterval = \"100ms\"\ntimeout = \"100ms\"\nrise = 1\nfall = 3\n"
+    );
+    bed.write_config(
+        &web(
+            &health,
+            "hold = \"3s\"\nsteps = [25, 100]\nmin_green_flows = 5",
+        )
+        .replacen("weight = 0\n", "weight = 0\ndispatch = \"socket\"\n", 1),
+    );
+    let daemon = InProcess::start(&bed);
+    wait_green_up(&bed);
+    assert_eq!(service_status(&bed)["dispatch"], "socket");
+    bed.cli_ok(&["rollout", "start", "web"]);
+    assert_eq!(weight(&bed).weight, 2500);
+    let traffic = Traffic::start(bed.client_ns(), 18_000..22_000);
+    std::thread::sleep(Duration::from_millis(300));
+    bed.servers.remove(1).stop();
+    let stopped = Instant::now();
+    let zero = wait_for(
+        "the gate to roll back",
+        Duration::from_secs(8),
+        Duration::from_millis(5),
+        || (weight(&bed).weight == 0).then(Instant::now),
+    );
+    let out = traffic.finish();
+    // A connection green had accepted (or had in its accept queue) when it closed is reset
+    // with it, as behind any balancer; every connection opened after that must succeed.
+    let after: Vec<_> = out
+        .iter()
+        .filter(|(start, _, _)| *start > stopped)
+        .cloned()
+        .collect();
+    let failed = failures(&after);
+    let st = service_status(&bed);
+    assert!(
+        failed.is_empty(),
+        "connections opened after green closed failed: {failed:?}"
+    );
+    assert_eq!(st["health"]["green"]["status"], "up", "{st:#?}");
+    let fallbacks = st["green"]["fallbacks"].as_u64().unwrap_or(0);
+    assert!(fallbacks > 0, "no fallback counted: {st:#?}");
+    assert_eq!(st["rollout"]["state"], "rolled back");
+    let ev = events(&bed);
+    let rb = ev
+        .iter()
+        .find(|e| e["cause"] == "gate-rollback")
+        .unwrap_or_else(|| panic!("no gate-rollback event: {ev:#?}"));
+    assert!(
+        rb["detail"].as_str().is_some_and(|d| d.contains("refusal")),
+        "{rb:#?}"
+    );
+    eprintln!(
+        "socket dispatch: gate rollback {:?} after green's listeners closed, {} connections \
+         opened after it, 0 failed ({} in flight before it failed), {fallbacks} fallbacks: {}",
+        zero - stopped,
+        after.len(),
+        failures(&out).len(),
+        rb["detail"]
+    );
+    daemon.stop();
+}
+
 #[test]
 fn a_restarted_daemon_resumes_the_step_and_its_remaining_hold_without_a_weight_change() {
     let bed = DaemonBed::new("restart");
