@@ -24,6 +24,12 @@ pub const MAP_SKIPS: &str = "SHIFTER_SKIP";
 pub const MAP_LISTENERS: &str = "SHIFTER_LSN";
 /// Socket dispatch: per-CPU `SocketCounters` per counter index (`counter_index`).
 pub const MAP_SOCKET_COUNTERS: &str = "SHIFTER_SKCNT";
+/// Socket dispatch: sk_lookup's decision per connection tuple (`FlowKey` with the service
+/// port as its port) -> `slot << 1 | backend`, until sock_ops sees the connection established.
+pub const MAP_SOCKET_DECISIONS: &str = "SHIFTER_SKDEC";
+/// Socket dispatch: socket cookie -> `slot << 1 | backend` of each established connection,
+/// until it closes.
+pub const MAP_SOCKET_CONNECTIONS: &str = "SHIFTER_SKCONN";
 /// Socket dispatch: the served network namespace's cookie, so listeners of other namespaces
 /// under the same cgroup are not remembered (one entry, not pinned).
 pub const MAP_NETNS: &str = "SHIFTER_NETNS";
@@ -125,6 +131,13 @@ pub struct SocketCounters {
     /// Connections decided for this backend that went to the other one because this one had
     /// no listener (not up yet, or gone).
     pub fallbacks: u64,
+    /// Handed-over connections that completed the handshake (sock_ops saw them established).
+    pub established: u64,
+    /// Established connections that closed; `established - closed` are open now.
+    pub closed: u64,
+    /// Established connections that went straight to CLOSE (a reset sent or received, not an
+    /// orderly FIN exchange).
+    pub resets: u64,
 }
 
 impl SocketCounters {
@@ -132,6 +145,14 @@ impl SocketCounters {
     pub fn accumulate(&mut self, o: &Self) {
         self.connections += o.connections;
         self.fallbacks += o.fallbacks;
+        self.established += o.established;
+        self.closed += o.closed;
+        self.resets += o.resets;
+    }
+
+    /// Established connections open now (per-CPU sums may pass each other: never negative).
+    pub const fn open(&self) -> u64 {
+        self.established.saturating_sub(self.closed)
     }
 }
 

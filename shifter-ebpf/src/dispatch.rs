@@ -16,14 +16,16 @@ use aya_ebpf::{
     programs::{SkLookupContext, SockOpsContext},
 };
 use shifter_common::{
-    Backend, Dispatch, FlowTuple, LISTENER_MEMBERS, PORT_BITMAP_BACKEND_BASE,
+    Backend, Dispatch, FlowKey, FlowTuple, LISTENER_MEMBERS, PORT_BITMAP_BACKEND_BASE,
     PORT_BITMAP_SERVICE_BASE, PROTO_TCP, ServiceConfig, Skip, choose_backend, listener_key,
     v4_mapped,
 };
 
 use crate::{
     ingress::{count_dry_run, find_service},
-    maps::{LISTENERS, NETNS, SERVICE_CONFIG, counters, port_in, socket_counters},
+    maps::{
+        LISTENERS, NETNS, SERVICE_CONFIG, SOCKET_DECISIONS, counters, port_in, socket_counters,
+    },
     sockops::words_to_bytes,
 };
 
@@ -111,6 +113,10 @@ pub fn lookup(ctx: &SkLookupContext) -> Result<(), Skip> {
     if let Some(c) = socket_counters(slot, got as u8) {
         c.connections += 1;
     }
+    // For sock_ops, which sees the connection established on the service port and cannot
+    // tell which listener accepted it. A full table only costs that connection's accounting.
+    let key = FlowKey::new(PROTO_TCP, client_addr, remote_port, local_addr, local_port);
+    let _ = SOCKET_DECISIONS.insert(&key, &((slot << 1) | got as u32), 0);
     Ok(())
 }
 

@@ -104,3 +104,16 @@ pub fn socket_counters(slot: u32, backend: u8) -> Option<&'static mut SocketCoun
 /// an adopted link runs the new load's programs with the new load's map.
 #[map(name = "SHIFTER_NETNS")]
 pub static NETNS: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Socket dispatch: the decision for a connection tuple (`FlowKey`, service port as its
+/// port) -> `slot << 1 | backend`, written by sk_lookup, taken by sock_ops when the connection
+/// is established. LRU: a handshake that never completes leaves an entry that ages out.
+#[map(name = "SHIFTER_SKDEC")]
+pub static SOCKET_DECISIONS: LruHashMap<FlowKey, u32> =
+    LruHashMap::pinned(shifter_common::DEFAULT_FLOW_CAPACITY, 0);
+
+/// Socket dispatch: socket cookie -> `slot << 1 | backend` of each established connection,
+/// removed when it closes (cookies are never reused).
+#[map(name = "SHIFTER_SKCONN")]
+pub static SOCKET_CONNECTIONS: LruHashMap<u64, u32> =
+    LruHashMap::pinned(shifter_common::DEFAULT_FLOW_CAPACITY, 0);

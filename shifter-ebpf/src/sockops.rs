@@ -1,17 +1,18 @@
-//! sock_ops: remember, per socket, that a connection accepted on a backend port was shifted.
+//! sock_ops: remember, per socket, that a connection accepted on a backend port was shifted;
+//! and count the connections socket dispatch handed to each backend while they are open.
 
 use aya_ebpf::{
     EbpfContext as _,
     bindings::{
         BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB, BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG,
-        BPF_TCP_CLOSE,
+        BPF_TCP_CLOSE, BPF_TCP_ESTABLISHED,
     },
     helpers::bpf_get_socket_cookie,
     programs::SockOpsContext,
 };
 use shifter_common::{FLOW_ESTABLISHED, FlowKey, PROTO_TCP, Skip, v4_mapped};
 
-use crate::maps::{FLOWS, SOCKETS};
+use crate::maps::{FLOWS, SOCKET_CONNECTIONS, SOCKET_DECISIONS, SOCKETS, socket_counters};
 
 const AF_INET: u32 = 2;
 
@@ -25,6 +26,7 @@ pub fn run(ctx: &SockOpsContext) -> Result<(), Skip> {
             let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
             // Absent for a connection that was never recorded: nothing to do.
             let _ = SOCKETS.remove(&cookie);
+            socket_dispatch_closed(cookie, ctx.arg(0));
             Ok(())
         }
         _ => Ok(()),
@@ -64,7 +66,8 @@ fn on_established(ctx: &SockOpsContext) -> Result<(), Skip> {
     );
     // SAFETY: map value copied out immediately.
     let Some(flow) = (unsafe { FLOWS.get(&key) }) else {
-        return Ok(()); // a direct connection to the backend: nothing to remember
+        // Not rewritten: a connection sk_lookup handed to a listener, or a direct one.
+        return socket_dispatch_established(ctx, &key);
     };
     let mut value = *flow;
     value.flags |= FLOW_ESTABLISHED;
@@ -94,4 +97,42 @@ pub(crate) fn words_to_bytes(w: [u32; 4]) -> [u8; 16] {
         i += 1;
     }
     out
+}
+
+/// A connection sk_lookup decided (its tuple is in `SHIFTER_SKDEC`) is established: count it
+/// for its backend and remember its socket until it closes.
+#[inline(always)]
+fn socket_dispatch_established(ctx: &SockOpsContext, key: &FlowKey) -> Result<(), Skip> {
+    // SAFETY: plain u32 value, copied.
+    let Some(&decided) = (unsafe { SOCKET_DECISIONS.get(key) }) else {
+        return Ok(()); // a direct connection to a backend port, or another service's
+    };
+    let _ = SOCKET_DECISIONS.remove(key);
+    // SAFETY: the helper reads the socket behind the sock_ops context.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    SOCKET_CONNECTIONS
+        .insert(&cookie, &decided, 0)
+        .map_err(|_| Skip::SocketRecordFailed)?;
+    if let Some(c) = socket_counters(decided >> 1, decided as u8 & 1) {
+        c.established += 1;
+    }
+    let _ = ctx.set_cb_flags((ctx.cb_flags() | BPF_SOCK_OPS_STATE_CB_FLAG) as i32);
+    Ok(())
+}
+
+/// A remembered socket-dispatch connection closed, from state `old`: count it, and as a
+/// reset when it left ESTABLISHED for CLOSE at once (no FIN exchange).
+#[inline(always)]
+fn socket_dispatch_closed(cookie: u64, old: u32) {
+    // SAFETY: plain u32 value, copied.
+    let Some(&decided) = (unsafe { SOCKET_CONNECTIONS.get(&cookie) }) else {
+        return;
+    };
+    let _ = SOCKET_CONNECTIONS.remove(&cookie);
+    if let Some(c) = socket_counters(decided >> 1, decided as u8 & 1) {
+        c.closed += 1;
+        if old == BPF_TCP_ESTABLISHED {
+            c.resets += 1;
+        }
+    }
 }

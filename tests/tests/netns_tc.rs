@@ -122,3 +122,8 @@ fn socket_local_clients_are_steered() {
 fn socket_v4_direct_and_other_ports_untouched() {
     socket::direct_and_other_ports_untouched(Family::V4, "sk4-direct");
 }
+
+#[test]
+fn socket_resets_are_counted() {
+    socket::resets_are_counted("sk-reset");
+}

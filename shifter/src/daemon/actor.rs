@@ -529,15 +529,19 @@ impl Actor {
         })
     }
 
+    /// Green's open connections: its flow entries that have not ended (rewrite) and the
+    /// connections socket dispatch handed to it that have not closed.
     fn green_flows(&mut self, name: &str) -> Result<u64, ControlError> {
         let slot = self.slot_of(name)?;
-        Ok(self
+        let rewritten = self
             .dp
             .flows(Some(slot))
             .map_err(|e| dp_err(&e))?
             .iter()
             .filter(|f| f.backend as u8 & 1 == 1 && !f.has_ended())
-            .count() as u64)
+            .count() as u64;
+        let socket = self.dp.socket_counters(slot).map_err(|e| dp_err(&e))?[1].open();
+        Ok(rewritten + socket)
     }
 
     fn slot_of(&self, name: &str) -> Result<u32, ControlError> {

@@ -32,7 +32,11 @@ impl DataPlane {
 /// summed over CPUs, the backend's live flow-table entries, and the evictions derived from both.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counters {
+    /// Connections decided for the backend: new flow-table entries (rewrite) and connections
+    /// handed to its listener (socket).
     pub new_flows: u64,
+    /// Open now: flow-table entries (rewrite) and established connections socket dispatch
+    /// handed to the backend that have not closed.
     pub active_flows: u64,
     pub packets: u64,
     pub bytes: u64,
@@ -41,6 +45,8 @@ pub struct Counters {
     pub recoveries: u64,
     pub evictions: u64,
     pub refusals: u64,
+    /// Resets of established connections (rewrite: an RST seen; socket: a connection that
+    /// went from ESTABLISHED straight to CLOSE).
     pub resets: u64,
     /// Dry run: new flows this backend would have got under the would-be weight.
     #[serde(default)]
@@ -66,7 +72,7 @@ impl Counters {
         Self {
             new_flows: c.new_flows + s.connections,
             fallbacks: s.fallbacks,
-            active_flows: live,
+            active_flows: live + s.open(),
             packets: c.packets,
             bytes: c.bytes,
             egress_packets: c.egress_packets,
@@ -74,7 +80,7 @@ impl Counters {
             recoveries: c.recoveries,
             evictions: evictions(c, user_removed, live),
             refusals: c.refusals,
-            resets: c.resets,
+            resets: c.resets + s.resets,
             dry_new_flows: c.dry_new_flows,
         }
     }

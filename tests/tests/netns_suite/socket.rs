@@ -186,6 +186,13 @@ pub fn long_lived_connections_keep_backend(family: Family, name: &str) {
     tb.dp.dp().set_weight(slot, 0).expect("weight 0%");
     wait_rounds(&blue, 3, &what);
     wait_rounds(&green, 3, &what);
+    // sock_ops counted each connection open for the backend sk_lookup gave it to.
+    let open = tb.dp.dp().counters_view(slot).expect("counters");
+    assert_eq!(
+        (open[0].active_flows, open[1].active_flows),
+        (LONG_LIVED as u64, (LONG_LIVED / 4) as u64),
+        "{what}: open connections per backend"
+    );
     let (blue_conns, green_conns) = (blue.finish(), green.finish());
     let mut problems = traffic::long_problems(&blue_conns, Some(BLUE_ID));
     problems.extend(traffic::long_problems(&green_conns, Some(GREEN_ID)));
@@ -206,6 +213,25 @@ pub fn long_lived_connections_keep_backend(family: Family, name: &str) {
         c[0].new_flows + c[1].new_flows,
         (LONG_LIVED + LONG_LIVED / 4) as u64,
         "{what}: one decision per connection, however many exchanges"
+    );
+    // Closed by the client with a FIN exchange: all closed, none counted as a reset.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let closed = loop {
+        let c = tb.dp.dp().counters_view(slot).expect("counters");
+        if c[0].active_flows + c[1].active_flows == 0 || std::time::Instant::now() > deadline {
+            break c;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(
+        (closed[0].active_flows, closed[1].active_flows),
+        (0, 0),
+        "{what}: connections still counted open after closing"
+    );
+    assert_eq!(
+        closed[0].resets + closed[1].resets,
+        0,
+        "{what}: resets counted"
     );
 }
 
@@ -343,4 +369,61 @@ pub fn direct_and_other_ports_untouched(family: Family, name: &str) {
         0,
         "direct connections were counted"
     );
+}
+
+/// A green that aborts an established connection (close with `SO_LINGER` 0: an RST, not a
+/// FIN) gets a reset counted; the blue connection closed in order gets none.
+pub fn resets_are_counted(name: &str) {
+    use std::io::{Read as _, Write as _};
+    use std::os::fd::AsRawFd as _;
+    let svc = socket_service(10000, Affinity::Connection);
+    let (mut tb, slot) = testbed(name, &svc);
+    let green = tb
+        .servers
+        .iter()
+        .position(|s| s.id == GREEN_ID)
+        .expect("green server");
+    tb.servers.remove(green).stop();
+    let ns = tb.server_ns().to_owned();
+    let listener = run_in(&ns, || {
+        std::net::TcpListener::bind(SocketAddr::new(IpAddr::V4(SERVER_V4), GREEN_PORT))
+    })
+    .expect("bind green");
+    let target = SocketAddr::new(IpAddr::V4(SERVER_V4), SERVICE_PORT);
+    let client = shifter_tests::netns::spawn_in(tb.client_ns(), move || {
+        let mut s = std::net::TcpStream::connect(target).expect("connect");
+        let _ = s.write_all(b"x");
+        let mut buf = [0u8; 1];
+        // The server aborts: a reset (or EOF if it raced), never data.
+        let _ = s.read(&mut buf);
+    });
+    let (conn, _) = listener.accept().expect("accept");
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt on a socket we own with a properly sized struct.
+    let rc = unsafe {
+        libc::setsockopt(
+            conn.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            std::ptr::from_ref(&linger).cast(),
+            size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_LINGER");
+    drop(conn);
+    client.join().expect("client");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let c = loop {
+        let c = tb.dp.dp().counters_view(slot).expect("counters");
+        if c[1].resets > 0 || std::time::Instant::now() > deadline {
+            break c;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(c[1].resets, 1, "green's aborted connection: {c:?}");
+    assert_eq!(c[1].active_flows, 0, "and it is closed: {c:?}");
+    assert_eq!(c[0].resets, 0);
 }
