@@ -27,7 +27,7 @@ impl Signals {
         Self {
             new_flows: c.new_flows + s.connections + s.fallbacks,
             refusals: c.refusals + s.fallbacks,
-            resets: c.resets,
+            resets: c.resets + s.resets,
         }
     }
 }
@@ -192,8 +192,10 @@ mod tests {
         let sockets = SocketCounters {
             connections: 30,
             fallbacks: 5,
+            resets: 1,
+            ..SocketCounters::default()
         };
-        assert_eq!(Signals::of(&c, &sockets), s(45, 6, 2));
+        assert_eq!(Signals::of(&c, &sockets), s(45, 6, 3));
         assert_eq!(Signals::from(&c), s(10, 1, 2));
         // Green listens nowhere: every connection decided for it fell back to blue, and
         // the gate sees a green that refuses them all.
@@ -207,12 +209,12 @@ mod tests {
         let none = SocketCounters::default();
         let base = SignalSample::of(&[BackendCounters::default(); 2], &[none, none]);
         let down = SocketCounters {
-            connections: 0,
             fallbacks: 40,
+            ..SocketCounters::default()
         };
         let blue = SocketCounters {
             connections: 80,
-            fallbacks: 0,
+            ..SocketCounters::default()
         };
         let now = SignalSample::of(&[BackendCounters::default(); 2], &[blue, down]);
         assert!(matches!(evaluate(&g, &base, &now), GateResult::Fail(_)));
