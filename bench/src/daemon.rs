@@ -3,8 +3,9 @@
 //! CLI (a `shifter set-weight` process) and through the control API alone (one HTTP request on
 //! the Unix socket, as `curl --unix-socket` sends it).
 //!
-//! The daemon runs in the host network namespace with no interface attached: nothing is
-//! steered, only its maps, services and control plane exist. `shifter detach` removes them.
+//! The daemon runs in the host network namespace with no interface attached and its services
+//! on rewrite dispatch (what fills a flow table): nothing is steered, only its maps, services
+//! and control plane exist. `shifter detach` removes them.
 
 use std::{
     fmt::Write as _,
@@ -62,7 +63,7 @@ fn config_text(dir: &Path, pin_dir: &Path, capacity: u32) -> String {
         let _ = write!(
             s,
             "\n[[services]]\nname = \"s{i}\"\nport = {port}\nblue_port = {blue}\n\
-             green_port = {green}\nweight = 50\n"
+             green_port = {green}\nweight = 50\ndispatch = \"rewrite\"\n"
         );
     }
     s

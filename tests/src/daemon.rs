@@ -544,6 +544,12 @@ pub fn web_service(percent: f64) -> String {
     )
 }
 
+/// `web_service` with `dispatch = "rewrite"`: for tests of what only the rewrite path has
+/// (the flow table, packet counters, refusals seen as RSTs).
+pub fn web_service_rewrite(percent: f64) -> String {
+    format!("{}dispatch = \"rewrite\"\n", web_service(percent))
+}
+
 /// Whether the daemon answers `GET /v1/status` with 200 on `socket` (the socket is bound
 /// before the data plane is loaded; requests wait until it serves).
 pub fn answers(socket: &Path) -> bool {

@@ -8,7 +8,7 @@ use std::{
 };
 
 use shifter_tests::{
-    daemon::{DaemonBed, Process, TcPath, web_service},
+    daemon::{DaemonBed, Process, TcPath, web_service, web_service_rewrite},
     netns::{self, SERVER_V4, SERVICE_PORT},
     traffic,
 };
@@ -360,7 +360,8 @@ fn corrupted_state_file_falls_back_and_says_so() {
 #[test]
 fn reads_fall_back_to_the_pinned_maps_when_the_daemon_is_down() {
     let bed = DaemonBed::new("dproc-offline");
-    bed.write_config(&web_service(25.0));
+    // The offline reads are of the flow table: rewrite dispatch.
+    bed.write_config(&web_service_rewrite(25.0));
     let mut p = Process::start(&bed);
     let long = traffic::LongLived::open(bed.client_ns(), target(), 6, Duration::from_secs(3));
     assert!(
@@ -484,7 +485,8 @@ fn reads_fall_back_to_the_pinned_maps_when_the_daemon_is_down() {
 #[test]
 fn socket_dispatch_survives_sigkill_and_detach_removes_it() {
     let bed = DaemonBed::new("dproc-sock");
-    bed.write_config(&format!("{}dispatch = \"socket\"\n", web_service(50.0)));
+    // Socket dispatch is TCP's default: no `dispatch` key.
+    bed.write_config(&web_service(50.0));
     let mut first = Process::start(&bed);
     let service = |bed: &DaemonBed| bed.status()["services"][0].clone();
     let s = service(&bed);

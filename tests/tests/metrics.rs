@@ -10,7 +10,7 @@ use std::{
 };
 
 use shifter_tests::{
-    daemon::{DaemonBed, InProcess, web_service},
+    daemon::{DaemonBed, InProcess, web_service_rewrite},
     netns::{self, BLUE_ID, GREEN_ID, SERVER_V4, SERVICE_PORT},
     traffic,
 };
@@ -82,7 +82,8 @@ fn http_get(ns: &str, addr: &str, path: &str) -> (String, String) {
 #[test]
 fn metrics_pass_promtool_and_match_the_traffic() {
     let bed = DaemonBed::new("metrics");
-    let text = bed.config_text(&web_service(50.0)).replacen(
+    // Packet and byte counters are the rewrite path's: rewrite dispatch.
+    let text = bed.config_text(&web_service_rewrite(50.0)).replacen(
         "[daemon]\n",
         &format!("[daemon]\nmetrics_address = \"{METRICS_ADDR}\"\n"),
         1,

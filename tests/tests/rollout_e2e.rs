@@ -432,10 +432,15 @@ fn green_refusing_connections_is_caught_by_the_gate_while_its_http_check_passes(
         "[services.health]\nkind = \"http\"\npath = \"/healthz\"\naddress = \"{SERVER_V4}\"\n\
          port_offset = 1000\ninterval = \"100ms\"\ntimeout = \"100ms\"\nrise = 1\nfall = 3\n"
     );
-    bed.write_config(&web(
-        &health,
-        "hold = \"3s\"\nsteps = [25, 100]\nmin_green_flows = 5",
-    ));
+    // Refusals are RSTs the rewrite path sees (socket dispatch falls back instead: the
+    // next test).
+    bed.write_config(
+        &web(
+            &health,
+            "hold = \"3s\"\nsteps = [25, 100]\nmin_green_flows = 5",
+        )
+        .replacen("weight = 0\n", "weight = 0\ndispatch = \"rewrite\"\n", 1),
+    );
     let daemon = InProcess::start(&bed);
     wait_green_up(&bed);
     bed.cli_ok(&["rollout", "start", "web"]);

@@ -17,7 +17,7 @@ use std::{io::Write as _, net::SocketAddr, time::Duration};
 use shifter::{Adoption, DataPlane, Hook, LoadOptions};
 use shifter_tests::{
     VARIANT_OBJECT,
-    daemon::{AttachedProgram, DaemonBed, Process, TcPath, web_service},
+    daemon::{AttachedProgram, DaemonBed, Process, TcPath, web_service, web_service_rewrite},
     netns::{self, BLUE_ID, GREEN_ID, SERVER_IF, SERVER_V4, SERVICE_PORT, error_chain},
     traffic,
 };
@@ -64,7 +64,8 @@ fn another_build_replaces_the_programs_keeping_flows_and_connections() {
         "the variant build must differ from the normal one"
     );
     let bed = DaemonBed::new("upgrade");
-    bed.write_config(&web_service(50.0));
+    // The flow table and the TC programs are what this test follows: rewrite dispatch.
+    bed.write_config(&web_service_rewrite(50.0));
     let mut first = Process::start(&bed);
     let (original, mode) = one_per_hook(&bed);
     // Past the harness's capture: the run log shows which path was tested.
@@ -246,7 +247,7 @@ fn another_build_replaces_the_programs_keeping_flows_and_connections() {
 #[test]
 fn socket_dispatch_upgrade_keeps_listeners_and_connections() {
     let bed = DaemonBed::new("upgrade-sock");
-    bed.write_config(&format!("{}dispatch = \"socket\"\n", web_service(50.0)));
+    bed.write_config(&web_service(50.0)); // socket dispatch: TCP's default
     let mut first = Process::start(&bed);
     let long = traffic::LongLived::open(bed.client_ns(), target(), 16, Duration::from_secs(3));
     assert!(long.wait_rounds(20, Duration::from_secs(10)), "no progress");

@@ -148,7 +148,13 @@ fn affinity(i: usize, raw: Option<&str>, p: &mut Problems) -> Affinity {
 
 fn dispatch(i: usize, raw: Option<&str>, protocol: Protocol, p: &mut Problems) -> Dispatch {
     let field = || format!("services[{i}].dispatch");
-    match raw.unwrap_or("rewrite") {
+    // TCP defaults to socket dispatch (the data plane falls back to rewrite, logged, where
+    // the kernel refuses its programs); UDP can only be rewritten.
+    let default = match protocol {
+        Protocol::Tcp => "socket",
+        Protocol::Udp => "rewrite",
+    };
+    match raw.unwrap_or(default) {
         "rewrite" => Dispatch::Rewrite,
         "socket" if protocol == Protocol::Udp => {
             p.add(

@@ -132,10 +132,16 @@ fn good_config_parses() {
     assert_eq!(c.services[1].service.config.affinity, Affinity::Client);
     assert_eq!(c.services[1].service.local_addrs.len(), 2);
     assert_eq!(c.services[1].service.config.weight, 0);
-    assert_eq!(c.services[0].service.config.dispatch, Dispatch::Rewrite);
-    let socket = parse(&GOOD.replacen("weight = 12.5", "weight = 12.5\ndispatch = \"socket\"", 1))
-        .expect("a TCP service may use socket dispatch");
-    assert_eq!(socket.services[0].service.config.dispatch, Dispatch::Socket);
+    // TCP defaults to socket dispatch, UDP to rewrite.
+    assert_eq!(c.services[0].service.config.dispatch, Dispatch::Socket);
+    assert_eq!(c.services[1].service.config.dispatch, Dispatch::Rewrite);
+    let rewrite =
+        parse(&GOOD.replacen("weight = 12.5", "weight = 12.5\ndispatch = \"rewrite\"", 1))
+            .expect("a TCP service may use rewrite dispatch");
+    assert_eq!(
+        rewrite.services[0].service.config.dispatch,
+        Dispatch::Rewrite
+    );
 }
 
 #[test]
