@@ -12,6 +12,7 @@
 //! | GET | `/v1/services/{name}` | any peer | one service |
 //! | PUT | `/v1/services/{name}/weight` | root or group | body `{"percent": 12.5}` or `{"weight_bp": 1250}` |
 //! | GET | `/v1/services/{name}/flows` | any peer | the service's flow-table entries |
+//! | GET | `/v1/services/{name}/history`, `/v1/history` | any peer | recorded rollouts: start, steps, gate results, end |
 //! | GET | `/v1/events[?since=N][&follow=true]` | any peer | weight changes (JSON lines when following) |
 //! | POST | `/v1/reload` | root or group | re-read the configuration file (like SIGHUP) |
 //! | POST | `/v1/detach` | root or group | remove every program, link and pin, then stop |

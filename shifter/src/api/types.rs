@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 use shifter_common::{Affinity, FLOW_ESTABLISHED, FLOW_FIN_IN, FLOW_FIN_OUT, FLOW_RECOVERED};
 
 pub use crate::dataplane::Counters;
+pub use crate::rollout::history::{
+    Entry as HistoryEntry, EntryKind as HistoryEntryKind, Outcome as RolloutOutcome, RolloutRecord,
+};
 use crate::{
     dataplane::Flow,
     events::Event,
@@ -221,6 +224,14 @@ pub struct ReloadReport {
     pub needs_restart: Vec<String>,
     /// What could not be applied (the rest was).
     pub errors: Vec<String>,
+}
+
+/// Answer of `GET /v1/services/{name}/history` (`service` set) and `GET /v1/history`: the
+/// recorded rollouts, oldest first (see [`crate::rollout::history`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryReply {
+    pub service: Option<String>,
+    pub rollouts: Vec<RolloutRecord>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

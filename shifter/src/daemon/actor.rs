@@ -24,8 +24,8 @@ use crate::{
     api::{
         ControlError,
         types::{
-            DetachReport, FlowEntry, Flows, InterfaceStatus, RolloutReply, ServiceStatus, Status,
-            WeightChange,
+            DetachReport, FlowEntry, Flows, HistoryReply, InterfaceStatus, RolloutReply,
+            ServiceStatus, Status, WeightChange,
         },
     },
     config::Config,
@@ -168,6 +168,9 @@ impl Actor {
                 reply,
             } => {
                 let _ = reply.send(self.rollout_command(&name, command, uid));
+            }
+            Command::History(name, r) => {
+                let _ = r.send(self.history(name));
             }
             Command::GreenFlows(name, r) => {
                 let _ = r.send(self.green_flows(&name));
@@ -505,6 +508,27 @@ impl Actor {
             weight_bp,
             rollout,
             drain: None,
+        })
+    }
+
+    /// The recorded rollouts of a configured service (or one that has a history), or of all.
+    fn history(&self, name: Option<String>) -> Result<HistoryReply, ControlError> {
+        let Some(name) = name else {
+            return Ok(HistoryReply {
+                service: None,
+                rollouts: self.rollouts.all_history(),
+            });
+        };
+        let rollouts = match self.rollouts.history(&name) {
+            Some(r) => r,
+            None => {
+                self.slot_of(&name)?;
+                Vec::new()
+            }
+        };
+        Ok(HistoryReply {
+            service: Some(name),
+            rollouts,
         })
     }
 

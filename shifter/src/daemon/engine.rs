@@ -12,8 +12,8 @@ use crate::{
         ControlError,
         server::Control,
         types::{
-            DetachReport, DrainReport, Flows, ReloadReport, RolloutReply, ServiceStatus, Status,
-            WeightChange,
+            DetachReport, DrainReport, Flows, HistoryReply, ReloadReport, RolloutReply,
+            ServiceStatus, Status, WeightChange,
         },
     },
     config::Config,
@@ -48,6 +48,8 @@ pub(crate) enum Command {
         uid: u32,
         reply: Reply<Result<RolloutReply, ControlError>>,
     },
+    /// The rollout history of one service (`Some`) or of all.
+    History(Option<String>, Reply<Result<HistoryReply, ControlError>>),
     /// After `rollback --drain-timeout`: green's flows left (none are closed).
     GreenFlows(String, Reply<Result<u64, ControlError>>),
     /// A health checker's report.
@@ -256,6 +258,10 @@ impl Control for Engine {
             reply.drain = Some(self.wait_for_green_drain(&name, timeout).await?);
         }
         Ok(reply)
+    }
+
+    async fn history(&self, name: Option<String>) -> Result<HistoryReply, ControlError> {
+        self.ask(|r| Command::History(name, r)).await
     }
 
     async fn events(&self, since: u64) -> Result<Vec<Event>, ControlError> {

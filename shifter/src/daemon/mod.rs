@@ -21,6 +21,7 @@
 mod actor;
 pub mod actuator;
 pub mod engine;
+mod history;
 pub mod metrics;
 pub mod offline;
 #[cfg(test)]

@@ -31,8 +31,9 @@ use crate::{
     rollout::{
         self, CommandError, Effect, Engine, Input, OperatorCommand, RolloutEvent,
         engine::Cause as RolloutCause,
+        history::{History, RolloutRecord},
     },
-    util::error_chain,
+    util::{error_chain, now_unix_ms},
 };
 
 /// How often counters are sampled and the engines ticked when no hold ends sooner.
@@ -81,6 +82,8 @@ pub(crate) struct Rollouts {
     commands: mpsc::WeakSender<Command>,
     deadline: watch::Sender<Option<Instant>>,
     services: BTreeMap<String, ServiceRollout>,
+    /// Every rollout's record, saved to `<state_dir>/history.json` when it grows.
+    history: History,
 }
 
 impl Rollouts {
@@ -97,7 +100,25 @@ impl Rollouts {
             commands,
             deadline,
             services: BTreeMap::new(),
+            history: super::history::load(state_dir),
         }
+    }
+
+    /// The recorded rollouts of `name`, oldest first (`None`: nothing recorded).
+    pub fn history(&self, name: &str) -> Option<Vec<RolloutRecord>> {
+        self.history
+            .services
+            .get(name)
+            .map(|_| self.history.of(name))
+    }
+
+    /// Every service's recorded rollouts.
+    pub fn all_history(&self) -> Vec<RolloutRecord> {
+        self.history
+            .services
+            .values()
+            .flat_map(|l| l.iter().cloned())
+            .collect()
     }
 
     /// The engines' clock.
@@ -335,6 +356,13 @@ impl Rollouts {
             fx,
             decided_at,
         );
+        if self
+            .history
+            .observe(name, &events, s.engine.rollout(), now_unix_ms())
+            && let Err(e) = super::history::save(&self.state_dir, &self.history)
+        {
+            warn!("{name}: {}", error_chain(&e));
+        }
         Outcome {
             events,
             weight: weight.map(|()| s.engine.weight_bp()),

@@ -39,8 +39,8 @@ pub use peer::user_in_group;
 use super::{
     ControlError,
     types::{
-        DetachReport, ErrorBody, Events, Flows, ReloadReport, RolloutReply, ServiceStatus, Status,
-        WeightChange,
+        DetachReport, ErrorBody, Events, Flows, HistoryReply, ReloadReport, RolloutReply,
+        ServiceStatus, Status, WeightChange,
     },
 };
 use crate::{
@@ -80,6 +80,11 @@ pub trait Control: Clone + Send + Sync + 'static {
         uid: u32,
         drain: Option<Duration>,
     ) -> impl Future<Output = Result<RolloutReply, ControlError>> + Send;
+    /// The recorded rollouts of service `name`, or of every service (`None`).
+    fn history(
+        &self,
+        name: Option<String>,
+    ) -> impl Future<Output = Result<HistoryReply, ControlError>> + Send;
     /// Events with `seq >= since`.
     fn events(&self, since: u64) -> impl Future<Output = Result<Vec<Event>, ControlError>> + Send;
     /// New events as they are recorded.
@@ -443,6 +448,14 @@ async fn route<C: Control>(
         ["v1", "services", name, "flows"] => {
             no_query(&m, &req, &Method::GET, "GET")?;
             ok_json(c.flows((*name).to_owned()).await)
+        }
+        ["v1", "services", name, "history"] => {
+            no_query(&m, &req, &Method::GET, "GET")?;
+            ok_json(c.history(Some((*name).to_owned())).await)
+        }
+        ["v1", "history"] => {
+            no_query(&m, &req, &Method::GET, "GET")?;
+            ok_json(c.history(None).await)
         }
         ["v1", "services", name, "weight"] => {
             no_query(&m, &req, &Method::PUT, "PUT")?;
