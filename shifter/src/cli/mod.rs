@@ -17,6 +17,7 @@ mod rollout;
 mod set_weight;
 mod status;
 mod table;
+mod wait;
 pub mod watch;
 
 use std::{path::PathBuf, process::ExitCode};
