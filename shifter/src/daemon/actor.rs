@@ -47,6 +47,7 @@ pub(super) struct Actor {
     pub(super) events: broadcast::Sender<Event>,
     pub(super) rollouts: Rollouts,
     pub(super) metrics: MetricsState,
+    pub(super) refusals: super::refusals::Refusals,
 }
 
 pub(super) fn dp_err(e: &dataplane::Error) -> ControlError {
@@ -97,6 +98,7 @@ impl Actor {
             store,
             events,
             rollouts,
+            refusals: super::refusals::Refusals::default(),
         };
         actor
             .apply_initial(loaded.source)
@@ -169,6 +171,7 @@ impl Actor {
             } => {
                 let _ = reply.send(self.rollout_command(&name, command, uid));
             }
+            Command::Refused { uid, service, what } => self.refused(uid, service, &what),
             Command::History(name, r) => {
                 let _ = r.send(self.history(name));
             }
@@ -509,6 +512,32 @@ impl Actor {
             rollout,
             drain: None,
         })
+    }
+
+    /// A refused request as an event naming the uid (limited per uid; see `refusals`).
+    /// Nothing else changes, and the state is not written for it: a peer that may change
+    /// nothing cannot make the daemon write to disk.
+    fn refused(&mut self, uid: u32, service: Option<String>, what: &str) {
+        let Some(suppressed) = self.refusals.admit(uid, std::time::Instant::now()) else {
+            return;
+        };
+        let ev = Event {
+            detail: Some(super::refusals::detail(
+                uid,
+                service.as_deref(),
+                what,
+                suppressed,
+            )),
+            ..Event::new(
+                service.as_deref().unwrap_or("-"),
+                None,
+                None,
+                Cause::Refused,
+                Some(uid),
+            )
+        };
+        let ev = self.state.log.push(ev);
+        let _ = self.events.send(ev);
     }
 
     /// The recorded rollouts of a configured service (or one that has a history), or of all.

@@ -48,6 +48,12 @@ pub(crate) enum Command {
         uid: u32,
         reply: Reply<Result<RolloutReply, ControlError>>,
     },
+    /// A request of `uid` was refused: record it.
+    Refused {
+        uid: u32,
+        service: Option<String>,
+        what: String,
+    },
     /// The rollout history of one service (`Some`) or of all.
     History(Option<String>, Reply<Result<HistoryReply, ControlError>>),
     /// After `rollback --drain-timeout`: green's flows left (none are closed).
@@ -258,6 +264,10 @@ impl Control for Engine {
             reply.drain = Some(self.wait_for_green_drain(&name, timeout).await?);
         }
         Ok(reply)
+    }
+
+    async fn refused(&self, uid: u32, service: Option<String>, what: String) {
+        let _ = self.post(Command::Refused { uid, service, what }).await;
     }
 
     async fn history(&self, name: Option<String>) -> Result<HistoryReply, ControlError> {

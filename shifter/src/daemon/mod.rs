@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod offline;
 #[cfg(test)]
 mod pipeline_tests;
+mod refusals;
 mod reload;
 mod rollouts;
 mod startup;
@@ -108,6 +109,7 @@ pub async fn run_with(
     let ctx = Arc::new(ApiContext {
         control: engine.clone(),
         group: config.daemon.socket_group.clone(),
+        grants: config.daemon.grants.clone(),
         stop: stop_tx.clone(),
     });
     let mut tasks = tokio::task::JoinSet::new();
