@@ -7,6 +7,7 @@
 //! [`services`] (`[[services]]`), and in each service [`health`] (`[services.health]`) and
 //! [`rollout`] (`[services.rollout]`). See `examples/shifter.toml` for a commented example.
 
+mod analysis;
 mod daemon;
 mod grants;
 mod health;
@@ -20,6 +21,7 @@ use std::{fmt, path::Path, path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 
+pub use analysis::{AnalysisSettings, Bound, RawAnalysis, prom_duration};
 pub use daemon::{
     DEFAULT_SOCKET_MODE, DEFAULT_SWEEP_INTERVAL, DaemonConfig, FLOW_TABLE_MAX, FLOW_TABLE_MIN,
     SocketGroup,
