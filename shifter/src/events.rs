@@ -34,6 +34,8 @@ pub enum Cause {
     /// An operator's rollout command (start, pause, resume, abort, approve, freeze,
     /// blue-green), or the rollout reacting to an outside weight change.
     Rollout,
+    /// Automatic rollback: a Prometheus query gate failed its failure limit.
+    AnalysisRollback,
     /// A control request was refused (403): the event names the uid, nothing changed.
     Refused,
 }
@@ -53,6 +55,7 @@ impl std::fmt::Display for Cause {
             Self::ManualRollback => "manual-rollback",
             Self::Rollout => "rollout",
             Self::Refused => "refused",
+            Self::AnalysisRollback => "analysis-rollback",
         })
     }
 }

@@ -24,8 +24,8 @@ use crate::{
     api::{
         ControlError,
         types::{
-            DetachReport, FlowEntry, Flows, HistoryReply, InterfaceStatus, RolloutReply,
-            ServiceStatus, Status, WeightChange,
+            DetachReport, FlowEntry, Flows, InterfaceStatus, RolloutReply, ServiceStatus, Status,
+            WeightChange,
         },
     },
     config::Config,
@@ -180,6 +180,11 @@ impl Actor {
             }
             Command::Health { service, report } => {
                 if let Some(o) = self.rollouts.health(&mut self.dp, &service, report) {
+                    self.take_outcome(&service, o);
+                }
+            }
+            Command::Analysis { service, result } => {
+                if let Some(o) = self.rollouts.analysis(&mut self.dp, &service, result) {
                     self.take_outcome(&service, o);
                 }
             }
@@ -514,53 +519,6 @@ impl Actor {
         })
     }
 
-    /// A refused request as an event naming the uid (limited per uid; see `refusals`).
-    /// Nothing else changes, and the state is not written for it: a peer that may change
-    /// nothing cannot make the daemon write to disk.
-    fn refused(&mut self, uid: u32, service: Option<String>, what: &str) {
-        let Some(suppressed) = self.refusals.admit(uid, std::time::Instant::now()) else {
-            return;
-        };
-        let ev = Event {
-            detail: Some(super::refusals::detail(
-                uid,
-                service.as_deref(),
-                what,
-                suppressed,
-            )),
-            ..Event::new(
-                service.as_deref().unwrap_or("-"),
-                None,
-                None,
-                Cause::Refused,
-                Some(uid),
-            )
-        };
-        let ev = self.state.log.push(ev);
-        let _ = self.events.send(ev);
-    }
-
-    /// The recorded rollouts of a configured service (or one that has a history), or of all.
-    fn history(&self, name: Option<String>) -> Result<HistoryReply, ControlError> {
-        let Some(name) = name else {
-            return Ok(HistoryReply {
-                service: None,
-                rollouts: self.rollouts.all_history(),
-            });
-        };
-        let rollouts = match self.rollouts.history(&name) {
-            Some(r) => r,
-            None => {
-                self.slot_of(&name)?;
-                Vec::new()
-            }
-        };
-        Ok(HistoryReply {
-            service: Some(name),
-            rollouts,
-        })
-    }
-
     fn green_flows(&mut self, name: &str) -> Result<u64, ControlError> {
         let slot = self.slot_of(name)?;
         Ok(self
@@ -572,7 +530,7 @@ impl Actor {
             .count() as u64)
     }
 
-    fn slot_of(&self, name: &str) -> Result<u32, ControlError> {
+    pub(super) fn slot_of(&self, name: &str) -> Result<u32, ControlError> {
         self.slots
             .get(name)
             .copied()

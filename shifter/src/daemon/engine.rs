@@ -58,6 +58,11 @@ pub(crate) enum Command {
     History(Option<String>, Reply<Result<HistoryReply, ControlError>>),
     /// After `rollback --drain-timeout`: green's flows left (none are closed).
     GreenFlows(String, Reply<Result<u64, ControlError>>),
+    /// A Prometheus analysis result.
+    Analysis {
+        service: String,
+        result: crate::rollout::types::AnalysisResult,
+    },
     /// A health checker's report.
     Health {
         service: String,

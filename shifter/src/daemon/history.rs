@@ -11,7 +11,10 @@ use std::{
 use tracing::warn;
 
 use super::state::write_durably;
-use crate::rollout::history::{HISTORY_VERSION, History};
+use crate::{
+    api::{ControlError, types::HistoryReply},
+    rollout::history::{HISTORY_VERSION, History},
+};
 
 /// File name of the history inside the state directory.
 pub const HISTORY_FILE: &str = "history.json";
@@ -71,6 +74,29 @@ pub(crate) fn save(state_dir: &Path, history: &History) -> Result<(), HistorySav
     body.push(b'\n');
     let tmp = state_dir.join(format!("{HISTORY_FILE}.tmp"));
     write_durably(&path, &tmp, &body, || Ok(())).map_err(err)
+}
+
+impl super::actor::Actor {
+    /// The recorded rollouts of a configured service (or one that has a history), or of all.
+    pub(super) fn history(&self, name: Option<String>) -> Result<HistoryReply, ControlError> {
+        let Some(name) = name else {
+            return Ok(HistoryReply {
+                service: None,
+                rollouts: self.rollouts.all_history(),
+            });
+        };
+        let rollouts = match self.rollouts.history(&name) {
+            Some(r) => r,
+            None => {
+                self.slot_of(&name)?;
+                Vec::new()
+            }
+        };
+        Ok(HistoryReply {
+            service: Some(name),
+            rollouts,
+        })
+    }
 }
 
 #[cfg(test)]

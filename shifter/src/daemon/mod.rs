@@ -20,6 +20,8 @@
 
 mod actor;
 pub mod actuator;
+mod analysis;
+mod analysis_metrics;
 pub mod engine;
 mod history;
 pub mod metrics;

@@ -10,6 +10,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::events::{Cause, Event};
+
 /// Refusals of one uid recorded back to back before the limit applies.
 pub const BURST: u32 = 20;
 /// One more refusal event per uid per this much time once the burst is spent.
@@ -63,6 +65,34 @@ pub(crate) fn detail(uid: u32, service: Option<&str>, what: &str, suppressed: u6
         ));
     }
     d
+}
+
+impl super::actor::Actor {
+    /// A refused request as an event naming the uid (limited per uid; see `refusals`).
+    /// Nothing else changes, and the state is not written for it: a peer that may change
+    /// nothing cannot make the daemon write to disk.
+    pub(super) fn refused(&mut self, uid: u32, service: Option<String>, what: &str) {
+        let Some(suppressed) = self.refusals.admit(uid, std::time::Instant::now()) else {
+            return;
+        };
+        let ev = Event {
+            detail: Some(super::refusals::detail(
+                uid,
+                service.as_deref(),
+                what,
+                suppressed,
+            )),
+            ..Event::new(
+                service.as_deref().unwrap_or("-"),
+                None,
+                None,
+                Cause::Refused,
+                Some(uid),
+            )
+        };
+        let ev = self.state.log.push(ev);
+        let _ = self.events.send(ev);
+    }
 }
 
 #[cfg(test)]

@@ -22,8 +22,8 @@ use super::{
     engine::Command,
 };
 use crate::{
-    api::types::{BackendHealthView, HealthView, RolloutView},
-    config::{HealthSettings, ServiceSpec},
+    api::types::{AnalysisView, BackendHealthView, HealthView, RolloutView},
+    config::{AnalysisSettings, HealthSettings, ServiceSpec},
     dataplane::DataPlane,
     events::{Cause, Event},
     health::{CheckReport, HealthStatus, run_checker},
@@ -32,6 +32,7 @@ use crate::{
         self, CommandError, Effect, Engine, Input, OperatorCommand, RolloutEvent,
         engine::Cause as RolloutCause,
         history::{History, RolloutRecord},
+        types::AnalysisResult,
     },
     util::{error_chain, now_unix_ms},
 };
@@ -63,6 +64,9 @@ struct ServiceRollout {
     health: Option<HealthSettings>,
     checks: BTreeMap<u16, CheckView>,
     _checkers: Vec<Task>,
+    /// The Prometheus analyses the tasks below run.
+    analysis: Vec<AnalysisSettings>,
+    _analyzers: Vec<Task>,
 }
 
 /// What one batch of effects did.
@@ -190,6 +194,13 @@ impl Rollouts {
                 let checkers = self.spawn_checkers(&name, spec.health.as_ref(), ports);
                 self.services.get_mut(&name).expect("checked")._checkers = checkers;
             }
+            let s = self.services.get_mut(&name).expect("checked");
+            if s.analysis != spec.rollout.analysis {
+                s.analysis.clone_from(&spec.rollout.analysis);
+                s._analyzers = Vec::new();
+                let analyzers = self.spawn_analyzers(&name, &spec.rollout.analysis);
+                self.services.get_mut(&name).expect("checked")._analyzers = analyzers;
+            }
         } else {
             let now = self.now();
             let health_checked = spec.health.is_some();
@@ -223,6 +234,8 @@ impl Rollouts {
                     health: spec.health.clone(),
                     checks: BTreeMap::new(),
                     _checkers: checkers,
+                    analysis: spec.rollout.analysis.clone(),
+                    _analyzers: self.spawn_analyzers(&name, &spec.rollout.analysis),
                 },
             );
             if !fx.is_empty() {
@@ -289,6 +302,49 @@ impl Rollouts {
                 }))
             })
             .collect()
+    }
+
+    /// One task per analysis, posting each result to the actor.
+    fn spawn_analyzers(&self, name: &str, analysis: &[AnalysisSettings]) -> Vec<Task> {
+        let Some(commands) = self.commands.upgrade() else {
+            return Vec::new();
+        };
+        analysis
+            .iter()
+            .map(|a| {
+                let (tx, mut rx) = mpsc::channel::<AnalysisResult>(4);
+                let commands = commands.clone();
+                let service = name.to_owned();
+                let run = super::analysis::run(a.clone(), name.to_owned(), tx);
+                Task(self.rt.spawn(async move {
+                    let forward = async {
+                        while let Some(result) = rx.recv().await {
+                            let cmd = Command::Analysis {
+                                service: service.clone(),
+                                result,
+                            };
+                            if commands.send(cmd).await.is_err() {
+                                return;
+                            }
+                        }
+                    };
+                    tokio::join!(run, forward);
+                }))
+            })
+            .collect()
+    }
+
+    /// A Prometheus analysis result for the engine of `name`.
+    pub fn analysis(
+        &mut self,
+        dp: &mut DataPlane,
+        name: &str,
+        result: AnalysisResult,
+    ) -> Option<Outcome> {
+        if result.measurement != rollout::types::Measurement::Success {
+            tracing::debug!("{name}: analysis {}: {}", result.name, result.detail);
+        }
+        self.feed(dp, name, Input::Analysis(result), None).ok()
     }
 
     /// Feeds one input to a service's engine and carries out its effects.
@@ -475,6 +531,19 @@ impl Rollouts {
             would_weight_bp: r.filter(|r| r.dry_run).map(|r| r.would_weight_bp),
             gate_waiting: st.gate_waiting.clone(),
             rolled_back,
+            analysis: st
+                .analysis
+                .iter()
+                .map(|a| AnalysisView {
+                    name: a.name.clone(),
+                    last: a.last.map(|m| m.to_string()),
+                    value: a.value.clone(),
+                    detail: a.detail.clone(),
+                    failures: a.failures,
+                    inconclusive: a.inconclusive,
+                    measurements: a.measurements,
+                })
+                .collect(),
         };
         let health = s.health.as_ref().map(|h| {
             let backend = |b: &rollout::engine::BackendHealth| {
@@ -533,6 +602,10 @@ pub(crate) fn to_event(ev: &RolloutEvent) -> Event {
         RolloutCause::Gate { .. } => (Cause::GateRollback, None),
         RolloutCause::Restart => (Cause::Restore, None),
         RolloutCause::OutsideWeightChange { .. } => (Cause::Rollout, None),
+        RolloutCause::Analysis { .. } => (Cause::AnalysisRollback, None),
+        RolloutCause::AnalysisInconclusive { .. } | RolloutCause::AnalysisResumed { .. } => {
+            (Cause::RolloutStep, None)
+        }
     };
     let a = ev.actuation.as_ref();
     let mut detail = format!("rollout {} -> {}: {}", ev.from, ev.to, ev.cause);

@@ -79,6 +79,12 @@ pub enum EntryKind {
     OutsideWeightChange,
     /// The daemon restarted and resumed the rollout.
     Restart,
+    /// A Prometheus query gate failed its failure limit (rolled back).
+    AnalysisFailed,
+    /// A query gate was inconclusive its limit of times in a row (paused).
+    AnalysisInconclusive,
+    /// The query gate that paused the rollout succeeded again (resumed).
+    AnalysisResumed,
 }
 
 /// One transition of a rollout.
@@ -139,6 +145,9 @@ impl RolloutRecord {
                     | EntryKind::GateWaiting
                     | EntryKind::GateFailed
                     | EntryKind::HealthFailed
+                    | EntryKind::AnalysisFailed
+                    | EntryKind::AnalysisInconclusive
+                    | EntryKind::AnalysisResumed
             )
         })
     }
@@ -192,6 +201,9 @@ fn entry(ev: &RolloutEvent, time_ms: u64) -> Entry {
         Cause::Health { .. } => (EntryKind::HealthFailed, None, None),
         Cause::Restart => (EntryKind::Restart, None, None),
         Cause::OutsideWeightChange { .. } => (EntryKind::OutsideWeightChange, None, None),
+        Cause::Analysis { .. } => (EntryKind::AnalysisFailed, None, None),
+        Cause::AnalysisInconclusive { .. } => (EntryKind::AnalysisInconclusive, None, None),
+        Cause::AnalysisResumed { .. } => (EntryKind::AnalysisResumed, None, None),
     };
     Entry {
         time_ms,

@@ -18,6 +18,8 @@ pub mod history;
 pub mod types;
 
 #[cfg(test)]
+mod analysis_tests;
+#[cfg(test)]
 mod tests;
 
 pub use crate::config::{HealthSettings, RolloutSettings, Step};
