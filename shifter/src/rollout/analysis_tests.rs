@@ -28,7 +28,11 @@ fn analysis(name: &str, failure_limit: u32, inconclusive_limit: u32) -> Analysis
 }
 
 fn engine() -> Engine {
-    let settings = RolloutSettings {
+    Engine::new("web", e_settings(), BLUE, GREEN, 0, false)
+}
+
+fn e_settings() -> RolloutSettings {
+    RolloutSettings {
         steps: [1000, 10_000]
             .map(|weight_bp| Step {
                 weight_bp,
@@ -39,8 +43,7 @@ fn engine() -> Engine {
         hold: Duration::from_secs(60),
         analysis: vec![analysis("errors", 2, 2), analysis("latency", 1, 3)],
         ..RolloutSettings::default()
-    };
-    Engine::new("web", settings, BLUE, GREEN, 0, false)
+    }
 }
 
 fn result(name: &str, m: Measurement) -> Input {
@@ -135,6 +138,9 @@ fn inconclusive_results_pause_and_the_same_analysis_resumes_with_the_hold_left()
         }
     );
     assert_eq!(e.weight_bp(), 1000, "a pause keeps the weight");
+    // A restart keeps which analysis paused the step.
+    let (mut e, _) = Engine::resume_from(e.progress(at(25)), e_settings(), false, at(25));
+    assert_eq!(e.progress(at(25)).analysis_pause.as_deref(), Some("errors"));
     // Another analysis's success does not resume what "errors" paused.
     assert!(feed(&mut e, at(30), result("latency", Measurement::Success)).is_empty());
     let fx = feed(&mut e, at(100), result("errors", Measurement::Success));

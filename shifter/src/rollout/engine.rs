@@ -135,6 +135,7 @@ impl Engine {
         );
         e.next_seq = progress.next_seq;
         e.rollout = progress.rollout;
+        e.analysis_pause = progress.analysis_pause;
         e.state = match progress.phase {
             Phase::Idle => State::Idle,
             Phase::Running { step, remaining } => State::Running {
@@ -256,6 +257,7 @@ impl Engine {
             phase,
             rollout: self.rollout.clone(),
             next_seq: self.next_seq,
+            analysis_pause: self.analysis_pause.clone(),
         }
     }
 

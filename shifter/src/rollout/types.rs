@@ -320,6 +320,9 @@ pub struct Progress {
     pub phase: Phase,
     pub rollout: Option<Rollout>,
     pub next_seq: u64,
+    /// The analysis whose inconclusive results paused the step (its next success resumes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis_pause: Option<String>,
 }
 
 /// State without clock points (a remaining time instead of a start instant).
