@@ -69,6 +69,23 @@ fn wait_exit_codes_for_completed_timed_out_aborted_and_rolled_back() {
     assert!(out.contains("step 1/2 (50.00%)"), "{out}");
     let (c, out, _) = code(&bed, &["rollout", "status", "web", "--wait"]);
     assert_eq!(c, Some(0), "status --wait of a completed rollout: {out}");
+    // On a terminal (script(1) gives it one) the line is redrawn in place.
+    let tty = Command::new("script")
+        .args(["-qec"])
+        .arg(format!(
+            "{} --socket {} rollout status web --wait",
+            shifter_bin().display(),
+            bed.socket.display()
+        ))
+        .arg("/dev/null")
+        .output()
+        .expect("script(1) from util-linux");
+    let text = String::from_utf8_lossy(&tty.stdout);
+    assert_eq!(tty.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("\r\x1b[2Kweb: rollout 1 completed"),
+        "{text:?}"
+    );
 
     // Timed out: exit 5, the rollout goes on; then aborted: exit 3.
     bed.cli_ok(&["set-weight", "web", "0"]);
