@@ -226,6 +226,27 @@ fn each_verb_is_allowed_for_its_grantee_and_refused_for_others() {
     allowed(&bed, user(BOB), "POST", "/v1/services/web/promote", None);
     assert_eq!(kernel(&bed, "web"), (0, GREEN_PORT), "roles swapped");
 
+    // The socket group keeps every right beside the grants: weight on a service no grant
+    // of its members names, a rollout verb, reload.
+    let member = Creds::member_supplementary();
+    allowed(
+        &bed,
+        member.clone(),
+        "PUT",
+        "/v1/services/api/weight",
+        Some(&weight(30)),
+    );
+    assert_eq!(kernel(&bed, "api").0, 3000);
+    allowed(
+        &bed,
+        member.clone(),
+        "POST",
+        "/v1/services/api/rollback",
+        None,
+    );
+    assert_eq!(kernel(&bed, "api").0, 0);
+    allowed(&bed, member, "POST", "/v1/reload", None);
+
     // reload is for root and the group only, whatever the grants.
     refused(&bed, user(CAROL), "POST", "/v1/reload", None);
 
