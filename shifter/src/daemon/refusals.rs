@@ -16,6 +16,8 @@ use crate::events::{Cause, Event};
 pub const BURST: u32 = 20;
 /// One more refusal event per uid per this much time once the burst is spent.
 pub const REFILL: Duration = Duration::from_secs(1);
+/// Characters of the requested service name kept in a refusal event.
+const MAX_NAME: usize = 64;
 
 #[derive(Debug)]
 struct Bucket {
@@ -75,6 +77,9 @@ impl super::actor::Actor {
         let Some(suppressed) = self.refusals.admit(uid, std::time::Instant::now()) else {
             return;
         };
+        // The name comes from the request path of a peer that may change nothing: keep at
+        // most a service name's worth of it in the log.
+        let service = service.map(|s| s.chars().take(MAX_NAME).collect::<String>());
         let ev = Event {
             detail: Some(super::refusals::detail(
                 uid,
