@@ -34,6 +34,10 @@ pub enum Cause {
     /// An operator's rollout command (start, pause, resume, abort, approve, freeze,
     /// blue-green), or the rollout reacting to an outside weight change.
     Rollout,
+    /// Automatic rollback: a Prometheus query gate failed its failure limit.
+    AnalysisRollback,
+    /// A control request was refused (403): the event names the uid, nothing changed.
+    Refused,
 }
 
 impl std::fmt::Display for Cause {
@@ -50,6 +54,8 @@ impl std::fmt::Display for Cause {
             Self::Promote => "promote",
             Self::ManualRollback => "manual-rollback",
             Self::Rollout => "rollout",
+            Self::Refused => "refused",
+            Self::AnalysisRollback => "analysis-rollback",
         })
     }
 }

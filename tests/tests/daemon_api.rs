@@ -152,7 +152,22 @@ fn only_root_and_the_group_may_change_anything() {
         before,
         "maps unchanged after refused changes"
     );
-    assert_eq!(events(&bed), ev_before, "no event for refused changes");
+    // Issue 14: a refusal is recorded as an event naming the uid; nothing else is.
+    let (refusals, others): (Vec<serde_json::Value>, Vec<serde_json::Value>) = events(&bed)
+        .into_iter()
+        .partition(|e| e["cause"] == "refused");
+    assert_eq!(others, ev_before, "no weight event for refused changes");
+    assert_eq!(
+        refusals.len(),
+        4,
+        "one event per refused change: {refusals:?}"
+    );
+    assert!(
+        refusals
+            .iter()
+            .all(|e| e["uid"] == 65534 && e["old_weight_bp"].is_null()),
+        "{refusals:?}"
+    );
     bed.programs().assert_exactly_one();
 
     // A member of the group (primary or supplementary) may change.

@@ -34,7 +34,8 @@ pub const BUILD_PACKAGES: &[&str] = &[
 pub const RUNTIME_PACKAGES: &[(&str, &str)] = &[
     ("iproute2", "ip"),
     ("ethtool", "ethtool"),
-    // `promtool check metrics` validates /metrics in tests/tests/metrics.rs.
+    // `promtool check metrics` validates /metrics in tests/tests/metrics.rs; the same package's
+    // `prometheus` server backs the query gates of tests/tests/analysis.rs.
     ("prometheus", "promtool"),
 ];
 pub const BPF_LINKER_VERSION: &str = "0.13.0";

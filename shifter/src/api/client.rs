@@ -12,8 +12,8 @@ use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
 
 use super::types::{
-    DetachReport, ErrorBody, Events, Flows, ReloadReport, RollbackRequest, RolloutReply,
-    RolloutRequest, ServiceStatus, Status, WeightChange, WeightRequest,
+    DetachReport, ErrorBody, Events, Flows, HistoryReply, ReloadReport, RollbackRequest,
+    RolloutReply, RolloutRequest, ServiceStatus, Status, WeightChange, WeightRequest,
 };
 use crate::model::Weight;
 
@@ -239,6 +239,15 @@ impl Client {
             Some(to_json(request)),
         )
         .await
+    }
+
+    /// `GET /v1/services/{name}/history`, or `GET /v1/history` for every service.
+    pub async fn history(&self, name: Option<&str>) -> Result<HistoryReply, ClientError> {
+        let path = match name {
+            Some(n) => format!("/v1/services/{n}/history"),
+            None => "/v1/history".to_owned(),
+        };
+        self.call(Method::GET, &path, None).await
     }
 
     /// `GET /v1/events[?since=N]`

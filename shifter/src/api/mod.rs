@@ -10,11 +10,12 @@
 //! |---|---|---|---|
 //! | GET | `/v1/status` | any peer | daemon, interfaces, services with counters |
 //! | GET | `/v1/services/{name}` | any peer | one service |
-//! | PUT | `/v1/services/{name}/weight` | root or group | body `{"percent": 12.5}` or `{"weight_bp": 1250}` |
+//! | PUT | `/v1/services/{name}/weight` | root, group or grant | body `{"percent": 12.5}` or `{"weight_bp": 1250}` |
 //! | GET | `/v1/services/{name}/flows` | any peer | the service's flow-table entries |
+//! | GET | `/v1/services/{name}/history`, `/v1/history` | any peer | recorded rollouts: start, steps, gate results, end |
 //! | GET | `/v1/events[?since=N][&follow=true]` | any peer | weight changes (JSON lines when following) |
 //! | POST | `/v1/reload` | root or group | re-read the configuration file (like SIGHUP) |
-//! | POST | `/v1/detach` | root or group | remove every program, link and pin, then stop |
+//! | POST | `/v1/detach` | root, group or grant | remove every program, link and pin, then stop |
 //! | GET | `/metrics` | any peer | Prometheus text format |
 
 pub mod client;

@@ -9,6 +9,9 @@ use shifter_common::{
 };
 
 pub use crate::dataplane::Counters;
+pub use crate::rollout::history::{
+    Entry as HistoryEntry, EntryKind as HistoryEntryKind, Outcome as RolloutOutcome, RolloutRecord,
+};
 use crate::{
     dataplane::Flow,
     events::Event,
@@ -146,6 +149,25 @@ pub struct RolloutView {
     pub gate_waiting: Option<String>,
     /// Why the rollout was rolled back.
     pub rolled_back: Option<String>,
+    /// The Prometheus query gates and their last results.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub analysis: Vec<AnalysisView>,
+}
+
+/// One Prometheus query gate of a service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnalysisView {
+    pub name: String,
+    /// success, failure or inconclusive (`None`: no query answered yet).
+    pub last: Option<String>,
+    /// The value as Prometheus gave it.
+    pub value: Option<String>,
+    pub detail: Option<String>,
+    /// Failed results in a row during the rollout (rolls back at the failure limit).
+    pub failures: u32,
+    /// Inconclusive results in a row during the rollout (pauses at the limit).
+    pub inconclusive: u32,
+    pub measurements: u64,
 }
 
 /// Answer to a rollout command (`rollout ...`, `promote`, `rollback`, `blue-green`).
@@ -244,6 +266,14 @@ pub struct ReloadReport {
     pub needs_restart: Vec<String>,
     /// What could not be applied (the rest was).
     pub errors: Vec<String>,
+}
+
+/// Answer of `GET /v1/services/{name}/history` (`service` set) and `GET /v1/history`: the
+/// recorded rollouts, oldest first (see [`crate::rollout::history`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryReply {
+    pub service: Option<String>,
+    pub rollouts: Vec<RolloutRecord>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

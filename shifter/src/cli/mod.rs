@@ -8,6 +8,7 @@ mod daemon;
 mod detach;
 mod events;
 mod flows;
+mod history;
 mod man;
 mod offline;
 mod promote;
@@ -16,6 +17,7 @@ mod rollout;
 mod set_weight;
 mod status;
 mod table;
+mod wait;
 pub mod watch;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -63,6 +65,7 @@ enum Verb {
     BlueGreen(blue_green::Args),
     Flows(flows::Args),
     Events(events::Args),
+    History(history::Args),
     CheckConfig(check_config::Args),
     Detach(detach::Args),
     Completions(completions::Args),
@@ -115,6 +118,7 @@ pub fn main() -> ExitCode {
         Verb::BlueGreen(a) => blue_green::run(&client, a),
         Verb::Flows(a) => flows::run(&client, a),
         Verb::Events(a) => events::run(&client, a),
+        Verb::History(a) => history::run(&client, a),
         Verb::CheckConfig(a) => check_config::run(a),
         Verb::Detach(a) => detach::run(&client, a),
         Verb::Completions(a) => completions::run(a),

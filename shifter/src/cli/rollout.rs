@@ -15,7 +15,14 @@ use crate::{
 ///
 /// Examples: `shifter rollout start web`, `shifter rollout start web --steps 1,5,25,50,100
 /// --hold 30s`, `shifter rollout start web --dry-run`, `shifter rollout pause web`,
-/// `shifter rollout approve web`
+/// `shifter rollout approve web`, `shifter rollout start web --wait --timeout 15m`,
+/// `shifter rollout status web --wait`
+///
+/// `start --wait` and `status --wait` follow the rollout until it ends and exit with:
+/// 0 completed (or completed and promoted), 2 rolled back (a failed health check or gate,
+/// or `shifter rollback`), 3 aborted, 4 frozen (stopped without an outcome), 5 `--timeout`
+/// passed (the rollout goes on), 69 the daemon is not running (or stopped answering for
+/// 30 s), 64 bad arguments, 1 any other error.
 #[derive(clap::Args)]
 pub(crate) struct Args {
     #[command(subcommand)]
@@ -36,6 +43,22 @@ enum Verb {
         /// Count what the ramp would do without steering by it.
         #[arg(long)]
         dry_run: bool,
+        /// Follow the rollout until it ends; the exit code says how (see above).
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up after this long (exit 5), e.g. 15m. Default: no limit.
+        #[arg(long, requires = "wait")]
+        timeout: Option<String>,
+    },
+    /// Show the service's latest rollout; with --wait, follow it until it ends.
+    Status {
+        service: String,
+        /// Follow the rollout until it ends; the exit code says how (see above).
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up after this long (exit 5), e.g. 15m. Default: no limit.
+        #[arg(long, requires = "wait")]
+        timeout: Option<String>,
     },
     /// Pause the hold of the current step (the weight stays).
     Pause { service: String },
@@ -50,13 +73,27 @@ enum Verb {
 }
 
 pub(crate) fn run(client: &Client, a: Args) -> VerbResult {
+    let mut wait = None;
     let (service, verb, body) = match a.verb {
+        Verb::Status {
+            service,
+            wait,
+            timeout,
+        } => {
+            let timeout = super::wait::parse_timeout(timeout.as_deref())?;
+            return block_on(super::wait::follow(client, &service, wait, timeout));
+        }
         Verb::Start {
             service,
             steps,
             hold,
             dry_run,
+            wait: w,
+            timeout,
         } => {
+            if w {
+                wait = Some(super::wait::parse_timeout(timeout.as_deref())?);
+            }
             let steps_bp = steps
                 .map(|list| {
                     list.iter()
@@ -82,7 +119,11 @@ pub(crate) fn run(client: &Client, a: Args) -> VerbResult {
         Verb::Approve { service } => (service, "approve", None),
         Verb::Freeze { service } => (service, "freeze", None),
     };
-    print_reply(block_on(client.rollout(&service, verb, body.as_ref())))
+    print_reply(block_on(client.rollout(&service, verb, body.as_ref())))?;
+    match wait {
+        Some(timeout) => block_on(super::wait::follow(client, &service, true, timeout)),
+        None => Ok(()),
+    }
 }
 
 /// A duration option as given (the daemon reads it), checked here first.

@@ -42,6 +42,15 @@ pub(crate) fn rollout_text(r: &RolloutView) -> String {
     if let Some(c) = &r.rolled_back {
         t.push_str(&format!(": {c}"));
     }
+    for a in &r.analysis {
+        if let Some(last) = &a.last {
+            t.push_str(&format!(
+                ", analysis {}: {last} ({})",
+                a.name,
+                a.detail.as_deref().unwrap_or("")
+            ));
+        }
+    }
     t
 }
 

@@ -5,7 +5,10 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use serde::Deserialize;
 use shifter_common::DEFAULT_FLOW_CAPACITY;
 
-use super::{Number, Problems};
+use super::{
+    Number, Problems,
+    grants::{self, Grant, RawGrant},
+};
 use crate::paths;
 
 /// Smallest and largest flow table accepted.
@@ -27,6 +30,8 @@ pub struct DaemonConfig {
     pub flow_table_size: u32,
     pub metrics_address: Option<SocketAddr>,
     pub sweep_interval: Duration,
+    /// `[[daemon.grant]]`: rights per service for peers outside root and the socket group.
+    pub grants: Vec<Grant>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,6 +52,8 @@ pub(super) struct RawDaemon {
     flow_table_size: Option<i64>,
     metrics_address: Option<String>,
     sweep_interval_secs: Option<i64>,
+    #[serde(default)]
+    grant: Vec<RawGrant>,
 }
 
 pub(super) fn validate(d: RawDaemon, p: &mut Problems) -> DaemonConfig {
@@ -94,7 +101,9 @@ pub(super) fn validate(d: RawDaemon, p: &mut Problems) -> DaemonConfig {
             DEFAULT_SWEEP_INTERVAL
         }
     };
+    let grants = grants::validate(d.grant, socket_mode, p);
     DaemonConfig {
+        grants,
         socket,
         socket_group,
         socket_mode,

@@ -3,11 +3,13 @@
 //! bad value, e.g. `services[2].weight: 12.345 has more than two decimals`, as one
 //! [`FieldError`]; numbers as TOML gives them are one [`Number`] type.
 //!
-//! One module per section: [`daemon`] (`[daemon]`), [`interfaces`] (`[[interfaces]]`),
+//! One module per section: [`daemon`] (`[daemon]`, with [`grants`] `[[daemon.grant]]`), [`interfaces`] (`[[interfaces]]`),
 //! [`services`] (`[[services]]`), and in each service [`health`] (`[services.health]`) and
 //! [`rollout`] (`[services.rollout]`). See `examples/shifter.toml` for a commented example.
 
+mod analysis;
 mod daemon;
+mod grants;
 mod health;
 mod interfaces;
 mod rollout;
@@ -19,10 +21,12 @@ use std::{fmt, path::Path, path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 
+pub use analysis::{AnalysisSettings, Bound, RawAnalysis, prom_duration};
 pub use daemon::{
     DEFAULT_SOCKET_MODE, DEFAULT_SWEEP_INTERVAL, DaemonConfig, FLOW_TABLE_MAX, FLOW_TABLE_MIN,
     SocketGroup,
 };
+pub use grants::{Grant, GrantVerb, Grantee, MAX_GRANTS};
 pub use health::{
     CheckKind, DEFAULT_FALL, DEFAULT_INTERVAL, DEFAULT_RISE, DEFAULT_TIMEOUT, HealthSettings,
     RawHealth, StatusRange,
@@ -228,6 +232,7 @@ impl Config {
             interfaces: interfaces::validate(raw.interfaces, &mut p),
             services: services::validate(raw.services, &mut p),
         };
+        grants::check_services(&cfg.daemon.grants, &cfg.services, &mut p);
         p.finish(cfg).map_err(|errors| ConfigError::Invalid {
             path: path.to_owned(),
             errors,

@@ -50,6 +50,8 @@ pub struct RawRollout {
     pub max_reset_percent: Option<Number>,
     pub reset_margin_percent: Option<Number>,
     pub min_green_flows: Option<i64>,
+    /// `[[services.rollout.analysis]]`
+    pub analysis: Option<Vec<super::analysis::RawAnalysis>>,
 }
 
 /// One step of a ramp: set green's weight, hold it, check the gates.
@@ -93,6 +95,9 @@ pub struct RolloutSettings {
     /// Hold of steps that do not name their own (and of `--hold` on the command line).
     pub hold: Duration,
     pub gate: GateSettings,
+    /// Prometheus query gates (`[[services.rollout.analysis]]`).
+    #[serde(default)]
+    pub analysis: Vec<super::analysis::AnalysisSettings>,
 }
 
 impl Default for RolloutSettings {
@@ -108,6 +113,7 @@ impl Default for RolloutSettings {
                 .collect(),
             hold: DEFAULT_HOLD,
             gate: GateSettings::default(),
+            analysis: Vec::new(),
         }
     }
 }
@@ -181,7 +187,13 @@ impl RolloutSettings {
         }
         let steps = steps(&mut p, raw.steps.as_deref(), hold);
         let gate = gate(&mut p, raw);
-        p.finish(Self { steps, hold, gate })
+        let analysis = super::analysis::validate(&mut p, raw.analysis.as_deref().unwrap_or(&[]));
+        p.finish(Self {
+            steps,
+            hold,
+            gate,
+            analysis,
+        })
     }
 }
 

@@ -48,6 +48,7 @@ pub(super) struct Actor {
     pub(super) events: broadcast::Sender<Event>,
     pub(super) rollouts: Rollouts,
     pub(super) metrics: MetricsState,
+    pub(super) refusals: super::refusals::Refusals,
     /// The last failure to register listeners, logged once until it changes.
     listener_error: Option<String>,
 }
@@ -101,6 +102,7 @@ impl Actor {
             store,
             events,
             rollouts,
+            refusals: super::refusals::Refusals::default(),
         };
         actor
             .apply_initial(loaded.source)
@@ -173,11 +175,20 @@ impl Actor {
             } => {
                 let _ = reply.send(self.rollout_command(&name, command, uid));
             }
+            Command::Refused { uid, service, what } => self.refused(uid, service, &what),
+            Command::History(name, r) => {
+                let _ = r.send(self.history(name));
+            }
             Command::GreenFlows(name, r) => {
                 let _ = r.send(self.green_flows(&name));
             }
             Command::Health { service, report } => {
                 if let Some(o) = self.rollouts.health(&mut self.dp, &service, report) {
+                    self.take_outcome(&service, o);
+                }
+            }
+            Command::Analysis { service, result } => {
+                if let Some(o) = self.rollouts.analysis(&mut self.dp, &service, result) {
                     self.take_outcome(&service, o);
                 }
             }
@@ -544,7 +555,7 @@ impl Actor {
         Ok(rewritten + socket)
     }
 
-    fn slot_of(&self, name: &str) -> Result<u32, ControlError> {
+    pub(super) fn slot_of(&self, name: &str) -> Result<u32, ControlError> {
         self.slots
             .get(name)
             .copied()

@@ -12,8 +12,8 @@ use crate::{
         ControlError,
         server::Control,
         types::{
-            DetachReport, DrainReport, Flows, ReloadReport, RolloutReply, ServiceStatus, Status,
-            WeightChange,
+            DetachReport, DrainReport, Flows, HistoryReply, ReloadReport, RolloutReply,
+            ServiceStatus, Status, WeightChange,
         },
     },
     config::Config,
@@ -48,8 +48,21 @@ pub(crate) enum Command {
         uid: u32,
         reply: Reply<Result<RolloutReply, ControlError>>,
     },
+    /// A request of `uid` was refused: record it.
+    Refused {
+        uid: u32,
+        service: Option<String>,
+        what: String,
+    },
+    /// The rollout history of one service (`Some`) or of all.
+    History(Option<String>, Reply<Result<HistoryReply, ControlError>>),
     /// After `rollback --drain-timeout`: green's flows left (none are closed).
     GreenFlows(String, Reply<Result<u64, ControlError>>),
+    /// A Prometheus analysis result.
+    Analysis {
+        service: String,
+        result: crate::rollout::types::AnalysisResult,
+    },
     /// A health checker's report.
     Health {
         service: String,
@@ -256,6 +269,14 @@ impl Control for Engine {
             reply.drain = Some(self.wait_for_green_drain(&name, timeout).await?);
         }
         Ok(reply)
+    }
+
+    async fn refused(&self, uid: u32, service: Option<String>, what: String) {
+        let _ = self.post(Command::Refused { uid, service, what }).await;
+    }
+
+    async fn history(&self, name: Option<String>) -> Result<HistoryReply, ControlError> {
+        self.ask(|r| Command::History(name, r)).await
     }
 
     async fn events(&self, since: u64) -> Result<Vec<Event>, ControlError> {

@@ -55,12 +55,15 @@ fn backends(s: &ServiceStatus) -> [(&'static str, &Counters, Option<&BackendHeal
     ]
 }
 
-/// The cause of `ev` as a rollback (`health-rollback`, `gate-rollback`, `manual-rollback`);
-/// `None` for every other change.
+/// The cause of `ev` as a rollback (`health-rollback`, `gate-rollback`, `analysis-rollback`,
+/// `manual-rollback`); `None` for every other change.
 pub(crate) fn rollback_cause(ev: &Event) -> Option<String> {
     matches!(
         ev.cause,
-        Cause::HealthRollback | Cause::GateRollback | Cause::ManualRollback
+        Cause::HealthRollback
+            | Cause::GateRollback
+            | Cause::AnalysisRollback
+            | Cause::ManualRollback
     )
     .then(|| ev.cause.to_string())
 }
@@ -244,6 +247,7 @@ impl MetricsState {
         );
         register_health(&mut reg, snap);
         register_rollout(&mut reg, snap);
+        super::analysis_metrics::register(&mut reg, snap);
         reg.register(
             "build",
             "The daemon's version",
@@ -635,6 +639,7 @@ pub(crate) mod tests {
             would_weight_bp: None,
             gate_waiting: None,
             rolled_back: None,
+            analysis: Vec::new(),
         });
         render(
             s,
@@ -664,6 +669,7 @@ pub(crate) mod tests {
             would_weight_bp: None,
             gate_waiting: None,
             rolled_back: None,
+            analysis: Vec::new(),
         });
         let t = render(s, &[]);
         for line in [

@@ -20,11 +20,15 @@
 
 mod actor;
 pub mod actuator;
+mod analysis;
+mod analysis_metrics;
 pub mod engine;
+mod history;
 pub mod metrics;
 pub mod offline;
 #[cfg(test)]
 mod pipeline_tests;
+mod refusals;
 mod reload;
 mod rollouts;
 mod startup;
@@ -107,6 +111,7 @@ pub async fn run_with(
     let ctx = Arc::new(ApiContext {
         control: engine.clone(),
         group: config.daemon.socket_group.clone(),
+        grants: config.daemon.grants.clone(),
         stop: stop_tx.clone(),
     });
     let mut tasks = tokio::task::JoinSet::new();

@@ -22,8 +22,8 @@ use super::{
     engine::Command,
 };
 use crate::{
-    api::types::{BackendHealthView, HealthView, RolloutView},
-    config::{HealthSettings, ServiceSpec},
+    api::types::{AnalysisView, BackendHealthView, HealthView, RolloutView},
+    config::{AnalysisSettings, HealthSettings, ServiceSpec},
     dataplane::DataPlane,
     events::{Cause, Event},
     health::{CheckReport, HealthStatus, run_checker},
@@ -31,8 +31,10 @@ use crate::{
     rollout::{
         self, CommandError, Effect, Engine, Input, OperatorCommand, RolloutEvent,
         engine::Cause as RolloutCause,
+        history::{History, RolloutRecord},
+        types::AnalysisResult,
     },
-    util::error_chain,
+    util::{error_chain, now_unix_ms},
 };
 
 /// How often counters are sampled and the engines ticked when no hold ends sooner.
@@ -62,6 +64,9 @@ struct ServiceRollout {
     health: Option<HealthSettings>,
     checks: BTreeMap<u16, CheckView>,
     _checkers: Vec<Task>,
+    /// The Prometheus analyses the tasks below run.
+    analysis: Vec<AnalysisSettings>,
+    _analyzers: Vec<Task>,
 }
 
 /// What one batch of effects did.
@@ -81,6 +86,8 @@ pub(crate) struct Rollouts {
     commands: mpsc::WeakSender<Command>,
     deadline: watch::Sender<Option<Instant>>,
     services: BTreeMap<String, ServiceRollout>,
+    /// Every rollout's record, saved to `<state_dir>/history.json` when it grows.
+    history: History,
 }
 
 impl Rollouts {
@@ -97,7 +104,25 @@ impl Rollouts {
             commands,
             deadline,
             services: BTreeMap::new(),
+            history: super::history::load(state_dir),
         }
+    }
+
+    /// The recorded rollouts of `name`, oldest first (`None`: nothing recorded).
+    pub fn history(&self, name: &str) -> Option<Vec<RolloutRecord>> {
+        self.history
+            .services
+            .get(name)
+            .map(|_| self.history.of(name))
+    }
+
+    /// Every service's recorded rollouts.
+    pub fn all_history(&self) -> Vec<RolloutRecord> {
+        self.history
+            .services
+            .values()
+            .flat_map(|l| l.iter().cloned())
+            .collect()
     }
 
     /// The engines' clock.
@@ -169,6 +194,13 @@ impl Rollouts {
                 let checkers = self.spawn_checkers(&name, spec.health.as_ref(), ports);
                 self.services.get_mut(&name).expect("checked")._checkers = checkers;
             }
+            let s = self.services.get_mut(&name).expect("checked");
+            if s.analysis != spec.rollout.analysis {
+                s.analysis.clone_from(&spec.rollout.analysis);
+                s._analyzers = Vec::new();
+                let analyzers = self.spawn_analyzers(&name, &spec.rollout.analysis);
+                self.services.get_mut(&name).expect("checked")._analyzers = analyzers;
+            }
         } else {
             let now = self.now();
             let health_checked = spec.health.is_some();
@@ -202,6 +234,8 @@ impl Rollouts {
                     health: spec.health.clone(),
                     checks: BTreeMap::new(),
                     _checkers: checkers,
+                    analysis: spec.rollout.analysis.clone(),
+                    _analyzers: self.spawn_analyzers(&name, &spec.rollout.analysis),
                 },
             );
             if !fx.is_empty() {
@@ -270,6 +304,49 @@ impl Rollouts {
             .collect()
     }
 
+    /// One task per analysis, posting each result to the actor.
+    fn spawn_analyzers(&self, name: &str, analysis: &[AnalysisSettings]) -> Vec<Task> {
+        let Some(commands) = self.commands.upgrade() else {
+            return Vec::new();
+        };
+        analysis
+            .iter()
+            .map(|a| {
+                let (tx, mut rx) = mpsc::channel::<AnalysisResult>(4);
+                let commands = commands.clone();
+                let service = name.to_owned();
+                let run = super::analysis::run(a.clone(), name.to_owned(), tx);
+                Task(self.rt.spawn(async move {
+                    let forward = async {
+                        while let Some(result) = rx.recv().await {
+                            let cmd = Command::Analysis {
+                                service: service.clone(),
+                                result,
+                            };
+                            if commands.send(cmd).await.is_err() {
+                                return;
+                            }
+                        }
+                    };
+                    tokio::join!(run, forward);
+                }))
+            })
+            .collect()
+    }
+
+    /// A Prometheus analysis result for the engine of `name`.
+    pub fn analysis(
+        &mut self,
+        dp: &mut DataPlane,
+        name: &str,
+        result: AnalysisResult,
+    ) -> Option<Outcome> {
+        if result.measurement != rollout::types::Measurement::Success {
+            tracing::debug!("{name}: analysis {}: {}", result.name, result.detail);
+        }
+        self.feed(dp, name, Input::Analysis(result), None).ok()
+    }
+
     /// Feeds one input to a service's engine and carries out its effects.
     pub fn feed(
         &mut self,
@@ -335,6 +412,13 @@ impl Rollouts {
             fx,
             decided_at,
         );
+        if self
+            .history
+            .observe(name, &events, s.engine.rollout(), now_unix_ms())
+            && let Err(e) = super::history::save(&self.state_dir, &self.history)
+        {
+            warn!("{name}: {}", error_chain(&e));
+        }
         Outcome {
             events,
             weight: weight.map(|()| s.engine.weight_bp()),
@@ -450,6 +534,19 @@ impl Rollouts {
             would_weight_bp: r.filter(|r| r.dry_run).map(|r| r.would_weight_bp),
             gate_waiting: st.gate_waiting.clone(),
             rolled_back,
+            analysis: st
+                .analysis
+                .iter()
+                .map(|a| AnalysisView {
+                    name: a.name.clone(),
+                    last: a.last.map(|m| m.to_string()),
+                    value: a.value.clone(),
+                    detail: a.detail.clone(),
+                    failures: a.failures,
+                    inconclusive: a.inconclusive,
+                    measurements: a.measurements,
+                })
+                .collect(),
         };
         let health = s.health.as_ref().map(|h| {
             let backend = |b: &rollout::engine::BackendHealth| {
@@ -508,6 +605,10 @@ pub(crate) fn to_event(ev: &RolloutEvent) -> Event {
         RolloutCause::Gate { .. } => (Cause::GateRollback, None),
         RolloutCause::Restart => (Cause::Restore, None),
         RolloutCause::OutsideWeightChange { .. } => (Cause::Rollout, None),
+        RolloutCause::Analysis { .. } => (Cause::AnalysisRollback, None),
+        RolloutCause::AnalysisInconclusive { .. } | RolloutCause::AnalysisResumed { .. } => {
+            (Cause::RolloutStep, None)
+        }
     };
     let a = ev.actuation.as_ref();
     let mut detail = format!("rollout {} -> {}: {}", ev.from, ev.to, ev.cause);

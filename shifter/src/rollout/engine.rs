@@ -20,7 +20,11 @@
 //!   flagged `dry_run`; the real weight is left alone (the data plane steers by it).
 //! - An invalid command returns a [`CommandError`] and changes nothing.
 //!
-//! About 750 lines on purpose: the transitions of the one state machine stay together (its
+//! - Prometheus analyses (`Input::Analysis`): failures in a row up to an analysis's limit roll
+//!   back like a failed gate; inconclusive results in a row pause a running step, and the
+//!   next success of that analysis resumes it.
+//!
+//! About 880 lines on purpose: the transitions of the one state machine stay together (its
 //! vocabulary is in `types.rs`).
 
 use std::time::Duration;
@@ -49,6 +53,10 @@ pub struct Engine {
     /// Reason of the last "gate has no verdict" event, so it is recorded once.
     gate_wait: Option<String>,
     next_seq: u64,
+    /// Each analysis's standing, by name (counts only while a rollout can move).
+    analysis: std::collections::BTreeMap<String, AnalysisStatus>,
+    /// The analysis whose inconclusive results paused the rollout (a success resumes it).
+    analysis_pause: Option<String>,
 }
 
 /// A read-only view for `status`.
@@ -62,6 +70,8 @@ pub struct Status {
     /// Weight of the current step and its remaining hold, if running or paused.
     pub step_weight_bp: Option<u16>,
     pub remaining_hold: Option<Duration>,
+    /// The Prometheus analyses, in configuration order.
+    pub analysis: Vec<AnalysisStatus>,
 }
 
 impl Engine {
@@ -100,6 +110,8 @@ impl Engine {
             last_sample: None,
             gate_wait: None,
             next_seq: 0,
+            analysis: std::collections::BTreeMap::new(),
+            analysis_pause: None,
         }
     }
 
@@ -123,6 +135,7 @@ impl Engine {
         );
         e.next_seq = progress.next_seq;
         e.rollout = progress.rollout;
+        e.analysis_pause = progress.analysis_pause;
         e.state = match progress.phase {
             Phase::Idle => State::Idle,
             Phase::Running { step, remaining } => State::Running {
@@ -244,6 +257,7 @@ impl Engine {
             phase,
             rollout: self.rollout.clone(),
             next_seq: self.next_seq,
+            analysis_pause: self.analysis_pause.clone(),
         }
     }
 
@@ -265,6 +279,20 @@ impl Engine {
             gate_waiting: self.gate_wait.clone(),
             step_weight_bp,
             remaining_hold,
+            analysis: self
+                .settings
+                .analysis
+                .iter()
+                .map(|a| {
+                    self.analysis
+                        .get(&a.name)
+                        .cloned()
+                        .unwrap_or(AnalysisStatus {
+                            name: a.name.clone(),
+                            ..AnalysisStatus::default()
+                        })
+                })
+                .collect(),
         }
     }
 
@@ -272,6 +300,7 @@ impl Engine {
     pub fn handle(&mut self, now: Now, input: Input) -> Result<Vec<Effect>, CommandError> {
         match input {
             Input::Tick => Ok(self.tick(now)),
+            Input::Analysis(r) => Ok(self.analysis_result(now, r)),
             Input::Health(v) => Ok(self.health(now, &v)),
             Input::Signals(s) => Ok(self.signals(now, s)),
             Input::Command { command, uid } => self.command(now, command, uid),
@@ -331,6 +360,7 @@ impl Engine {
             cause: cause.clone(),
         };
         self.gate_wait = None;
+        self.analysis_pause = None;
         self.record(&mut fx, now, from, cause, before);
         self.persist(&mut fx, now);
         fx
@@ -377,6 +407,100 @@ impl Engine {
             );
         }
         Vec::new()
+    }
+
+    /// A Prometheus analysis result. While a rollout can move (or is armed): failures in a
+    /// row up to the analysis's limit roll back, inconclusive results in a row up to its
+    /// limit pause a running step, and a success resets both and resumes a rollout that
+    /// this analysis paused. Otherwise the result is only kept for `status`.
+    fn analysis_result(&mut self, now: Now, r: AnalysisResult) -> Vec<Effect> {
+        let Some(settings) = self.settings.analysis.iter().find(|a| a.name == r.name) else {
+            return Vec::new();
+        };
+        let (failure_limit, inconclusive_limit) =
+            (settings.failure_limit, settings.inconclusive_limit);
+        let armed = self.armed();
+        let counting = armed || self.state.in_progress();
+        let t = self.analysis.entry(r.name.clone()).or_default();
+        t.name.clone_from(&r.name);
+        t.measurements += 1;
+        t.last = Some(r.measurement);
+        t.value.clone_from(&r.value);
+        t.detail = Some(r.detail.clone());
+        if !counting {
+            t.failures = 0;
+            t.inconclusive = 0;
+            return Vec::new();
+        }
+        match r.measurement {
+            Measurement::Success => {
+                t.failures = 0;
+                t.inconclusive = 0;
+                if self.analysis_pause.as_deref() == Some(r.name.as_str())
+                    && let State::Paused { step, remaining } = self.state
+                {
+                    let mut fx = Vec::new();
+                    let w = self.controlled_weight();
+                    self.state = State::Running {
+                        step,
+                        step_started: now,
+                        hold_left: remaining,
+                    };
+                    self.analysis_pause = None;
+                    let cause = Cause::AnalysisResumed {
+                        name: r.name,
+                        detail: r.detail,
+                    };
+                    self.record(&mut fx, now, StateName::Paused, cause, w);
+                    self.persist(&mut fx, now);
+                    return fx;
+                }
+                Vec::new()
+            }
+            Measurement::Failure => {
+                t.inconclusive = 0;
+                t.failures += 1;
+                if t.failures >= failure_limit && armed {
+                    let reason = format!("{} ({} failed results in a row)", r.detail, t.failures);
+                    return self.roll_back(
+                        now,
+                        Cause::Analysis {
+                            name: r.name,
+                            reason,
+                        },
+                    );
+                }
+                Vec::new()
+            }
+            Measurement::Inconclusive => {
+                t.inconclusive += 1;
+                let n = t.inconclusive;
+                if n >= inconclusive_limit
+                    && let State::Running {
+                        step,
+                        step_started,
+                        hold_left,
+                    } = self.state
+                {
+                    let mut fx = Vec::new();
+                    let w = self.controlled_weight();
+                    self.state = State::Paused {
+                        step,
+                        remaining: hold_left.saturating_sub(now.saturating_sub(step_started)),
+                    };
+                    self.analysis_pause = Some(r.name.clone());
+                    let reason = format!("{} ({n} inconclusive results in a row)", r.detail);
+                    let cause = Cause::AnalysisInconclusive {
+                        name: r.name,
+                        reason,
+                    };
+                    self.record(&mut fx, now, StateName::Running, cause, w);
+                    self.persist(&mut fx, now);
+                    return fx;
+                }
+                Vec::new()
+            }
+        }
     }
 
     fn signals(&mut self, now: Now, s: SignalSample) -> Vec<Effect> {
@@ -662,6 +786,7 @@ impl Engine {
             }
         }
         self.gate_wait = None;
+        self.analysis_pause = None;
         self.record(&mut fx, now, from, cause, before);
         self.persist(&mut fx, now);
         Ok(fx)
@@ -747,6 +872,12 @@ impl Engine {
             hold_left: first.hold,
         };
         self.gate_wait = None;
+        // Each rollout counts its analyses' results afresh.
+        self.analysis_pause = None;
+        for t in self.analysis.values_mut() {
+            t.failures = 0;
+            t.inconclusive = 0;
+        }
         self.record(&mut fx, now, from, cause, before);
         self.persist(&mut fx, now);
         Ok(fx)

@@ -4,6 +4,7 @@
 //! - [`engine`]: the pure state machine (no I/O, no clock of its own); its vocabulary
 //!   (states, commands, causes, effects, progress) is [`types`].
 //! - [`gate`]: the kernel-signal gate over counter snapshots.
+//! - [`history`]: the record of every rollout (start, steps, gate results, end), bounded.
 //! - [`driver`]: carries out the engine's effects on an [`driver::Actuator`] and runs an
 //!   engine from tokio's clock.
 //!
@@ -13,8 +14,11 @@
 pub mod driver;
 pub mod engine;
 pub mod gate;
+pub mod history;
 pub mod types;
 
+#[cfg(test)]
+mod analysis_tests;
 #[cfg(test)]
 mod tests;
 

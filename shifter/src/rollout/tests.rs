@@ -49,6 +49,7 @@ fn settings() -> RolloutSettings {
         ],
         hold: secs(10),
         gate: GateSettings::default(),
+        analysis: Vec::new(),
     }
 }
 

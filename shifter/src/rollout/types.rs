@@ -174,6 +174,21 @@ pub enum Cause {
     OutsideWeightChange {
         weight_bp: u16,
     },
+    /// A Prometheus query gate failed `failure_limit` times in a row (rolls back).
+    Analysis {
+        name: String,
+        reason: String,
+    },
+    /// A query gate was inconclusive `inconclusive_limit` times in a row (pauses).
+    AnalysisInconclusive {
+        name: String,
+        reason: String,
+    },
+    /// The query gate that paused the rollout succeeded again (resumes).
+    AnalysisResumed {
+        name: String,
+        detail: String,
+    },
 }
 
 impl fmt::Display for Cause {
@@ -198,6 +213,13 @@ impl fmt::Display for Cause {
                     "weight set to {} outside the rollout",
                     bp_text(*weight_bp)
                 )
+            }
+            Self::Analysis { name, reason } => write!(f, "analysis {name} failed: {reason}"),
+            Self::AnalysisInconclusive { name, reason } => {
+                write!(f, "analysis {name} is inconclusive, paused: {reason}")
+            }
+            Self::AnalysisResumed { name, detail } => {
+                write!(f, "analysis {name} succeeded again, resumed: {detail}")
             }
         }
     }
@@ -298,6 +320,9 @@ pub struct Progress {
     pub phase: Phase,
     pub rollout: Option<Rollout>,
     pub next_seq: u64,
+    /// The analysis whose inconclusive results paused the step (its next success resumes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis_pause: Option<String>,
 }
 
 /// State without clock points (a remaining time instead of a start instant).
@@ -333,9 +358,58 @@ pub struct BackendHealth {
     pub last_failure: Option<String>,
 }
 
+/// The verdict of one query of a Prometheus analysis (Argo's three results).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Measurement {
+    /// The value is within the bounds.
+    Success,
+    /// The value is outside the bounds.
+    Failure,
+    /// No value: no data, not a number, a query error or a timeout.
+    Inconclusive,
+}
+
+impl fmt::Display for Measurement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Success => "success",
+            Self::Failure => "failure",
+            Self::Inconclusive => "inconclusive",
+        })
+    }
+}
+
+/// One query result of the analysis `name`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnalysisResult {
+    pub name: String,
+    pub measurement: Measurement,
+    /// The value as Prometheus gave it (text, so the type stays `Eq`).
+    pub value: Option<String>,
+    /// In words: `0.12 is not <= 0.05`, `no data`, `query failed: ...`.
+    pub detail: String,
+}
+
+/// Where an analysis stands, for `status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnalysisStatus {
+    pub name: String,
+    pub last: Option<Measurement>,
+    pub value: Option<String>,
+    pub detail: Option<String>,
+    /// Failed results in a row during the rollout (rolls back at the failure limit).
+    pub failures: u32,
+    /// Inconclusive results in a row during the rollout (pauses at the limit).
+    pub inconclusive: u32,
+    pub measurements: u64,
+}
+
 /// Inputs besides commands.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Input {
+    /// A Prometheus analysis result.
+    Analysis(AnalysisResult),
     Tick,
     Health(HealthVerdict),
     Signals(SignalSample),

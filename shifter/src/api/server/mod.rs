@@ -34,17 +34,18 @@ use tokio::{
 use tracing::{debug, info, warn};
 
 pub use bodies::{parse_weight_body, rollout_command};
+use peer::Ask;
 pub use peer::user_in_group;
 
 use super::{
     ControlError,
     types::{
-        DetachReport, ErrorBody, Events, Flows, ReloadReport, RolloutReply, ServiceStatus, Status,
-        WeightChange,
+        DetachReport, ErrorBody, Events, Flows, HistoryReply, ReloadReport, RolloutReply,
+        ServiceStatus, Status, WeightChange,
     },
 };
 use crate::{
-    config::{DaemonConfig, SocketGroup},
+    config::{DaemonConfig, Grant, GrantVerb, SocketGroup},
     events::Event,
     model::Weight,
     rollout::OperatorCommand,
@@ -80,6 +81,18 @@ pub trait Control: Clone + Send + Sync + 'static {
         uid: u32,
         drain: Option<Duration>,
     ) -> impl Future<Output = Result<RolloutReply, ControlError>> + Send;
+    /// The recorded rollouts of service `name`, or of every service (`None`).
+    fn history(
+        &self,
+        name: Option<String>,
+    ) -> impl Future<Output = Result<HistoryReply, ControlError>> + Send;
+    /// Records that `uid` was refused `what` (on `service`): an event naming the uid.
+    fn refused(
+        &self,
+        uid: u32,
+        service: Option<String>,
+        what: String,
+    ) -> impl Future<Output = ()> + Send;
     /// Events with `seq >= since`.
     fn events(&self, since: u64) -> impl Future<Output = Result<Vec<Event>, ControlError>> + Send;
     /// New events as they are recorded.
@@ -146,6 +159,8 @@ pub enum Peer {
         gid: u32,
         pid: Option<i32>,
         in_group: bool,
+        /// Bit i: `[[daemon.grant]]` i is for this peer (its uid, or one of its groups).
+        grants: u64,
     },
     /// The optional TCP metrics listener: only `/metrics` is served.
     Metrics,
@@ -155,6 +170,8 @@ pub enum Peer {
 pub struct ApiContext<C> {
     pub control: C,
     pub group: Option<SocketGroup>,
+    /// `[[daemon.grant]]`: rights per service for the other peers.
+    pub grants: Vec<Grant>,
     /// Set to true to stop the daemon (after `detach`) and, by the daemon, to stop serving.
     pub stop: watch::Sender<bool>,
 }
@@ -217,12 +234,15 @@ pub async fn serve_unix<C: Control>(
                 Ok((stream, _)) => {
                     let peer = match stream.peer_cred() {
                         Ok(c) => {
+                            let groups = peer::peer_groups(stream.as_raw_fd());
                             let in_group = ctx.group.as_ref().is_some_and(|g| {
                                 c.gid() == g.gid
-                                    || peer::peer_groups(stream.as_raw_fd()).contains(&g.gid)
+                                    || groups.contains(&g.gid)
                                     || peer::user_in_group(c.uid(), g.gid)
                             });
-                            Peer::Unix { uid: c.uid(), gid: c.gid(), pid: c.pid(), in_group }
+                            let grants =
+                                peer::matching_grants(&ctx.grants, c.uid(), c.gid(), &groups);
+                            Peer::Unix { uid: c.uid(), gid: c.gid(), pid: c.pid(), in_group, grants }
                         }
                         Err(e) => {
                             warn!("control socket: no peer credentials ({e}); closing the connection");
@@ -444,6 +464,14 @@ async fn route<C: Control>(
             no_query(&m, &req, &Method::GET, "GET")?;
             ok_json(c.flows((*name).to_owned()).await)
         }
+        ["v1", "services", name, "history"] => {
+            no_query(&m, &req, &Method::GET, "GET")?;
+            ok_json(c.history(Some((*name).to_owned())).await)
+        }
+        ["v1", "history"] => {
+            no_query(&m, &req, &Method::GET, "GET")?;
+            ok_json(c.history(None).await)
+        }
         ["v1", "services", name, "weight"] => {
             no_query(&m, &req, &Method::PUT, "PUT")?;
             put_weight(ctx, peer, name, req).await
@@ -467,7 +495,12 @@ async fn route<C: Control>(
         }
         ["v1", "detach"] => {
             no_query(&m, &req, &Method::POST, "POST")?;
-            let uid = authorize(ctx, peer, "detach the data plane")?;
+            let ask = Ask {
+                verb: Some(GrantVerb::Detach),
+                service: None,
+                what: "detach the data plane",
+            };
+            let uid = authorize(ctx, peer, ask).await?;
             let _ = read_body(req).await.map_err(plain)?;
             info!("detach requested by uid {uid}");
             let report = c.detach().await.map_err(plain_control)?;
@@ -476,7 +509,12 @@ async fn route<C: Control>(
         }
         ["v1", "reload"] => {
             no_query(&m, &req, &Method::POST, "POST")?;
-            let uid = authorize(ctx, peer, "reload the configuration")?;
+            let ask = Ask {
+                verb: None,
+                service: None,
+                what: "reload the configuration",
+            };
+            let uid = authorize(ctx, peer, ask).await?;
             let _ = read_body(req).await.map_err(plain)?;
             info!("reload requested by uid {uid}");
             ok_json(c.reload().await)
@@ -496,8 +534,23 @@ fn ok_json<T: serde::Serialize>(
     res.map(|v| json(StatusCode::OK, &v)).map_err(plain_control)
 }
 
-fn authorize<C>(ctx: &ApiContext<C>, peer: Peer, what: &str) -> Result<u32, RouteError> {
-    peer::authorize(ctx.group.as_ref(), peer, what).map_err(plain)
+/// The peer's uid when it may do what it asks; otherwise 403, and the refusal is recorded
+/// as an event naming the uid.
+async fn authorize<C: Control>(
+    ctx: &ApiContext<C>,
+    peer: Peer,
+    ask: Ask<'_>,
+) -> Result<u32, RouteError> {
+    match peer::authorize(ctx.group.as_ref(), &ctx.grants, peer, ask) {
+        Ok(uid) => Ok(uid),
+        Err(e) => {
+            if let Peer::Unix { uid, .. } = peer {
+                let service = ask.service.map(ToOwned::to_owned);
+                ctx.control.refused(uid, service, ask.what.to_owned()).await;
+            }
+            Err(plain(e))
+        }
+    }
 }
 
 async fn put_weight<C: Control>(
@@ -506,7 +559,12 @@ async fn put_weight<C: Control>(
     name: &str,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, RouteError> {
-    let uid = authorize(ctx, peer, "change a weight")?;
+    let ask = Ask {
+        verb: Some(GrantVerb::Weight),
+        service: Some(name),
+        what: "change a weight",
+    };
+    let uid = authorize(ctx, peer, ask).await?;
     let body = read_body(req).await.map_err(plain)?;
     let weight = parse_weight_body(&body).map_err(plain)?;
     ok_json(ctx.control.set_weight(name.to_owned(), weight, uid).await)
@@ -524,7 +582,12 @@ async fn post_rollout<C: Control>(
             "no rollout verb {verb:?} (expected start, pause, resume, abort, approve or freeze)"
         ))));
     }
-    let uid = authorize(ctx, peer, "change a rollout")?;
+    let ask = Ask {
+        verb: Some(GrantVerb::Rollout),
+        service: Some(name),
+        what: "change a rollout",
+    };
+    let uid = authorize(ctx, peer, ask).await?;
     let body = read_body(req).await.map_err(plain)?;
     let command = rollout_command(verb, &body).map_err(plain)?;
     ok_json(
@@ -542,7 +605,17 @@ async fn post_service_verb<C: Control>(
     verb: &str,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, RouteError> {
-    let uid = authorize(ctx, peer, "change a rollout")?;
+    let (grant, what) = match verb {
+        "promote" => (GrantVerb::Promote, "promote"),
+        "rollback" => (GrantVerb::Rollback, "roll back"),
+        _ => (GrantVerb::Rollout, "change a rollout"),
+    };
+    let ask = Ask {
+        verb: Some(grant),
+        service: Some(name),
+        what,
+    };
+    let uid = authorize(ctx, peer, ask).await?;
     let body = read_body(req).await.map_err(plain)?;
     let (command, drain) = match verb {
         "promote" => {

@@ -1,22 +1,52 @@
-//! Who may do what: SO_PEERCRED and the configured socket group.
+//! Who may do what: SO_PEERCRED, the configured socket group and `[[daemon.grant]]`.
 
 use hyper::StatusCode;
 use tracing::warn;
 
 use super::{ApiError, Peer};
-use crate::config::SocketGroup;
+use crate::config::{Grant, GrantVerb, Grantee, MAX_GRANTS, SocketGroup};
 
-/// Changes need uid 0 or membership in the configured group. Returns the uid.
+/// What a peer asks for: a verb a grant can allow (`None`: only root and the group, e.g.
+/// reload) on a service (`None`: every service, e.g. detach).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Ask<'a> {
+    pub verb: Option<GrantVerb>,
+    pub service: Option<&'a str>,
+    /// In words, for the refusal: "change a weight".
+    pub what: &'a str,
+}
+
+/// The set of grants (bit i: `grants[i]`) whose grantee is the peer `uid`/`gid` with the
+/// supplementary groups `groups` (SO_PEERGROUPS) or, for a group, a user in that group.
+pub(super) fn matching_grants(grants: &[Grant], uid: u32, gid: u32, groups: &[u32]) -> u64 {
+    let mut set = 0u64;
+    for (i, g) in grants.iter().enumerate().take(MAX_GRANTS) {
+        let hit = match g.grantee {
+            Grantee::Uid(u) => u == uid,
+            Grantee::Gid(want) => want == gid || groups.contains(&want) || user_in_group(uid, want),
+        };
+        if hit {
+            set |= 1 << i;
+        }
+    }
+    set
+}
+
+/// Changes need uid 0, membership in the configured group, or a grant of the peer that
+/// allows the verb on the service. Returns the uid.
 pub(super) fn authorize(
     group: Option<&SocketGroup>,
+    grants: &[Grant],
     peer: Peer,
-    what: &str,
+    ask: Ask<'_>,
 ) -> Result<u32, ApiError> {
+    let what = ask.what;
     let Peer::Unix {
         uid,
         gid,
         pid,
         in_group,
+        grants: mine,
     } = peer
     else {
         return Err(ApiError::new(
@@ -30,15 +60,34 @@ pub(super) fn authorize(
     if in_group {
         return Ok(uid);
     }
+    let granted = ask.verb.is_some_and(|verb| {
+        grants
+            .iter()
+            .enumerate()
+            .take(MAX_GRANTS)
+            .any(|(i, g)| mine & (1 << i) != 0 && g.allows(verb, ask.service))
+    });
+    if granted {
+        return Ok(uid);
+    }
     warn!("refused: uid {uid} gid {gid} (pid {pid:?}) may not {what}");
     let who = match group {
         Some(g) => format!("root or members of group {:?} (gid {})", g.name, g.gid),
         None => "root (no daemon.socket_group is configured)".to_owned(),
     };
-    Err(ApiError::new(
-        StatusCode::FORBIDDEN,
-        format!("uid {uid} may not {what}: only {who} may change anything"),
-    ))
+    let message = if grants.is_empty() {
+        format!("uid {uid} may not {what}: only {who} may change anything")
+    } else {
+        let verb = ask
+            .verb
+            .map_or_else(|| "this".to_owned(), |v| v.name().to_owned());
+        format!(
+            "uid {uid} may not {what}: only {who}, or a [[daemon.grant]] of {verb} on {}, may",
+            ask.service
+                .map_or_else(|| "every service".to_owned(), |s| format!("{s:?}"))
+        )
+    };
+    Err(ApiError::new(StatusCode::FORBIDDEN, message))
 }
 
 /// The peer's supplementary groups at connect time (SO_PEERGROUPS); empty when unknown.
@@ -84,5 +133,73 @@ mod tests {
     #[test]
     fn root_is_in_its_group() {
         assert!(user_in_group(0, 0));
+    }
+
+    fn grant(grantee: Grantee, services: Option<&[&str]>, verbs: &[GrantVerb]) -> Grant {
+        Grant {
+            grantee,
+            name: String::new(),
+            services: services.map(|l| l.iter().map(|s| (*s).to_owned()).collect()),
+            verbs: verbs.iter().copied().collect(),
+        }
+    }
+
+    fn peer(uid: u32, gid: u32, groups: &[u32], grants: &[Grant]) -> Peer {
+        Peer::Unix {
+            uid,
+            gid,
+            pid: None,
+            in_group: false,
+            grants: matching_grants(grants, uid, gid, groups),
+        }
+    }
+
+    fn ask(verb: Option<GrantVerb>, service: Option<&str>) -> Ask<'_> {
+        Ask {
+            verb,
+            service,
+            what: "do it",
+        }
+    }
+
+    #[test]
+    fn a_grant_allows_its_verbs_on_its_services_for_its_grantee_only() {
+        let grants = [
+            grant(Grantee::Uid(1001), Some(&["web"]), &[GrantVerb::Rollout]),
+            grant(
+                Grantee::Gid(2000),
+                None,
+                &[GrantVerb::Weight, GrantVerb::Detach],
+            ),
+        ];
+        let alice = peer(1001, 1001, &[], &grants);
+        let ok = |p, v, s| authorize(None, &grants, p, ask(v, s)).is_ok();
+        assert!(ok(alice, Some(GrantVerb::Rollout), Some("web")));
+        assert!(!ok(alice, Some(GrantVerb::Rollout), Some("api")));
+        assert!(!ok(alice, Some(GrantVerb::Weight), Some("web")));
+        assert!(!ok(alice, None, None), "reload is for root and the group");
+        let bob = peer(1002, 1002, &[2000], &grants);
+        assert!(ok(bob, Some(GrantVerb::Weight), Some("api")));
+        assert!(ok(bob, Some(GrantVerb::Detach), None));
+        assert!(!ok(bob, Some(GrantVerb::Rollout), Some("web")));
+        let carol = peer(1003, 2000, &[], &grants);
+        assert!(
+            ok(carol, Some(GrantVerb::Weight), Some("web")),
+            "primary group"
+        );
+        let eve = peer(1004, 1004, &[], &grants);
+        for v in GrantVerb::ALL {
+            assert!(!ok(eve, Some(v), Some("web")), "{v:?}");
+        }
+        let e = authorize(
+            None,
+            &grants,
+            eve,
+            ask(Some(GrantVerb::Promote), Some("web")),
+        )
+        .unwrap_err();
+        assert_eq!(e.status, StatusCode::FORBIDDEN);
+        assert!(e.message.contains("uid 1004"), "{}", e.message);
+        assert!(authorize(None, &grants, peer(0, 0, &[], &grants), ask(None, None)).is_ok());
     }
 }

@@ -313,6 +313,29 @@ fn service_lines(s: &ServiceView, width: u16) -> Vec<Line<'static>> {
             l.push(Span::styled("  dry run", Style::new().fg(Color::Magenta)));
         }
         out.push(Line::from(l));
+        // One line for the Prometheus analyses: each one's last result.
+        let results: Vec<Span> = r
+            .analysis
+            .iter()
+            .filter_map(|a| {
+                let last = a.last.as_deref()?;
+                let color = match last {
+                    "success" => Color::Green,
+                    "failure" => Color::Red,
+                    _ => Color::Yellow,
+                };
+                let value = a.value.as_deref().unwrap_or("-");
+                Some(Span::styled(
+                    format!("  {} {last} {value}", a.name),
+                    Style::new().fg(color),
+                ))
+            })
+            .collect();
+        if !results.is_empty() {
+            let mut l = vec![Span::raw("  analysis")];
+            l.extend(results);
+            out.push(Line::from(l));
+        }
     }
     out
 }
