@@ -379,6 +379,23 @@ impl EchoServer {
         )
     }
 
+    /// A TCP echo server in `ns` on every address of `addrs`, port `port`, its listeners
+    /// bound with `SO_REUSEPORT`: several such servers on one port form a reuseport group
+    /// (one worker each), and stopping one leaves the others listening.
+    pub fn tcp_reuseport(ns: &str, addrs: &[IpAddr], port: u16, id: u8) -> Self {
+        Self::start(
+            ns,
+            addrs,
+            port,
+            id,
+            "tcp reuseport",
+            bind_reuseport,
+            |l, id, stop| {
+                tcp_accept_loop(&l, id, stop);
+            },
+        )
+    }
+
     /// A UDP echo server in `ns` on every address of `addrs`, port `port`.
     pub fn udp(ns: &str, addrs: &[IpAddr], port: u16, id: u8) -> Self {
         Self::start(
@@ -442,6 +459,74 @@ impl EchoServer {
 impl Drop for EchoServer {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+fn bind_reuseport(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use std::os::fd::FromRawFd as _;
+    let family = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: a new socket we own (closed on error by the OwnedFd); the address structs
+    // are fully initialised and passed with their sizes.
+    unsafe {
+        let fd = libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let owned = std::os::fd::OwnedFd::from_raw_fd(fd);
+        let one: libc::c_int = 1;
+        for opt in [libc::SO_REUSEADDR, libc::SO_REUSEPORT] {
+            if libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                std::ptr::from_ref(&one).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        let rc = match addr {
+            SocketAddr::V4(a) => {
+                let sa = libc::sockaddr_in {
+                    sin_family: libc::AF_INET as libc::sa_family_t,
+                    sin_port: a.port().to_be(),
+                    sin_addr: libc::in_addr {
+                        s_addr: u32::from_ne_bytes(a.ip().octets()),
+                    },
+                    sin_zero: [0; 8],
+                };
+                libc::bind(
+                    fd,
+                    std::ptr::from_ref(&sa).cast(),
+                    size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                )
+            }
+            SocketAddr::V6(a) => {
+                let sa = libc::sockaddr_in6 {
+                    sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                    sin6_port: a.port().to_be(),
+                    sin6_flowinfo: 0,
+                    sin6_addr: libc::in6_addr {
+                        s6_addr: a.ip().octets(),
+                    },
+                    sin6_scope_id: 0,
+                };
+                libc::bind(
+                    fd,
+                    std::ptr::from_ref(&sa).cast(),
+                    size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+                )
+            }
+        };
+        if rc != 0 || libc::listen(fd, 1024) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(TcpListener::from(owned))
     }
 }
 

@@ -127,3 +127,13 @@ fn socket_v4_direct_and_other_ports_untouched() {
 fn socket_resets_are_counted() {
     socket::resets_are_counted("sk-reset");
 }
+
+#[test]
+fn socket_reuseport_workers_exiting_leave_no_slot_empty() {
+    socket::reuseport_workers_exiting_leave_no_slot_empty("sk-reuse");
+}
+
+#[test]
+fn socket_another_sk_lookup_program_keeps_working() {
+    socket::another_sk_lookup_program_keeps_working("sk-two");
+}

@@ -427,3 +427,89 @@ pub fn resets_are_counted(name: &str) {
     assert_eq!(c[1].active_flows, 0, "and it is closed: {c:?}");
     assert_eq!(c[0].resets, 0);
 }
+
+/// Blue as a reuseport group of three workers started after us (each remembered by sock_ops
+/// at `listen()`): workers exiting one by one never leave blue without a listener, and new
+/// connections keep succeeding; what the daemon's tick does (`register_listeners`) finds a
+/// remaining worker if the group ever had none remembered.
+pub fn reuseport_workers_exiting_leave_no_slot_empty(name: &str) {
+    let svc = socket_service(0, Affinity::Connection);
+    let (mut tb, _) = testbed(name, &svc);
+    let blue = tb
+        .servers
+        .iter()
+        .position(|s| s.id == BLUE_ID)
+        .expect("blue server");
+    tb.servers.remove(blue).stop();
+    let ns = tb.server_ns().to_owned();
+    let addrs = [IpAddr::V4(SERVER_V4)];
+    let mut workers: Vec<EchoServer> = (0..3)
+        .map(|_| EchoServer::tcp_reuseport(&ns, &addrs, BLUE_PORT, BLUE_ID))
+        .collect();
+    let listening = tb.dp.dp().listener_counts().expect("listener counts");
+    assert_eq!(
+        listening.get(&BLUE_PORT),
+        Some(&3),
+        "three workers: {listening:?}"
+    );
+    let target = SocketAddr::new(IpAddr::V4(SERVER_V4), SERVICE_PORT);
+    for (i, first) in [(0, 46000u16), (1, 46300)] {
+        workers.remove(0).stop();
+        let what = format!("socket reuseport, {} of 3 workers left", 2 - i);
+        let n = tb.dp.dp().listener_counts().expect("counts")[&BLUE_PORT];
+        assert_eq!(n, 2 - i as u32, "{what}: the exited worker left the map");
+        let report = run_in(tb.client_ns(), || {
+            traffic::tcp_short_from(target, first..first + 300, STEP_TIMEOUT, BATCH_BUDGET)
+        });
+        assert!(
+            report.failures().is_empty(),
+            "{what}: {}",
+            report.failure_summary()
+        );
+        assert_eq!(report.count(BLUE_ID), 300, "{what}");
+    }
+    // Nothing to register while a worker is remembered.
+    assert_eq!(
+        run_in(&ns, || tb.dp.dp().register_listeners()).expect("register"),
+        0
+    );
+    drop(workers);
+}
+
+/// A second, independent sk_lookup program in the same namespace (another data plane's, for
+/// another port) and ours each steer their own port; neither overrides the other.
+pub fn another_sk_lookup_program_keeps_working(name: &str) {
+    use shifter::{DataPlane, LoadOptions};
+    let svc = socket_service(10000, Affinity::Connection);
+    let (tb, _) = testbed(name, &svc);
+    let ns = tb.server_ns().to_owned();
+    let pins = shifter_tests::netns::unique_name("/sys/fs/bpf/shifter-t", &format!("{name}-2"));
+    struct Pins(String);
+    impl Drop for Pins {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = Pins(pins.clone());
+    let mut other = DataPlane::load(&LoadOptions::new(&pins)).expect("second data plane");
+    // Port 81 of the second program: blue is the "other" echo server (port OTHER_PORT).
+    let mut second = socket_service(0, Affinity::Connection);
+    second.port = 81;
+    second.config.blue_port = OTHER_PORT;
+    second.config.green_port = OTHER_PORT + 1;
+    run_in(&ns, || other.set_service(&second)).expect("second service");
+    for (port, id) in [(SERVICE_PORT, GREEN_ID), (81, OTHER_ID)] {
+        let target = SocketAddr::new(IpAddr::V4(SERVER_V4), port);
+        let report = run_in(tb.client_ns(), || {
+            traffic::tcp_short(target, 200, STEP_TIMEOUT, BATCH_BUDGET)
+        });
+        let what = format!("two sk_lookup programs, port {port}");
+        assert!(
+            report.failures().is_empty(),
+            "{what}: {}",
+            report.failure_summary()
+        );
+        assert_eq!(report.count(id), 200, "{what}: steered by its own program");
+    }
+    run_in(&ns, || other.detach_all()).expect("detach the second");
+}
