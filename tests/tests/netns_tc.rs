@@ -137,3 +137,8 @@ fn socket_reuseport_workers_exiting_leave_no_slot_empty() {
 fn socket_another_sk_lookup_program_keeps_working() {
     socket::another_sk_lookup_program_keeps_working("sk-two");
 }
+
+#[test]
+fn socket_programs_run_per_connection_not_per_packet() {
+    socket::programs_run_per_connection_not_per_packet("sk-runcnt");
+}
