@@ -72,6 +72,9 @@ pub const PROG_TC_INGRESS: &str = "shifter_tc_ingress";
 pub const PROG_TC_EGRESS: &str = "shifter_tc_egress";
 pub const PROG_XDP_INGRESS: &str = "shifter_xdp_ingress";
 pub const PROG_SOCK_OPS: &str = "shifter_sock_ops";
+/// Global (.rodata) of the object: 1 to read the coarse clock (`bpf_ktime_get_coarse_ns`,
+/// Linux 5.11+), 0 for `bpf_ktime_get_ns`; set by the loader from the running kernel.
+pub const GLOBAL_COARSE_CLOCK: &str = "SHIFTER_COARSE_CLOCK";
 /// Socket dispatch: the per-netns sk_lookup program.
 pub const PROG_SK_LOOKUP: &str = "shifter_sk_lookup";
 /// Socket dispatch: sock_ops that remembers each backend listener at `listen()`.

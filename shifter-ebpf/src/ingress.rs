@@ -5,7 +5,7 @@
 //! on a service's packet returns its `Skip` reason, counted by the caller, and leaves the
 //! packet as it was.
 
-use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
+use aya_ebpf::helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns};
 use shifter_common::{
     Backend, Dispatch, FLOW_ESTABLISHED, FLOW_FIN_IN, FlowKey, FlowTuple, FlowValue,
     PORT_BITMAP_BACKEND_BASE, PORT_BITMAP_SERVICE_BASE, PORT_BITMAP_SPECIFIC_BASE, PROTO_TCP,
@@ -19,6 +19,13 @@ use crate::{
     parse::{Addrs, L4_DPORT, Packet, TCP_ACK, TCP_FIN, TCP_RST},
     sk,
 };
+
+/// 1 where the kernel has `bpf_ktime_get_coarse_ns` (5.11+), set by the loader
+/// (`shifter_common::GLOBAL_COARSE_CLOCK`). A constant of the loaded program: the verifier
+/// explores only the branch it selects, so on older kernels the coarse call is dead code
+/// and never checked.
+#[unsafe(no_mangle)]
+static SHIFTER_COARSE_CLOCK: u8 = 1;
 
 /// Refresh `last_seen_ns` at most this often: fewer writes to a shared cache line.
 const LAST_SEEN_GRANULARITY_NS: u64 = 1_000_000_000;
@@ -73,10 +80,7 @@ pub fn run<C: PacketCtx + Prepare>(ctx: &C) -> Result<(), Skip> {
         key.backend_port = cfg.green_port;
         entry = FLOWS.get_ptr_mut(&key);
     }
-    // The coarse clock (same base as CLOCK_MONOTONIC, tick resolution) costs a few ns
-    // instead of ~30: last-seen times only serve idle sweeps of seconds.
-    // SAFETY: helper without arguments.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let now = now_ns();
     let backend = match entry {
         // SAFETY: map value pointer, valid for this program run.
         Some(e) => match on_hit(unsafe { &mut *e }, &pkt, &key, now) {
@@ -100,6 +104,22 @@ pub fn run<C: PacketCtx + Prepare>(ctx: &C) -> Result<(), Skip> {
         c.bytes += u64::from(ctx.frame_len());
     }
     Ok(())
+}
+
+/// The flows' clock. The coarse one (same base as CLOCK_MONOTONIC, tick resolution) costs a
+/// few ns instead of ~30 and last-seen times only serve idle sweeps of seconds; kernels
+/// before 5.11 lack it and read the fine one (same base: userspace compares either with
+/// `flow_clock_ns`).
+#[inline(always)]
+fn now_ns() -> u64 {
+    // SAFETY: a read of our own constant; helpers without arguments.
+    unsafe {
+        if core::ptr::read_volatile(&SHIFTER_COARSE_CLOCK) != 0 {
+            bpf_ktime_get_coarse_ns()
+        } else {
+            bpf_ktime_get_ns()
+        }
+    }
 }
 
 /// A SYN to a backend port opens a direct connection: drop any entry left from an earlier

@@ -193,7 +193,10 @@ fn watch_once_against_a_running_daemon() {
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 24, "an 80x24 screen:\n{out}");
     assert!(lines.iter().all(|l| l.chars().count() <= 80), "{out}");
-    assert!(out.contains("web tcp/80  weight 50.00% green"), "{out}");
+    assert!(
+        out.contains("web tcp/80 socket  weight 50.00% green"),
+        "{out}"
+    );
     let bar_line = lines
         .iter()
         .find(|l| l.contains(" in 1s"))

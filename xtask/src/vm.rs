@@ -317,6 +317,11 @@ fn summary_table(rows: &[Row]) -> String {
 /// are left out of the default selection, and naming one with `--test` is an error.
 const NOT_IN_VM: &[(&str, &str)] = &[
     (
+        "analysis",
+        "needs a Prometheus server (Debian's /usr/bin/prometheus) in the guest; what it tests \
+         is userspace only, covered by the host run (`cargo xtask test`)",
+    ),
+    (
         "deb_package",
         "needs dpkg and an installed Debian system (the guest is a busybox initramfs); \
          covered by the host run (`cargo xtask test`)",

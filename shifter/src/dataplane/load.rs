@@ -16,7 +16,7 @@ use aya::{
     },
 };
 use shifter_common::{
-    DEFAULT_FLOW_CAPACITY, FlowKey, FlowValue, MAP_COUNTERS, MAP_FLOWS, MAP_PORT_BITMAP,
+    DEFAULT_FLOW_CAPACITY, FlowKey, FlowValue, GLOBAL_COARSE_CLOCK, MAP_COUNTERS, MAP_FLOWS, MAP_PORT_BITMAP,
     MAP_SERVICE_CONFIG, MAP_SERVICES, MAP_SOCKET_CONNECTIONS, MAP_SOCKET_DECISIONS, MAP_SOCKETS,
     MAP_USER_REMOVED, PROG_SOCK_OPS, PROG_TC_EGRESS, PROG_TC_INGRESS, PROG_XDP_INGRESS, ServiceKey,
 };
@@ -134,6 +134,18 @@ fn explain_pin_dir_error(
     .into()
 }
 
+/// Whether the kernel has `bpf_ktime_get_coarse_ns` (Linux 5.11). Read from the kernel's
+/// version: the helper is not one distributions backport, and asking the verifier would
+/// mean loading every program twice on the kernels that lack it.
+fn has_coarse_clock() -> bool {
+    let coarse = aya::util::KernelVersion::current()
+        .map_or(true, |v| v >= aya::util::KernelVersion::new(5, 11, 0));
+    if !coarse {
+        info!("kernel before 5.11: the programs read bpf_ktime_get_ns (no coarse clock)");
+    }
+    coarse
+}
+
 /// Where cgroup v2 is mounted (`/sys/fs/cgroup` on unified hosts).
 fn cgroup2_root() -> Option<PathBuf> {
     let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
@@ -174,7 +186,9 @@ impl DataPlane {
             pin_dir: opts.pin_dir.clone(),
             source: Box::new(source),
         };
+        let coarse_clock = u8::from(has_coarse_clock());
         let mut ebpf = EbpfLoader::new()
+            .override_global(GLOBAL_COARSE_CLOCK, &coarse_clock, true)
             .default_map_pin_directory(&opts.pin_dir)
             .map_max_entries(MAP_FLOWS, opts.flow_capacity)
             .map_max_entries(MAP_SOCKETS, opts.flow_capacity)

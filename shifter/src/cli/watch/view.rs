@@ -102,6 +102,8 @@ pub struct ServiceView {
     pub name: String,
     pub protocol: String,
     pub port: u16,
+    /// "socket" or "rewrite" (`ServiceStatus::dispatch`).
+    pub dispatch: String,
     /// Green's configured share, basis points.
     pub weight_bp: u16,
     /// New connections [blue, green] over `span`; `None` until there are two samples.
@@ -129,6 +131,7 @@ impl ViewModel {
                 name: s.name.clone(),
                 protocol: s.protocol.clone(),
                 port: s.port,
+                dispatch: s.dispatch.clone(),
                 weight_bp: s.weight_bp,
                 recent: tracker.recent(&s.name),
                 active: [s.blue.active_flows, s.green.active_flows],
@@ -247,7 +250,7 @@ fn service_lines(s: &ServiceView, width: u16) -> Vec<Line<'static>> {
             format!("{} ", s.name),
             Style::new().add_modifier(Modifier::BOLD),
         ),
-        Span::styled(format!("{}/{}", s.protocol, s.port), dim()),
+        Span::styled(format!("{}/{} {}", s.protocol, s.port, s.dispatch), dim()),
         Span::raw("  weight "),
         Span::styled(
             format!("{}%", format_percent(s.weight_bp)),
