@@ -25,15 +25,15 @@ use aya::maps::{HashMap, Map, MapData};
 use serde_json::{Value, json};
 use shifter::{Affinity, Protocol, Service, ServiceConfig};
 use shifter_common::{
-    Backend, FlowKey, FlowTuple, FlowValue, MAP_FLOWS, PROG_TC_EGRESS, PROG_TC_INGRESS,
-    PROG_XDP_INGRESS, PROTO_TCP, choose_backend, v4_mapped,
+    Backend, FlowKey, FlowTuple, FlowValue, MAP_FLOWS, PROG_SK_LOOKUP, PROG_TC_EGRESS,
+    PROG_TC_INGRESS, PROG_XDP_INGRESS, PROTO_TCP, choose_backend, v4_mapped,
 };
 
 use crate::{
     env::{self, Netns, Plane},
     pkt::{self, TCP_ACK, TCP_SYN, Tuple},
     report::{self, Table, f},
-    sys::{self, BPF_PROG_TYPE_SCHED_CLS, BPF_PROG_TYPE_XDP},
+    sys::{self, BPF_PROG_TYPE_SCHED_CLS, BPF_PROG_TYPE_SK_LOOKUP, BPF_PROG_TYPE_XDP},
 };
 
 pub struct Opts {
@@ -475,6 +475,8 @@ fn run_in_ns(opts: &Opts, ns: &str) -> anyhow::Result<Value> {
     });
     clear(&mut flows)?;
 
+    rows.extend(sk_lookup_rows(n)?);
+
     // Building blocks, each against the no-op of its type.
     eprintln!("bench prog: building blocks");
     flows.insert(FlowKey::default(), FlowValue::default(), 0)?;
@@ -519,6 +521,90 @@ fn run_in_ns(opts: &Opts, ns: &str) -> anyhow::Result<Value> {
     Ok(v)
 }
 
+/// `struct bpf_sk_lookup` as the kernel builds it for an IPv4 TCP SYN from
+/// (`CLIENT`, `client_port`) to (`LOCAL`, `port`): 72 bytes, only the input fields set.
+fn sk_lookup_ctx(client_port: u16, port: u16) -> Vec<u8> {
+    let mut c = vec![0u8; 72];
+    c[8..12].copy_from_slice(&2u32.to_ne_bytes()); // family AF_INET
+    c[12..16].copy_from_slice(&6u32.to_ne_bytes()); // protocol TCP
+    c[16..20].copy_from_slice(&CLIENT.octets()); // remote_ip4, network order
+    c[36..38].copy_from_slice(&client_port.to_be_bytes()); // remote_port, network order
+    c[40..44].copy_from_slice(&LOCAL.octets()); // local_ip4
+    c[60..64].copy_from_slice(&u32::from(port).to_ne_bytes()); // local_port, host order
+    c
+}
+
+/// Durations (ns) of `n` single test runs of an sk_lookup program, after a warm-up, each on
+/// its own context (`ctx(i)`); every run must return SK_PASS.
+fn sample_ctx(fd: i32, n: usize, ctx: impl Fn(usize) -> Vec<u8>) -> anyhow::Result<Vec<f64>> {
+    let mut out = Vec::with_capacity(n);
+    for i in 0..WARMUP + n {
+        let r = sys::test_run_ctx(fd, &ctx(i))?;
+        ensure!(
+            r.retval == 1,
+            "sk_lookup returned {} (not SK_PASS)",
+            r.retval
+        );
+        if i >= WARMUP {
+            out.push(f64::from(r.duration_ns));
+        }
+    }
+    Ok(out)
+}
+
+/// Socket dispatch: the sk_lookup program's decision and socket assignment for a service
+/// port (both backends listening), and its early return for another port, against a no-op
+/// sk_lookup program. Runs in the bench namespace, where blue and green listen.
+fn sk_lookup_rows(n: usize) -> anyhow::Result<Vec<Row>> {
+    eprintln!("bench prog: sk_lookup");
+    let mut plane = Plane::load("prog-sock", None)?;
+    let mut svc = Service::tcp(SERVICE_PORT, BLUE_PORT, GREEN_PORT, 5000);
+    svc.config.dispatch = shifter::Dispatch::Socket;
+    if let Some(why) = plane.dp().socket_dispatch_unavailable() {
+        bail!("socket dispatch unavailable here: {why}");
+    }
+    plane
+        .dp()
+        .set_service(&svc)
+        .context("set the socket service")?;
+    let listening = plane.dp().listener_counts()?;
+    ensure!(
+        listening.get(&BLUE_PORT) == Some(&1) && listening.get(&GREEN_PORT) == Some(&1),
+        "blue's and green's listeners must be registered: {listening:?}"
+    );
+    let sk = plane.prog_fd(PROG_SK_LOOKUP)?;
+    let noop = sys::load_noop_for(BPF_PROG_TYPE_SK_LOOKUP, 1, sys::BPF_SK_LOOKUP)?;
+    // A fresh client port per run: the decision varies as it does for real SYNs.
+    let service = |i: usize| sk_lookup_ctx(20_000 + (i % 40_000) as u16, SERVICE_PORT);
+    let rows = vec![
+        Row {
+            hook: "sk_lookup",
+            path: "no-op program (baseline)",
+            samples: sample_ctx(noop.as_raw_fd(), n, service)?,
+            repeat_avg: None,
+            goal: None,
+        },
+        Row {
+            hook: "sk_lookup",
+            path: "non-service port",
+            samples: sample_ctx(sk, n, |i| {
+                sk_lookup_ctx(20_000 + (i % 40_000) as u16, OTHER_PORT)
+            })?,
+            repeat_avg: None,
+            goal: None,
+        },
+        Row {
+            hook: "sk_lookup",
+            path: "decision + listener assigned",
+            samples: sample_ctx(sk, n, service)?,
+            repeat_avg: None,
+            goal: Some(60.0),
+        },
+    ];
+    plane.dp().detach_all()?;
+    Ok(rows)
+}
+
 fn clear(flows: &mut HashMap<MapData, FlowKey, FlowValue>) -> anyhow::Result<()> {
     let keys: Vec<FlowKey> = flows.keys().filter_map(Result::ok).collect();
     for k in keys {
@@ -549,7 +635,7 @@ fn program_sizes(plane: &mut Plane) -> anyhow::Result<Value> {
 
 /// Short name of a path, for charts.
 fn short(path: &str) -> &'static str {
-    let table: [(&str, &str); 9] = [
+    let table: [(&str, &str); 10] = [
         ("no-op", "no-op"),
         ("ours, unknown", "entry"),
         ("non-service", "non-service"),
@@ -559,6 +645,7 @@ fn short(path: &str) -> &'static str {
         ("socket-lookup recovery (blue", "recovery blue"),
         ("socket-lookup recovery (green", "recovery green"),
         ("reverse rewrite", "egress rewrite"),
+        ("decision + listener", "sk_lookup decision"),
     ];
     table
         .iter()

@@ -14,6 +14,9 @@ const BPF_PROG_LOAD: libc::c_int = 5;
 const BPF_PROG_TEST_RUN: libc::c_int = 10;
 pub const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
 pub const BPF_PROG_TYPE_XDP: u32 = 6;
+pub const BPF_PROG_TYPE_SK_LOOKUP: u32 = 30;
+/// `BPF_SK_LOOKUP`, the expected attach type an sk_lookup program is loaded with.
+pub const BPF_SK_LOOKUP: u32 = 36;
 
 #[repr(C)]
 #[derive(Default)]
@@ -112,6 +115,11 @@ pub fn load_insns(prog_type: u32, insns: &[u64], name: &str) -> anyhow::Result<O
 /// Loads the smallest program of `prog_type`: `r0 = ret; exit`. This is the "no-op program
 /// of the same type" baseline: the kernel's cost of running any program at that hook.
 pub fn load_noop(prog_type: u32, ret: i32) -> anyhow::Result<OwnedFd> {
+    load_noop_for(prog_type, ret, 0)
+}
+
+/// `load_noop` with the expected attach type some program types need (sk_lookup).
+pub fn load_noop_for(prog_type: u32, ret: i32, attach_type: u32) -> anyhow::Result<OwnedFd> {
     // struct bpf_insn { u8 code; u8 dst:4, src:4; s16 off; s32 imm }, little endian.
     let mov_r0 = 0xb7u64 | (u64::from(ret as u32) << 32); // BPF_ALU64 | BPF_MOV | BPF_K, dst r0
     let exit = 0x95u64; // BPF_JMP | BPF_EXIT
@@ -125,6 +133,7 @@ pub fn load_noop(prog_type: u32, ret: i32) -> anyhow::Result<OwnedFd> {
         insns: insns.as_ptr() as u64,
         license: license.as_ptr() as u64,
         prog_name: name,
+        expected_attach_type: attach_type,
         ..Default::default()
     };
     let fd = bpf(BPF_PROG_LOAD, &mut attr).context("BPF_PROG_LOAD of the no-op program")?;
@@ -161,6 +170,22 @@ pub fn test_run(
         ..Default::default()
     };
     bpf(BPF_PROG_TEST_RUN, &mut attr).context("BPF_PROG_TEST_RUN")?;
+    Ok(RunOut {
+        retval: attr.retval,
+        duration_ns: attr.duration,
+    })
+}
+
+/// BPF_PROG_TEST_RUN on `prog_fd` with a context and no packet (sk_lookup), once.
+pub fn test_run_ctx(prog_fd: RawFd, ctx: &[u8]) -> anyhow::Result<RunOut> {
+    let mut attr = TestRunAttr {
+        prog_fd: prog_fd as u32,
+        ctx_size_in: ctx.len() as u32,
+        ctx_in: ctx.as_ptr() as u64,
+        repeat: 1,
+        ..Default::default()
+    };
+    bpf(BPF_PROG_TEST_RUN, &mut attr).context("BPF_PROG_TEST_RUN (context)")?;
     Ok(RunOut {
         retval: attr.retval,
         duration_ns: attr.duration,

@@ -142,3 +142,8 @@ fn socket_another_sk_lookup_program_keeps_working() {
 fn socket_programs_run_per_connection_not_per_packet() {
     socket::programs_run_per_connection_not_per_packet("sk-runcnt");
 }
+
+#[test]
+fn socket_switching_dispatch_keeps_live_connections() {
+    socket::switching_dispatch_keeps_live_connections("sk-switch");
+}

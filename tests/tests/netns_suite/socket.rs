@@ -593,3 +593,61 @@ pub fn programs_run_per_connection_not_per_packet(name: &str) {
     // not asserted; what it runs for are connection events (connect, established, state
     // changes), not data packets.
 }
+
+/// Switching a service's dispatch under live connections breaks none: 50 connections
+/// accepted under rewrite (flow entries, on B/G) keep their rewrite after the switch to
+/// socket; 50 accepted under socket (on P) keep working after the switch back to rewrite;
+/// new connections follow the dispatch of the moment.
+pub fn switching_dispatch_keeps_live_connections(name: &str) {
+    let mut rewrite = crate::netns_suite::service(Protocol::Tcp, 5000);
+    rewrite.config.dispatch = Dispatch::Rewrite;
+    let mut tb = Testbed::new(name, Hook::Tc, Servers::Tcp);
+    let ns = tb.server_ns().to_owned();
+    let slot = run_in(&ns, || tb.dp.dp().set_service(&rewrite)).expect("rewrite service");
+    let target = SocketAddr::new(IpAddr::V4(SERVER_V4), SERVICE_PORT);
+    let client = tb.client_ns().to_owned();
+    let what = "dispatch switch";
+    let under_rewrite = LongLived::open(&client, target, 50, STEP_TIMEOUT);
+    wait_rounds(&under_rewrite, 3, what);
+    let entries = tb.dp.dp().flows(Some(slot)).expect("flows").len();
+    assert_eq!(entries, 50, "{what}: rewrite made an entry per connection");
+
+    let mut socket = rewrite.clone();
+    socket.config.dispatch = Dispatch::Socket;
+    let same = run_in(&ns, || tb.dp.dp().set_service(&socket)).expect("to socket");
+    assert_eq!(same, slot, "{what}: the same service, one word rewritten");
+    wait_rounds(&under_rewrite, 5, what);
+    let under_socket = LongLived::open(&client, target, 50, STEP_TIMEOUT);
+    wait_rounds(&under_socket, 3, what);
+    let report = run_in(&client, || {
+        traffic::tcp_short_from(target, 48000..48200, STEP_TIMEOUT, BATCH_BUDGET)
+    });
+    assert!(
+        report.failures().is_empty(),
+        "{what}: {}",
+        report.failure_summary()
+    );
+    assert_eq!(
+        tb.dp.dp().flows(Some(slot)).expect("flows").len(),
+        50,
+        "{what}: socket dispatch made no entries; the rewrite connections kept theirs"
+    );
+
+    run_in(&ns, || tb.dp.dp().set_service(&rewrite)).expect("back to rewrite");
+    wait_rounds(&under_rewrite, 5, what);
+    wait_rounds(&under_socket, 5, what);
+    let report = run_in(&client, || {
+        traffic::tcp_short_from(target, 48200..48400, STEP_TIMEOUT, BATCH_BUDGET)
+    });
+    assert!(
+        report.failures().is_empty(),
+        "{what}: {}",
+        report.failure_summary()
+    );
+    let mut problems = traffic::long_problems(&under_rewrite.finish(), None);
+    problems.extend(traffic::long_problems(&under_socket.finish(), None));
+    assert!(
+        problems.is_empty(),
+        "{what}: live connections hurt: {problems:?}"
+    );
+}
