@@ -17,6 +17,7 @@
 //! | `shifter_recoveries_total` | counter | flow entries restored by socket lookup |
 //! | `shifter_evictions_total` | counter | entries evicted from the full flow table |
 //! | `shifter_fallbacks_total` | counter | socket dispatch: connections decided for the backend that the other took (it had no listener) |
+//! | `shifter_service_dispatch` | gauge | 1 for the service's `dispatch` (socket or rewrite; service label) |
 //! | `shifter_listening_sockets` | gauge | socket dispatch: the backend's remembered listeners (socket services only) |
 //! | `shifter_weight_basis_points` | gauge | green's configured share (service label only) |
 //! | `shifter_backend_weight_ratio` | gauge | the backend's configured share, 0..1 |
@@ -365,7 +366,28 @@ fn register_backend_counters(reg: &mut Registry, snap: &Status) {
     }
 }
 
+/// Labels of `shifter_service_dispatch`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DispatchLabels {
+    service: String,
+    dispatch: String,
+}
+
 fn register_listeners(reg: &mut Registry, snap: &Status) {
+    let dispatch = Family::<DispatchLabels, Gauge>::default();
+    for s in &snap.services {
+        dispatch
+            .get_or_create(&DispatchLabels {
+                service: s.name.clone(),
+                dispatch: s.dispatch.clone(),
+            })
+            .set(1);
+    }
+    reg.register(
+        "service_dispatch",
+        "1 for the dispatch the data plane runs for the service (socket or rewrite)",
+        dispatch,
+    );
     let fam = Family::<BackendLabels, Gauge>::default();
     let mut any = false;
     for s in &snap.services {
@@ -594,6 +616,7 @@ pub(crate) mod tests {
             "shifter_evictions_total{service=\"web\",backend=\"green\"} 5",
             "shifter_fallbacks_total{service=\"web\",backend=\"green\"} 7",
             "shifter_listening_sockets{service=\"web\",backend=\"blue\"} 2",
+            "shifter_service_dispatch{service=\"web\",dispatch=\"socket\"} 1",
             "shifter_listening_sockets{service=\"web\",backend=\"green\"} 1",
             "shifter_weight_basis_points{service=\"web\"} 2500",
             "shifter_backend_weight_ratio{service=\"web\",backend=\"blue\"} 0.75",
