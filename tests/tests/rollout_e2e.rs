@@ -423,71 +423,112 @@ impl Drop for HttpOk {
     }
 }
 
+/// A rollout at its 25 % step (hold 3 s, HTTP checks on a separate port) whose green closes
+/// its service port while its health endpoint keeps answering 200, under traffic; returns
+/// when the gate has put the weight back to 0.
+struct GreenClosed {
+    bed: DaemonBed,
+    daemon: InProcess,
+    _health: [HttpOk; 2],
+    /// Every connection of the traffic: (start, end, outcome).
+    out: Vec<(Instant, Instant, Outcome)>,
+    stopped: Instant,
+    zero: Instant,
+}
+
+impl GreenClosed {
+    fn run(name: &str, dispatch: &str) -> Self {
+        let mut bed = DaemonBed::new(name);
+        let health_servers = [
+            HttpOk::start(bed.server_ns(), BLUE_PORT + 1000),
+            HttpOk::start(bed.server_ns(), GREEN_PORT + 1000),
+        ];
+        let health = format!(
+            "[services.health]\nkind = \"http\"\npath = \"/healthz\"\naddress = \"{SERVER_V4}\"\n\
+             port_offset = 1000\ninterval = \"100ms\"\ntimeout = \"100ms\"\nrise = 1\nfall = 3\n"
+        );
+        bed.write_config(
+            &web(
+                &health,
+                "hold = \"3s\"\nsteps = [25, 100]\nmin_green_flows = 5",
+            )
+            .replacen(
+                "weight = 0\n",
+                &format!("weight = 0\ndispatch = \"{dispatch}\"\n"),
+                1,
+            ),
+        );
+        let daemon = InProcess::start(&bed);
+        wait_green_up(&bed);
+        assert_eq!(service_status(&bed)["dispatch"], dispatch);
+        bed.cli_ok(&["rollout", "start", "web"]);
+        assert_eq!(weight(&bed).weight, 2500);
+        let traffic = Traffic::start(bed.client_ns(), 18_000..22_000);
+        std::thread::sleep(Duration::from_millis(300));
+        // Green's service port closes; its health endpoint keeps answering 200.
+        bed.servers.remove(1).stop();
+        let stopped = Instant::now();
+        let zero = wait_for(
+            "the gate to roll back",
+            Duration::from_secs(8),
+            Duration::from_millis(5),
+            || (weight(&bed).weight == 0).then(Instant::now),
+        );
+        let out = traffic.finish();
+        let st = service_status(&bed);
+        assert_eq!(
+            st["health"]["green"]["status"], "up",
+            "the HTTP check must still pass: {st:#?}"
+        );
+        assert_eq!(st["rollout"]["state"], "rolled back");
+        Self {
+            bed,
+            daemon,
+            _health: health_servers,
+            out,
+            stopped,
+            zero,
+        }
+    }
+
+    /// The gate-rollback event, which must name refusals, with no health rollback beside it.
+    fn rollback_event(&self) -> Value {
+        let ev = events(&self.bed);
+        assert!(
+            !ev.iter().any(|e| e["cause"] == "health-rollback"),
+            "{ev:#?}"
+        );
+        let rb = ev
+            .iter()
+            .find(|e| e["cause"] == "gate-rollback")
+            .unwrap_or_else(|| panic!("no gate-rollback event: {ev:#?}"))
+            .clone();
+        assert!(
+            rb["detail"].as_str().is_some_and(|d| d.contains("refusal")),
+            "{rb:#?}"
+        );
+        rb
+    }
+}
+
 #[test]
 fn green_refusing_connections_is_caught_by_the_gate_while_its_http_check_passes() {
-    let mut bed = DaemonBed::new("gate");
-    let _blue_health = HttpOk::start(bed.server_ns(), BLUE_PORT + 1000);
-    let _green_health = HttpOk::start(bed.server_ns(), GREEN_PORT + 1000);
-    let health = format!(
-        "[services.health]\nkind = \"http\"\npath = \"/healthz\"\naddress = \"{SERVER_V4}\"\n\
-         port_offset = 1000\ninterval = \"100ms\"\ntimeout = \"100ms\"\nrise = 1\nfall = 3\n"
-    );
-    // Refusals are RSTs the rewrite path sees (socket dispatch falls back instead: the
-    // next test).
-    bed.write_config(
-        &web(
-            &health,
-            "hold = \"3s\"\nsteps = [25, 100]\nmin_green_flows = 5",
-        )
-        .replacen("weight = 0\n", "weight = 0\ndispatch = \"rewrite\"\n", 1),
-    );
-    let daemon = InProcess::start(&bed);
-    wait_green_up(&bed);
-    bed.cli_ok(&["rollout", "start", "web"]);
-    assert_eq!(weight(&bed).weight, 2500);
-    let traffic = Traffic::start(bed.client_ns(), 18_000..22_000);
-    std::thread::sleep(Duration::from_millis(300));
-    // Green's service port closes; its health endpoint keeps answering 200.
-    bed.servers.remove(1).stop();
-    let stopped = Instant::now();
-    let zero = wait_for(
-        "the gate to roll back",
-        Duration::from_secs(8),
-        Duration::from_millis(5),
-        || (weight(&bed).weight == 0).then(Instant::now),
-    );
-    let out = traffic.finish();
-    let refused = failures(&out).len();
-    let st = service_status(&bed);
-    assert_eq!(
-        st["health"]["green"]["status"], "up",
-        "the HTTP check must still pass: {st:#?}"
-    );
+    // Refusals are RSTs the rewrite path sees (socket dispatch falls back instead: the next
+    // test).
+    let run = GreenClosed::run("gate", "rewrite");
+    let st = service_status(&run.bed);
     assert!(
         st["green"]["refusals"].as_u64().unwrap_or(0) > 0,
         "no refusal counted: {st:#?}"
     );
-    assert_eq!(st["rollout"]["state"], "rolled back");
-    let ev = events(&bed);
-    let rb = ev
-        .iter()
-        .find(|e| e["cause"] == "gate-rollback")
-        .unwrap_or_else(|| panic!("no gate-rollback event: {ev:#?}"));
-    assert!(
-        rb["detail"].as_str().is_some_and(|d| d.contains("refusal")),
-        "{rb:#?}"
-    );
-    assert!(
-        !ev.iter().any(|e| e["cause"] == "health-rollback"),
-        "{ev:#?}"
-    );
+    let rb = run.rollback_event();
     eprintln!(
         "gate rollback {:?} after green's port closed ({} refused connections seen by clients): {}",
-        zero - stopped,
-        refused,
+        run.zero - run.stopped,
+        failures(&run.out).len(),
         rb["detail"]
     );
-    daemon.stop();
+    run.daemon.stop();
 }
 
 /// The same under socket dispatch: green's listeners close while its HTTP check passes.
@@ -495,71 +536,33 @@ fn green_refusing_connections_is_caught_by_the_gate_while_its_http_check_passes(
 /// refusal), each counted as green's fallback, and the gate rolls back on them.
 #[test]
 fn socket_dispatch_green_closing_falls_back_in_kernel_and_the_gate_rolls_back() {
-    let mut bed = DaemonBed::new("gate-sock");
-    let _blue_health = HttpOk::start(bed.server_ns(), BLUE_PORT + 1000);
-    let _green_health = HttpOk::start(bed.server_ns(), GREEN_PORT + 1000);
-    let health = format!(
-        "[services.health]\nkind = \"http\"\npath = \"/healthz\"\naddress = \"{SERVER_V4}\"\n\
-         port_offset = 1000\ninterval = \"100ms\"\ntimeout = \"100ms\"\nrise = 1\nfall = 3\n"
-    );
-    bed.write_config(
-        &web(
-            &health,
-            "hold = \"3s\"\nsteps = [25, 100]\nmin_green_flows = 5",
-        )
-        .replacen("weight = 0\n", "weight = 0\ndispatch = \"socket\"\n", 1),
-    );
-    let daemon = InProcess::start(&bed);
-    wait_green_up(&bed);
-    assert_eq!(service_status(&bed)["dispatch"], "socket");
-    bed.cli_ok(&["rollout", "start", "web"]);
-    assert_eq!(weight(&bed).weight, 2500);
-    let traffic = Traffic::start(bed.client_ns(), 18_000..22_000);
-    std::thread::sleep(Duration::from_millis(300));
-    bed.servers.remove(1).stop();
-    let stopped = Instant::now();
-    let zero = wait_for(
-        "the gate to roll back",
-        Duration::from_secs(8),
-        Duration::from_millis(5),
-        || (weight(&bed).weight == 0).then(Instant::now),
-    );
-    let out = traffic.finish();
+    let run = GreenClosed::run("gate-sock", "socket");
     // A connection green had accepted (or had in its accept queue) when it closed is reset
     // with it, as behind any balancer; every connection opened after that must succeed.
-    let after: Vec<_> = out
+    let after: Vec<_> = run
+        .out
         .iter()
-        .filter(|(start, _, _)| *start > stopped)
+        .filter(|(start, _, _)| *start > run.stopped)
         .cloned()
         .collect();
     let failed = failures(&after);
-    let st = service_status(&bed);
     assert!(
         failed.is_empty(),
         "connections opened after green closed failed: {failed:?}"
     );
-    assert_eq!(st["health"]["green"]["status"], "up", "{st:#?}");
+    let st = service_status(&run.bed);
     let fallbacks = st["green"]["fallbacks"].as_u64().unwrap_or(0);
     assert!(fallbacks > 0, "no fallback counted: {st:#?}");
-    assert_eq!(st["rollout"]["state"], "rolled back");
-    let ev = events(&bed);
-    let rb = ev
-        .iter()
-        .find(|e| e["cause"] == "gate-rollback")
-        .unwrap_or_else(|| panic!("no gate-rollback event: {ev:#?}"));
-    assert!(
-        rb["detail"].as_str().is_some_and(|d| d.contains("refusal")),
-        "{rb:#?}"
-    );
+    let rb = run.rollback_event();
     eprintln!(
         "socket dispatch: gate rollback {:?} after green's listeners closed, {} connections \
          opened after it, 0 failed ({} in flight before it failed), {fallbacks} fallbacks: {}",
-        zero - stopped,
+        run.zero - run.stopped,
         after.len(),
-        failures(&out).len(),
+        failures(&run.out).len(),
         rb["detail"]
     );
-    daemon.stop();
+    run.daemon.stop();
 }
 
 #[test]
