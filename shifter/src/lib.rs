@@ -21,6 +21,7 @@ pub mod config;
 pub mod daemon;
 pub mod dataplane;
 pub mod events;
+pub mod fleet;
 pub mod health;
 pub mod model;
 pub mod paths;

@@ -36,6 +36,9 @@ pub const RUNTIME_PACKAGES: &[(&str, &str)] = &[
     ("ethtool", "ethtool"),
     // `promtool check metrics` validates /metrics in tests/tests/metrics.rs.
     ("prometheus", "promtool"),
+    // The fleet tests start a 3-member etcd on loopback (tests/tests/fleet_*.rs).
+    ("etcd-server", "etcd"),
+    ("etcd-client", "etcdctl"),
 ];
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
 pub const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
