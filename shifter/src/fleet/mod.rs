@@ -10,5 +10,7 @@
 //! The layer: above `api` (the agent drives the daemon through [`crate::api::server::Control`]),
 //! below `daemon` and `cli`.
 
+pub mod election;
 pub mod plan;
 pub mod schema;
+pub mod store;
