@@ -7,6 +7,7 @@ mod completions;
 mod daemon;
 mod detach;
 mod events;
+mod fleet;
 mod flows;
 mod man;
 mod offline;
@@ -62,6 +63,7 @@ enum Verb {
     Rollback(rollback::Args),
     BlueGreen(blue_green::Args),
     Flows(flows::Args),
+    Fleet(fleet::Args),
     Events(events::Args),
     CheckConfig(check_config::Args),
     Detach(detach::Args),
@@ -114,6 +116,7 @@ pub fn main() -> ExitCode {
         Verb::Rollback(a) => rollback::run(&client, a),
         Verb::BlueGreen(a) => blue_green::run(&client, a),
         Verb::Flows(a) => flows::run(&client, a),
+        Verb::Fleet(a) => fleet::run(a),
         Verb::Events(a) => events::run(&client, a),
         Verb::CheckConfig(a) => check_config::run(a),
         Verb::Detach(a) => detach::run(&client, a),

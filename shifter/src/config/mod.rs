@@ -5,9 +5,10 @@
 //!
 //! One module per section: [`daemon`] (`[daemon]`), [`interfaces`] (`[[interfaces]]`),
 //! [`services`] (`[[services]]`), and in each service [`health`] (`[services.health]`) and
-//! [`rollout`] (`[services.rollout]`). See `examples/shifter.toml` for a commented example.
+//! [`rollout`] (`[services.rollout]`); [`fleet`] (`[fleet]`). See `examples/shifter.toml` for a commented example.
 
 mod daemon;
+mod fleet;
 mod health;
 mod interfaces;
 mod rollout;
@@ -22,6 +23,10 @@ use serde::Deserialize;
 pub use daemon::{
     DEFAULT_SOCKET_MODE, DEFAULT_SWEEP_INTERVAL, DaemonConfig, FLOW_TABLE_MAX, FLOW_TABLE_MIN,
     SocketGroup,
+};
+pub use fleet::{
+    DEFAULT_FLEET_PREFIX, DEFAULT_LEASE_TTL, DEFAULT_POLL_INTERVAL, DEFAULT_REQUEST_TIMEOUT,
+    FleetConfig, valid_endpoint, valid_name,
 };
 pub use health::{
     CheckKind, DEFAULT_FALL, DEFAULT_INTERVAL, DEFAULT_RISE, DEFAULT_TIMEOUT, HealthSettings,
@@ -42,6 +47,8 @@ pub struct Config {
     pub daemon: DaemonConfig,
     pub interfaces: Vec<InterfaceConfig>,
     pub services: Vec<ServiceSpec>,
+    /// `[fleet]`: this daemon is a fleet agent.
+    pub fleet: Option<FleetConfig>,
 }
 
 /// One problem in the configuration.
@@ -145,6 +152,7 @@ struct RawConfig {
     interfaces: Vec<interfaces::RawInterface>,
     #[serde(default)]
     services: Vec<services::RawService>,
+    fleet: Option<fleet::RawFleet>,
 }
 
 /// Collects the problems of one section while validating; fields are named `prefix.field`.
@@ -227,6 +235,7 @@ impl Config {
             daemon: daemon::validate(raw.daemon, &mut p),
             interfaces: interfaces::validate(raw.interfaces, &mut p),
             services: services::validate(raw.services, &mut p),
+            fleet: raw.fleet.map(|f| fleet::validate(f, &mut p)),
         };
         p.finish(cfg).map_err(|errors| ConfigError::Invalid {
             path: path.to_owned(),

@@ -10,6 +10,8 @@
 //! The layer: above `api` (the agent drives the daemon through [`crate::api::server::Control`]),
 //! below `daemon` and `cli`.
 
+pub mod agent;
+pub mod coordinator;
 pub mod election;
 pub mod plan;
 pub mod schema;

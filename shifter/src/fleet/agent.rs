@@ -1,0 +1,365 @@
+//! The fleet agent inside every daemon with `[fleet]`: it keeps a heartbeat under a lease
+//! (`nodes/NODE`), reads its desired state (`desired/NODE/SERVICE`) every poll, runs it with
+//! the daemon's own rollout engine through [`Control`] (steps, holds, health and kernel
+//! gates, automatic rollback: all local), and reports what the engine says
+//! (`reports/NODE/SERVICE`).
+//!
+//! It never needs the coordinator to roll back: the local engine's gates do that, and the
+//! report tells the fleet. Each `(rollout, action)` is applied once: the agent remembers
+//! what it applied, and after a restart its own report in etcd says so. When etcd cannot be
+//! reached nothing is changed here (the engine carries on; the agent retries each poll) and
+//! the heartbeat is renewed again once etcd answers.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
+
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::{
+    schema::{Action, Desired, HostState, Keys, NodeInfo, Report},
+    store::{Store, StoreError, decode_all},
+};
+use crate::{
+    api::{server::Control, types::ServiceStatus},
+    config::FleetConfig,
+    rollout::OperatorCommand,
+    util::error_chain,
+};
+
+/// The uid recorded in the host's event log for the agent's commands (it runs as the daemon).
+pub const AGENT_UID: u32 = 0;
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// What the local rollout of a service means for the fleet.
+pub fn host_state(action: &Action, s: &ServiceStatus) -> (HostState, Option<String>) {
+    match action {
+        Action::Rollback => {
+            if s.weight_bp == 0 {
+                (HostState::Reverted, None)
+            } else {
+                (HostState::Running, Some("rolling back".into()))
+            }
+        }
+        Action::Ramp { .. } => {
+            let Some(r) = &s.rollout else {
+                return (HostState::Running, None);
+            };
+            match r.state.as_str() {
+                "completed" => (HostState::Completed, None),
+                "rolled back" => (
+                    HostState::RolledBack,
+                    Some(
+                        r.rolled_back
+                            .clone()
+                            .unwrap_or_else(|| "rolled back".into()),
+                    ),
+                ),
+                other => (HostState::Running, Some(other.to_owned())),
+            }
+        }
+    }
+}
+
+struct Agent<C> {
+    cfg: FleetConfig,
+    keys: Keys,
+    store: Store,
+    control: C,
+    services: Vec<String>,
+    lease: i64,
+    /// `(service, rollout, action)` already applied here.
+    applied: BTreeSet<(String, String, String)>,
+    /// The last report written per service (without its time).
+    reported: BTreeMap<String, Report>,
+    /// etcd was unreachable at the last attempt (to log the outage once).
+    cut_off: bool,
+}
+
+/// Runs the agent until `stop` turns true.
+pub async fn run<C: Control>(
+    cfg: FleetConfig,
+    control: C,
+    services: Vec<String>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let store = match Store::new(&cfg.endpoints, cfg.request_timeout) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!("fleet: {}", error_chain(&e));
+            return;
+        }
+    };
+    let mut a = Agent {
+        keys: Keys::new(&cfg.prefix),
+        cfg,
+        store,
+        control,
+        services,
+        lease: 0,
+        applied: BTreeSet::new(),
+        reported: BTreeMap::new(),
+        cut_off: false,
+    };
+    info!(
+        "fleet: agent {} on {} (lease {:?}, poll {:?})",
+        a.cfg.node,
+        a.cfg.endpoints.join(","),
+        a.cfg.lease_ttl,
+        a.cfg.poll_interval
+    );
+    let renew_every = a.cfg.lease_ttl / 3;
+    let mut last_renew = tokio::time::Instant::now();
+    loop {
+        let res = async {
+            if a.lease == 0 || last_renew.elapsed() >= renew_every {
+                a.heartbeat().await?;
+                last_renew = tokio::time::Instant::now();
+            }
+            a.converge().await
+        }
+        .await;
+        match res {
+            Ok(()) => {
+                if a.cut_off {
+                    info!("fleet: etcd answers again");
+                    a.cut_off = false;
+                }
+            }
+            Err(e) => {
+                if !a.cut_off {
+                    warn!(
+                        "fleet: etcd: {}; holding the current weights",
+                        error_chain(&e)
+                    );
+                    a.cut_off = true;
+                }
+            }
+        }
+        tokio::select! {
+            () = crate::util::stopped(&mut stop) => break,
+            () = tokio::time::sleep(a.cfg.poll_interval) => {}
+        }
+    }
+    // A clean stop leaves the fleet at once (the coordinator need not wait for the TTL).
+    if a.lease != 0 {
+        let _ = a.store.revoke(a.lease).await;
+    }
+}
+
+impl<C: Control> Agent<C> {
+    /// Renews the lease, or registers afresh under a new one when it is gone.
+    async fn heartbeat(&mut self) -> Result<(), StoreError> {
+        if self.lease != 0 && self.store.keepalive(self.lease).await? > 0 {
+            return Ok(());
+        }
+        let lease = self
+            .store
+            .grant(self.cfg.lease_ttl.as_secs().max(1))
+            .await?;
+        let info = NodeInfo {
+            node: self.cfg.node.clone(),
+            labels: self.cfg.labels.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            kernel: kernel_release(),
+            services: self.services.clone(),
+        };
+        let value = serde_json::to_vec(&info).expect("serializable");
+        self.store
+            .put(&self.keys.node(&self.cfg.node), &value, lease)
+            .await?;
+        if self.lease != 0 {
+            info!("fleet: lease {} was gone; registered again", self.lease);
+        }
+        self.lease = lease;
+        Ok(())
+    }
+
+    /// Reads the desired state and runs what is new; reports every service that has one.
+    async fn converge(&mut self) -> Result<(), StoreError> {
+        let (kvs, _) = self
+            .store
+            .list(&self.keys.desired_of(&self.cfg.node))
+            .await?;
+        for (key, desired) in decode_all::<Desired>(&kvs) {
+            let Some((_, service)) = self.keys.split_node_service("desired", &key) else {
+                continue;
+            };
+            let service = service.to_owned();
+            self.apply_once(&service, &desired).await?;
+            self.report(&service, &desired).await?;
+        }
+        Ok(())
+    }
+
+    async fn apply_once(&mut self, service: &str, d: &Desired) -> Result<(), StoreError> {
+        let id = (
+            service.to_owned(),
+            d.rollout.clone(),
+            d.action.name().to_owned(),
+        );
+        if self.applied.contains(&id) {
+            return Ok(());
+        }
+        // After a restart: our own report says whether this was applied already.
+        if let Some(kv) = self
+            .store
+            .get(&self.keys.report(&self.cfg.node, service))
+            .await?
+            && let Ok(r) = kv.json::<Report>()
+            && r.rollout == d.rollout
+            && r.action == d.action.name()
+        {
+            info!(
+                "fleet: {service}: {} of {} was applied before this start",
+                r.action, r.rollout
+            );
+            self.reported.insert(service.to_owned(), r);
+            self.applied.insert(id);
+            return Ok(());
+        }
+        let result = match &d.action {
+            Action::Ramp { steps_bp, hold_ms } => {
+                info!(
+                    "fleet: {service}: ramp {steps_bp:?} hold {hold_ms} ms (fleet rollout {})",
+                    d.rollout
+                );
+                self.control
+                    .rollout(
+                        service.to_owned(),
+                        OperatorCommand::Start {
+                            steps: Some(steps_bp.clone()),
+                            hold: Some(Duration::from_millis(*hold_ms)),
+                            dry_run: false,
+                        },
+                        AGENT_UID,
+                        None,
+                    )
+                    .await
+                    .map(drop)
+            }
+            Action::Rollback => self.roll_back(service, &d.rollout).await,
+        };
+        if let Err(e) = result {
+            warn!("fleet: {service}: {}: {e}", d.action.name());
+            self.write_report(
+                service,
+                Report {
+                    rollout: d.rollout.clone(),
+                    action: d.action.name().to_owned(),
+                    state: HostState::Error,
+                    weight_bp: 0,
+                    detail: Some(e.to_string()),
+                    at_ms: now_ms(),
+                },
+            )
+            .await?;
+        }
+        self.applied.insert(id);
+        Ok(())
+    }
+
+    /// Green to 0: abort a ramp under way, or roll back a finished one; nothing at 0.
+    async fn roll_back(
+        &self,
+        service: &str,
+        rollout: &str,
+    ) -> Result<(), crate::api::ControlError> {
+        let s = self.control.service(service.to_owned()).await?;
+        if s.weight_bp == 0 {
+            info!("fleet: {service}: rollback of {rollout}: green is at 0 already");
+            return Ok(());
+        }
+        let running = s.rollout.as_ref().is_some_and(|r| {
+            matches!(
+                r.state.as_str(),
+                "running" | "paused" | "waiting for approval" | "frozen"
+            )
+        });
+        let cmd = if running {
+            OperatorCommand::Abort
+        } else {
+            OperatorCommand::Rollback
+        };
+        info!("fleet: {service}: {} (fleet rollout {rollout})", cmd.name());
+        self.control
+            .rollout(service.to_owned(), cmd, AGENT_UID, None)
+            .await
+            .map(drop)
+    }
+
+    async fn report(&mut self, service: &str, d: &Desired) -> Result<(), StoreError> {
+        let status = match self.control.service(service.to_owned()).await {
+            Ok(s) => s,
+            Err(e) => {
+                let r = Report {
+                    rollout: d.rollout.clone(),
+                    action: d.action.name().to_owned(),
+                    state: HostState::Error,
+                    weight_bp: 0,
+                    detail: Some(e.to_string()),
+                    at_ms: now_ms(),
+                };
+                return self.write_report(service, r).await;
+            }
+        };
+        if let Some(prev) = self.reported.get(service)
+            && prev.rollout == d.rollout
+            && prev.action == d.action.name()
+            && prev.state == HostState::Error
+        {
+            return Ok(());
+        }
+        let (state, detail) = host_state(&d.action, &status);
+        let r = Report {
+            rollout: d.rollout.clone(),
+            action: d.action.name().to_owned(),
+            state,
+            weight_bp: status.weight_bp,
+            detail,
+            at_ms: now_ms(),
+        };
+        self.write_report(service, r).await
+    }
+
+    /// Writes a report when it says something new.
+    async fn write_report(&mut self, service: &str, r: Report) -> Result<(), StoreError> {
+        let same = self.reported.get(service).is_some_and(|p| {
+            Report {
+                at_ms: 0,
+                ..p.clone()
+            } == Report {
+                at_ms: 0,
+                ..r.clone()
+            }
+        });
+        if same {
+            return Ok(());
+        }
+        let value = serde_json::to_vec(&r).expect("serializable");
+        self.store
+            .put(&self.keys.report(&self.cfg.node, service), &value, 0)
+            .await?;
+        if r.state != HostState::Running {
+            info!(
+                "fleet: {service}: reported {:?} at {} bp for {} {}",
+                r.state, r.weight_bp, r.action, r.rollout
+            );
+        }
+        self.reported.insert(service.to_owned(), r);
+        Ok(())
+    }
+}
