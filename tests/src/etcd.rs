@@ -187,3 +187,117 @@ fn which(prog: &str) -> PathBuf {
     }
     panic!("{prog} is not installed (cargo xtask setup installs etcd-server and etcd-client)");
 }
+
+/// Makes the cluster's client ports reachable from inside a test host's network namespace:
+/// for each member a listener on `127.0.0.1:<the member's port>` in that namespace, each
+/// connection relayed to the member on the host's loopback. So the endpoints a daemon in
+/// the namespace is given are the cluster's own. [`Relay::cut`] drops every connection and
+/// refuses new ones (a host cut off from etcd) until [`Relay::restore`].
+pub struct Relay {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Relay {
+    pub fn start(ns: &str, cluster: &EtcdCluster) -> Self {
+        use std::sync::{Arc, atomic::AtomicBool};
+        let stop = Arc::new(AtomicBool::new(false));
+        let cut = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        for url in cluster.endpoints() {
+            let port: u16 = url
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .expect("port");
+            let listener = crate::netns::run_in(ns, || TcpListener::bind(("127.0.0.1", port)))
+                .unwrap_or_else(|e| panic!("relay listener in {ns} on port {port}: {e}"));
+            listener.set_nonblocking(true).expect("nonblocking");
+            let (stop, cut) = (stop.clone(), cut.clone());
+            threads.push(std::thread::spawn(move || {
+                relay_loop(&listener, port, &stop, &cut)
+            }));
+        }
+        Self { stop, cut, threads }
+    }
+
+    pub fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn restore(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+fn relay_loop(
+    listener: &TcpListener,
+    port: u16,
+    stop: &std::sync::atomic::AtomicBool,
+    cut: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::sync::atomic::Ordering;
+    while !stop.load(Ordering::SeqCst) {
+        match listener.accept() {
+            Ok((inside, _)) => {
+                if cut.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let Ok(outside) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+                    continue;
+                };
+                let _ = inside.set_nonblocking(false);
+                for (mut from, mut to) in [
+                    (
+                        inside.try_clone().expect("clone"),
+                        outside.try_clone().expect("clone"),
+                    ),
+                    (outside, inside),
+                ] {
+                    let cut = cut.clone();
+                    std::thread::spawn(move || {
+                        let _ = from.set_read_timeout(Some(Duration::from_millis(200)));
+                        let mut buf = [0u8; 16 * 1024];
+                        loop {
+                            if cut.load(Ordering::SeqCst) {
+                                break;
+                            }
+                            match std::io::Read::read(&mut from, &mut buf) {
+                                Ok(0) => break,
+                                Ok(n) => {
+                                    if std::io::Write::write_all(&mut to, &buf[..n]).is_err() {
+                                        break;
+                                    }
+                                }
+                                Err(e)
+                                    if matches!(
+                                        e.kind(),
+                                        std::io::ErrorKind::WouldBlock
+                                            | std::io::ErrorKind::TimedOut
+                                    ) => {}
+                                Err(_) => break,
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                        let _ = from.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
