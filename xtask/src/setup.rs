@@ -612,7 +612,7 @@ mod tests {
                 "apt-get update",
                 "DEBIAN_FRONTEND=noninteractive apt-get install -y rustc-web cargo-web \
                  libstd-rust-web-dev-bpf llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev \
-                 iproute2 ethtool prometheus",
+                 iproute2 ethtool prometheus etcd-server etcd-client",
                 "rustup toolchain link debian-bpf /usr",
                 "LLVM_PREFIX=/usr/lib/llvm-22 cargo install bpf-linker --locked --version 0.13.0 \
                  --no-default-features --features llvm-22",

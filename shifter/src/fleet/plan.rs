@@ -39,7 +39,7 @@ pub fn resolve_waves(
         let wave: Vec<String> = match sel {
             WaveSelector::Hosts(list) => {
                 for h in list {
-                    if !candidates.iter().any(|c| *c == h) {
+                    if !candidates.contains(&h) {
                         return Err(format!(
                             "wave {}: host {h} is not registered with {service}",
                             i + 1
