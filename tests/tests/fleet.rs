@@ -8,7 +8,12 @@
 //!   back, wave 3 is never touched; the time from the failure to the last host at 0 is
 //!   printed;
 //! - coordinators SIGSTOPped and SIGKILLed mid-rollout: a standby takes over within the
-//!   lease TTL, the woken old leader is fenced, no host is skipped or ramped twice.
+//!   lease TTL, the woken old leader is fenced, no host is skipped or ramped twice;
+//! - a host cut off from etcd holds its weight (the fleet pauses: host lost) and converges
+//!   when it is back;
+//! - a host's daemon killed during its wave with `--on-lost abort`: the fleet rolls back,
+//!   the host's data plane keeps forwarding, and its restarted daemon converges to 0;
+//! - etcd quorum lost: nothing advances, nothing reverts; quorum back: the rollout completes.
 //!
 //! Timings are scaled for a small machine: lease TTLs of 2 s, polls of 100 ms, ticks of
 //! 200 ms, holds of 1 s. The tests take one lock: one fleet at a time.
@@ -525,6 +530,182 @@ fn coordinators_stopped_and_killed_mid_rollout_take_over_and_are_fenced() {
     f.wait_phase("completed", Duration::from_secs(60));
     for h in &f.hosts {
         assert_eq!(h.weight_bp(), 10_000, "{} was skipped", h.node);
+        assert_eq!(f.ramps_applied(&h.node), 1, "{} ramped twice", h.node);
+    }
+}
+
+/// Samples every host's weight for `span`: the set of weights each host showed.
+fn weights_during(f: &Fleet, span: Duration) -> Vec<std::collections::BTreeSet<u16>> {
+    let mut seen = vec![std::collections::BTreeSet::new(); f.hosts.len()];
+    let end = Instant::now() + span;
+    while Instant::now() < end {
+        for (i, h) in f.hosts.iter().enumerate() {
+            seen[i].insert(h.weight_bp());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    seen
+}
+
+#[test]
+fn host_cut_off_from_etcd_holds_its_weight_and_converges() {
+    let _one = ONE_FLEET_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let mut f = Fleet::new("flp", 3);
+    f.coordinate("c1");
+    let traffic = Traffic::start(&f.host("h2").bed);
+    f.cli_ok(&[
+        "rollout",
+        "start",
+        "web",
+        "--steps",
+        "25,50,100",
+        "--hold",
+        "2s",
+        "--wave",
+        "rest",
+    ]);
+    f.wait("h2 ramping", Duration::from_secs(20), || {
+        (f.host("h2").weight_bp() > 0).then_some(())
+    });
+    f.host("h2")._relay.cut();
+    // After a TTL the agent pauses its ramp; the fleet counts h2 as lost and pauses.
+    f.wait("h2 holding still", Duration::from_secs(10), || {
+        f.host("h2")
+            .daemon
+            .log_text()
+            .contains("(fail static)")
+            .then_some(())
+    });
+    let held = f.host("h2").weight_bp();
+    let doc = f.wait_phase("paused", Duration::from_secs(10));
+    assert_eq!(doc["reason"], "host(s) lost: h2", "{doc:#}");
+    let seen = weights_during(&f, Duration::from_secs(3));
+    assert_eq!(
+        seen[1],
+        std::collections::BTreeSet::from([held]),
+        "h2 did not hold its weight while cut off"
+    );
+    assert!(held > 0 && held < 10_000, "h2 held {held} bp");
+    // Back: h2 registers again, resumes where it was, the fleet completes.
+    f.host("h2")._relay.restore();
+    f.wait_phase("completed", Duration::from_secs(40));
+    for h in &f.hosts {
+        assert_eq!(h.weight_bp(), 10_000, "{}", h.node);
+        assert_eq!(f.ramps_applied(&h.node), 1, "{} ramped twice", h.node);
+    }
+    let r = traffic.finish();
+    assert!(r.failures().is_empty(), "h2: {}", r.failure_summary());
+}
+
+#[test]
+fn host_daemon_down_during_its_wave_aborts_and_its_data_plane_keeps_forwarding() {
+    let _one = ONE_FLEET_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let mut f = Fleet::new("fld", 3);
+    f.coordinate("c1");
+    f.cli_ok(&[
+        "rollout",
+        "start",
+        "web",
+        "--steps",
+        "50,100",
+        "--hold",
+        "3s",
+        "--wave",
+        "rest",
+        "--on-lost",
+        "abort",
+    ]);
+    f.wait("h2 ramping", Duration::from_secs(20), || {
+        (f.host("h2").weight_bp() > 0).then_some(())
+    });
+    let traffic = Traffic::start(&f.host("h2").bed);
+    let h2 = f.hosts.iter_mut().find(|h| h.node == "h2").expect("h2");
+    h2.daemon.signal(libc::SIGKILL);
+    h2.daemon.wait_exit(Duration::from_secs(5));
+    let held = f.host("h2").weight_bp();
+    let doc = f.wait_phase("rolled-back", Duration::from_secs(20));
+    let reason = doc["reason"].as_str().expect("reason");
+    assert!(
+        reason.starts_with("host(s) lost: h2")
+            && reason.contains("not confirmed by lost host(s) h2"),
+        "{reason}"
+    );
+    assert_eq!(f.host("h1").weight_bp(), 0);
+    assert_eq!(f.host("h3").weight_bp(), 0);
+    // h2's data plane kept steering by the weight it had, without its daemon.
+    assert_eq!(f.host("h2").weight_bp(), held);
+    std::thread::sleep(Duration::from_millis(500));
+    let r = traffic.finish();
+    assert!(
+        r.failures().is_empty(),
+        "h2 without its daemon: {}",
+        r.failure_summary()
+    );
+    assert!(r.count(GREEN_ID) > 0, "h2 lost its green share");
+    // Its daemon back: the agent finds the rollback in its desired state and converges.
+    let h2 = f.hosts.iter_mut().find(|h| h.node == "h2").expect("h2");
+    h2.daemon = Process::start(&h2.bed);
+    f.wait(
+        "h2 rolled back after its restart",
+        Duration::from_secs(20),
+        || (f.host("h2").weight_bp() == 0).then_some(()),
+    );
+}
+
+#[test]
+fn quorum_lost_nothing_advances_nothing_reverts_then_it_continues() {
+    let _one = ONE_FLEET_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let mut f = Fleet::new("flq", 3);
+    f.coordinate("c1");
+    f.cli_ok(&[
+        "rollout",
+        "start",
+        "web",
+        "--steps",
+        "25,50,100",
+        "--hold",
+        "2s",
+        "--wave",
+        "count=1",
+        "--wave",
+        "rest",
+    ]);
+    f.wait("h1 ramping", Duration::from_secs(20), || {
+        (f.host("h1").weight_bp() > 0).then_some(())
+    });
+    f.etcd.stop_member(1);
+    f.etcd.stop_member(2);
+    // Once a TTL has passed without etcd, h1 holds; h2 and h3 (wave 2) never start.
+    std::thread::sleep(Duration::from_secs(3));
+    let seen = weights_during(&f, Duration::from_secs(3));
+    assert_eq!(seen[0].len(), 1, "h1 moved without quorum: {:?}", seen[0]);
+    assert!(!seen[0].contains(&0), "h1 reverted without quorum");
+    assert!(
+        !seen[0].contains(&10_000),
+        "h1 finished its ramp: it did not hold mid-ramp without etcd"
+    );
+    assert_eq!(
+        seen[1],
+        std::collections::BTreeSet::from([0]),
+        "h2 started without quorum"
+    );
+    assert_eq!(
+        seen[2],
+        std::collections::BTreeSet::from([0]),
+        "h3 started without quorum"
+    );
+    f.etcd.start_member(1);
+    f.etcd.start_member(2);
+    f.etcd.wait_healthy(Duration::from_secs(30));
+    f.wait_phase("completed", Duration::from_secs(60));
+    for h in &f.hosts {
+        assert_eq!(h.weight_bp(), 10_000, "{}", h.node);
         assert_eq!(f.ramps_applied(&h.node), 1, "{} ramped twice", h.node);
     }
 }

@@ -6,9 +6,13 @@
 //!
 //! It never needs the coordinator to roll back: the local engine's gates do that, and the
 //! report tells the fleet. Each `(rollout, action)` is applied once: the agent remembers
-//! what it applied, and after a restart its own report in etcd says so. When etcd cannot be
-//! reached nothing is changed here (the engine carries on; the agent retries each poll) and
-//! the heartbeat is renewed again once etcd answers.
+//! what it applied, and after a restart its own report in etcd says so.
+//!
+//! Fail static: when etcd has not answered for a lease TTL (by then the fleet counts this
+//! host as lost), a fleet ramp running here is paused where it is: the weight holds, the
+//! gates and automatic rollback stay armed. When etcd answers again the agent registers
+//! anew and converges: the ramp resumes if the desired state still says ramp, or rolls
+//! back if it says so now.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -87,6 +91,10 @@ struct Agent<C> {
     reported: BTreeMap<String, Report>,
     /// etcd was unreachable at the last attempt (to log the outage once).
     cut_off: bool,
+    /// The desired states last read, by service.
+    desired: BTreeMap<String, Desired>,
+    /// Services whose fleet ramp this agent paused while cut off (and the rollout id).
+    held: BTreeMap<String, String>,
 }
 
 /// Runs the agent until `stop` turns true.
@@ -113,6 +121,8 @@ pub async fn run<C: Control>(
         applied: BTreeSet::new(),
         reported: BTreeMap::new(),
         cut_off: false,
+        desired: BTreeMap::new(),
+        held: BTreeMap::new(),
     };
     info!(
         "fleet: agent {} on {} (lease {:?}, poll {:?})",
@@ -123,6 +133,7 @@ pub async fn run<C: Control>(
     );
     let renew_every = a.cfg.lease_ttl / 3;
     let mut last_renew = tokio::time::Instant::now();
+    let mut last_ok = tokio::time::Instant::now();
     loop {
         let res = async {
             if a.lease == 0 || last_renew.elapsed() >= renew_every {
@@ -134,6 +145,7 @@ pub async fn run<C: Control>(
         .await;
         match res {
             Ok(()) => {
+                last_ok = tokio::time::Instant::now();
                 if a.cut_off {
                     info!("fleet: etcd answers again");
                     a.cut_off = false;
@@ -141,11 +153,11 @@ pub async fn run<C: Control>(
             }
             Err(e) => {
                 if !a.cut_off {
-                    warn!(
-                        "fleet: etcd: {}; holding the current weights",
-                        error_chain(&e)
-                    );
+                    warn!("fleet: etcd: {}", error_chain(&e));
                     a.cut_off = true;
+                }
+                if last_ok.elapsed() >= a.cfg.lease_ttl {
+                    a.hold_still().await;
                 }
             }
         }
@@ -199,10 +211,57 @@ impl<C: Control> Agent<C> {
                 continue;
             };
             let service = service.to_owned();
+            self.desired.insert(service.clone(), desired.clone());
+            if let Some(rollout) = self.held.remove(&service)
+                && rollout == desired.rollout
+                && matches!(desired.action, Action::Ramp { .. })
+            {
+                info!("fleet: {service}: etcd is back; resuming the ramp of {rollout}");
+                if let Err(e) = self
+                    .control
+                    .rollout(service.clone(), OperatorCommand::Resume, AGENT_UID, None)
+                    .await
+                {
+                    warn!("fleet: {service}: resume: {e}");
+                }
+            }
             self.apply_once(&service, &desired).await?;
             self.report(&service, &desired).await?;
         }
         Ok(())
+    }
+
+    /// Cut off from etcd for a lease TTL: pauses every fleet ramp running here, so the
+    /// weight holds (fail static) until the fleet can be asked again.
+    async fn hold_still(&mut self) {
+        let ramps: Vec<(String, String)> = self
+            .desired
+            .iter()
+            .filter(|(s, d)| matches!(d.action, Action::Ramp { .. }) && !self.held.contains_key(*s))
+            .map(|(s, d)| (s.clone(), d.rollout.clone()))
+            .collect();
+        for (service, rollout) in ramps {
+            let Ok(s) = self.control.service(service.clone()).await else {
+                continue;
+            };
+            if s.rollout.as_ref().is_none_or(|r| r.state != "running") {
+                continue;
+            }
+            match self
+                .control
+                .rollout(service.clone(), OperatorCommand::Pause, AGENT_UID, None)
+                .await
+            {
+                Ok(r) => {
+                    warn!(
+                        "fleet: {service}: cut off from etcd for {:?}: ramp of {rollout} paused at {} bp (fail static)",
+                        self.cfg.lease_ttl, r.weight_bp
+                    );
+                    self.held.insert(service, rollout);
+                }
+                Err(e) => warn!("fleet: {service}: pause: {e}"),
+            }
+        }
     }
 
     async fn apply_once(&mut self, service: &str, d: &Desired) -> Result<(), StoreError> {
