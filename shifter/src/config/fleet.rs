@@ -213,6 +213,34 @@ mod tests {
         assert!(Config::parse("", Path::new("t")).unwrap().fleet.is_none());
     }
 
+    /// The commented `[fleet]` block of examples/shifter.toml, uncommented, is valid and
+    /// says what it documents.
+    #[test]
+    fn example_fleet_section_is_valid() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../examples/shifter.toml"
+        ))
+        .expect("examples/shifter.toml");
+        let block: Vec<&str> = text
+            .lines()
+            .skip_while(|l| *l != "# [fleet]")
+            .take_while(|l| l.starts_with("# "))
+            .map(|l| &l[2..])
+            .collect();
+        assert!(block.len() > 5, "no [fleet] block in the example");
+        let f = Config::parse(&block.join("\n"), Path::new("example"))
+            .unwrap_or_else(|e| panic!("{:?}", e.problems()))
+            .fleet
+            .expect("[fleet]");
+        assert_eq!(f.node, "web-1");
+        assert_eq!(f.endpoints.len(), 3);
+        assert_eq!(f.labels["zone"], "a");
+        assert_eq!(f.lease_ttl, super::DEFAULT_LEASE_TTL);
+        assert_eq!(f.poll_interval, super::DEFAULT_POLL_INTERVAL);
+        assert_eq!(f.request_timeout, super::DEFAULT_REQUEST_TIMEOUT);
+    }
+
     #[test]
     fn fleet_problems_name_their_field() {
         let e = fleet("node = \"a/b\"\nendpoints = [\"https://e:1\", \"e:2\"]\nlabels = { zone = \"\" }\nprefix = \"x\"\nlease_ttl = \"1500ms\"\npoll_interval = \"2h\"\nrequest_timeout = \"soon\"")
