@@ -382,6 +382,7 @@ fn describe(d: &RolloutDoc, snap: &Snapshot) -> String {
                     .reports
                     .get(&d.spec.service)
                     .and_then(|r| r.get(h))
+                    .filter(|r| r.rollout == d.id)
                     .map(|r| format!(" {}%", percent(r.weight_bp)))
                     .unwrap_or_default();
                 let phase = d.hosts.get(h).map_or("?".into(), |p| {
