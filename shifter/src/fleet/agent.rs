@@ -422,3 +422,63 @@ impl<C: Control> Agent<C> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::types::RolloutView;
+
+    fn status(weight_bp: u16, state: Option<&str>, rolled_back: Option<&str>) -> ServiceStatus {
+        ServiceStatus {
+            weight_bp,
+            rollout: state.map(|s| RolloutView {
+                state: s.to_owned(),
+                kind: None,
+                dry_run: false,
+                step: None,
+                steps: 0,
+                step_weight_bp: None,
+                remaining_hold_ms: None,
+                would_weight_bp: None,
+                gate_waiting: None,
+                rolled_back: rolled_back.map(str::to_owned),
+            }),
+            ..ServiceStatus::default()
+        }
+    }
+
+    #[test]
+    fn the_local_rollout_as_the_fleet_sees_it() {
+        let ramp = Action::Ramp {
+            steps_bp: vec![10_000],
+            hold_ms: 1,
+        };
+        assert_eq!(
+            host_state(&ramp, &status(10_000, Some("completed"), None)),
+            (HostState::Completed, None)
+        );
+        assert_eq!(
+            host_state(&ramp, &status(0, Some("rolled back"), Some("green down"))),
+            (HostState::RolledBack, Some("green down".into()))
+        );
+        for s in ["running", "paused", "waiting for approval", "idle"] {
+            assert_eq!(
+                host_state(&ramp, &status(500, Some(s), None)).0,
+                HostState::Running
+            );
+        }
+        assert_eq!(
+            host_state(&ramp, &status(0, None, None)).0,
+            HostState::Running
+        );
+        // A rollback is done when green is at 0, whatever the engine's state.
+        assert_eq!(
+            host_state(&Action::Rollback, &status(0, Some("completed"), None)).0,
+            HostState::Reverted
+        );
+        assert_eq!(
+            host_state(&Action::Rollback, &status(100, Some("running"), None)).0,
+            HostState::Running
+        );
+    }
+}
