@@ -146,6 +146,10 @@ impl Fleet {
     }
 
     fn coordinate(&mut self, id: &str) {
+        self.coordinate_with(id, &[]);
+    }
+
+    fn coordinate_with(&mut self, id: &str, extra: &[&str]) {
         let log = self.hosts[0]
             .bed
             .dir
@@ -155,6 +159,7 @@ impl Fleet {
             .args(["fleet", "--endpoints", &self.etcd.endpoints().join(",")])
             .args(["--prefix", &self.prefix])
             .args(["coordinate", "--id", id, "--ttl", TTL, "--tick", TICK])
+            .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(File::create(&log).expect("coordinator log"))
@@ -324,7 +329,11 @@ fn six_hosts_in_three_waves_complete_without_a_failed_connection() {
         .lock()
         .unwrap_or_else(|e| e.into_inner());
     let mut f = Fleet::new("flw", 6);
-    f.coordinate("c1");
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .to_string();
+    f.coordinate_with("c1", &["--metrics-address", &metrics]);
     let traffic: Vec<Traffic> = f.hosts.iter().map(|h| Traffic::start(&h.bed)).collect();
     std::thread::sleep(Duration::from_millis(500));
     let started = Instant::now();
@@ -384,6 +393,48 @@ fn six_hosts_in_three_waves_complete_without_a_failed_connection() {
     assert_eq!(
         f.cli_json(&["status", "--json"])["rollouts"],
         serde_json::json!([])
+    );
+    // The coordinator's metrics say the same, in a format promtool accepts.
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "5",
+            &format!("http://{metrics}/metrics"),
+        ])
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let id = doc["id"].as_str().expect("id");
+    for want in [
+        "shifter_fleet_nodes 6".to_owned(),
+        "shifter_fleet_leader{coordinator=\"c1\"} 1".to_owned(),
+        format!(
+            "shifter_fleet_rollout_phase{{service=\"web\",rollout=\"{id}\",phase=\"completed\"}} 1"
+        ),
+        format!("shifter_fleet_rollout_hosts{{service=\"web\",rollout=\"{id}\",phase=\"done\"}} 6"),
+        "shifter_fleet_host_weight_basis_points{service=\"web\",node=\"h6\"} 10000".to_owned(),
+    ] {
+        assert!(
+            text.lines().any(|l| l == want),
+            "no {want:?} in /metrics:\n{text}"
+        );
+    }
+    let mut check = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (cargo xtask setup installs prometheus)");
+    std::io::Write::write_all(&mut check.stdin.take().expect("stdin"), text.as_bytes())
+        .expect("write to promtool");
+    let res = check.wait_with_output().expect("promtool");
+    assert!(
+        res.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&res.stdout),
+        String::from_utf8_lossy(&res.stderr)
     );
     f.coordinators.clear();
 }

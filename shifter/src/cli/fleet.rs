@@ -57,6 +57,9 @@ enum Verb {
         /// How often the leader decides.
         #[arg(long, default_value = "1s")]
         tick: String,
+        /// Serve fleet metrics (Prometheus text) at http://ADDR/metrics, e.g. 127.0.0.1:9465.
+        #[arg(long, value_name = "ADDR")]
+        metrics_address: Option<std::net::SocketAddr>,
     },
     /// The fleet rollouts in progress, the leader and the hosts' phases.
     ///
@@ -246,7 +249,12 @@ fn etcd(e: impl std::error::Error + 'static) -> Failure {
 pub(crate) fn run(a: Args) -> VerbResult {
     let (store, keys, fleet) = connect(&a)?;
     match a.verb {
-        Verb::Coordinate { id, ttl, tick } => {
+        Verb::Coordinate {
+            id,
+            ttl,
+            tick,
+            metrics_address,
+        } => {
             let ttl = parse_duration("--ttl", &ttl)?;
             if ttl.subsec_nanos() != 0 || ttl.as_secs() == 0 {
                 return Err(usage(format!(
@@ -278,6 +286,18 @@ pub(crate) fn run(a: Args) -> VerbResult {
                     .map_or(DEFAULT_REQUEST_TIMEOUT, |f| f.request_timeout),
             };
             block_on(async {
+                if let Some(addr) = metrics_address {
+                    let listener = tokio::net::TcpListener::bind(addr)
+                        .await
+                        .map_err(|e| usage(format!("--metrics-address {addr}: {e}")))?;
+                    tracing::info!("fleet metrics on http://{addr}/metrics");
+                    tokio::spawn(crate::fleet::metrics::serve(
+                        listener,
+                        store.clone(),
+                        keys.clone(),
+                        opts.id.clone(),
+                    ));
+                }
                 let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
                 let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
                 coordinator::run(opts, async {
@@ -287,8 +307,8 @@ pub(crate) fn run(a: Args) -> VerbResult {
                     }
                 })
                 .await
+                .map_err(etcd)
             })
-            .map_err(etcd)
         }
         Verb::Status { json } => {
             let snap = block_on(snapshot(&store, &keys)).map_err(etcd)?;

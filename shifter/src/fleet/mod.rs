@@ -13,6 +13,7 @@
 pub mod agent;
 pub mod coordinator;
 pub mod election;
+pub mod metrics;
 pub mod plan;
 pub mod schema;
 pub mod store;
