@@ -156,3 +156,94 @@ fn election_takeover_within_the_ttl_and_the_fence_holds() {
         assert!(ta2.revision > tb.revision);
     });
 }
+
+/// etcd refuses a txn of more than 128 operations: a wave of 150 hosts is asked in several
+/// fenced txns, each host once, and the document follows.
+#[test]
+fn a_wave_larger_than_one_txn_is_asked_in_chunks() {
+    use shifter::fleet::{
+        coordinator::{self, Options},
+        schema::{FleetSpec, Keys, NodeInfo, OnLost, RolloutDoc, WaveSelector},
+    };
+    let c = EtcdCluster::start("chunks");
+    let s = store(&c);
+    let keys = Keys::new("/chunks/");
+    rt().block_on(async {
+        let too_many: Vec<Op> = (0..150)
+            .map(|i| Op::put_json(format!("/x/{i}"), &i))
+            .collect();
+        assert!(
+            s.txn(&[], &too_many).await.is_err(),
+            "etcd took 150 operations in one txn; the chunking premise is wrong"
+        );
+        let lease = s.grant(30).await.expect("grant");
+        for i in 0..150 {
+            let n = NodeInfo {
+                node: format!("n{i:03}"),
+                labels: Default::default(),
+                version: "t".into(),
+                kernel: "t".into(),
+                services: vec!["web".into()],
+            };
+            s.put(&keys.node(&n.node), &serde_json::to_vec(&n).unwrap(), lease)
+                .await
+                .expect("register");
+        }
+        let spec = FleetSpec {
+            service: "web".into(),
+            steps_bp: vec![10_000],
+            hold_ms: 1000,
+            waves: vec![WaveSelector::Rest],
+            max_parallel: 0,
+            min_healthy: 0,
+            failures_tolerated: 0,
+            on_lost: OnLost::Pause,
+            wave_deadline_ms: 0,
+            approve_waves: false,
+        };
+        let doc = RolloutDoc::new("web-1".into(), spec, 0);
+        s.put(&keys.active("web"), b"web-1", 0)
+            .await
+            .expect("active");
+        s.put(
+            &keys.rollout("web-1"),
+            &serde_json::to_vec(&doc).unwrap(),
+            0,
+        )
+        .await
+        .expect("doc");
+        let opts = Options {
+            endpoints: c.endpoints(),
+            prefix: keys.prefix().to_owned(),
+            id: "c".into(),
+            ttl_secs: 2,
+            tick: Duration::from_millis(100),
+            request_timeout: Duration::from_secs(2),
+        };
+        let run = coordinator::run(opts, tokio::time::sleep(Duration::from_secs(3)));
+        run.await.expect("coordinator");
+        let (desired, _) = s.list(&format!("{}desired/", keys.prefix())).await.unwrap();
+        assert_eq!(desired.len(), 150);
+        assert!(
+            desired
+                .iter()
+                .all(|kv| kv.mod_revision == kv.create_revision),
+            "a host was asked twice"
+        );
+        let doc: RolloutDoc = s
+            .get(&keys.rollout("web-1"))
+            .await
+            .unwrap()
+            .unwrap()
+            .json()
+            .unwrap();
+        assert_eq!(doc.hosts.len(), 150);
+        assert!(
+            doc.hosts
+                .values()
+                .all(|p| *p == shifter::fleet::schema::HostPhase::Ramping),
+            "{:?}",
+            doc.hosts
+        );
+    });
+}

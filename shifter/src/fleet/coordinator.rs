@@ -181,7 +181,11 @@ async fn lead(store: &Store, keys: &Keys, term: &Term, opts: &Options) -> String
     }
 }
 
-/// One decision for every active rollout, each written in one fenced txn.
+/// The most operations a coordinator puts in one txn (etcd's default limit is 128).
+pub const MAX_TXN_OPS: usize = 100;
+
+/// One decision for every active rollout, each written in fenced txns (one, unless more
+/// than [`MAX_TXN_OPS`] hosts are asked at once).
 async fn tick(store: &Store, keys: &Keys, term: &Term, opts: &Options) -> Result<(), FenceError> {
     let snap = snapshot(store, keys).await?;
     let now = now_ms();
@@ -211,11 +215,22 @@ async fn tick(store: &Store, keys: &Keys, term: &Term, opts: &Options) -> Result
             }
             continue;
         }
-        let mut txn = Vec::new();
-        for (host, desired) in &d.desired {
-            info!("fleet: {id}: {host}: {} {service}", desired.action.name());
-            txn.push(Op::put_json(keys.desired(host, service), desired));
+        // Desired states first, in fenced txns of at most MAX_TXN_OPS (etcd refuses more
+        // than 128 operations in one txn), the document last. A leader that dies in
+        // between leaves hosts asked whose document still says pending: the next leader
+        // asks them again with the same desired state, which an agent applies only once.
+        let mut desired: Vec<Op> = Vec::new();
+        for (host, want) in &d.desired {
+            info!("fleet: {id}: {host}: {} {service}", want.action.name());
+            desired.push(Op::put_json(keys.desired(host, service), want));
         }
+        if desired.len() >= MAX_TXN_OPS {
+            for chunk in desired.chunks(MAX_TXN_OPS) {
+                term.write(store, &keys.leader(), chunk).await?;
+            }
+            desired.clear();
+        }
+        let mut txn = desired;
         if let Some(mut new) = d.doc {
             new.writer.clone_from(&opts.id);
             if new.phase != doc.phase {
