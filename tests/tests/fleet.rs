@@ -255,12 +255,13 @@ impl Fleet {
         self.hosts.iter().find(|h| h.node == node).expect("host")
     }
 
-    /// How often a host's daemon was told to ramp (its log says so once per ramp).
+    /// How often a host's daemon was told to ramp (its log says `fleet: web: ramp [steps]`
+    /// once per ramp it applies).
     fn ramps_applied(&self, node: &str) -> usize {
         self.host(node)
             .daemon
             .log_text()
-            .matches("fleet: web: ramp")
+            .matches("fleet: web: ramp [")
             .count()
     }
 }
@@ -759,4 +760,53 @@ fn quorum_lost_nothing_advances_nothing_reverts_then_it_continues() {
         assert_eq!(h.weight_bp(), 10_000, "{}", h.node);
         assert_eq!(f.ramps_applied(&h.node), 1, "{} ramped twice", h.node);
     }
+}
+
+#[test]
+fn daemon_restarted_within_the_ttl_mid_ramp_is_not_lost_and_ramps_once() {
+    let _one = ONE_FLEET_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let mut f = Fleet::new("flr", 2);
+    f.coordinate("c1");
+    f.cli_ok(&[
+        "rollout",
+        "start",
+        "web",
+        "--steps",
+        "25,50,100",
+        "--hold",
+        "2s",
+        "--wave",
+        "rest",
+        "--on-lost",
+        "abort",
+    ]);
+    f.wait("h2 ramping", Duration::from_secs(20), || {
+        (f.host("h2").weight_bp() > 0).then_some(())
+    });
+    // An upgrade: SIGTERM, then the daemon again; the engine resumes its saved progress.
+    let h2 = f.hosts.iter_mut().find(|h| h.node == "h2").expect("h2");
+    let stopped = Instant::now();
+    h2.daemon.signal(libc::SIGTERM);
+    assert_eq!(h2.daemon.wait_exit(Duration::from_secs(10)), Some(0));
+    let old_log = h2.daemon.log_text();
+    h2.daemon = Process::start(&h2.bed);
+    eprintln!("h2's daemon was down for {:?}", stopped.elapsed());
+    f.wait_phase("completed", Duration::from_secs(40));
+    let h2 = f.host("h2");
+    assert_eq!(h2.weight_bp(), 10_000);
+    assert_eq!(
+        old_log.matches("fleet: web: ramp [").count()
+            + h2.daemon.log_text().matches("fleet: web: ramp [").count(),
+        1,
+        "h2 was told to ramp again after its restart"
+    );
+    assert!(
+        h2.daemon
+            .log_text()
+            .contains("was applied before this start"),
+        "{}",
+        h2.daemon.log_text()
+    );
 }

@@ -166,10 +166,9 @@ pub async fn run<C: Control>(
             () = tokio::time::sleep(a.cfg.poll_interval) => {}
         }
     }
-    // A clean stop leaves the fleet at once (the coordinator need not wait for the TTL).
-    if a.lease != 0 {
-        let _ = a.store.revoke(a.lease).await;
-    }
+    // The lease is not revoked on a clean stop: a daemon restarted within the TTL (an
+    // upgrade, `systemctl restart`) is never seen as lost; one that stays down is, once the
+    // lease expires.
 }
 
 impl<C: Control> Agent<C> {
