@@ -13,7 +13,9 @@
 //!   when it is back;
 //! - a host's daemon killed during its wave with `--on-lost abort`: the fleet rolls back,
 //!   the host's data plane keeps forwarding, and its restarted daemon converges to 0;
-//! - etcd quorum lost: nothing advances, nothing reverts; quorum back: the rollout completes.
+//! - etcd quorum lost: nothing advances, nothing reverts; quorum back: the rollout completes;
+//! - a daemon restarted (SIGTERM, start) mid-ramp within the TTL is not lost, even with
+//!   `--on-lost abort`, and applies its ramp once.
 //!
 //! Timings are scaled for a small machine: lease TTLs of 2 s, polls of 100 ms, ticks of
 //! 200 ms, holds of 1 s. The tests take one lock: one fleet at a time.
