@@ -6,6 +6,7 @@
 //! - [`election`]: leader election on a lease and fenced writes.
 //! - [`agent`]: the part of every daemon with `[fleet]`: heartbeat, desired state, reports.
 //! - [`coordinator`]: `shifter fleet coordinate`.
+//! - [`metrics`]: the fleet's Prometheus exposition (`coordinate --metrics-address`).
 //!
 //! The layer: above `api` (the agent drives the daemon through [`crate::api::server::Control`]),
 //! below `daemon` and `cli`.
