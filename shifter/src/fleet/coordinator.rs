@@ -1,5 +1,5 @@
 //! `shifter fleet coordinate`: wins the election, then every tick reads the whole fleet
-//! prefix, lets [`plan::decide`](super::plan::decide) choose, and writes the result in one
+//! prefix, lets [`plan::decide`] choose, and writes the result in one
 //! fenced txn. It keeps nothing between ticks that etcd does not hold, so a standby that
 //! wins after a crash carries on from the same documents: a host asked once is never asked
 //! again (its phase in the document says so), none is skipped (the wave waits for it).
