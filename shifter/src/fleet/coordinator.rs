@@ -1,6 +1,6 @@
 //! `shifter fleet coordinate`: wins the election, then every tick reads the whole fleet
-//! prefix, lets [`plan::decide`] choose, and writes the result in one
-//! fenced txn. It keeps nothing between ticks that etcd does not hold, so a standby that
+//! prefix, lets [`plan::decide`] choose, and writes the result fenced (one txn, or a few
+//! for a wave of more than [`MAX_TXN_OPS`] hosts). It keeps nothing between ticks that etcd does not hold, so a standby that
 //! wins after a crash carries on from the same documents: a host asked once is never asked
 //! again (its phase in the document says so), none is skipped (the wave waits for it).
 
