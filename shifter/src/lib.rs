@@ -11,6 +11,7 @@
 //! | settings | [`config`]: the TOML tree and its validation |
 //! | logic | [`health`] (probes, checker), [`rollout`] (the pure state machine) |
 //! | wire | [`api`]: the wire schema, the HTTP server over a [`api::server::Control`], the client |
+//! | fleet | [`fleet`]: fleet rollouts on etcd (store, election, agent, coordinator, pure plan) |
 //! | daemon | [`daemon`]: `run(config, shutdown)`, the actor, reload, state, metrics |
 //! | command line | `cli` (feature `cli`, on by default): one module per verb, the terminal UI |
 
@@ -21,6 +22,7 @@ pub mod config;
 pub mod daemon;
 pub mod dataplane;
 pub mod events;
+pub mod fleet;
 pub mod health;
 pub mod model;
 pub mod paths;

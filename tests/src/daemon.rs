@@ -675,13 +675,33 @@ impl Process {
 
     /// Spawns the daemon without waiting.
     pub fn spawn(bed: &DaemonBed) -> Self {
+        Self::spawn_bin(bed, &shifter_bin())
+    }
+
+    /// Starts `bin daemon` (another build of shifter) and waits until it serves.
+    pub fn start_bin(bed: &DaemonBed, bin: &Path) -> Self {
+        let mut p = Self::spawn_bin(bed, bin);
+        let ok = wait_socket(&bed.socket, || matches!(p.child.try_wait(), Ok(None)));
+        if !ok {
+            let _ = p.child.kill();
+            let _ = p.child.wait();
+            panic!(
+                "the daemon process did not start; its log:\n{}",
+                p.log_text()
+            );
+        }
+        p
+    }
+
+    /// Spawns `bin daemon` without waiting.
+    pub fn spawn_bin(bed: &DaemonBed, bin: &Path) -> Self {
         let log = bed
             .dir
             .0
             .join(format!("daemon-{}.log", unique_name("run", &bed.name)));
         let logf = File::create(&log).expect("daemon log");
         let ns = File::open(format!("/var/run/netns/{}", bed.server_ns())).expect("open netns");
-        let mut cmd = Command::new(shifter_bin());
+        let mut cmd = Command::new(bin);
         cmd.args(["daemon", "--config"])
             .arg(&bed.config_path)
             .env("RUST_LOG", "info")

@@ -1,5 +1,6 @@
 //! Shared helpers for the integration tests.
 pub mod daemon;
+pub mod etcd;
 pub mod netns;
 pub mod pkt;
 pub mod testrun;

@@ -64,8 +64,14 @@ enum Cmd {
     /// Run the demo: blue and green servers in namespaces, the real `shifter daemon` on a
     /// generated config, weights changed through the CLI, the observed split printed (root).
     ///
-    /// Example: `cargo xtask demo`
+    /// `--fleet`: a fleet rollout over four daemons on a 3-member etcd, first rolled back
+    /// (green breaks on one host of wave 2), then completed.
+    ///
+    /// Example: `cargo xtask demo` or `cargo xtask demo --fleet`
     Demo {
+        /// The fleet demo (etcd, four hosts, a coordinator) instead of the single host one.
+        #[arg(long)]
+        fleet: bool,
         /// Arguments for the demo binary.
         #[arg(last = true)]
         args: Vec<String>,
@@ -180,7 +186,7 @@ fn test(test_threads: usize, vm: bool, bench: bool, harness_args: &[String]) -> 
     Ok(())
 }
 
-fn demo(args: &[String]) -> anyhow::Result<()> {
+fn demo(fleet: bool, args: &[String]) -> anyhow::Result<()> {
     require_root("demo")?;
     setup::ensure(setup::Scope::RUN)?;
     // The demo runs the real `shifter` binary, which it finds next to itself.
@@ -197,7 +203,11 @@ fn demo(args: &[String]) -> anyhow::Result<()> {
         "-p",
         "shifter-tests",
         "--bin",
-        "shifter-demo",
+        if fleet {
+            "shifter-fleet-demo"
+        } else {
+            "shifter-demo"
+        },
         "--",
     ]);
     c.args(args);
@@ -238,7 +248,7 @@ fn main() -> ExitCode {
             no_bench,
             harness_args,
         } => test(test_threads, !no_vm, !no_bench, &harness_args),
-        Cmd::Demo { args } => demo(&args),
+        Cmd::Demo { fleet, args } => demo(fleet, &args),
         Cmd::VmTest(args) => vm::run(&args),
         Cmd::Bench(args) => bench::run(&args),
         Cmd::Deb(args) => deb::run(&args),

@@ -37,6 +37,9 @@ pub const RUNTIME_PACKAGES: &[(&str, &str)] = &[
     // `promtool check metrics` validates /metrics in tests/tests/metrics.rs; the same package's
     // `prometheus` server backs the query gates of tests/tests/analysis.rs.
     ("prometheus", "promtool"),
+    // The fleet tests start a 3-member etcd on loopback (tests/tests/fleet_*.rs).
+    ("etcd-server", "etcd"),
+    ("etcd-client", "etcdctl"),
 ];
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
 pub const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
@@ -610,7 +613,7 @@ mod tests {
                 "apt-get update",
                 "DEBIAN_FRONTEND=noninteractive apt-get install -y rustc-web cargo-web \
                  libstd-rust-web-dev-bpf llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev \
-                 iproute2 ethtool prometheus",
+                 iproute2 ethtool prometheus etcd-server etcd-client",
                 "rustup toolchain link debian-bpf /usr",
                 "LLVM_PREFIX=/usr/lib/llvm-22 cargo install bpf-linker --locked --version 0.13.0 \
                  --no-default-features --features llvm-22",

@@ -336,6 +336,16 @@ const NOT_IN_VM: &[(&str, &str)] = &[
         "its scenarios need systemd as PID 1 (all #[ignore]d here); they run under \
          `cargo xtask vm-test --systemd`",
     ),
+    (
+        "fleet",
+        "needs etcd and etcdctl (Debian's etcd-server, etcd-client), which the busybox guest \
+         does not have; covered by the host run (`cargo xtask test`)",
+    ),
+    (
+        "fleet_store",
+        "needs etcd and etcdctl, which the busybox guest does not have; covered by the host \
+         run (`cargo xtask test`)",
+    ),
 ];
 
 /// Test binaries by name: (name, executable).

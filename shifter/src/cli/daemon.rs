@@ -26,7 +26,7 @@ pub(crate) struct Args {
     config: PathBuf,
 }
 
-fn init_logging() {
+pub(crate) fn init_logging() {
     use tracing_subscriber::{EnvFilter, fmt};
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Under systemd the journal adds its own timestamps.

@@ -7,6 +7,7 @@ mod completions;
 mod daemon;
 mod detach;
 mod events;
+mod fleet;
 mod flows;
 mod history;
 mod man;
@@ -64,6 +65,7 @@ enum Verb {
     Rollback(rollback::Args),
     BlueGreen(blue_green::Args),
     Flows(flows::Args),
+    Fleet(fleet::Args),
     Events(events::Args),
     History(history::Args),
     CheckConfig(check_config::Args),
@@ -117,6 +119,7 @@ pub fn main() -> ExitCode {
         Verb::Rollback(a) => rollback::run(&client, a),
         Verb::BlueGreen(a) => blue_green::run(&client, a),
         Verb::Flows(a) => flows::run(&client, a),
+        Verb::Fleet(a) => fleet::run(a),
         Verb::Events(a) => events::run(&client, a),
         Verb::History(a) => history::run(&client, a),
         Verb::CheckConfig(a) => check_config::run(a),

@@ -5,11 +5,12 @@
 //!
 //! One module per section: [`daemon`] (`[daemon]`, with [`grants`] `[[daemon.grant]]`), [`interfaces`] (`[[interfaces]]`),
 //! [`services`] (`[[services]]`), and in each service [`health`] (`[services.health]`) and
-//! [`rollout`] (`[services.rollout]`). See `examples/shifter.toml` for a commented example.
+//! [`rollout`] (`[services.rollout]`); [`fleet`] (`[fleet]`). See `examples/shifter.toml` for a commented example.
 
 mod analysis;
 mod daemon;
 mod grants;
+mod fleet;
 mod health;
 mod interfaces;
 mod rollout;
@@ -27,6 +28,10 @@ pub use daemon::{
     SocketGroup,
 };
 pub use grants::{Grant, GrantVerb, Grantee, MAX_GRANTS};
+pub use fleet::{
+    DEFAULT_FLEET_PREFIX, DEFAULT_LEASE_TTL, DEFAULT_POLL_INTERVAL, DEFAULT_REQUEST_TIMEOUT,
+    FleetConfig, valid_endpoint, valid_name,
+};
 pub use health::{
     CheckKind, DEFAULT_FALL, DEFAULT_INTERVAL, DEFAULT_RISE, DEFAULT_TIMEOUT, HealthSettings,
     RawHealth, StatusRange,
@@ -46,6 +51,8 @@ pub struct Config {
     pub daemon: DaemonConfig,
     pub interfaces: Vec<InterfaceConfig>,
     pub services: Vec<ServiceSpec>,
+    /// `[fleet]`: this daemon is a fleet agent.
+    pub fleet: Option<FleetConfig>,
 }
 
 /// One problem in the configuration.
@@ -149,6 +156,7 @@ struct RawConfig {
     interfaces: Vec<interfaces::RawInterface>,
     #[serde(default)]
     services: Vec<services::RawService>,
+    fleet: Option<fleet::RawFleet>,
 }
 
 /// Collects the problems of one section while validating; fields are named `prefix.field`.
@@ -231,6 +239,7 @@ impl Config {
             daemon: daemon::validate(raw.daemon, &mut p),
             interfaces: interfaces::validate(raw.interfaces, &mut p),
             services: services::validate(raw.services, &mut p),
+            fleet: raw.fleet.map(|f| fleet::validate(f, &mut p)),
         };
         grants::check_services(&cfg.daemon.grants, &cfg.services, &mut p);
         p.finish(cfg).map_err(|errors| ConfigError::Invalid {

@@ -130,6 +130,16 @@ pub async fn run_with(
     ));
     tasks.spawn(watchdog_loop(engine.clone(), stop_rx.clone()));
     tasks.spawn(rollout_timer_loop(engine.clone(), stop_rx.clone()));
+    if let Some(fleet) = config.fleet.clone() {
+        // The fleet agent drives this daemon's own rollout engine through the control API.
+        let services = config.services.iter().map(|s| s.name.clone()).collect();
+        tasks.spawn(crate::fleet::agent::run(
+            fleet,
+            engine.clone(),
+            services,
+            stop_rx.clone(),
+        ));
+    }
 
     let status = format!(
         "serving {} service(s) on {} interface(s)",

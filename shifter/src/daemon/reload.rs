@@ -96,6 +96,10 @@ pub(super) fn plan(
         needs_restart: restart_fields(&old.daemon, &new.daemon),
         ..Plan::default()
     };
+    // The fleet agent is started with the daemon (its node name, lease and endpoints).
+    if old.fleet != new.fleet {
+        p.needs_restart.push("fleet");
+    }
     p.removed = old
         .services
         .iter()
@@ -364,5 +368,15 @@ mod tests {
         let attach: Vec<_> = p.attach.iter().map(|i| (i.name.as_str(), i.hook)).collect();
         assert_eq!(attach, [("eth0", Hook::Xdp), ("eth1", Hook::Tc)]);
         assert_eq!(p.needs_restart, ["daemon.flow_table_size"]);
+    }
+
+    #[test]
+    fn a_changed_fleet_section_needs_a_restart() {
+        let fleet = "[fleet]\nendpoints = [\"http://127.0.0.1:2379\"]\nnode = \"h1\"\n";
+        let with = config(&format!("{BASE}\n{fleet}"));
+        let p = plan(&config(BASE), &with, &BTreeMap::new(), &BTreeMap::new());
+        assert_eq!(p.needs_restart, ["fleet"]);
+        let p = plan(&with, &with, &BTreeMap::new(), &BTreeMap::new());
+        assert!(p.needs_restart.is_empty());
     }
 }

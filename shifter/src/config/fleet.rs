@@ -1,0 +1,270 @@
+//! `[fleet]`: this daemon is an agent of a fleet whose state lives in etcd v3.
+//!
+//! ```toml
+//! [fleet]
+//! endpoints = ["http://127.0.0.1:2379", "http://127.0.0.1:22379"]
+//! node = "web-1"                 # default: the host name
+//! labels = { zone = "a" }
+//! prefix = "/shifter/"           # every key lives under it
+//! lease_ttl = "10s"              # heartbeat lease; whole seconds
+//! poll_interval = "1s"           # how often the desired state is read
+//! request_timeout = "2s"         # one etcd request, before the next endpoint is tried
+//! ```
+
+use std::{collections::BTreeMap, time::Duration};
+
+use serde::Deserialize;
+
+use super::{Problems, duration};
+
+pub const DEFAULT_FLEET_PREFIX: &str = "/shifter/";
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A validated `[fleet]` section.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FleetConfig {
+    pub endpoints: Vec<String>,
+    pub node: String,
+    pub labels: BTreeMap<String, String>,
+    pub prefix: String,
+    pub lease_ttl: Duration,
+    pub poll_interval: Duration,
+    pub request_timeout: Duration,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFleet {
+    endpoints: Option<Vec<String>>,
+    node: Option<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    prefix: Option<String>,
+    lease_ttl: Option<String>,
+    poll_interval: Option<String>,
+    request_timeout: Option<String>,
+}
+
+/// A node name or label: letters, digits, `.`, `_`, `-`; 1..=63 bytes (it is part of keys).
+pub fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// `http://HOST:PORT` (the client speaks plain HTTP to etcd's gateway).
+pub fn valid_endpoint(s: &str) -> bool {
+    s.strip_prefix("http://")
+        .map(|a| a.trim_end_matches('/'))
+        .and_then(|a| a.rsplit_once(':'))
+        .is_some_and(|(host, port)| {
+            !host.is_empty() && !host.contains('/') && port.parse::<u16>().is_ok_and(|p| p > 0)
+        })
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn bounded(p: &mut Problems, field: &str, d: Duration, min: Duration, max: Duration) -> Duration {
+    if d < min || d > max {
+        p.add(
+            field,
+            format!(
+                "{} is outside {}..={}",
+                humantime::format_duration(d),
+                humantime::format_duration(min),
+                humantime::format_duration(max)
+            ),
+        );
+    }
+    d
+}
+
+pub(super) fn validate(f: RawFleet, p: &mut Problems) -> FleetConfig {
+    let endpoints = f.endpoints.unwrap_or_default();
+    if endpoints.is_empty() {
+        p.add("fleet.endpoints", "at least one etcd endpoint is needed");
+    }
+    for (i, e) in endpoints.iter().enumerate() {
+        if !valid_endpoint(e) {
+            p.add(
+                format!("fleet.endpoints[{i}]"),
+                format!("{e:?} is not http://HOST:PORT (TLS is not supported yet)"),
+            );
+        }
+    }
+    let node = f.node.unwrap_or_else(host_name);
+    if !valid_name(&node) {
+        p.add(
+            "fleet.node",
+            format!("{node:?} is not a name of letters, digits, '.', '_' or '-' (at most 63)"),
+        );
+    }
+    for (k, v) in &f.labels {
+        if !valid_name(k) || !valid_name(v) {
+            p.add(
+                format!("fleet.labels.{k}"),
+                format!("{k:?} = {v:?}: labels are names of letters, digits, '.', '_' or '-'"),
+            );
+        }
+    }
+    let prefix = f.prefix.unwrap_or_else(|| DEFAULT_FLEET_PREFIX.to_owned());
+    if !prefix.starts_with('/') || prefix.len() < 2 || prefix.contains("//") {
+        p.add(
+            "fleet.prefix",
+            format!("{prefix:?} must start with '/' and name a directory, e.g. \"/shifter/\""),
+        );
+    }
+    let lease_ttl = duration(
+        p,
+        "fleet.lease_ttl",
+        f.lease_ttl.as_deref(),
+        DEFAULT_LEASE_TTL,
+    );
+    let lease_ttl = bounded(
+        p,
+        "fleet.lease_ttl",
+        lease_ttl,
+        Duration::from_secs(1),
+        Duration::from_secs(3600),
+    );
+    if lease_ttl.subsec_nanos() != 0 {
+        p.add(
+            "fleet.lease_ttl",
+            format!(
+                "{} is not whole seconds (etcd leases are)",
+                humantime::format_duration(lease_ttl)
+            ),
+        );
+    }
+    let poll_interval = duration(
+        p,
+        "fleet.poll_interval",
+        f.poll_interval.as_deref(),
+        DEFAULT_POLL_INTERVAL,
+    );
+    let poll_interval = bounded(
+        p,
+        "fleet.poll_interval",
+        poll_interval,
+        Duration::from_millis(10),
+        Duration::from_secs(60),
+    );
+    let request_timeout = duration(
+        p,
+        "fleet.request_timeout",
+        f.request_timeout.as_deref(),
+        DEFAULT_REQUEST_TIMEOUT,
+    );
+    let request_timeout = bounded(
+        p,
+        "fleet.request_timeout",
+        request_timeout,
+        Duration::from_millis(100),
+        Duration::from_secs(60),
+    );
+    FleetConfig {
+        endpoints,
+        node,
+        labels: f.labels,
+        prefix: if prefix.ends_with('/') {
+            prefix
+        } else {
+            format!("{prefix}/")
+        },
+        lease_ttl,
+        poll_interval,
+        request_timeout,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::super::Config;
+
+    fn fleet(body: &str) -> Result<super::FleetConfig, Vec<String>> {
+        Config::parse(&format!("[fleet]\n{body}"), Path::new("t.toml"))
+            .map(|c| c.fleet.expect("[fleet] given"))
+            .map_err(|e| e.problems())
+    }
+
+    #[test]
+    fn fleet_section_parses_with_defaults() {
+        let f = fleet(
+            "endpoints = [\"http://127.0.0.1:2379\"]\nnode = \"h1\"\nlabels = { zone = \"a\" }",
+        )
+        .unwrap();
+        assert_eq!(f.node, "h1");
+        assert_eq!(f.labels["zone"], "a");
+        assert_eq!(f.prefix, "/shifter/");
+        assert_eq!(f.lease_ttl, super::DEFAULT_LEASE_TTL);
+        let f = fleet("endpoints = [\"http://e:1\"]\nnode = \"h\"\nprefix = \"/x\"\nlease_ttl = \"2s\"\npoll_interval = \"50ms\"")
+            .unwrap();
+        assert_eq!(f.prefix, "/x/");
+        assert_eq!(f.poll_interval.as_millis(), 50);
+        assert!(Config::parse("", Path::new("t")).unwrap().fleet.is_none());
+    }
+
+    /// The commented `[fleet]` block of examples/shifter.toml, uncommented, is valid and
+    /// says what it documents.
+    #[test]
+    fn example_fleet_section_is_valid() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../examples/shifter.toml"
+        ))
+        .expect("examples/shifter.toml");
+        let block: Vec<&str> = text
+            .lines()
+            .skip_while(|l| *l != "# [fleet]")
+            .take_while(|l| l.starts_with("# "))
+            .map(|l| &l[2..])
+            .collect();
+        assert!(block.len() > 5, "no [fleet] block in the example");
+        let f = Config::parse(&block.join("\n"), Path::new("example"))
+            .unwrap_or_else(|e| panic!("{:?}", e.problems()))
+            .fleet
+            .expect("[fleet]");
+        assert_eq!(f.node, "web-1");
+        assert_eq!(f.endpoints.len(), 3);
+        assert_eq!(f.labels["zone"], "a");
+        assert_eq!(f.lease_ttl, super::DEFAULT_LEASE_TTL);
+        assert_eq!(f.poll_interval, super::DEFAULT_POLL_INTERVAL);
+        assert_eq!(f.request_timeout, super::DEFAULT_REQUEST_TIMEOUT);
+    }
+
+    #[test]
+    fn fleet_problems_name_their_field() {
+        let e = fleet("node = \"a/b\"\nendpoints = [\"https://e:1\", \"e:2\"]\nlabels = { zone = \"\" }\nprefix = \"x\"\nlease_ttl = \"1500ms\"\npoll_interval = \"2h\"\nrequest_timeout = \"soon\"")
+            .unwrap_err();
+        let want = [
+            "fleet.endpoints[0]: \"https://e:1\" is not http://HOST:PORT (TLS is not supported yet)",
+            "fleet.endpoints[1]: \"e:2\" is not http://HOST:PORT (TLS is not supported yet)",
+            "fleet.node: \"a/b\" is not a name of letters, digits, '.', '_' or '-' (at most 63)",
+            "fleet.labels.zone: \"zone\" = \"\": labels are names of letters, digits, '.', '_' or '-'",
+            "fleet.prefix: \"x\" must start with '/' and name a directory, e.g. \"/shifter/\"",
+            "fleet.lease_ttl: 1s 500ms is not whole seconds (etcd leases are)",
+            "fleet.poll_interval: 2h is outside 10ms..=1m",
+        ];
+        for w in want {
+            assert!(e.iter().any(|x| x == w), "missing {w:?} in {e:#?}");
+        }
+        assert!(
+            e.iter()
+                .any(|x| x.starts_with("fleet.request_timeout: \"soon\"")),
+            "{e:#?}"
+        );
+        let e = fleet("node = \"h\"").unwrap_err();
+        assert_eq!(e, ["fleet.endpoints: at least one etcd endpoint is needed"]);
+        let e = fleet("node = \"h\"\nendpoints = [\"http://e:1\"]\ncolour = 1").unwrap_err();
+        assert!(e[0].contains("unknown field `colour`"), "{e:?}");
+    }
+}

@@ -1,0 +1,484 @@
+//! The fleet agent inside every daemon with `[fleet]`: it keeps a heartbeat under a lease
+//! (`nodes/NODE`), reads its desired state (`desired/NODE/SERVICE`) every poll, runs it with
+//! the daemon's own rollout engine through [`Control`] (steps, holds, health and kernel
+//! gates, automatic rollback: all local), and reports what the engine says
+//! (`reports/NODE/SERVICE`).
+//!
+//! It never needs the coordinator to roll back: the local engine's gates do that, and the
+//! report tells the fleet. Each `(rollout, action)` is applied once: the agent remembers
+//! what it applied, and after a restart its own report in etcd says so.
+//!
+//! Fail static: when etcd has not answered for a lease TTL (by then the fleet counts this
+//! host as lost), a fleet ramp running here is paused where it is: the weight holds, the
+//! gates and automatic rollback stay armed. When etcd answers again the agent registers
+//! anew and converges: the ramp resumes if the desired state still says ramp, or rolls
+//! back if it says so now.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
+
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::{
+    schema::{Action, Desired, HostState, Keys, NodeInfo, Report},
+    store::{Store, StoreError, decode_all},
+};
+use crate::{
+    api::{server::Control, types::ServiceStatus},
+    config::FleetConfig,
+    rollout::OperatorCommand,
+    util::error_chain,
+};
+
+/// The uid recorded in the host's event log for the agent's commands (it runs as the daemon).
+pub const AGENT_UID: u32 = 0;
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// What the local rollout of a service means for the fleet.
+pub fn host_state(action: &Action, s: &ServiceStatus) -> (HostState, Option<String>) {
+    match action {
+        Action::Rollback => {
+            if s.weight_bp == 0 {
+                (HostState::Reverted, None)
+            } else {
+                (HostState::Running, Some("rolling back".into()))
+            }
+        }
+        Action::Ramp { .. } => {
+            let Some(r) = &s.rollout else {
+                return (HostState::Running, None);
+            };
+            match r.state.as_str() {
+                "completed" => (HostState::Completed, None),
+                "rolled back" => (
+                    HostState::RolledBack,
+                    Some(
+                        r.rolled_back
+                            .clone()
+                            .unwrap_or_else(|| "rolled back".into()),
+                    ),
+                ),
+                other => (HostState::Running, Some(other.to_owned())),
+            }
+        }
+    }
+}
+
+struct Agent<C> {
+    cfg: FleetConfig,
+    keys: Keys,
+    store: Store,
+    control: C,
+    services: Vec<String>,
+    lease: i64,
+    /// `(service, rollout, action)` already applied here.
+    applied: BTreeSet<(String, String, String)>,
+    /// The last report written per service (without its time).
+    reported: BTreeMap<String, Report>,
+    /// etcd was unreachable at the last attempt (to log the outage once).
+    cut_off: bool,
+    /// The desired states last read, by service.
+    desired: BTreeMap<String, Desired>,
+    /// Services whose fleet ramp this agent paused while cut off (and the rollout id).
+    held: BTreeMap<String, String>,
+}
+
+/// Runs the agent until `stop` turns true.
+pub async fn run<C: Control>(
+    cfg: FleetConfig,
+    control: C,
+    services: Vec<String>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let store = match Store::new(&cfg.endpoints, cfg.request_timeout) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!("fleet: {}", error_chain(&e));
+            return;
+        }
+    };
+    let mut a = Agent {
+        keys: Keys::new(&cfg.prefix),
+        cfg,
+        store,
+        control,
+        services,
+        lease: 0,
+        applied: BTreeSet::new(),
+        reported: BTreeMap::new(),
+        cut_off: false,
+        desired: BTreeMap::new(),
+        held: BTreeMap::new(),
+    };
+    info!(
+        "fleet: agent {} on {} (lease {:?}, poll {:?})",
+        a.cfg.node,
+        a.cfg.endpoints.join(","),
+        a.cfg.lease_ttl,
+        a.cfg.poll_interval
+    );
+    let renew_every = a.cfg.lease_ttl / 3;
+    let mut last_renew = tokio::time::Instant::now();
+    let mut last_ok = tokio::time::Instant::now();
+    loop {
+        let res = async {
+            if a.lease == 0 || last_renew.elapsed() >= renew_every {
+                a.heartbeat().await?;
+                last_renew = tokio::time::Instant::now();
+            }
+            a.converge().await
+        }
+        .await;
+        match res {
+            Ok(()) => {
+                last_ok = tokio::time::Instant::now();
+                if a.cut_off {
+                    info!("fleet: etcd answers again");
+                    a.cut_off = false;
+                }
+            }
+            Err(e) => {
+                if !a.cut_off {
+                    warn!("fleet: etcd: {}", error_chain(&e));
+                    a.cut_off = true;
+                }
+                if last_ok.elapsed() >= a.cfg.lease_ttl {
+                    a.hold_still().await;
+                }
+            }
+        }
+        tokio::select! {
+            () = crate::util::stopped(&mut stop) => break,
+            () = tokio::time::sleep(a.cfg.poll_interval) => {}
+        }
+    }
+    // The lease is not revoked on a clean stop: a daemon restarted within the TTL (an
+    // upgrade, `systemctl restart`) is never seen as lost; one that stays down is, once the
+    // lease expires.
+}
+
+impl<C: Control> Agent<C> {
+    /// Renews the lease, or registers afresh under a new one when it is gone.
+    async fn heartbeat(&mut self) -> Result<(), StoreError> {
+        if self.lease != 0 && self.store.keepalive(self.lease).await? > 0 {
+            return Ok(());
+        }
+        let lease = self
+            .store
+            .grant(self.cfg.lease_ttl.as_secs().max(1))
+            .await?;
+        let info = NodeInfo {
+            node: self.cfg.node.clone(),
+            labels: self.cfg.labels.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            kernel: kernel_release(),
+            services: self.services.clone(),
+        };
+        let value = serde_json::to_vec(&info).expect("serializable");
+        self.store
+            .put(&self.keys.node(&self.cfg.node), &value, lease)
+            .await?;
+        if self.lease != 0 {
+            info!("fleet: lease {} was gone; registered again", self.lease);
+        }
+        self.lease = lease;
+        Ok(())
+    }
+
+    /// Reads the desired state and runs what is new; reports every service that has one.
+    async fn converge(&mut self) -> Result<(), StoreError> {
+        let (kvs, _) = self
+            .store
+            .list(&self.keys.desired_of(&self.cfg.node))
+            .await?;
+        for (key, desired) in decode_all::<Desired>(&kvs) {
+            let Some((_, service)) = self.keys.split_node_service("desired", &key) else {
+                continue;
+            };
+            let service = service.to_owned();
+            self.desired.insert(service.clone(), desired.clone());
+            if let Some(rollout) = self.held.remove(&service)
+                && rollout == desired.rollout
+                && matches!(desired.action, Action::Ramp { .. })
+            {
+                info!("fleet: {service}: etcd is back; resuming the ramp of {rollout}");
+                if let Err(e) = self
+                    .control
+                    .rollout(service.clone(), OperatorCommand::Resume, AGENT_UID, None)
+                    .await
+                {
+                    warn!("fleet: {service}: resume: {e}");
+                }
+            }
+            self.apply_once(&service, &desired).await?;
+            self.report(&service, &desired).await?;
+        }
+        Ok(())
+    }
+
+    /// Cut off from etcd for a lease TTL: pauses every fleet ramp running here, so the
+    /// weight holds (fail static) until the fleet can be asked again.
+    async fn hold_still(&mut self) {
+        let ramps: Vec<(String, String)> = self
+            .desired
+            .iter()
+            .filter(|(s, d)| matches!(d.action, Action::Ramp { .. }) && !self.held.contains_key(*s))
+            .map(|(s, d)| (s.clone(), d.rollout.clone()))
+            .collect();
+        for (service, rollout) in ramps {
+            let Ok(s) = self.control.service(service.clone()).await else {
+                continue;
+            };
+            if s.rollout.as_ref().is_none_or(|r| r.state != "running") {
+                continue;
+            }
+            match self
+                .control
+                .rollout(service.clone(), OperatorCommand::Pause, AGENT_UID, None)
+                .await
+            {
+                Ok(r) => {
+                    warn!(
+                        "fleet: {service}: cut off from etcd for {:?}: ramp of {rollout} paused at {} bp (fail static)",
+                        self.cfg.lease_ttl, r.weight_bp
+                    );
+                    self.held.insert(service, rollout);
+                }
+                Err(e) => warn!("fleet: {service}: pause: {e}"),
+            }
+        }
+    }
+
+    async fn apply_once(&mut self, service: &str, d: &Desired) -> Result<(), StoreError> {
+        let id = (
+            service.to_owned(),
+            d.rollout.clone(),
+            d.action.name().to_owned(),
+        );
+        if self.applied.contains(&id) {
+            return Ok(());
+        }
+        // After a restart: our own report says whether this was applied already.
+        if let Some(kv) = self
+            .store
+            .get(&self.keys.report(&self.cfg.node, service))
+            .await?
+            && let Ok(r) = kv.json::<Report>()
+            && r.rollout == d.rollout
+            && r.action == d.action.name()
+        {
+            info!(
+                "fleet: {service}: {} of {} was applied before this start",
+                r.action, r.rollout
+            );
+            self.reported.insert(service.to_owned(), r);
+            self.applied.insert(id);
+            return Ok(());
+        }
+        let result = match &d.action {
+            Action::Ramp { steps_bp, hold_ms } => {
+                info!(
+                    "fleet: {service}: ramp {steps_bp:?} hold {hold_ms} ms (fleet rollout {})",
+                    d.rollout
+                );
+                self.control
+                    .rollout(
+                        service.to_owned(),
+                        OperatorCommand::Start {
+                            steps: Some(steps_bp.clone()),
+                            hold: Some(Duration::from_millis(*hold_ms)),
+                            dry_run: false,
+                        },
+                        AGENT_UID,
+                        None,
+                    )
+                    .await
+                    .map(drop)
+            }
+            Action::Rollback => self.roll_back(service, &d.rollout).await,
+        };
+        if let Err(e) = result {
+            warn!("fleet: {service}: {}: {e}", d.action.name());
+            self.write_report(
+                service,
+                Report {
+                    rollout: d.rollout.clone(),
+                    action: d.action.name().to_owned(),
+                    state: HostState::Error,
+                    weight_bp: 0,
+                    detail: Some(e.to_string()),
+                    at_ms: now_ms(),
+                },
+            )
+            .await?;
+        }
+        self.applied.insert(id);
+        Ok(())
+    }
+
+    /// Green to 0: abort a ramp under way, or roll back a finished one; nothing at 0.
+    async fn roll_back(
+        &self,
+        service: &str,
+        rollout: &str,
+    ) -> Result<(), crate::api::ControlError> {
+        let s = self.control.service(service.to_owned()).await?;
+        if s.weight_bp == 0 {
+            info!("fleet: {service}: rollback of {rollout}: green is at 0 already");
+            return Ok(());
+        }
+        let running = s.rollout.as_ref().is_some_and(|r| {
+            matches!(
+                r.state.as_str(),
+                "running" | "paused" | "waiting for approval" | "frozen"
+            )
+        });
+        let cmd = if running {
+            OperatorCommand::Abort
+        } else {
+            OperatorCommand::Rollback
+        };
+        info!("fleet: {service}: {} (fleet rollout {rollout})", cmd.name());
+        self.control
+            .rollout(service.to_owned(), cmd, AGENT_UID, None)
+            .await
+            .map(drop)
+    }
+
+    async fn report(&mut self, service: &str, d: &Desired) -> Result<(), StoreError> {
+        let status = match self.control.service(service.to_owned()).await {
+            Ok(s) => s,
+            Err(e) => {
+                let r = Report {
+                    rollout: d.rollout.clone(),
+                    action: d.action.name().to_owned(),
+                    state: HostState::Error,
+                    weight_bp: 0,
+                    detail: Some(e.to_string()),
+                    at_ms: now_ms(),
+                };
+                return self.write_report(service, r).await;
+            }
+        };
+        if let Some(prev) = self.reported.get(service)
+            && prev.rollout == d.rollout
+            && prev.action == d.action.name()
+            && prev.state == HostState::Error
+        {
+            return Ok(());
+        }
+        let (state, detail) = host_state(&d.action, &status);
+        let r = Report {
+            rollout: d.rollout.clone(),
+            action: d.action.name().to_owned(),
+            state,
+            weight_bp: status.weight_bp,
+            detail,
+            at_ms: now_ms(),
+        };
+        self.write_report(service, r).await
+    }
+
+    /// Writes a report when it says something new.
+    async fn write_report(&mut self, service: &str, r: Report) -> Result<(), StoreError> {
+        let same = self.reported.get(service).is_some_and(|p| {
+            Report {
+                at_ms: 0,
+                ..p.clone()
+            } == Report {
+                at_ms: 0,
+                ..r.clone()
+            }
+        });
+        if same {
+            return Ok(());
+        }
+        let value = serde_json::to_vec(&r).expect("serializable");
+        self.store
+            .put(&self.keys.report(&self.cfg.node, service), &value, 0)
+            .await?;
+        if r.state != HostState::Running {
+            info!(
+                "fleet: {service}: reported {:?} at {} bp for {} {}",
+                r.state, r.weight_bp, r.action, r.rollout
+            );
+        }
+        self.reported.insert(service.to_owned(), r);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::types::RolloutView;
+
+    fn status(weight_bp: u16, state: Option<&str>, rolled_back: Option<&str>) -> ServiceStatus {
+        ServiceStatus {
+            weight_bp,
+            rollout: state.map(|s| RolloutView {
+                state: s.to_owned(),
+                kind: None,
+                dry_run: false,
+                step: None,
+                steps: 0,
+                step_weight_bp: None,
+                remaining_hold_ms: None,
+                would_weight_bp: None,
+                gate_waiting: None,
+                rolled_back: rolled_back.map(str::to_owned),
+                analysis: Vec::new(),
+            }),
+            ..ServiceStatus::default()
+        }
+    }
+
+    #[test]
+    fn the_local_rollout_as_the_fleet_sees_it() {
+        let ramp = Action::Ramp {
+            steps_bp: vec![10_000],
+            hold_ms: 1,
+        };
+        assert_eq!(
+            host_state(&ramp, &status(10_000, Some("completed"), None)),
+            (HostState::Completed, None)
+        );
+        assert_eq!(
+            host_state(&ramp, &status(0, Some("rolled back"), Some("green down"))),
+            (HostState::RolledBack, Some("green down".into()))
+        );
+        for s in ["running", "paused", "waiting for approval", "idle"] {
+            assert_eq!(
+                host_state(&ramp, &status(500, Some(s), None)).0,
+                HostState::Running
+            );
+        }
+        assert_eq!(
+            host_state(&ramp, &status(0, None, None)).0,
+            HostState::Running
+        );
+        // A rollback is done when green is at 0, whatever the engine's state.
+        assert_eq!(
+            host_state(&Action::Rollback, &status(0, Some("completed"), None)).0,
+            HostState::Reverted
+        );
+        assert_eq!(
+            host_state(&Action::Rollback, &status(100, Some("running"), None)).0,
+            HostState::Running
+        );
+    }
+}
