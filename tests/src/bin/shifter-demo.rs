@@ -539,7 +539,13 @@ fn run(demo: &mut Demo) -> Step<bool> {
     section("shifter detach");
     let config = demo.config.to_str().unwrap_or("?").to_owned();
     demo.cli_in(&["detach", "--config", &config], true)?;
-    let progs = demo.attached_programs();
+    // The kernel frees an unpinned link after an RCU grace period: allow it a moment.
+    let gone_by = Instant::now() + Duration::from_secs(3);
+    let mut progs = demo.attached_programs();
+    while !progs.is_empty() && Instant::now() < gone_by {
+        std::thread::sleep(Duration::from_millis(50));
+        progs = demo.attached_programs();
+    }
     let pins_left = demo.pin_dir.exists();
     println!(
         "programs on {SERVER_IF} now: {}; pin directory {}",
