@@ -490,7 +490,12 @@ fn socket_dispatch_survives_sigkill_and_detach_removes_it() {
     let mut first = Process::start(&bed);
     let service = |bed: &DaemonBed| bed.status()["services"][0].clone();
     let s = service(&bed);
-    assert_eq!(s["dispatch"], "socket", "{s}");
+    assert_eq!(
+        s["dispatch"],
+        "socket",
+        "socket dispatch is needed here; this kernel: {}",
+        bed.status()["socket_dispatch_unavailable"]
+    );
     assert_eq!(
         s["listeners"]["blue"], 2,
         "v4 and v6 listeners of blue: {s}"

@@ -9,8 +9,8 @@
 
 mod analysis;
 mod daemon;
-mod grants;
 mod fleet;
+mod grants;
 mod health;
 mod interfaces;
 mod rollout;
@@ -27,11 +27,11 @@ pub use daemon::{
     DEFAULT_SOCKET_MODE, DEFAULT_SWEEP_INTERVAL, DaemonConfig, FLOW_TABLE_MAX, FLOW_TABLE_MIN,
     SocketGroup,
 };
-pub use grants::{Grant, GrantVerb, Grantee, MAX_GRANTS};
 pub use fleet::{
     DEFAULT_FLEET_PREFIX, DEFAULT_LEASE_TTL, DEFAULT_POLL_INTERVAL, DEFAULT_REQUEST_TIMEOUT,
     FleetConfig, valid_endpoint, valid_name,
 };
+pub use grants::{Grant, GrantVerb, Grantee, MAX_GRANTS};
 pub use health::{
     CheckKind, DEFAULT_FALL, DEFAULT_INTERVAL, DEFAULT_RISE, DEFAULT_TIMEOUT, HealthSettings,
     RawHealth, StatusRange,
