@@ -16,6 +16,7 @@ mod rollout;
 mod services;
 #[cfg(test)]
 mod tests;
+mod webhooks;
 
 use std::{fmt, path::Path, path::PathBuf, time::Duration};
 
@@ -37,6 +38,9 @@ pub use rollout::{
     RolloutSettings, Step, check_steps,
 };
 pub use services::ServiceSpec;
+pub use webhooks::{
+    HookKind, MAX_NOTIFY, NotifyFormat, NotifySettings, RawNotify, RawWebhook, WebhookSettings,
+};
 
 use crate::model::Weight;
 

@@ -52,6 +52,8 @@ pub struct RawRollout {
     pub min_green_flows: Option<i64>,
     /// `[[services.rollout.analysis]]`
     pub analysis: Option<Vec<super::analysis::RawAnalysis>>,
+    /// `[[services.rollout.webhook]]`
+    pub webhook: Option<Vec<super::webhooks::RawWebhook>>,
 }
 
 /// One step of a ramp: set green's weight, hold it, check the gates.
@@ -98,6 +100,19 @@ pub struct RolloutSettings {
     /// Prometheus query gates (`[[services.rollout.analysis]]`).
     #[serde(default)]
     pub analysis: Vec<super::analysis::AnalysisSettings>,
+    /// Webhooks (`[[services.rollout.webhook]]`), at most one of each kind.
+    #[serde(default)]
+    pub webhooks: Vec<super::webhooks::WebhookSettings>,
+}
+
+impl RolloutSettings {
+    /// The webhook of `kind`, if configured.
+    pub fn webhook(
+        &self,
+        kind: super::webhooks::HookKind,
+    ) -> Option<&super::webhooks::WebhookSettings> {
+        self.webhooks.iter().find(|h| h.kind == kind)
+    }
 }
 
 impl Default for RolloutSettings {
@@ -114,6 +129,7 @@ impl Default for RolloutSettings {
             hold: DEFAULT_HOLD,
             gate: GateSettings::default(),
             analysis: Vec::new(),
+            webhooks: Vec::new(),
         }
     }
 }
@@ -188,11 +204,14 @@ impl RolloutSettings {
         let steps = steps(&mut p, raw.steps.as_deref(), hold);
         let gate = gate(&mut p, raw);
         let analysis = super::analysis::validate(&mut p, raw.analysis.as_deref().unwrap_or(&[]));
+        let webhooks =
+            super::webhooks::validate_hooks(&mut p, raw.webhook.as_deref().unwrap_or(&[]));
         p.finish(Self {
             steps,
             hold,
             gate,
             analysis,
+            webhooks,
         })
     }
 }

@@ -35,7 +35,7 @@ use shifter_common::WEIGHT_MAX;
 use super::gate::{GateResult, SignalSample, evaluate};
 pub use super::types::*;
 use crate::{
-    config::{RolloutSettings, Step, check_steps},
+    config::{HookKind, RolloutSettings, Step, check_steps},
     health::{HealthStatus, HealthVerdict},
 };
 
@@ -146,6 +146,15 @@ impl Engine {
             Phase::Paused { step, remaining } => State::Paused { step, remaining },
             Phase::WaitingApproval { step } => State::WaitingApproval { step },
             Phase::Frozen { step } => State::Frozen { step },
+            Phase::Confirming {
+                step,
+                hook,
+                failures,
+            } => State::Confirming {
+                step,
+                hook,
+                failures,
+            },
             Phase::RolledBack { cause } => State::RolledBack { cause },
             Phase::Completed => State::Completed,
         };
@@ -156,7 +165,8 @@ impl Engine {
             State::Running { step, .. }
             | State::Paused { step, .. }
             | State::WaitingApproval { step }
-            | State::Frozen { step } => step < steps,
+            | State::Frozen { step }
+            | State::Confirming { step, .. } => step < steps,
             _ => true,
         };
         if !step_ok {
@@ -169,11 +179,24 @@ impl Engine {
         let w = e.controlled_weight();
         e.record(&mut fx, now, name, Cause::Restart, w);
         e.persist(&mut fx, now);
+        // A confirm hook that was being asked is asked again (its count of "no"s kept).
+        if let State::Confirming {
+            step,
+            hook,
+            failures,
+        } = e.state
+        {
+            e.confirm_effect(&mut fx, step, hook, failures);
+        }
         (e, fx)
     }
 
     pub fn state(&self) -> &State {
         &self.state
+    }
+
+    pub fn settings(&self) -> &RolloutSettings {
+        &self.settings
     }
 
     pub fn service(&self) -> &str {
@@ -244,6 +267,15 @@ impl Engine {
             },
             State::WaitingApproval { step } => Phase::WaitingApproval { step: *step },
             State::Frozen { step } => Phase::Frozen { step: *step },
+            State::Confirming {
+                step,
+                hook,
+                failures,
+            } => Phase::Confirming {
+                step: *step,
+                hook: *hook,
+                failures: *failures,
+            },
             State::RolledBack { cause } => Phase::RolledBack {
                 cause: cause.clone(),
             },
@@ -267,9 +299,9 @@ impl Engine {
             Phase::Running { step, remaining } | Phase::Paused { step, remaining } => {
                 (self.step(*step).map(|s| s.weight_bp), Some(*remaining))
             }
-            Phase::WaitingApproval { step } | Phase::Frozen { step } => {
-                (self.step(*step).map(|s| s.weight_bp), None)
-            }
+            Phase::WaitingApproval { step }
+            | Phase::Frozen { step }
+            | Phase::Confirming { step, .. } => (self.step(*step).map(|s| s.weight_bp), None),
             _ => (None, None),
         };
         Status {
@@ -305,6 +337,7 @@ impl Engine {
             Input::Signals(s) => Ok(self.signals(now, s)),
             Input::Command { command, uid } => self.command(now, command, uid),
             Input::WeightChanged { bp } => Ok(self.weight_changed(now, bp)),
+            Input::Hook(a) => Ok(self.hook_answer(now, a)),
         }
     }
 
@@ -375,8 +408,132 @@ impl Engine {
                     | State::Paused { .. }
                     | State::WaitingApproval { .. }
                     | State::Frozen { .. }
+                    | State::Confirming { .. }
                     | State::Completed
             )
+    }
+
+    /// Asks the confirm hook `hook` about entering `step` (the swap, for confirm-promotion).
+    fn confirm_effect(&self, fx: &mut Vec<Effect>, step: usize, hook: HookKind, failures: u32) {
+        let before = self.controlled_weight();
+        let after = if hook == HookKind::ConfirmPromotion {
+            0
+        } else {
+            self.step(step).map_or(before, |s| s.weight_bp)
+        };
+        fx.push(Effect::Confirm(HookCall {
+            hook,
+            step,
+            weight_before_bp: before,
+            weight_after_bp: after,
+            failures,
+        }));
+    }
+
+    /// Holds before `step` (or the swap) until the confirm hook `hook` says go.
+    fn confirm(
+        &mut self,
+        now: Now,
+        step: usize,
+        hook: HookKind,
+        from: StateName,
+        cause: Cause,
+    ) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        let w = self.controlled_weight();
+        self.state = State::Confirming {
+            step,
+            hook,
+            failures: 0,
+        };
+        self.gate_wait = None;
+        self.record(&mut fx, now, from, cause, w);
+        self.persist(&mut fx, now);
+        self.confirm_effect(&mut fx, step, hook, 0);
+        fx
+    }
+
+    /// A confirm hook's answer about the step (or swap) the rollout holds before. A "yes"
+    /// enters it; a "no" holds and asks again; the `failure_limit`-th "no" in a row rolls
+    /// back. Answers about anything else (a state left meanwhile) are dropped.
+    fn hook_answer(&mut self, now: Now, a: HookAnswer) -> Vec<Effect> {
+        let State::Confirming {
+            step,
+            hook,
+            failures,
+        } = self.state
+        else {
+            return Vec::new();
+        };
+        if a.hook != hook || a.step != step {
+            return Vec::new();
+        }
+        if a.ok {
+            let cause = Cause::HookConfirmed {
+                hook,
+                detail: a.detail,
+            };
+            if hook == HookKind::ConfirmPromotion {
+                return self.promote_now(now, StateName::Confirming, cause);
+            }
+            let Some(next) = self.step(step) else {
+                return Vec::new();
+            };
+            let mut fx = Vec::new();
+            let before = self.controlled_weight();
+            self.weight_effect(&mut fx, next.weight_bp, &cause);
+            self.state = State::Running {
+                step,
+                step_started: now,
+                hold_left: next.hold,
+            };
+            let sample = self.last_sample;
+            if let Some(r) = &mut self.rollout {
+                r.baseline = sample;
+            }
+            self.record(&mut fx, now, StateName::Confirming, cause, before);
+            self.persist(&mut fx, now);
+            return fx;
+        }
+        let failures = failures + 1;
+        let limit = self.settings.webhook(hook).map_or(1, |h| h.failure_limit);
+        if failures >= limit {
+            let reason = format!("{} ({failures} in a row)", a.detail);
+            return self.roll_back(now, Cause::HookGaveUp { hook, reason });
+        }
+        let mut fx = Vec::new();
+        let w = self.controlled_weight();
+        self.state = State::Confirming {
+            step,
+            hook,
+            failures,
+        };
+        let cause = Cause::HookRefused {
+            hook,
+            reason: a.detail,
+            failures,
+        };
+        self.record(&mut fx, now, StateName::Confirming, cause, w);
+        self.persist(&mut fx, now);
+        self.confirm_effect(&mut fx, step, hook, failures);
+        fx
+    }
+
+    /// Green becomes the new blue with weight 0, in one config-word write.
+    fn promote_now(&mut self, now: Now, from: StateName, cause: Cause) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        let before = self.controlled_weight();
+        fx.push(Effect::SwapRoles {
+            cause: cause.clone(),
+        });
+        std::mem::swap(&mut self.blue, &mut self.green);
+        self.weight_bp = 0;
+        self.rollout = None;
+        self.state = State::Idle;
+        self.gate_wait = None;
+        self.record(&mut fx, now, from, cause, before);
+        self.persist(&mut fx, now);
+        fx
     }
 
     fn health(&mut self, now: Now, v: &HealthVerdict) -> Vec<Effect> {
@@ -527,6 +684,7 @@ impl Engine {
             State::Running { step, .. }
             | State::Paused { step, .. }
             | State::WaitingApproval { step } => Some(step),
+            State::Confirming { step, .. } => Some(step.saturating_sub(1)),
             _ => None,
         };
         // A real ramp must not fight an operator: it stops where the operator put it.
@@ -623,6 +781,9 @@ impl Engine {
     fn advance(&mut self, now: Now, step: usize, from: StateName, cause: Cause) -> Vec<Effect> {
         let mut fx = Vec::new();
         let before = self.controlled_weight();
+        if self.step(step + 1).is_some() && self.settings.webhook(HookKind::ConfirmStep).is_some() {
+            return self.confirm(now, step + 1, HookKind::ConfirmStep, from, cause);
+        }
         match self.step(step + 1) {
             Some(next) => {
                 self.weight_effect(&mut fx, next.weight_bp, &cause);
@@ -721,6 +882,11 @@ impl Engine {
                 State::Running { step, .. }
                 | State::Paused { step, .. }
                 | State::WaitingApproval { step } => self.state = State::Frozen { step },
+                State::Confirming { step, .. } => {
+                    self.state = State::Frozen {
+                        step: step.saturating_sub(1),
+                    };
+                }
                 _ => return Err(self.not_allowed(&command)),
             },
             OperatorCommand::Approve => match self.state {
@@ -733,6 +899,7 @@ impl Engine {
                 State::Running { .. }
                 | State::Paused { .. }
                 | State::WaitingApproval { .. }
+                | State::Confirming { .. }
                 | State::Frozen { .. } => return Ok(self.roll_back(now, cause)),
                 _ => return Err(self.not_allowed(&command)),
             },
@@ -742,6 +909,7 @@ impl Engine {
                     State::Running { .. }
                         | State::Paused { .. }
                         | State::WaitingApproval { .. }
+                        | State::Confirming { .. }
                         | State::Frozen { .. }
                 );
                 // After a finished dry run, rollback is about the real weight again.
@@ -772,17 +940,14 @@ impl Engine {
                         weight_bp: self.weight_bp,
                     });
                 }
-                fx.push(Effect::SwapRoles {
-                    cause: cause.clone(),
-                });
-                std::mem::swap(&mut self.blue, &mut self.green);
-                self.weight_bp = 0;
-                self.rollout = None;
-                self.state = State::Idle;
-                self.gate_wait = None;
-                self.record(&mut fx, now, from, cause, before);
-                self.persist(&mut fx, now);
-                return Ok(fx);
+                if self.settings.webhook(HookKind::ConfirmPromotion).is_some() {
+                    let step = self
+                        .rollout
+                        .as_ref()
+                        .map_or(0, |r| r.steps.len().saturating_sub(1));
+                    return Ok(self.confirm(now, step, HookKind::ConfirmPromotion, from, cause));
+                }
+                return Ok(self.promote_now(now, from, cause));
             }
         }
         self.gate_wait = None;
@@ -864,6 +1029,15 @@ impl Engine {
             would_weight_bp: self.weight_bp,
             baseline: self.last_sample,
         });
+        self.gate_wait = None;
+        self.analysis_pause = None;
+        for t in self.analysis.values_mut() {
+            t.failures = 0;
+            t.inconclusive = 0;
+        }
+        if self.settings.webhook(HookKind::ConfirmRollout).is_some() {
+            return Ok(self.confirm(now, 0, HookKind::ConfirmRollout, from, cause));
+        }
         let mut fx = Vec::new();
         self.weight_effect(&mut fx, first.weight_bp, &cause);
         self.state = State::Running {

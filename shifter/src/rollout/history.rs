@@ -85,6 +85,12 @@ pub enum EntryKind {
     AnalysisInconclusive,
     /// The query gate that paused the rollout succeeded again (resumed).
     AnalysisResumed,
+    /// A confirm webhook said go.
+    HookConfirmed,
+    /// A confirm webhook said no (the rollout held).
+    HookRefused,
+    /// A confirm webhook said no its limit of times in a row (rolled back).
+    HookGaveUp,
 }
 
 /// One transition of a rollout.
@@ -180,6 +186,7 @@ fn belongs(from: StateName) -> bool {
             | StateName::Paused
             | StateName::WaitingApproval
             | StateName::Frozen
+            | StateName::Confirming
             | StateName::Completed
     )
 }
@@ -204,6 +211,9 @@ fn entry(ev: &RolloutEvent, time_ms: u64) -> Entry {
         Cause::Analysis { .. } => (EntryKind::AnalysisFailed, None, None),
         Cause::AnalysisInconclusive { .. } => (EntryKind::AnalysisInconclusive, None, None),
         Cause::AnalysisResumed { .. } => (EntryKind::AnalysisResumed, None, None),
+        Cause::HookConfirmed { .. } => (EntryKind::HookConfirmed, None, None),
+        Cause::HookRefused { .. } => (EntryKind::HookRefused, None, None),
+        Cause::HookGaveUp { .. } => (EntryKind::HookGaveUp, None, None),
     };
     Entry {
         time_ms,
@@ -228,7 +238,10 @@ fn outcome_of(to: StateName, cause: &Cause) -> Outcome {
             Cause::Operator { command, .. } if command == "abort" => Outcome::Aborted,
             _ => Outcome::RolledBack,
         },
-        StateName::Running | StateName::Paused | StateName::WaitingApproval => Outcome::InProgress,
+        StateName::Running
+        | StateName::Paused
+        | StateName::WaitingApproval
+        | StateName::Confirming => Outcome::InProgress,
     }
 }
 
@@ -246,7 +259,8 @@ impl History {
         for ev in events {
             let starts = matches!(&ev.cause, Cause::Operator { command, .. }
                 if command == "start" || command == "blue-green")
-                && ev.to == StateName::Running;
+                // A confirm-rollout hook holds the start in Confirming.
+                && matches!(ev.to, StateName::Running | StateName::Confirming);
             if starts {
                 let uid = match &ev.cause {
                     Cause::Operator { uid, .. } => *uid,
