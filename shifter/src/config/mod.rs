@@ -34,8 +34,8 @@ pub use health::{
 };
 pub use interfaces::InterfaceConfig;
 pub use rollout::{
-    DEFAULT_HOLD, DEFAULT_STEPS_BP, GateSettings, MAX_HOLD, MAX_STEPS, RawRollout, RawStep,
-    RolloutSettings, Step, check_steps,
+    DEFAULT_HOLD, DEFAULT_STEPS_BP, GateSettings, MAX_HOLD, MAX_STEPS, RawRollback, RawRollout,
+    RawStep, RollbackPolicy, RolloutSettings, Step, check_steps,
 };
 pub use services::ServiceSpec;
 pub use webhooks::{

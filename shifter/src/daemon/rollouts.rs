@@ -445,9 +445,10 @@ impl Rollouts {
         let steps = s.engine.rollout().map_or(0, |r| r.steps.len());
         for ev in events {
             self.webhooks.notify(ev, id);
+            // The rollback hook is told once, when a rollback begins (at once or gradual).
             let told = match ev.to {
-                _ if ev.from == ev.to => None,
-                StateName::RolledBack => Some(HookKind::Rollback),
+                _ if ev.from == ev.to || ev.from == StateName::RollingBack => None,
+                StateName::RolledBack | StateName::RollingBack => Some(HookKind::Rollback),
                 _ => None,
             };
             let ended = matches!(ev.to, StateName::Completed | StateName::RolledBack)
@@ -542,7 +543,12 @@ impl Rollouts {
     pub fn persist(&self, running_only: bool) {
         let now = self.now();
         for (name, s) in &self.services {
-            if running_only && !matches!(s.engine.state(), rollout::State::Running { .. }) {
+            if running_only
+                && !matches!(
+                    s.engine.state(),
+                    rollout::State::Running { .. } | rollout::State::RollingBack { .. }
+                )
+            {
                 continue;
             }
             let path = Self::progress_path(&self.state_dir, name);
@@ -597,6 +603,16 @@ impl Rollouts {
         let gate_waiting = match s.engine.state() {
             rollout::State::Confirming { hook, failures, .. } => Some(format!(
                 "waiting for the {hook} webhook to answer 2xx ({failures} \"no\" so far)"
+            )),
+            rollout::State::RollingBack {
+                steps,
+                index,
+                cause,
+                ..
+            } => Some(format!(
+                "rolling back gradually, step {} of {} ({cause})",
+                index + 1,
+                steps.len()
             )),
             _ => st.gate_waiting.clone(),
         };
@@ -693,8 +709,13 @@ pub(crate) fn to_event(ev: &RolloutEvent) -> Event {
         RolloutCause::Restart => (Cause::Restore, None),
         RolloutCause::OutsideWeightChange { .. } => (Cause::Rollout, None),
         RolloutCause::Analysis { .. } => (Cause::AnalysisRollback, None),
+        // The limit under a gradual policy starts a rollback.
+        RolloutCause::AnalysisInconclusive { .. } if ev.to == StateName::RollingBack => {
+            (Cause::AnalysisRollback, None)
+        }
         RolloutCause::AnalysisInconclusive { .. }
         | RolloutCause::AnalysisResumed { .. }
+        | RolloutCause::RollbackStep { .. }
         | RolloutCause::HookConfirmed { .. }
         | RolloutCause::HookRefused { .. } => (Cause::RolloutStep, None),
         RolloutCause::HookGaveUp { .. } => (Cause::HookRollback, None),

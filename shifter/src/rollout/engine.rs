@@ -35,7 +35,7 @@ use shifter_common::WEIGHT_MAX;
 use super::gate::{GateResult, SignalSample, evaluate};
 pub use super::types::*;
 use crate::{
-    config::{HookKind, RolloutSettings, Step, check_steps},
+    config::{HookKind, RollbackPolicy, RolloutSettings, Step, check_steps},
     health::{HealthStatus, HealthVerdict},
 };
 
@@ -155,6 +155,18 @@ impl Engine {
                 hook,
                 failures,
             },
+            Phase::RollingBack {
+                steps,
+                index,
+                remaining,
+                cause,
+            } => State::RollingBack {
+                steps,
+                index,
+                step_started: now,
+                hold_left: remaining,
+                cause,
+            },
             Phase::RolledBack { cause } => State::RolledBack { cause },
             Phase::Completed => State::Completed,
         };
@@ -244,6 +256,11 @@ impl Engine {
                 step_started,
                 hold_left,
                 ..
+            }
+            | State::RollingBack {
+                step_started,
+                hold_left,
+                ..
             } => Some(step_started + hold_left),
             _ => None,
         }
@@ -276,6 +293,18 @@ impl Engine {
                 hook: *hook,
                 failures: *failures,
             },
+            State::RollingBack {
+                steps,
+                index,
+                step_started,
+                hold_left,
+                cause,
+            } => Phase::RollingBack {
+                steps: steps.clone(),
+                index: *index,
+                remaining: hold_left.saturating_sub(now.saturating_sub(*step_started)),
+                cause: cause.clone(),
+            },
             State::RolledBack { cause } => Phase::RolledBack {
                 cause: cause.clone(),
             },
@@ -302,6 +331,12 @@ impl Engine {
             Phase::WaitingApproval { step }
             | Phase::Frozen { step }
             | Phase::Confirming { step, .. } => (self.step(*step).map(|s| s.weight_bp), None),
+            Phase::RollingBack {
+                steps,
+                index,
+                remaining,
+                ..
+            } => (steps.get(*index).copied(), Some(*remaining)),
             _ => (None, None),
         };
         Status {
@@ -409,8 +444,90 @@ impl Engine {
                     | State::WaitingApproval { .. }
                     | State::Frozen { .. }
                     | State::Confirming { .. }
+                    | State::RollingBack { .. }
                     | State::Completed
             )
+    }
+
+    /// A soft failure (an operator's abort, a confirm hook's limit, an analysis's
+    /// inconclusive limit under a gradual policy): rolls back by the service's policy,
+    /// through the policy's steps below the current weight, or at once.
+    fn soft_roll_back(&mut self, now: Now, cause: Cause) -> Vec<Effect> {
+        let RollbackPolicy::Gradual { steps_bp, hold } = &self.settings.rollback else {
+            return self.roll_back(now, cause);
+        };
+        let hold = *hold;
+        let current = self.controlled_weight();
+        let steps: Vec<u16> = steps_bp.iter().copied().filter(|&w| w < current).collect();
+        let Some(&first) = steps.first() else {
+            return self.roll_back(now, cause);
+        };
+        if first == 0 {
+            return self.roll_back(now, cause);
+        }
+        let mut fx = Vec::new();
+        let from = self.state.name();
+        self.weight_effect(&mut fx, first, &cause);
+        self.state = State::RollingBack {
+            steps,
+            index: 0,
+            step_started: now,
+            hold_left: hold,
+            cause: cause.clone(),
+        };
+        self.gate_wait = None;
+        self.analysis_pause = None;
+        self.record(&mut fx, now, from, cause, current);
+        self.persist(&mut fx, now);
+        fx
+    }
+
+    /// The end of a gradual rollback step's hold: the next step, the last (0) ending it.
+    fn rollback_tick(&mut self, now: Now) -> Vec<Effect> {
+        let State::RollingBack {
+            steps,
+            index,
+            step_started,
+            hold_left,
+            cause,
+        } = &self.state
+        else {
+            return Vec::new();
+        };
+        if now < *step_started + *hold_left {
+            return Vec::new();
+        }
+        let (index, cause) = (index + 1, cause.clone());
+        let next = steps.get(index).copied().unwrap_or(0);
+        let steps = steps.clone();
+        let step_cause = Cause::RollbackStep {
+            weight_bp: next,
+            of: Box::new(cause.clone()),
+        };
+        let mut fx = Vec::new();
+        let before = self.controlled_weight();
+        self.weight_effect(&mut fx, next, &step_cause);
+        self.state = if next == 0 {
+            State::RolledBack { cause }
+        } else {
+            State::RollingBack {
+                steps,
+                index,
+                step_started: now,
+                hold_left: self.rollback_hold(),
+                cause,
+            }
+        };
+        self.record(&mut fx, now, StateName::RollingBack, step_cause, before);
+        self.persist(&mut fx, now);
+        fx
+    }
+
+    fn rollback_hold(&self) -> Duration {
+        match &self.settings.rollback {
+            RollbackPolicy::Gradual { hold, .. } => *hold,
+            RollbackPolicy::Immediate => Duration::ZERO,
+        }
     }
 
     /// Asks the confirm hook `hook` about entering `step` (the swap, for confirm-promotion).
@@ -499,7 +616,7 @@ impl Engine {
         let limit = self.settings.webhook(hook).map_or(1, |h| h.failure_limit);
         if failures >= limit {
             let reason = format!("{} ({failures} in a row)", a.detail);
-            return self.roll_back(now, Cause::HookGaveUp { hook, reason });
+            return self.soft_roll_back(now, Cause::HookGaveUp { hook, reason });
         }
         let mut fx = Vec::new();
         let w = self.controlled_weight();
@@ -632,6 +749,22 @@ impl Engine {
             Measurement::Inconclusive => {
                 t.inconclusive += 1;
                 let n = t.inconclusive;
+                // Under a gradual rollback policy the limit is a soft failure: roll back
+                // through the policy's steps instead of pausing.
+                if n >= inconclusive_limit
+                    && matches!(self.settings.rollback, RollbackPolicy::Gradual { .. })
+                    && self.state.in_progress()
+                {
+                    let reason = format!(
+                        "{} ({n} inconclusive results in a row), rolling back",
+                        r.detail
+                    );
+                    let cause = Cause::AnalysisInconclusive {
+                        name: r.name,
+                        reason,
+                    };
+                    return self.soft_roll_back(now, cause);
+                }
                 if n >= inconclusive_limit
                     && let State::Running {
                         step,
@@ -646,7 +779,8 @@ impl Engine {
                         remaining: hold_left.saturating_sub(now.saturating_sub(step_started)),
                     };
                     self.analysis_pause = Some(r.name.clone());
-                    let reason = format!("{} ({n} inconclusive results in a row)", r.detail);
+                    let reason =
+                        format!("{} ({n} inconclusive results in a row), paused", r.detail);
                     let cause = Cause::AnalysisInconclusive {
                         name: r.name,
                         reason,
@@ -685,6 +819,14 @@ impl Engine {
             | State::Paused { step, .. }
             | State::WaitingApproval { step } => Some(step),
             State::Confirming { step, .. } => Some(step.saturating_sub(1)),
+            // An operator's weight stops a gradual rollback too, at the ramp's last step
+            // at or below it.
+            State::RollingBack { .. } => Some(
+                self.rollout
+                    .as_ref()
+                    .and_then(|r| r.steps.iter().rposition(|s| s.weight_bp <= bp))
+                    .unwrap_or(0),
+            ),
             _ => None,
         };
         // A real ramp must not fight an operator: it stops where the operator put it.
@@ -706,6 +848,9 @@ impl Engine {
     }
 
     fn tick(&mut self, now: Now) -> Vec<Effect> {
+        if matches!(self.state, State::RollingBack { .. }) {
+            return self.rollback_tick(now);
+        }
         let State::Running {
             step,
             step_started,
@@ -900,7 +1045,9 @@ impl Engine {
                 | State::Paused { .. }
                 | State::WaitingApproval { .. }
                 | State::Confirming { .. }
-                | State::Frozen { .. } => return Ok(self.roll_back(now, cause)),
+                | State::Frozen { .. } => return Ok(self.soft_roll_back(now, cause)),
+                // An abort during a gradual rollback: to 0 now.
+                State::RollingBack { .. } => return Ok(self.roll_back(now, cause)),
                 _ => return Err(self.not_allowed(&command)),
             },
             OperatorCommand::Rollback => {
@@ -910,6 +1057,7 @@ impl Engine {
                         | State::Paused { .. }
                         | State::WaitingApproval { .. }
                         | State::Confirming { .. }
+                        | State::RollingBack { .. }
                         | State::Frozen { .. }
                 );
                 // After a finished dry run, rollback is about the real weight again.
@@ -1006,7 +1154,7 @@ impl Engine {
         dry_run: bool,
         cause: Cause,
     ) -> Result<Vec<Effect>, CommandError> {
-        if self.state.in_progress() {
+        if self.state.in_progress() || matches!(self.state, State::RollingBack { .. }) {
             return Err(self.not_allowed(command));
         }
         self.require_green_healthy(command)?;

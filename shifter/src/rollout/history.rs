@@ -91,6 +91,8 @@ pub enum EntryKind {
     HookRefused,
     /// A confirm webhook said no its limit of times in a row (rolled back).
     HookGaveUp,
+    /// A gradual rollback moved to its next step.
+    RollbackStep,
 }
 
 /// One transition of a rollout.
@@ -187,6 +189,7 @@ fn belongs(from: StateName) -> bool {
             | StateName::WaitingApproval
             | StateName::Frozen
             | StateName::Confirming
+            | StateName::RollingBack
             | StateName::Completed
     )
 }
@@ -214,6 +217,7 @@ fn entry(ev: &RolloutEvent, time_ms: u64) -> Entry {
         Cause::HookConfirmed { .. } => (EntryKind::HookConfirmed, None, None),
         Cause::HookRefused { .. } => (EntryKind::HookRefused, None, None),
         Cause::HookGaveUp { .. } => (EntryKind::HookGaveUp, None, None),
+        Cause::RollbackStep { .. } => (EntryKind::RollbackStep, None, None),
     };
     Entry {
         time_ms,
@@ -236,12 +240,16 @@ fn outcome_of(to: StateName, cause: &Cause) -> Outcome {
         StateName::Frozen => Outcome::Frozen,
         StateName::RolledBack => match cause {
             Cause::Operator { command, .. } if command == "abort" => Outcome::Aborted,
+            Cause::RollbackStep { of, .. } if matches!(&**of, Cause::Operator { command, .. } if command == "abort") => {
+                Outcome::Aborted
+            }
             _ => Outcome::RolledBack,
         },
         StateName::Running
         | StateName::Paused
         | StateName::WaitingApproval
-        | StateName::Confirming => Outcome::InProgress,
+        | StateName::Confirming
+        | StateName::RollingBack => Outcome::InProgress,
     }
 }
 

@@ -22,6 +22,8 @@ mod analysis_tests;
 #[cfg(test)]
 mod hook_tests;
 #[cfg(test)]
+mod rollback_tests;
+#[cfg(test)]
 mod tests;
 
 pub use crate::config::{HealthSettings, RolloutSettings, Step};

@@ -51,6 +51,7 @@ fn settings() -> RolloutSettings {
         gate: GateSettings::default(),
         analysis: Vec::new(),
         webhooks: Vec::new(),
+        rollback: crate::config::RollbackPolicy::Immediate,
     }
 }
 

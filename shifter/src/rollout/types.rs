@@ -47,6 +47,15 @@ pub enum State {
         hook: HookKind,
         failures: u32,
     },
+    /// A gradual rollback after a soft failure (`cause`): green holds `steps[index]`
+    /// until `hold_left` after `step_started`, then the next; the last step is 0.
+    RollingBack {
+        steps: Vec<u16>,
+        index: usize,
+        step_started: Now,
+        hold_left: Duration,
+        cause: Cause,
+    },
     RolledBack {
         cause: Cause,
     },
@@ -64,6 +73,7 @@ pub enum StateName {
     WaitingApproval,
     Frozen,
     Confirming,
+    RollingBack,
     RolledBack,
     Completed,
 }
@@ -77,6 +87,7 @@ impl fmt::Display for StateName {
             Self::WaitingApproval => "waiting for approval",
             Self::Frozen => "frozen",
             Self::Confirming => "confirming",
+            Self::RollingBack => "rolling back",
             Self::RolledBack => "rolled back",
             Self::Completed => "completed",
         })
@@ -92,6 +103,7 @@ impl State {
             Self::WaitingApproval { .. } => StateName::WaitingApproval,
             Self::Frozen { .. } => StateName::Frozen,
             Self::Confirming { .. } => StateName::Confirming,
+            Self::RollingBack { .. } => StateName::RollingBack,
             Self::RolledBack { .. } => StateName::RolledBack,
             Self::Completed => StateName::Completed,
         }
@@ -218,6 +230,11 @@ pub enum Cause {
         hook: HookKind,
         reason: String,
     },
+    /// A gradual rollback's next step (to `weight_bp`; 0 ends it), started by `of`.
+    RollbackStep {
+        weight_bp: u16,
+        of: Box<Cause>,
+    },
 }
 
 impl fmt::Display for Cause {
@@ -245,7 +262,7 @@ impl fmt::Display for Cause {
             }
             Self::Analysis { name, reason } => write!(f, "analysis {name} failed: {reason}"),
             Self::AnalysisInconclusive { name, reason } => {
-                write!(f, "analysis {name} is inconclusive, paused: {reason}")
+                write!(f, "analysis {name} is inconclusive: {reason}")
             }
             Self::AnalysisResumed { name, detail } => {
                 write!(f, "analysis {name} succeeded again, resumed: {detail}")
@@ -264,6 +281,9 @@ impl fmt::Display for Cause {
                     f,
                     "{hook} hook gave no confirmation, rolling back: {reason}"
                 )
+            }
+            Self::RollbackStep { weight_bp, of } => {
+                write!(f, "gradual rollback to {} ({of})", bp_text(*weight_bp))
             }
         }
     }
@@ -418,6 +438,12 @@ pub enum Phase {
         step: usize,
         hook: HookKind,
         failures: u32,
+    },
+    RollingBack {
+        steps: Vec<u16>,
+        index: usize,
+        remaining: Duration,
+        cause: Cause,
     },
     RolledBack {
         cause: Cause,
