@@ -16,6 +16,7 @@ mod rollout;
 mod services;
 #[cfg(test)]
 mod tests;
+mod tls;
 mod webhooks;
 
 use std::{fmt, path::Path, path::PathBuf, time::Duration};
@@ -38,6 +39,7 @@ pub use rollout::{
     RawStep, RollbackPolicy, RolloutSettings, Step, check_steps,
 };
 pub use services::ServiceSpec;
+pub use tls::{TlsProblem, TlsSettings};
 pub use webhooks::{
     HookKind, MAX_NOTIFY, NotifyFormat, NotifySettings, RawNotify, RawWebhook, WebhookSettings,
 };
