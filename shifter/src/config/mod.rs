@@ -42,6 +42,7 @@ pub use services::ServiceSpec;
 pub use tls::{TlsProblem, TlsSettings};
 pub use webhooks::{
     HookKind, MAX_NOTIFY, NotifyFormat, NotifySettings, RawNotify, RawWebhook, WebhookSettings,
+    url_tls,
 };
 
 use crate::model::Weight;

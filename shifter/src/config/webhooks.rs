@@ -5,7 +5,8 @@
 //! [[services.rollout.webhook]]
 //! kind = "confirm-step"              # confirm-rollout | confirm-step | confirm-promotion
 //!                                    # | post-rollout | rollback
-//! url = "http://127.0.0.1:9000/go"   # required, http only
+//! url = "http://127.0.0.1:9000/go"   # required, http:// or https://
+//! # ca = "/etc/shifter/hooks-ca.pem" # https: the CA that signs the receiver (default: system roots)
 //! timeout = "5s"                     # an answer slower than this is a "no"
 //! interval = "10s"                   # between attempts after a "no"
 //! failure_limit = 30                 # this many "no"s in a row: give up (see below)
@@ -13,6 +14,7 @@
 //! [[daemon.notify]]
 //! url = "http://127.0.0.1:9000/events"
 //! format = "json"                    # json | slack (Slack's incoming-webhook {"text": ...})
+//! # ca = "/etc/shifter/hooks-ca.pem" # https: as above
 //! timeout = "5s"
 //! retries = 5                        # further attempts per event, backoff 500ms doubling to 30s
 //! queue = 1024                       # events waiting; a full queue drops (counted)
@@ -24,7 +26,7 @@
 //! policy decides how). `post-rollout` and `rollback` hooks are told after the fact and never
 //! hold anything: they are retried up to `failure_limit` times, then given up (logged, counted).
 
-use std::{fmt, time::Duration};
+use std::{fmt, path::PathBuf, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
@@ -96,6 +98,8 @@ pub struct WebhookSettings {
     pub timeout: Duration,
     pub interval: Duration,
     pub failure_limit: u32,
+    /// https: the CA file that signs the receiver's certificate (`None`: system roots).
+    pub ca: Option<PathBuf>,
 }
 
 /// The body format of a notification.
@@ -116,6 +120,17 @@ pub struct NotifySettings {
     pub timeout: Duration,
     pub retries: u32,
     pub queue: usize,
+    /// https: the CA file that signs the receiver's certificate (`None`: system roots).
+    pub ca: Option<PathBuf>,
+}
+
+/// The TLS settings of an `https://` URL with `ca` (`None` for `http://`); the server name
+/// is the URL's host.
+pub fn url_tls(url: &str, ca: Option<&PathBuf>) -> Option<super::TlsSettings> {
+    url.starts_with("https://").then(|| super::TlsSettings {
+        ca: ca.cloned(),
+        ..super::TlsSettings::default()
+    })
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
@@ -126,6 +141,7 @@ pub struct RawWebhook {
     pub timeout: Option<String>,
     pub interval: Option<String>,
     pub failure_limit: Option<i64>,
+    pub ca: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
@@ -136,27 +152,52 @@ pub struct RawNotify {
     pub timeout: Option<String>,
     pub retries: Option<i64>,
     pub queue: Option<i64>,
+    pub ca: Option<String>,
 }
 
-/// An `http://host[:port]/path` URL (https is not supported here: no TLS client for
-/// webhooks yet), or the problem.
+/// An `http(s)://host[:port]/path` URL, or the problem.
 fn http_url(p: &mut Problems, field: &str, v: Option<&str>) -> String {
     let Some(u) = v else {
-        p.add(field, "required: an http:// URL");
+        p.add(field, "required: an http:// or https:// URL");
         return String::new();
     };
     match u.parse::<hyper::Uri>() {
-        Ok(x) if x.scheme_str() == Some("http") && x.host().is_some_and(|h| !h.is_empty()) => {
+        Ok(x)
+            if matches!(x.scheme_str(), Some("http" | "https"))
+                && x.host().is_some_and(|h| !h.is_empty()) =>
+        {
             u.to_owned()
         }
         _ => {
             p.add(
                 field,
-                format!("{u:?} is not an http:// URL with a host (https is not supported)"),
+                format!("{u:?} is not an http:// or https:// URL with a host"),
             );
             String::new()
         }
     }
+}
+
+/// `ca` of an https URL: an absolute path to a PEM file with a certificate (read now).
+fn ca_file(p: &mut Problems, field: &str, url: &str, v: Option<&str>) -> Option<PathBuf> {
+    let v = v?;
+    if !url.starts_with("https://") {
+        p.add(field, "is only used with an https:// url");
+        return None;
+    }
+    let path = PathBuf::from(v);
+    if !path.is_absolute() {
+        p.add(field, format!("{v:?} is not an absolute path"));
+        return None;
+    }
+    let tls = super::TlsSettings {
+        ca: Some(path.clone()),
+        ..super::TlsSettings::default()
+    };
+    if let Err((_, message)) = tls.client_config() {
+        p.add(field, message);
+    }
+    Some(path)
 }
 
 fn int_in(p: &mut Problems, field: &str, v: Option<i64>, range: (i64, i64), default: i64) -> i64 {
@@ -212,6 +253,7 @@ pub(super) fn validate_hooks(p: &mut Problems, raw: &[RawWebhook]) -> Vec<Webhoo
             );
         }
         let url = http_url(p, &f("url"), h.url.as_deref());
+        let ca = ca_file(p, &f("ca"), &url, h.ca.as_deref());
         let timeout = timeout(p, &f("timeout"), h.timeout.as_deref());
         let interval = duration(
             p,
@@ -235,6 +277,7 @@ pub(super) fn validate_hooks(p: &mut Problems, raw: &[RawWebhook]) -> Vec<Webhoo
             timeout,
             interval,
             failure_limit,
+            ca,
         });
     }
     out
@@ -253,6 +296,7 @@ pub(super) fn validate_notify(p: &mut Problems, raw: &[RawNotify]) -> Vec<Notify
         .map(|(i, n)| {
             let f = |k: &str| format!("daemon.notify[{i}].{k}");
             let url = http_url(p, &f("url"), n.url.as_deref());
+            let ca = ca_file(p, &f("ca"), &url, n.ca.as_deref());
             let format = match n.format.as_deref() {
                 None | Some("json") => NotifyFormat::Json,
                 Some("slack") => NotifyFormat::Slack,
@@ -279,6 +323,7 @@ pub(super) fn validate_notify(p: &mut Problems, raw: &[RawNotify]) -> Vec<Notify
                     (1, 1 << 20),
                     DEFAULT_NOTIFY_QUEUE as i64,
                 ) as usize,
+                ca,
             }
         })
         .collect()
@@ -338,7 +383,7 @@ mod tests {
     #[test]
     fn bad_values_name_their_field() {
         let e = parse(&format!(
-            "[[daemon.notify]]\nurl = \"https://x/\"\nformat = \"xml\"\nretries = -1\nqueue = 0\ntimeout = \"0s\"\n\
+            "[[daemon.notify]]\nurl = \"ftp://x/\"\nformat = \"xml\"\nretries = -1\nqueue = 0\ntimeout = \"0s\"\n\
              {SVC}[[services.rollout.webhook]]\nkind = \"confirm\"\nurl = \"http://x/\"\n\
              [[services.rollout.webhook]]\nkind = \"confirm-step\"\n\
              [[services.rollout.webhook]]\nkind = \"confirm-step\"\nurl = \"ftp://x\"\nfailure_limit = 0\ninterval = \"soon\"\n"
@@ -347,15 +392,15 @@ mod tests {
         assert_eq!(
             e,
             [
-                "daemon.notify[0].url: \"https://x/\" is not an http:// URL with a host (https is not supported)",
+                "daemon.notify[0].url: \"ftp://x/\" is not an http:// or https:// URL with a host",
                 "daemon.notify[0].format: \"xml\": want json or slack",
                 "daemon.notify[0].timeout: must be within 10ms..=1m",
                 "daemon.notify[0].retries: -1 is outside 0..=100",
                 "daemon.notify[0].queue: 0 is outside 1..=1048576",
                 "services[0].rollout.webhook[0].kind: \"confirm\": want confirm-rollout, confirm-step, confirm-promotion, post-rollout or rollback",
-                "services[0].rollout.webhook[1].url: required: an http:// URL",
+                "services[0].rollout.webhook[1].url: required: an http:// or https:// URL",
                 "services[0].rollout.webhook[2].kind: confirm-step is configured twice in this service",
-                "services[0].rollout.webhook[2].url: \"ftp://x\" is not an http:// URL with a host (https is not supported)",
+                "services[0].rollout.webhook[2].url: \"ftp://x\" is not an http:// or https:// URL with a host",
                 "services[0].rollout.webhook[2].interval: \"soon\" is not a duration like 30s or 1m30s (expected number at 0)",
                 "services[0].rollout.webhook[2].failure_limit: 0 is outside 1..=10000",
             ]
@@ -367,6 +412,30 @@ mod tests {
             ))
             .unwrap_err()[0]
                 .contains("unknown field `uri`")
+        );
+        assert_eq!(
+            parse(&format!(
+                "{SVC}[[services.rollout.webhook]]\nkind = \"rollback\"\nurl = \"http://x/\"\nca = \"/x.pem\"\n\
+                 [[services.rollout.webhook]]\nkind = \"post-rollout\"\nurl = \"https://x/\"\nca = \"x.pem\"\n\
+                 [[services.rollout.webhook]]\nkind = \"confirm-step\"\nurl = \"https://x/\"\nca = \"/nonexistent.pem\"\n"
+            ))
+            .unwrap_err()
+            .iter()
+            .map(|e| e.split(": I/O error").next().unwrap_or(e).to_owned())
+            .collect::<Vec<_>>(),
+            [
+                "services[0].rollout.webhook[0].ca: is only used with an https:// url",
+                "services[0].rollout.webhook[1].ca: \"x.pem\" is not an absolute path",
+                "services[0].rollout.webhook[2].ca: /nonexistent.pem",
+            ]
+        );
+        let c = parse(&format!(
+            "{SVC}[[services.rollout.webhook]]\nkind = \"rollback\"\nurl = \"https://hooks.example/rb\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.services[0].rollout.webhooks[0].ca, None,
+            "https with the system roots"
         );
     }
 }

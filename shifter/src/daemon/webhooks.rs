@@ -12,7 +12,8 @@
 //!   most 30 s) up to the target's `retries`.
 //!
 //! Every outcome is counted ([`WebhookStats`], in `/metrics`) and failures are logged.
-//! Plain http only: the crate has no TLS client for webhooks.
+//! `https://` URLs go over rustls, verified for the URL's host against the URL's `ca` or
+//! the system roots (that configuration is built once).
 
 use std::{
     collections::BTreeMap,
@@ -54,14 +55,15 @@ impl Drop for Task {
     }
 }
 
-/// POSTs `body` (JSON) to `url`; the answer's status, or why there is none. `timeout`
-/// bounds the whole exchange.
+/// POSTs `body` (JSON) to `url` (`ca`: the CA of an https receiver, else the system roots);
+/// the answer's status, or why there is none. `timeout` bounds the whole exchange.
 pub(crate) async fn post(
     url: &str,
+    ca: Option<&std::path::PathBuf>,
     body: Vec<u8>,
     timeout: Duration,
 ) -> Result<StatusCode, String> {
-    tokio::time::timeout(timeout, post_inner(url, body))
+    tokio::time::timeout(timeout, post_inner(url, ca, body))
         .await
         .unwrap_or_else(|_| {
             Err(format!(
@@ -71,17 +73,58 @@ pub(crate) async fn post(
         })
 }
 
-async fn post_inner(url: &str, body: Vec<u8>) -> Result<StatusCode, String> {
+/// The TLS client configuration of an https URL; the system-roots one is built once.
+fn tls_config(tls: &crate::config::TlsSettings) -> Result<Arc<rustls::ClientConfig>, String> {
+    static SYSTEM: std::sync::OnceLock<Result<Arc<rustls::ClientConfig>, String>> =
+        std::sync::OnceLock::new();
+    let build = || tls.client_config().map_err(|(_, m)| m);
+    if tls.ca.is_none() {
+        return SYSTEM.get_or_init(build).clone();
+    }
+    build()
+}
+
+async fn post_inner(
+    url: &str,
+    ca: Option<&std::path::PathBuf>,
+    body: Vec<u8>,
+) -> Result<StatusCode, String> {
     let uri: hyper::Uri = url.parse().map_err(|e| format!("URL {url:?}: {e}"))?;
     let host = uri.host().ok_or("URL has no host")?;
     let host = host
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_owned();
-    let port = uri.port_u16().unwrap_or(80);
+    let tls = crate::config::url_tls(url, ca);
+    let port = uri
+        .port_u16()
+        .unwrap_or(if tls.is_some() { 443 } else { 80 });
     let stream = TcpStream::connect((host.as_str(), port))
         .await
         .map_err(|e| format!("connect {host}:{port}: {e}"))?;
+    let Some(tls) = tls else {
+        return exchange(stream, &uri, host, body).await;
+    };
+    let config = tls_config(&tls)?;
+    let name = rustls::pki_types::ServerName::try_from(host.clone())
+        .map_err(|e| format!("{host:?} is not a TLS server name: {e}"))?;
+    let stream = tokio_rustls::TlsConnector::from(config)
+        .connect(name, stream)
+        .await
+        .map_err(|e| format!("TLS handshake with {host}:{port}: {e}"))?;
+    exchange(stream, &uri, host, body).await
+}
+
+/// One POST over an open connection (plain or TLS).
+async fn exchange<S>(
+    stream: S,
+    uri: &hyper::Uri,
+    host: String,
+    body: Vec<u8>,
+) -> Result<StatusCode, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| error_chain(&e))?;
@@ -324,10 +367,11 @@ impl Webhooks {
                 tokio::time::sleep(settings.interval).await;
             }
             let body = serde_json::to_vec(&body).expect("JSON of plain values");
-            let (ok, detail) = match post(&settings.url, body, settings.timeout).await {
-                Ok(s) => (s.is_success(), format!("HTTP {}", s.as_u16())),
-                Err(e) => (false, e),
-            };
+            let (ok, detail) =
+                match post(&settings.url, settings.ca.as_ref(), body, settings.timeout).await {
+                    Ok(s) => (s.is_success(), format!("HTTP {}", s.as_u16())),
+                    Err(e) => (false, e),
+                };
             stats.hook(&service, call.hook, ok);
             if !ok {
                 warn!("{service}: {} hook {}: {detail}", call.hook, settings.url);
@@ -349,7 +393,14 @@ impl Webhooks {
         let body = serde_json::to_vec(&body).expect("JSON of plain values");
         self.rt.spawn(async move {
             for attempt in 1..=settings.failure_limit {
-                match post(&settings.url, body.clone(), settings.timeout).await {
+                match post(
+                    &settings.url,
+                    settings.ca.as_ref(),
+                    body.clone(),
+                    settings.timeout,
+                )
+                .await
+                {
                     Ok(s) if s.is_success() => {
                         stats.hook(&service, settings.kind, true);
                         return;
@@ -380,7 +431,14 @@ async fn deliver(
     while let Some(body) = rx.recv().await {
         let mut backoff = BACKOFF_FIRST;
         for attempt in 0..=settings.retries {
-            match post(&settings.url, body.clone(), settings.timeout).await {
+            match post(
+                &settings.url,
+                settings.ca.as_ref(),
+                body.clone(),
+                settings.timeout,
+            )
+            .await
+            {
                 Ok(s) if s.is_success() => {
                     stats.notified(&settings.url, "sent");
                     break;
@@ -500,6 +558,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             retries,
             queue,
+            ca: None,
         }
     }
 
@@ -580,6 +639,7 @@ mod tests {
         // A closed port: an error, quickly.
         let e = post(
             "http://127.0.0.1:9/x",
+            None,
             b"{}".to_vec(),
             Duration::from_secs(1),
         )
@@ -596,5 +656,70 @@ mod tests {
             "shifter: web: rollout running -> running, green 1.00% -> 5.00%: step 1 passed: ok"
         );
         assert_eq!(v.as_object().unwrap().len(), 1);
+    }
+
+    /// An https receiver on loopback with a certificate for 127.0.0.1 from a test CA:
+    /// (URL, the CA's PEM).
+    async fn tls_receiver() -> (String, String) {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+        let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+        let issuer = Issuer::new(ca, ca_key);
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from(cert.der().to_vec())],
+            PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).unwrap(),
+        )
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("https://127.0.0.1:{}/hook", l.local_addr().unwrap().port());
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = l.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut s) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut buf = [0u8; 4096];
+                    let _ = s.read(&mut buf).await;
+                    let _ = s
+                        .write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+                        .await;
+                    let _ = s.shutdown().await;
+                });
+            }
+        });
+        (url, ca_pem)
+    }
+
+    #[tokio::test]
+    async fn https_receivers_are_verified_against_their_ca() {
+        let (url, ca_pem) = tls_receiver().await;
+        let ca = std::env::temp_dir().join(format!("shifter-hook-ca-{}.pem", std::process::id()));
+        std::fs::write(&ca, ca_pem).unwrap();
+        let t = Duration::from_secs(2);
+        let ok = post(&url, Some(&ca), b"{}".to_vec(), t).await;
+        assert_eq!(ok, Ok(StatusCode::NO_CONTENT));
+        let e = post(&url, None, b"{}".to_vec(), t).await.unwrap_err();
+        assert!(
+            e.starts_with("TLS handshake with 127.0.0.1:") && e.contains("UnknownIssuer"),
+            "{e}"
+        );
+        let _ = std::fs::remove_file(&ca);
     }
 }

@@ -24,6 +24,7 @@ fn hook(kind: HookKind, failure_limit: u32) -> WebhookSettings {
         timeout: Duration::from_secs(1),
         interval: Duration::from_secs(1),
         failure_limit,
+        ca: None,
     }
 }
 

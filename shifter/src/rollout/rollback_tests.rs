@@ -185,6 +185,7 @@ fn a_confirm_hook_at_its_limit_rolls_back_gradually() {
         timeout: Duration::from_secs(1),
         interval: Duration::from_secs(1),
         failure_limit: 1,
+        ca: None,
     }];
     let mut e = engine(s);
     feed(&mut e, 0, start());
