@@ -15,8 +15,8 @@ use tracing::{error, warn};
 
 use super::{
     engine::{
-        Actuation, Cause, CommandError, Effect, Engine, HookCall, Input, OperatorCommand, Progress,
-        RolloutEvent, Status,
+        Actuation, Cause, CommandError, Effect, Engine, HookAnswer, HookCall, Input,
+        OperatorCommand, Progress, RolloutEvent, Status,
     },
     gate::SignalSample,
 };
@@ -136,6 +136,8 @@ pub enum Message {
     Status {
         reply: oneshot::Sender<Status>,
     },
+    /// A confirm webhook's answer (to a call the actuator was given).
+    Hook(HookAnswer),
 }
 
 /// Runs one service's engine: ticks at the end of each hold, counter samples every
@@ -208,6 +210,9 @@ impl<A: Actuator> Driver<A> {
             }
             Message::Status { reply } => {
                 let _ = reply.send(self.engine.status(self.now()));
+            }
+            Message::Hook(answer) => {
+                let _ = self.feed(Input::Hook(answer), None);
             }
         }
     }

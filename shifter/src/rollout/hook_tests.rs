@@ -244,3 +244,67 @@ fn abort_while_confirming_rolls_back() {
     assert_eq!(weights(&fx), vec![0]);
     assert_eq!(e.state().name(), StateName::RolledBack);
 }
+
+/// The async driver passes confirm calls to its actuator and hook answers to the engine.
+#[tokio::test(start_paused = true)]
+async fn the_driver_carries_calls_and_answers() {
+    use std::sync::{Arc, Mutex};
+
+    use super::{
+        driver::{Actuator, Driver, Message},
+        engine::{OperatorCommand, Progress, RolloutEvent},
+    };
+
+    #[derive(Default)]
+    struct Log {
+        weights: Vec<u16>,
+        calls: Vec<HookCall>,
+    }
+    struct Fake(Arc<Mutex<Log>>);
+    impl Actuator for Fake {
+        type Error = std::io::Error;
+        fn set_weight(&mut self, bp: u16, _: bool, _: &Cause) -> Result<Duration, Self::Error> {
+            self.0.lock().unwrap().weights.push(bp);
+            Ok(Duration::ZERO)
+        }
+        fn swap_roles(&mut self, _: &Cause) -> Result<Duration, Self::Error> {
+            Ok(Duration::ZERO)
+        }
+        fn sample(&mut self) -> Result<SignalSample, Self::Error> {
+            Ok(SignalSample::default())
+        }
+        fn persist(&mut self, _: &Progress) -> Result<(), Self::Error> {
+            Ok(())
+        }
+        fn record(&mut self, _: RolloutEvent) {}
+        fn confirm(&mut self, call: HookCall) {
+            self.0.lock().unwrap().calls.push(call);
+        }
+    }
+    let log = Arc::new(Mutex::new(Log::default()));
+    let mut d = Driver::new(
+        engine(vec![hook(HookKind::ConfirmRollout, 3)]),
+        Fake(log.clone()),
+        tokio::time::Instant::now(),
+        Duration::from_secs(1),
+    );
+    let (reply, _rx) = tokio::sync::oneshot::channel();
+    d.on_message(Message::Command {
+        command: OperatorCommand::Start {
+            steps: None,
+            hold: None,
+            dry_run: false,
+        },
+        uid: None,
+        reply,
+    });
+    assert_eq!(log.lock().unwrap().calls.len(), 1);
+    assert!(log.lock().unwrap().weights.is_empty());
+    d.on_message(Message::Hook(HookAnswer {
+        hook: HookKind::ConfirmRollout,
+        step: 0,
+        ok: true,
+        detail: "HTTP 200".into(),
+    }));
+    assert_eq!(log.lock().unwrap().weights, [1000]);
+}
