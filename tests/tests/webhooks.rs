@@ -27,7 +27,8 @@ use std::{
 use serde_json::Value;
 use shifter_tests::{
     daemon::{DaemonBed, InProcess, web_service},
-    netns, patient,
+    netns::{self, GREEN_PORT},
+    patient,
 };
 
 const HOOK_PORT: u16 = 9200;
@@ -186,7 +187,8 @@ fn confirm_hooks_hold_and_release_the_rollout_and_notifications_arrive_in_order(
     let rx = Receiver::start(bed.server_ns());
     let hooks = hook("confirm-rollout", "/confirm", "100ms", 1000)
         + &hook("confirm-step", "/confirm", "100ms", 1000)
-        + &hook("post-rollout", "/post", "100ms", 3);
+        + &hook("post-rollout", "/post", "100ms", 3)
+        + &hook("confirm-promotion", "/confirm", "100ms", 1000);
     std::fs::write(
         &bed.config_path,
         daemon_with(&bed, &notify("/events"), &hooks_service(&hooks)),
@@ -288,15 +290,61 @@ fn confirm_hooks_hold_and_release_the_rollout_and_notifications_arrive_in_order(
     for (h, n) in entries.iter().zip(&events) {
         assert_eq!((&h["from"], &h["to"]), (&n["from"], &n["to"]));
     }
+
+    // confirm-promotion: `promote` holds until a yes, then swaps the roles.
+    rx.confirm_status.store(503, Ordering::Relaxed);
+    bed.cli_ok(&["promote", "web"]);
+    wait_for(
+        "a no from confirm-promotion",
+        Duration::from_secs(5),
+        || {
+            rx.bodies("/confirm")
+                .iter()
+                .any(|b| b["hook"] == "confirm-promotion")
+        },
+    );
+    let s = service(&bed);
+    assert_eq!(s["rollout"]["state"], "confirming", "{s:#}");
+    assert_eq!(s["weight_bp"], 10_000, "not promoted yet");
+    rx.confirm_status.store(200, Ordering::Relaxed);
+    wait_for("the promotion", Duration::from_secs(5), || {
+        service(&bed)["rollout"]["state"] == "idle"
+    });
+    let s = service(&bed);
+    assert_eq!(
+        (s["weight_bp"].as_u64(), s["blue_port"].as_u64()),
+        (Some(0), Some(u64::from(GREEN_PORT))),
+        "green became the new blue: {s:#}"
+    );
+    let promo: Vec<Value> = rx
+        .bodies("/confirm")
+        .into_iter()
+        .filter(|b| b["hook"] == "confirm-promotion")
+        .collect();
+    assert!(promo.len() >= 2, "{promo:#?}");
+    assert_eq!(promo[0]["weight_before_bp"], 10_000);
+
     let (_, metrics) = bed.curl("GET", "/metrics", None, None);
     assert!(
         metrics.contains("shifter_webhook_calls_total{service=\"web\",hook=\"confirm-rollout\",result=\"failure\"}"),
         "{metrics}"
     );
+    wait_for(
+        "the promotion's notification",
+        Duration::from_secs(5),
+        || {
+            rx.bodies("/events")
+                .last()
+                .is_some_and(|e| e["to"] == "idle")
+        },
+    );
+    let all = rx.bodies("/events");
+    assert_in_order(&all);
     let sent = format!(
         "shifter_notifications_total{{target=\"http://127.0.0.1:{HOOK_PORT}/events\",result=\"sent\"}} {}",
-        events.len()
+        all.len()
     );
+    let (_, metrics) = bed.curl("GET", "/metrics", None, None);
     assert!(metrics.contains(&sent), "want {sent:?}: {metrics}");
     daemon.stop();
 }
