@@ -494,3 +494,31 @@ fn a_receiver_that_is_down_slows_no_weight_change() {
     );
     assert!(with.1 < ms * 500, "p95 {:?}", with.1);
 }
+
+#[test]
+fn a_reload_that_removes_the_confirm_hook_being_asked_lets_the_rollout_go_on() {
+    let bed = DaemonBed::new("hooks-reload");
+    let rx = Receiver::start(bed.server_ns());
+    let with = hooks_service(&hook("confirm-rollout", "/confirm", "100ms", 1000));
+    std::fs::write(&bed.config_path, daemon_with(&bed, "", &with)).expect("config");
+    let daemon = InProcess::start(&bed);
+    bed.cli_ok(&["rollout", "start", "web"]);
+    wait_for("a no", Duration::from_secs(5), || {
+        !rx.bodies("/confirm").is_empty()
+    });
+    assert_eq!(service(&bed)["weight_bp"], 0);
+    std::fs::write(&bed.config_path, daemon_with(&bed, "", &hooks_service(""))).expect("config");
+    let (code, body) = bed.curl("POST", "/v1/reload", None, None);
+    assert_eq!(code, 200, "{body}");
+    wait_for("the first step", Duration::from_secs(5), || {
+        service(&bed)["weight_bp"] == 5000
+    });
+    let asked = rx.bodies("/confirm").len();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        rx.bodies("/confirm").len(),
+        asked,
+        "the removed hook is not asked again"
+    );
+    daemon.stop();
+}

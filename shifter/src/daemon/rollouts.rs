@@ -188,6 +188,23 @@ impl Rollouts {
         if keep {
             let s = self.services.get_mut(&name).expect("checked");
             s.engine.set_settings(spec.rollout.clone());
+            // A reload that removed the confirm hook being asked lets the rollout go on.
+            if let rollout::State::Confirming { step, hook, .. } = *s.engine.state()
+                && spec.rollout.webhook(hook).is_none()
+                && let Some(commands) = self.commands.upgrade()
+            {
+                s.confirming = None;
+                let answer = HookAnswer {
+                    hook,
+                    step,
+                    ok: true,
+                    detail: "the hook was removed from the configuration".into(),
+                };
+                let _ = commands.try_send(Command::Hook {
+                    service: name.clone(),
+                    answer,
+                });
+            }
             if s.health != spec.health {
                 s.health.clone_from(&spec.health);
                 s.checks.clear();
