@@ -341,7 +341,7 @@ fn confirm_hooks_hold_and_release_the_rollout_and_notifications_arrive_in_order(
     let all = rx.bodies("/events");
     assert_in_order(&all);
     let sent = format!(
-        "shifter_notifications_total{{target=\"http://127.0.0.1:{HOOK_PORT}/events\",result=\"sent\"}} {}",
+        "shifter_notifications_total{{target=\"notify[0] http://127.0.0.1:{HOOK_PORT}\",result=\"sent\"}} {}",
         all.len()
     );
     let (_, metrics) = bed.curl("GET", "/metrics", None, None);
@@ -482,9 +482,11 @@ fn a_receiver_that_is_down_slows_no_weight_change() {
     );
     assert!(dropped.values().all(|&d| d > 0), "{dropped:?}");
     // A notify that blocked the engine would add at least the refusing target's first
-    // backoff (500 ms) or the silent one's timeout (1 min) to every change. Each change also
-    // fsyncs the state file, which is noisy on a shared disk: so the median may be up to 2x
-    // (+5 ms) the slower run without targets, and the 95th percentile stays below 500 ms.
+    // backoff (500 ms) or the silent one's timeout (1 min) to every change, so to the
+    // median. Each change also fsyncs the state file, which is noisy on a disk shared with
+    // other work (p95 up to ~0.45 s was seen with and without targets): so the median may be
+    // up to 2x (+5 ms) the slower run without targets and stays under 500 ms, the 95th
+    // percentile up to 3x (+50 ms).
     let ms = Duration::from_millis(1);
     let base = without.0.max(again.0);
     assert!(
@@ -492,7 +494,13 @@ fn a_receiver_that_is_down_slows_no_weight_change() {
         "median {:?} vs {base:?}",
         with.0
     );
-    assert!(with.1 < ms * 500, "p95 {:?}", with.1);
+    assert!(with.0 < ms * 500, "median {:?}", with.0);
+    let base95 = without.1.max(again.1);
+    assert!(
+        with.1 <= base95 * 3 + ms * 50,
+        "p95 {:?} vs {base95:?}",
+        with.1
+    );
 }
 
 #[test]

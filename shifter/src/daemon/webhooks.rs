@@ -46,6 +46,26 @@ const ANSWER_LIMIT: usize = 64 << 10;
 const BACKOFF_FIRST: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
+/// A URL as logs and metrics show it: scheme, host and port only. The path and query of a
+/// webhook URL often are its secret (Slack's incoming webhooks), and `/metrics` is readable
+/// by every peer of the socket.
+pub(crate) fn shown(url: &str) -> String {
+    match url.parse::<hyper::Uri>() {
+        Ok(u) => format!(
+            "{}://{}",
+            u.scheme_str().unwrap_or("?"),
+            u.authority()
+                .map_or("?", |a| a.as_str().rsplit('@').next().unwrap_or("?"))
+        ),
+        Err(_) => "?".to_owned(),
+    }
+}
+
+/// The `target` label (and log name) of the `i`-th notification target.
+pub(crate) fn target_label(i: usize, url: &str) -> String {
+    format!("notify[{i}] {}", shown(url))
+}
+
 /// A tokio task aborted when dropped.
 pub(crate) struct Task(pub tokio::task::JoinHandle<()>);
 
@@ -89,7 +109,7 @@ async fn post_inner(
     ca: Option<&std::path::PathBuf>,
     body: Vec<u8>,
 ) -> Result<StatusCode, String> {
-    let uri: hyper::Uri = url.parse().map_err(|e| format!("URL {url:?}: {e}"))?;
+    let uri: hyper::Uri = url.parse().map_err(|e| format!("bad URL: {e}"))?;
     let host = uri.host().ok_or("URL has no host")?;
     let host = host
         .trim_start_matches('[')
@@ -243,6 +263,8 @@ impl WebhookStats {
 /// One notification target: its queue and its sending task.
 struct Target {
     settings: NotifySettings,
+    /// `notify[i] scheme://host:port`: what logs and metrics show of it.
+    label: String,
     tx: mpsc::Sender<Vec<u8>>,
     _task: Task,
 }
@@ -320,18 +342,25 @@ impl Webhooks {
     /// Sets the notification targets; unchanged targets keep their queue and task.
     pub fn set_targets(&mut self, targets: &[NotifySettings]) {
         let mut old = std::mem::take(&mut self.targets);
-        for settings in targets {
-            if let Some(i) = old.iter().position(|t| &t.settings == settings) {
+        for (n, settings) in targets.iter().enumerate() {
+            let label = target_label(n, &settings.url);
+            if let Some(i) = old
+                .iter()
+                .position(|t| &t.settings == settings && t.label == label)
+            {
                 self.targets.push(old.swap_remove(i));
                 continue;
             }
             let (tx, rx) = mpsc::channel(settings.queue);
-            let task = Task(
-                self.rt
-                    .spawn(deliver(settings.clone(), rx, self.stats.clone())),
-            );
+            let task = Task(self.rt.spawn(deliver(
+                settings.clone(),
+                label.clone(),
+                rx,
+                self.stats.clone(),
+            )));
             self.targets.push(Target {
                 settings: settings.clone(),
+                label,
                 tx,
                 _task: task,
             });
@@ -343,10 +372,10 @@ impl Webhooks {
         for t in &self.targets {
             let body = notice(t.settings.format, ev, rollout_id);
             if t.tx.try_send(body).is_err() {
-                self.stats.notified(&t.settings.url, "dropped");
+                self.stats.notified(&t.label, "dropped");
                 debug!(
                     "notify {}: queue full ({}), event {} of {} dropped",
-                    t.settings.url, t.settings.queue, ev.seq, ev.service
+                    t.label, t.settings.queue, ev.seq, ev.service
                 );
             }
         }
@@ -374,7 +403,11 @@ impl Webhooks {
                 };
             stats.hook(&service, call.hook, ok);
             if !ok {
-                warn!("{service}: {} hook {}: {detail}", call.hook, settings.url);
+                warn!(
+                    "{service}: {} hook {}: {detail}",
+                    call.hook,
+                    shown(&settings.url)
+                );
             }
             let answer = HookAnswer {
                 hook: call.hook,
@@ -410,7 +443,9 @@ impl Webhooks {
                         let why = r.map_or_else(|e| e, |s| format!("HTTP {}", s.as_u16()));
                         warn!(
                             "{service}: {} hook {} (attempt {attempt} of {}): {why}",
-                            settings.kind, settings.url, settings.failure_limit
+                            settings.kind,
+                            shown(&settings.url),
+                            settings.failure_limit
                         );
                     }
                 }
@@ -425,6 +460,7 @@ impl Webhooks {
 /// Sends one target's queue in order, each event retried with backoff.
 async fn deliver(
     settings: NotifySettings,
+    label: String,
     mut rx: mpsc::Receiver<Vec<u8>>,
     stats: Arc<WebhookStats>,
 ) {
@@ -440,21 +476,21 @@ async fn deliver(
             .await
             {
                 Ok(s) if s.is_success() => {
-                    stats.notified(&settings.url, "sent");
+                    stats.notified(&label, "sent");
                     break;
                 }
                 r => {
-                    stats.notified(&settings.url, "failed");
+                    stats.notified(&label, "failed");
                     let why = r.map_or_else(|e| e, |s| format!("HTTP {}", s.as_u16()));
                     if attempt == settings.retries {
-                        stats.notified(&settings.url, "given-up");
+                        stats.notified(&label, "given-up");
                         warn!(
                             "notify {}: giving up an event after {} attempts: {why}",
-                            settings.url,
+                            label,
                             attempt + 1
                         );
                     } else {
-                        debug!("notify {} (attempt {}): {why}", settings.url, attempt + 1);
+                        debug!("notify {label} (attempt {}): {why}", attempt + 1);
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(BACKOFF_MAX);
                     }
@@ -571,7 +607,7 @@ mod tests {
             w.notify(&event(seq), Some(7));
         }
         let start = Instant::now();
-        while w.stats.notifications(&url, "sent") < 20 {
+        while w.stats.notifications(&target_label(0, &url), "sent") < 20 {
             assert!(start.elapsed() < Duration::from_secs(10), "not all sent");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -586,7 +622,7 @@ mod tests {
         assert_eq!(first["rollout_id"], 7);
         assert_eq!(first["cause"]["cause"], "step-passed");
         assert_eq!(first["weight_after_bp"], 500);
-        assert_eq!(w.stats.notifications(&url, "failed"), 0);
+        assert_eq!(w.stats.notifications(&target_label(0, &url), "failed"), 0);
     }
 
     #[tokio::test]
@@ -606,14 +642,19 @@ mod tests {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
         // One in flight (taken from the queue) plus two queued at most; the rest dropped.
-        assert!(w.stats.notifications(&url, "dropped") >= 7, "{:?}", w.stats);
+        assert!(
+            w.stats.notifications(&target_label(0, &url), "dropped") >= 7,
+            "{:?}",
+            w.stats
+        );
         let mut reg = Registry::with_prefix("shifter");
         w.stats.register(&mut reg);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &reg).unwrap();
         assert!(
             text.contains(&format!(
-                "shifter_notifications_total{{target=\"{url}\",result=\"dropped\"}}"
+                "shifter_notifications_total{{target=\"{}\",result=\"dropped\"}}",
+                target_label(0, &url)
             )),
             "{text}"
         );
@@ -626,12 +667,12 @@ mod tests {
         w.set_targets(&[target(&url, 8, 1)]);
         w.notify(&event(1), None);
         let start = Instant::now();
-        while w.stats.notifications(&url, "given-up") < 1 {
+        while w.stats.notifications(&target_label(0, &url), "given-up") < 1 {
             assert!(start.elapsed() < Duration::from_secs(10), "{:?}", w.stats);
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(
-            w.stats.notifications(&url, "failed"),
+            w.stats.notifications(&target_label(0, &url), "failed"),
             2,
             "one try and one retry"
         );
@@ -645,6 +686,22 @@ mod tests {
         )
         .await;
         assert!(e.as_ref().is_err_and(|e| e.contains("connect")), "{e:?}");
+    }
+
+    #[test]
+    fn urls_are_shown_without_their_path_query_or_user() {
+        assert_eq!(
+            shown("https://hooks.slack.com/services/T000/B000/XXXXSECRET"),
+            "https://hooks.slack.com"
+        );
+        assert_eq!(
+            shown("http://user:pw@10.0.0.1:9000/x?token=1"),
+            "http://10.0.0.1:9000"
+        );
+        assert_eq!(
+            target_label(2, "http://[::1]:80/a"),
+            "notify[2] http://[::1]:80"
+        );
     }
 
     #[test]
