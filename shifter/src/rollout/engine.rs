@@ -24,8 +24,18 @@
 //!   back like a failed gate; inconclusive results in a row pause a running step, and the
 //!   next success of that analysis resumes it.
 //!
-//! About 880 lines on purpose: the transitions of the one state machine stay together (its
-//! vocabulary is in `types.rs`).
+//! - Confirm webhooks (`confirm-rollout`, `confirm-step`, `confirm-promotion`): the engine
+//!   holds in `Confirming` before the step (or the swap) with the weight unchanged, emits
+//!   `Effect::Confirm`, and takes the answer as `Input::Hook`: a yes enters the step, a no
+//!   asks again, `failure_limit` no's in a row roll back (a soft failure). Health, gates and
+//!   analyses stay armed meanwhile.
+//! - Soft failures (an abort, a hook's limit, the inconclusive limit under a gradual policy)
+//!   roll back by `settings.rollback`: at once, or through `RollingBack` steps; hard ones
+//!   (health, gate, analysis failure, `rollback`) always at once.
+//!
+//! About 1250 lines on purpose: the transitions of the one state machine stay together (its
+//! vocabulary is in `types.rs`, its scenario tests in `tests.rs`, `analysis_tests.rs`,
+//! `hook_tests.rs` and `rollback_tests.rs`).
 
 use std::time::Duration;
 
