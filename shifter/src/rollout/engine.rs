@@ -33,7 +33,7 @@
 //!   roll back by `settings.rollback`: at once, or through `RollingBack` steps; hard ones
 //!   (health, gate, analysis failure, `rollback`) always at once.
 //!
-//! About 1250 lines on purpose: the transitions of the one state machine stay together (its
+//! About 1200 lines on purpose: the transitions of the one state machine stay together (its
 //! vocabulary is in `types.rs`, its scenario tests in `tests.rs`, `analysis_tests.rs`,
 //! `hook_tests.rs` and `rollback_tests.rs`).
 
