@@ -36,6 +36,8 @@ pub enum Cause {
     Rollout,
     /// Automatic rollback: a Prometheus query gate failed its failure limit.
     AnalysisRollback,
+    /// Automatic rollback: a confirm webhook said no its failure limit of times in a row.
+    HookRollback,
     /// A control request was refused (403): the event names the uid, nothing changed.
     Refused,
 }
@@ -56,6 +58,7 @@ impl std::fmt::Display for Cause {
             Self::Rollout => "rollout",
             Self::Refused => "refused",
             Self::AnalysisRollback => "analysis-rollback",
+            Self::HookRollback => "hook-rollback",
         })
     }
 }

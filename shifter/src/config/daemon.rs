@@ -32,6 +32,8 @@ pub struct DaemonConfig {
     pub sweep_interval: Duration,
     /// `[[daemon.grant]]`: rights per service for peers outside root and the socket group.
     pub grants: Vec<Grant>,
+    /// `[[daemon.notify]]`: where every rollout event is sent.
+    pub notify: Vec<super::webhooks::NotifySettings>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,6 +56,8 @@ pub(super) struct RawDaemon {
     sweep_interval_secs: Option<i64>,
     #[serde(default)]
     grant: Vec<RawGrant>,
+    #[serde(default)]
+    notify: Vec<super::webhooks::RawNotify>,
 }
 
 pub(super) fn validate(d: RawDaemon, p: &mut Problems) -> DaemonConfig {
@@ -102,8 +106,10 @@ pub(super) fn validate(d: RawDaemon, p: &mut Problems) -> DaemonConfig {
         }
     };
     let grants = grants::validate(d.grant, socket_mode, p);
+    let notify = super::webhooks::validate_notify(p, &d.notify);
     DaemonConfig {
         grants,
+        notify,
         socket,
         socket_group,
         socket_mode,

@@ -4,7 +4,7 @@
 //!
 //! ```toml
 //! [services.health]
-//! kind = "http"                # tcp | http | exec
+//! kind = "http"                # tcp | http | https | exec
 //! path = "/healthz"
 //! status = "200-399"           # or 200
 //! host = "app.example"         # optional Host header
@@ -14,6 +14,11 @@
 //! rise = 2
 //! fall = 3
 //! port_offset = 1000           # check backend port + 1000 (a separate health endpoint)
+//! # https only:
+//! ca = "/etc/shifter/ca.pem"   # default: the system's roots
+//! server_name = "app.example"  # verified and sent as SNI; default: host, else address
+//! client_cert = "/etc/shifter/client.pem"   # with client_key
+//! client_key = "/etc/shifter/client.key"
 //! ```
 
 use std::{fmt, net::IpAddr, time::Duration};
@@ -47,6 +52,10 @@ pub struct RawHealth {
     pub rise: Option<i64>,
     pub fall: Option<i64>,
     pub port_offset: Option<i64>,
+    pub ca: Option<String>,
+    pub server_name: Option<String>,
+    pub client_cert: Option<String>,
+    pub client_key: Option<String>,
 }
 
 /// Inclusive range of accepted HTTP status codes.
@@ -83,6 +92,13 @@ pub enum CheckKind {
         path: String,
         status: StatusRange,
         host: Option<String>,
+    },
+    /// The same over TLS (rustls), the certificate verified with `tls`.
+    Https {
+        path: String,
+        status: StatusRange,
+        host: Option<String>,
+        tls: super::TlsSettings,
     },
     /// The command exits with status 0 within the timeout (killed otherwise). `{port}` and
     /// `{address}` in its arguments are replaced; it also gets `SHIFTER_BACKEND_PORT` and
@@ -177,10 +193,10 @@ impl HealthSettings {
 /// The check and its kind's fields (`path`, `status`, `host` for http, `command` for exec).
 fn check_kind(p: &mut Problems, raw: &RawHealth) -> CheckKind {
     let kind = raw.kind.as_deref().unwrap_or("tcp");
-    if !matches!(kind, "tcp" | "http" | "exec") {
+    if !matches!(kind, "tcp" | "http" | "https" | "exec") {
         p.add(
             "kind",
-            format!("{kind:?} is not a check kind (expected tcp, http or exec)"),
+            format!("{kind:?} is not a check kind (expected tcp, http, https or exec)"),
         );
         return CheckKind::Tcp;
     }
@@ -189,15 +205,79 @@ fn check_kind(p: &mut Problems, raw: &RawHealth) -> CheckKind {
             p.add(field, format!("is only used by {kinds} checks, not {kind}"));
         }
     };
-    only("path", raw.path.is_some() && kind != "http", "http");
-    only("status", raw.status.is_some() && kind != "http", "http");
-    only("host", raw.host.is_some() && kind != "http", "http");
+    let web = matches!(kind, "http" | "https");
+    only("path", raw.path.is_some() && !web, "http and https");
+    only("status", raw.status.is_some() && !web, "http and https");
+    only("host", raw.host.is_some() && !web, "http and https");
     only("command", raw.command.is_some() && kind != "exec", "exec");
+    for (field, v) in [
+        ("ca", &raw.ca),
+        ("server_name", &raw.server_name),
+        ("client_cert", &raw.client_cert),
+        ("client_key", &raw.client_key),
+    ] {
+        only(field, v.is_some() && kind != "https", "https");
+    }
     match kind {
         "tcp" => CheckKind::Tcp,
         "http" => http_check(p, raw),
+        "https" => match http_check(p, raw) {
+            CheckKind::Http { path, status, host } => CheckKind::Https {
+                path,
+                status,
+                host,
+                tls: tls_settings(p, raw),
+            },
+            other => other,
+        },
         _ => exec_check(p, raw),
     }
+}
+
+/// The TLS fields of an https check; the files are read and parsed now, so a bad one is a
+/// configuration error. The system roots are only loaded by the checks.
+fn tls_settings(p: &mut Problems, raw: &RawHealth) -> super::TlsSettings {
+    let path = |p: &mut Problems, field: &str, v: &Option<String>| {
+        v.as_ref().and_then(|s| {
+            let pb = std::path::PathBuf::from(s);
+            if pb.is_absolute() {
+                Some(pb)
+            } else {
+                p.add(field, format!("{s:?} is not an absolute path"));
+                None
+            }
+        })
+    };
+    let tls = super::TlsSettings {
+        ca: path(p, "ca", &raw.ca),
+        server_name: raw.server_name.clone(),
+        client_cert: path(p, "client_cert", &raw.client_cert),
+        client_key: path(p, "client_key", &raw.client_key),
+    };
+    if let Some(n) = &tls.server_name
+        && !super::TlsSettings::valid_name(n)
+    {
+        p.add(
+            "server_name",
+            format!("{n:?} is not a DNS name or an IP address"),
+        );
+    }
+    let mut check = tls.clone();
+    match (&tls.client_cert, &tls.client_key) {
+        (Some(_), None) => p.add("client_key", "is required with client_cert"),
+        (None, Some(_)) => p.add("client_cert", "is required with client_key"),
+        _ => {}
+    }
+    if tls.client_cert.is_some() != tls.client_key.is_some() {
+        // The pair is reported above; the CA file is still checked.
+        (check.client_cert, check.client_key) = (None, None);
+    }
+    if (check.ca.is_some() || check.client_cert.is_some())
+        && let Err((field, message)) = check.client_config()
+    {
+        p.add(field, message);
+    }
+    tls
 }
 
 /// `interval`, `timeout` and `jitter`, checked against each other.
@@ -382,7 +462,9 @@ mod tests {
         let e = health("kind = \"udp\"").unwrap_err();
         assert_eq!(
             e,
-            ["services[0].health.kind: \"udp\" is not a check kind (expected tcp, http or exec)"]
+            [
+                "services[0].health.kind: \"udp\" is not a check kind (expected tcp, http, https or exec)"
+            ]
         );
         let e = health("interval = \"1s\"\ntimeout = \"2s\"").unwrap_err();
         assert_eq!(

@@ -17,6 +17,8 @@ mod rollout;
 mod services;
 #[cfg(test)]
 mod tests;
+mod tls;
+mod webhooks;
 
 use std::{fmt, path::Path, path::PathBuf, time::Duration};
 
@@ -38,10 +40,15 @@ pub use health::{
 };
 pub use interfaces::InterfaceConfig;
 pub use rollout::{
-    DEFAULT_HOLD, DEFAULT_STEPS_BP, GateSettings, MAX_HOLD, MAX_STEPS, RawRollout, RawStep,
-    RolloutSettings, Step, check_steps,
+    DEFAULT_HOLD, DEFAULT_STEPS_BP, GateSettings, MAX_HOLD, MAX_STEPS, RawRollback, RawRollout,
+    RawStep, RollbackPolicy, RolloutSettings, Step, check_steps,
 };
 pub use services::ServiceSpec;
+pub use tls::{TlsProblem, TlsSettings};
+pub use webhooks::{
+    HookKind, MAX_NOTIFY, NotifyFormat, NotifySettings, RawNotify, RawWebhook, WebhookSettings,
+    url_tls,
+};
 
 use crate::model::Weight;
 

@@ -52,6 +52,40 @@ pub struct RawRollout {
     pub min_green_flows: Option<i64>,
     /// `[[services.rollout.analysis]]`
     pub analysis: Option<Vec<super::analysis::RawAnalysis>>,
+    /// `[[services.rollout.webhook]]`
+    pub webhook: Option<Vec<super::webhooks::RawWebhook>>,
+    /// `rollback = "immediate" | { steps = [50, 10, 0], hold = "10s" }`
+    pub rollback: Option<RawRollback>,
+}
+
+/// `rollback` as written: `"immediate"`, or a table of falling steps ending at 0.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum RawRollback {
+    Word(String),
+    Gradual(RawGradual),
+}
+
+/// `rollback = { steps = [...], hold = "..." }` as written.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGradual {
+    pub steps: Vec<Number>,
+    pub hold: Option<String>,
+}
+
+/// How a soft failure (an operator's abort, a confirm webhook's limit, an analysis's
+/// inconclusive limit) rolls back. A failed health check, a failed gate and a failed
+/// analysis always roll back at once.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum RollbackPolicy {
+    /// Weight 0 at once; the inconclusive limit pauses (it is no failure).
+    #[default]
+    Immediate,
+    /// Through falling weights (basis points, the last 0), each held `hold`; the
+    /// inconclusive limit rolls back this way too instead of pausing.
+    Gradual { steps_bp: Vec<u16>, hold: Duration },
 }
 
 /// One step of a ramp: set green's weight, hold it, check the gates.
@@ -98,6 +132,22 @@ pub struct RolloutSettings {
     /// Prometheus query gates (`[[services.rollout.analysis]]`).
     #[serde(default)]
     pub analysis: Vec<super::analysis::AnalysisSettings>,
+    /// Webhooks (`[[services.rollout.webhook]]`), at most one of each kind.
+    #[serde(default)]
+    pub webhooks: Vec<super::webhooks::WebhookSettings>,
+    /// How soft failures roll back.
+    #[serde(default)]
+    pub rollback: RollbackPolicy,
+}
+
+impl RolloutSettings {
+    /// The webhook of `kind`, if configured.
+    pub fn webhook(
+        &self,
+        kind: super::webhooks::HookKind,
+    ) -> Option<&super::webhooks::WebhookSettings> {
+        self.webhooks.iter().find(|h| h.kind == kind)
+    }
 }
 
 impl Default for RolloutSettings {
@@ -114,6 +164,8 @@ impl Default for RolloutSettings {
             hold: DEFAULT_HOLD,
             gate: GateSettings::default(),
             analysis: Vec::new(),
+            webhooks: Vec::new(),
+            rollback: RollbackPolicy::Immediate,
         }
     }
 }
@@ -188,11 +240,16 @@ impl RolloutSettings {
         let steps = steps(&mut p, raw.steps.as_deref(), hold);
         let gate = gate(&mut p, raw);
         let analysis = super::analysis::validate(&mut p, raw.analysis.as_deref().unwrap_or(&[]));
+        let webhooks =
+            super::webhooks::validate_hooks(&mut p, raw.webhook.as_deref().unwrap_or(&[]));
+        let rollback = rollback(&mut p, raw.rollback.as_ref(), hold);
         p.finish(Self {
             steps,
             hold,
             gate,
             analysis,
+            webhooks,
+            rollback,
         })
     }
 }
@@ -237,6 +294,73 @@ fn steps(p: &mut Problems, steps: Option<&[RawStep]>, hold: Duration) -> Vec<Ste
             }
             steps
         }
+    }
+}
+
+/// `rollback`: `"immediate"` (the default) or `{ steps = [...], hold = "..." }`, steps
+/// strictly falling within 0..100 % and ending at 0, hold at most `MAX_HOLD` (default: the
+/// rollout's hold).
+fn rollback(p: &mut Problems, raw: Option<&RawRollback>, hold: Duration) -> RollbackPolicy {
+    let (steps, step_hold) = match raw {
+        None => return RollbackPolicy::Immediate,
+        Some(RawRollback::Word(w)) if w == "immediate" => return RollbackPolicy::Immediate,
+        Some(RawRollback::Word(w)) => {
+            p.add(
+                "rollback",
+                format!("{w:?}: want \"immediate\" or {{ steps = [50, 10, 0], hold = \"10s\" }}"),
+            );
+            return RollbackPolicy::Immediate;
+        }
+        Some(RawRollback::Gradual(g)) => (&g.steps, g.hold.as_deref()),
+    };
+    let hold = duration(p, "rollback.hold", step_hold, hold);
+    if hold > MAX_HOLD {
+        p.add(
+            "rollback.hold",
+            format!("{} is above 7 days", humantime::format_duration(hold)),
+        );
+    }
+    if steps.is_empty() || steps.len() > MAX_STEPS {
+        p.add(
+            "rollback.steps",
+            format!("{} steps; want 1..={MAX_STEPS}, the last 0", steps.len()),
+        );
+    }
+    let mut out: Vec<u16> = Vec::new();
+    for (i, n) in steps.iter().enumerate() {
+        let f = format!("rollback.steps[{i}]");
+        let bp = match n.weight() {
+            Ok(w) => w.bp(),
+            Err(e) => {
+                p.add(&f, e);
+                continue;
+            }
+        };
+        if bp >= WEIGHT_MAX {
+            p.add(&f, format!("{} is not below 100%", bp_text(bp)));
+        } else if let Some(&prev) = out.last()
+            && bp >= prev
+        {
+            p.add(
+                &f,
+                format!(
+                    "{} is not below the previous step ({})",
+                    bp_text(bp),
+                    bp_text(prev)
+                ),
+            );
+        }
+        out.push(bp);
+    }
+    if out.len() == steps.len() && out.last().is_some_and(|&w| w != 0) {
+        p.add(
+            format!("rollback.steps[{}]", steps.len() - 1),
+            "the last step must be 0",
+        );
+    }
+    RollbackPolicy::Gradual {
+        steps_bp: out,
+        hold,
     }
 }
 
@@ -300,6 +424,55 @@ mod tests {
         let raw: RawRollout = toml::from_str(toml_text).expect("toml parses");
         RolloutSettings::from_raw(&raw, "services[0].rollout")
             .map_err(|v| v.iter().map(ToString::to_string).collect())
+    }
+
+    #[test]
+    fn rollback_policies() {
+        assert_eq!(rollout("").unwrap().rollback, RollbackPolicy::Immediate);
+        assert_eq!(
+            rollout("rollback = \"immediate\"").unwrap().rollback,
+            RollbackPolicy::Immediate
+        );
+        assert_eq!(
+            rollout("hold = \"5s\"\nrollback = { steps = [50, 10.5, 0] }")
+                .unwrap()
+                .rollback,
+            RollbackPolicy::Gradual {
+                steps_bp: vec![5000, 1050, 0],
+                hold: Duration::from_secs(5)
+            }
+        );
+        assert_eq!(
+            rollout("rollback = { steps = [0], hold = \"1s\" }")
+                .unwrap()
+                .rollback,
+            RollbackPolicy::Gradual {
+                steps_bp: vec![0],
+                hold: Duration::from_secs(1)
+            }
+        );
+        assert_eq!(
+            rollout("rollback = \"slowly\"").unwrap_err(),
+            [
+                "services[0].rollout.rollback: \"slowly\": want \"immediate\" or { steps = [50, 10, 0], hold = \"10s\" }"
+            ]
+        );
+        assert_eq!(
+            rollout("rollback = { steps = [100, 10, 20, 5], hold = \"8d\" }").unwrap_err(),
+            [
+                "services[0].rollout.rollback.hold: 8days is above 7 days",
+                "services[0].rollout.rollback.steps[0]: 100.00% is not below 100%",
+                "services[0].rollout.rollback.steps[2]: 20.00% is not below the previous step (10.00%)",
+                "services[0].rollout.rollback.steps[3]: the last step must be 0",
+            ]
+        );
+        assert_eq!(
+            rollout("rollback = { steps = [] }").unwrap_err(),
+            ["services[0].rollout.rollback.steps: 0 steps; want 1..=100, the last 0"]
+        );
+        assert!(
+            toml::from_str::<RawRollout>("rollback = { steps = [1, 0], holds = \"1s\" }").is_err()
+        );
     }
 
     #[test]

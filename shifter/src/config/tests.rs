@@ -81,7 +81,7 @@ fn health_and_rollout_sections_are_validated_with_their_field() {
     assert_eq!(
         e,
         [
-            "services[0].health.kind: \"ping\" is not a check kind (expected tcp, http or exec)",
+            "services[0].health.kind: \"ping\" is not a check kind (expected tcp, http, https or exec)",
             "services[0].rollout.steps[1]: 1.00% is not above the previous step (5.00%)",
         ]
         .map(String::from)

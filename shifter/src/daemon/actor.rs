@@ -61,8 +61,9 @@ impl Actor {
     pub(super) fn start(
         config: Config,
         events: broadcast::Sender<Event>,
-        rollouts: Rollouts,
+        mut rollouts: Rollouts,
     ) -> Result<Self, DaemonError> {
+        rollouts.webhooks.set_targets(&config.daemon.notify);
         let store = Store::new(&config.daemon.state_dir);
         let loaded = store.load();
         for w in &loaded.warnings {
@@ -96,7 +97,8 @@ impl Actor {
             dp,
             config,
             slots: BTreeMap::new(),
-            metrics: MetricsState::new(loaded.state.log.next_seq),
+            metrics: MetricsState::new(loaded.state.log.next_seq)
+                .with_webhooks(rollouts.webhooks.stats.clone()),
             listener_error: None,
             state: loaded.state,
             store,
@@ -189,6 +191,11 @@ impl Actor {
             }
             Command::Analysis { service, result } => {
                 if let Some(o) = self.rollouts.analysis(&mut self.dp, &service, result) {
+                    self.take_outcome(&service, o);
+                }
+            }
+            Command::Hook { service, answer } => {
+                if let Some(o) = self.rollouts.hook(&mut self.dp, &service, answer) {
                     self.take_outcome(&service, o);
                 }
             }

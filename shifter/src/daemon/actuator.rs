@@ -16,7 +16,7 @@ use std::{
 use super::state::write_durably;
 use crate::{
     dataplane::{self, DataPlane},
-    rollout::{Actuator, Cause, Progress, RolloutEvent, SignalSample},
+    rollout::{Actuator, Cause, HookCall, Progress, RolloutEvent, SignalSample},
 };
 
 /// Errors of the data-plane actuator.
@@ -45,6 +45,8 @@ pub struct DataPlaneActuator<'a> {
     slot: u32,
     progress_path: Option<&'a Path>,
     pub events: Vec<RolloutEvent>,
+    /// Confirm webhooks to ask, for the caller to start (after the batch, off this thread).
+    pub confirms: Vec<HookCall>,
 }
 
 impl<'a> DataPlaneActuator<'a> {
@@ -54,6 +56,7 @@ impl<'a> DataPlaneActuator<'a> {
             slot,
             progress_path,
             events: Vec::new(),
+            confirms: Vec::new(),
         }
     }
 
@@ -126,6 +129,10 @@ impl Actuator for DataPlaneActuator<'_> {
             Some(p) => store_progress(p, progress),
             None => Ok(()),
         }
+    }
+
+    fn confirm(&mut self, call: HookCall) {
+        self.confirms.push(call);
     }
 
     fn record(&mut self, event: RolloutEvent) {

@@ -63,6 +63,11 @@ pub(crate) enum Command {
         service: String,
         result: crate::rollout::types::AnalysisResult,
     },
+    /// A confirm webhook's answer.
+    Hook {
+        service: String,
+        answer: crate::rollout::HookAnswer,
+    },
     /// A health checker's report.
     Health {
         service: String,

@@ -64,6 +64,7 @@ pub(crate) fn rollback_cause(ev: &Event) -> Option<String> {
         Cause::HealthRollback
             | Cause::GateRollback
             | Cause::AnalysisRollback
+            | Cause::HookRollback
             | Cause::ManualRollback
     )
     .then(|| ev.cause.to_string())
@@ -122,6 +123,8 @@ pub struct MetricsState {
     rollbacks: Family<CauseLabels, Counter>,
     /// Whether `rollbacks` has a series (the family cannot say outside tests).
     any_rollback: bool,
+    /// Webhook and notification counts (none in tests of the other series).
+    webhooks: Option<std::sync::Arc<super::webhooks::WebhookStats>>,
 }
 
 impl MetricsState {
@@ -133,7 +136,17 @@ impl MetricsState {
             weight_changes: Family::default(),
             rollbacks: Family::default(),
             any_rollback: false,
+            webhooks: None,
         }
+    }
+
+    /// Also renders the webhooks' series from `stats`.
+    pub(crate) fn with_webhooks(
+        mut self,
+        stats: std::sync::Arc<super::webhooks::WebhookStats>,
+    ) -> Self {
+        self.webhooks = Some(stats);
+        self
     }
 
     /// The first event not yet counted.
@@ -249,6 +262,9 @@ impl MetricsState {
         register_health(&mut reg, snap);
         register_rollout(&mut reg, snap);
         super::analysis_metrics::register(&mut reg, snap);
+        if let Some(w) = &self.webhooks {
+            w.register(&mut reg);
+        }
         reg.register(
             "build",
             "The daemon's version",

@@ -33,6 +33,7 @@ mod reload;
 mod rollouts;
 mod startup;
 pub mod state;
+mod webhooks;
 
 use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
 

@@ -43,6 +43,9 @@ async fn checker_verdict_rolls_back_through_the_driver() {
         fn record(&mut self, event: RolloutEvent) {
             self.0.lock().unwrap().push(event);
         }
+        fn confirm(&mut self, call: crate::rollout::HookCall) {
+            panic!("these tests configure no webhook, yet {call:?} was asked");
+        }
     }
 
     let srv = http_server(200).await;

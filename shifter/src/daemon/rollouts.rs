@@ -20,16 +20,18 @@ use tracing::{info, warn};
 use super::{
     actuator::{DataPlaneActuator, load_progress},
     engine::Command,
+    webhooks::hook_body,
 };
 use crate::{
     api::types::{AnalysisView, BackendHealthView, HealthView, RolloutView},
-    config::{AnalysisSettings, HealthSettings, ServiceSpec},
+    config::{AnalysisSettings, HealthSettings, HookKind, ServiceSpec},
     dataplane::DataPlane,
     events::{Cause, Event},
     health::{CheckReport, HealthStatus, run_checker},
     model::Service,
     rollout::{
-        self, CommandError, Effect, Engine, Input, OperatorCommand, RolloutEvent,
+        self, CommandError, Effect, Engine, HookAnswer, HookCall, Input, OperatorCommand,
+        RolloutEvent, StateName,
         engine::Cause as RolloutCause,
         history::{History, RolloutRecord},
         types::AnalysisResult,
@@ -40,14 +42,7 @@ use crate::{
 /// How often counters are sampled and the engines ticked when no hold ends sooner.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
-/// A tokio task aborted when dropped.
-struct Task(tokio::task::JoinHandle<()>);
-
-impl Drop for Task {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
+use super::webhooks::{Task, Webhooks};
 
 /// The latest check of one backend, for `status`.
 #[derive(Clone, Debug, Default)]
@@ -67,6 +62,9 @@ struct ServiceRollout {
     /// The Prometheus analyses the tasks below run.
     analysis: Vec<AnalysisSettings>,
     _analyzers: Vec<Task>,
+    /// The confirm webhook being asked (replaced by the next attempt, dropped when the
+    /// rollout leaves the state that asked).
+    confirming: Option<Task>,
 }
 
 /// What one batch of effects did.
@@ -88,6 +86,8 @@ pub(crate) struct Rollouts {
     services: BTreeMap<String, ServiceRollout>,
     /// Every rollout's record, saved to `<state_dir>/history.json` when it grows.
     history: History,
+    /// Notification targets and webhook calls, off this thread.
+    pub webhooks: Webhooks,
 }
 
 impl Rollouts {
@@ -100,11 +100,12 @@ impl Rollouts {
         Self {
             origin: Instant::now(),
             state_dir: state_dir.to_owned(),
-            rt,
             commands,
             deadline,
             services: BTreeMap::new(),
             history: super::history::load(state_dir),
+            webhooks: Webhooks::new(rt.clone()),
+            rt,
         }
     }
 
@@ -187,6 +188,23 @@ impl Rollouts {
         if keep {
             let s = self.services.get_mut(&name).expect("checked");
             s.engine.set_settings(spec.rollout.clone());
+            // A reload that removed the confirm hook being asked lets the rollout go on.
+            if let rollout::State::Confirming { step, hook, .. } = *s.engine.state()
+                && spec.rollout.webhook(hook).is_none()
+                && let Some(commands) = self.commands.upgrade()
+            {
+                s.confirming = None;
+                let answer = HookAnswer {
+                    hook,
+                    step,
+                    ok: true,
+                    detail: "the hook was removed from the configuration".into(),
+                };
+                let _ = commands.try_send(Command::Hook {
+                    service: name.clone(),
+                    answer,
+                });
+            }
             if s.health != spec.health {
                 s.health.clone_from(&spec.health);
                 s.checks.clear();
@@ -236,6 +254,7 @@ impl Rollouts {
                     _checkers: checkers,
                     analysis: spec.rollout.analysis.clone(),
                     _analyzers: self.spawn_analyzers(&name, &spec.rollout.analysis),
+                    confirming: None,
                 },
             );
             if !fx.is_empty() {
@@ -407,11 +426,9 @@ impl Rollouts {
             }
         }
         let path = Self::progress_path(&self.state_dir, name);
-        let events = rollout::apply(
-            &mut DataPlaneActuator::new(dp, s.slot, Some(&path)),
-            fx,
-            decided_at,
-        );
+        let mut actuator = DataPlaneActuator::new(dp, s.slot, Some(&path));
+        let events = rollout::apply(&mut actuator, fx, decided_at);
+        let confirms = std::mem::take(&mut actuator.confirms);
         if self
             .history
             .observe(name, &events, s.engine.rollout(), now_unix_ms())
@@ -419,11 +436,92 @@ impl Rollouts {
         {
             warn!("{name}: {}", error_chain(&e));
         }
+        self.hooks_after(name, &events, confirms);
+        let s = &self.services[name];
         Outcome {
             events,
             weight: weight.map(|()| s.engine.weight_bp()),
             swapped,
         }
+    }
+
+    /// The id of the service's latest recorded rollout.
+    fn rollout_id(&self, name: &str) -> Option<u64> {
+        self.history.services.get(name)?.back().map(|r| r.id)
+    }
+
+    /// After a batch: notifications of its events, the told hooks (post-rollout at the end
+    /// of a rollout, rollback when one began) and the confirm hook it asks for. None of it
+    /// waits here.
+    fn hooks_after(&mut self, name: &str, events: &[RolloutEvent], confirms: Vec<HookCall>) {
+        let id = self.rollout_id(name);
+        let Some(s) = self.services.get_mut(name) else {
+            return;
+        };
+        let settings = s.engine.settings().clone();
+        let steps = s.engine.rollout().map_or(0, |r| r.steps.len());
+        for ev in events {
+            self.webhooks.notify(ev, id);
+            // The rollback hook is told once, when a rollback begins (at once or gradual).
+            let told = match ev.to {
+                _ if ev.from == ev.to || ev.from == StateName::RollingBack => None,
+                StateName::RolledBack | StateName::RollingBack => Some(HookKind::Rollback),
+                _ => None,
+            };
+            let ended = matches!(ev.to, StateName::Completed | StateName::RolledBack)
+                && ev.from != ev.to
+                && ev.from != StateName::Idle;
+            for kind in told
+                .into_iter()
+                .chain(ended.then_some(HookKind::PostRollout))
+            {
+                if let Some(h) = settings.webhook(kind) {
+                    let call = HookCall {
+                        hook: kind,
+                        step: 0,
+                        weight_before_bp: ev.weight_before_bp,
+                        weight_after_bp: ev.weight_after_bp,
+                        failures: 0,
+                    };
+                    let mut body = hook_body(name, id, &call, steps, &ev.cause.to_string());
+                    body["state"] = serde_json::json!(ev.to);
+                    self.webhooks.tell(h.clone(), name.to_owned(), body);
+                }
+            }
+        }
+        if !matches!(s.engine.state(), rollout::State::Confirming { .. }) {
+            s.confirming = None;
+        }
+        let Some(commands) = self.commands.upgrade() else {
+            return;
+        };
+        for call in confirms {
+            let Some(h) = settings.webhook(call.hook) else {
+                continue;
+            };
+            let reason = match call.hook {
+                HookKind::ConfirmPromotion => "promote: green becomes the new blue".to_owned(),
+                _ => format!(
+                    "step {} of {steps}: green {} -> {}",
+                    call.step + 1,
+                    crate::model::bp_text(call.weight_before_bp),
+                    crate::model::bp_text(call.weight_after_bp)
+                ),
+            };
+            let body = hook_body(name, id, &call, steps, &reason);
+            s.confirming = Some(self.webhooks.confirm(
+                h.clone(),
+                name.to_owned(),
+                call,
+                body,
+                commands.clone(),
+            ));
+        }
+    }
+
+    /// A confirm webhook's answer for the engine of `name`.
+    pub fn hook(&mut self, dp: &mut DataPlane, name: &str, answer: HookAnswer) -> Option<Outcome> {
+        self.feed(dp, name, Input::Hook(answer), None).ok()
     }
 
     /// Samples every service's counters, then ticks its engine.
@@ -462,7 +560,12 @@ impl Rollouts {
     pub fn persist(&self, running_only: bool) {
         let now = self.now();
         for (name, s) in &self.services {
-            if running_only && !matches!(s.engine.state(), rollout::State::Running { .. }) {
+            if running_only
+                && !matches!(
+                    s.engine.state(),
+                    rollout::State::Running { .. } | rollout::State::RollingBack { .. }
+                )
+            {
                 continue;
             }
             let path = Self::progress_path(&self.state_dir, name);
@@ -510,8 +613,25 @@ impl Rollouts {
             rollout::engine::Phase::Running { step, .. }
             | rollout::engine::Phase::Paused { step, .. }
             | rollout::engine::Phase::WaitingApproval { step }
-            | rollout::engine::Phase::Frozen { step } => Some(step + 1),
+            | rollout::engine::Phase::Frozen { step }
+            | rollout::engine::Phase::Confirming { step, .. } => Some(step + 1),
             _ => None,
+        };
+        let gate_waiting = match s.engine.state() {
+            rollout::State::Confirming { hook, failures, .. } => Some(format!(
+                "waiting for the {hook} webhook to answer 2xx ({failures} \"no\" so far)"
+            )),
+            rollout::State::RollingBack {
+                steps,
+                index,
+                cause,
+                ..
+            } => Some(format!(
+                "rolling back gradually, step {} of {} ({cause})",
+                index + 1,
+                steps.len()
+            )),
+            _ => st.gate_waiting.clone(),
         };
         let rolled_back = match s.engine.state() {
             rollout::State::RolledBack { cause } => Some(cause.to_string()),
@@ -532,7 +652,7 @@ impl Rollouts {
             step_weight_bp: st.step_weight_bp,
             remaining_hold_ms: st.remaining_hold.map(|d| d.as_millis() as u64),
             would_weight_bp: r.filter(|r| r.dry_run).map(|r| r.would_weight_bp),
-            gate_waiting: st.gate_waiting.clone(),
+            gate_waiting,
             rolled_back,
             analysis: st
                 .analysis
@@ -606,9 +726,16 @@ pub(crate) fn to_event(ev: &RolloutEvent) -> Event {
         RolloutCause::Restart => (Cause::Restore, None),
         RolloutCause::OutsideWeightChange { .. } => (Cause::Rollout, None),
         RolloutCause::Analysis { .. } => (Cause::AnalysisRollback, None),
-        RolloutCause::AnalysisInconclusive { .. } | RolloutCause::AnalysisResumed { .. } => {
-            (Cause::RolloutStep, None)
+        // The limit under a gradual policy starts a rollback.
+        RolloutCause::AnalysisInconclusive { .. } if ev.to == StateName::RollingBack => {
+            (Cause::AnalysisRollback, None)
         }
+        RolloutCause::AnalysisInconclusive { .. }
+        | RolloutCause::AnalysisResumed { .. }
+        | RolloutCause::RollbackStep { .. }
+        | RolloutCause::HookConfirmed { .. }
+        | RolloutCause::HookRefused { .. } => (Cause::RolloutStep, None),
+        RolloutCause::HookGaveUp { .. } => (Cause::HookRollback, None),
     };
     let a = ev.actuation.as_ref();
     let mut detail = format!("rollout {} -> {}: {}", ev.from, ev.to, ev.cause);

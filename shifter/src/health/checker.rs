@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use tokio::{sync::mpsc, task::JoinHandle, time::Instant};
 
-use super::{HealthStatus, HealthTracker, HealthVerdict, next_wait, probe};
+use super::{
+    HealthStatus, HealthTracker, HealthVerdict, next_wait, probe::probe_with, probe::tls_client,
+};
 use crate::config::HealthSettings;
 
 /// One check's result and the backend's state after it.
@@ -28,9 +30,17 @@ pub struct CheckReport {
 /// Runs checks of `port` until the receiver of `tx` is gone (or the task is aborted).
 pub async fn run_checker(settings: HealthSettings, port: u16, tx: mpsc::Sender<CheckReport>) {
     let s = settings.clone();
+    // An https check's TLS configuration (CA, client certificate) is read once per checker:
+    // at start-up, and when a reload changes the check.
+    let tls = tls_client(&settings);
     run_checker_with(&settings, port, tx, move || {
         let s = s.clone();
-        async move { probe(&s, port).await.map_err(|e| e.to_string()) }
+        let tls = tls.clone();
+        async move {
+            probe_with(&s, port, tls.as_ref())
+                .await
+                .map_err(|e| e.to_string())
+        }
     })
     .await;
 }

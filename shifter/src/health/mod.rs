@@ -1,4 +1,4 @@
-//! Health checks of backends: TCP connect, HTTP GET, or a command, each with a timeout, run by
+//! Health checks of backends: TCP connect, HTTP(S) GET, or a command, each with a timeout, run by
 //! one task per backend ([`checker`]) that reports every result and every change of state.
 //!
 //! States follow HAProxy's rise/fall counting with one deliberate difference: a backend
@@ -14,13 +14,15 @@ pub mod checker;
 #[cfg(test)]
 pub(crate) mod live_tests;
 pub mod probe;
+#[cfg(test)]
+mod tls_tests;
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 pub use checker::{CheckReport, run_checker, run_checker_with, spawn_checker};
-pub use probe::{ProbeError, probe};
+pub use probe::{ProbeError, TlsClient, probe, probe_with, tls_client};
 
 /// State of one backend as its checks say.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

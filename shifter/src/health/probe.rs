@@ -1,19 +1,40 @@
-//! One health check against one backend: TCP connect, HTTP/1.1 GET (hyper), or a command.
+//! One health check against one backend: TCP connect, HTTP/1.1 GET (hyper), the same over
+//! TLS (rustls, the certificate verified against the configured CA or the system roots), or
+//! a command.
 //! Every check is bounded by its timeout; a command that overruns is killed with its whole
 //! process group.
 
 use std::{
     net::{IpAddr, SocketAddr},
     process::Stdio,
+    sync::Arc,
     time::Duration,
 };
 
 use http_body_util::Empty;
 use hyper::{Request, body::Bytes};
 use hyper_util::rt::TokioIo;
-use tokio::{io::AsyncReadExt, net::TcpStream, process::Command};
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite},
+    net::TcpStream,
+    process::Command,
+};
 
-use crate::config::{CheckKind, HealthSettings, StatusRange};
+use crate::config::{CheckKind, HealthSettings, StatusRange, TlsSettings};
+
+/// A built TLS client configuration, or why it could not be built (every check fails with it).
+pub type TlsClient = Result<Arc<rustls::ClientConfig>, String>;
+
+/// The client configuration of an https check (`None` for other kinds).
+pub fn tls_client(settings: &HealthSettings) -> Option<TlsClient> {
+    match &settings.check {
+        CheckKind::Https { tls, .. } => Some(
+            tls.client_config()
+                .map_err(|(field, message)| format!("TLS settings: {field}: {message}")),
+        ),
+        _ => None,
+    }
+}
 
 /// Why a check failed. The text is what `status` shows as the last failure.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -24,6 +45,12 @@ pub enum ProbeError {
     Timeout(Duration),
     #[error("HTTP GET {path}: {reason}")]
     Http { path: String, reason: String },
+    #[error("TLS handshake with {addr} as {name:?}: {reason}")]
+    Tls {
+        addr: SocketAddr,
+        name: String,
+        reason: String,
+    },
     #[error("HTTP GET {path}: status {status} is not in {expected}")]
     Status {
         path: String,
@@ -40,15 +67,52 @@ pub enum ProbeError {
     },
 }
 
-/// Runs one check of `settings.check` against `settings.address:port`.
+/// Runs one check of `settings.check` against `settings.address:port` (an https check
+/// builds its TLS client configuration for this one check).
 pub async fn probe(settings: &HealthSettings, port: u16) -> Result<(), ProbeError> {
+    probe_with(settings, port, tls_client(settings).as_ref()).await
+}
+
+/// [`probe`] with the TLS client configuration of an https check built once by the caller.
+pub async fn probe_with(
+    settings: &HealthSettings,
+    port: u16,
+    tls_client: Option<&TlsClient>,
+) -> Result<(), ProbeError> {
     let port = settings.check_port(port);
     let addr = SocketAddr::new(settings.address, port);
     let timeout = settings.timeout;
     match &settings.check {
         CheckKind::Tcp => bounded(timeout, tcp(addr)).await,
         CheckKind::Http { path, status, host } => {
-            bounded(timeout, http(addr, path, *status, host.as_deref())).await
+            let get = async {
+                let stream = connect(addr).await?;
+                http(stream, addr, path, *status, host.as_deref()).await
+            };
+            bounded(timeout, get).await
+        }
+        CheckKind::Https {
+            path,
+            status,
+            host,
+            tls,
+        } => {
+            let get = async {
+                let config = match tls_client {
+                    Some(Ok(c)) => c.clone(),
+                    Some(Err(e)) => {
+                        return Err(ProbeError::Tls {
+                            addr,
+                            name: tls.name_for(host.as_deref(), addr.ip()),
+                            reason: e.clone(),
+                        });
+                    }
+                    None => return Err(tls_settings_missing(addr)),
+                };
+                let stream = tls_connect(addr, tls, host.as_deref(), config).await?;
+                http(stream, addr, path, *status, host.as_deref()).await
+            };
+            bounded(timeout, get).await
         }
         // The command handles its own timeout: it must kill the process group.
         CheckKind::Exec { command } => exec(command, settings.address, port, timeout).await,
@@ -79,17 +143,65 @@ async fn tcp(addr: SocketAddr) -> Result<(), ProbeError> {
     connect(addr).await.map(drop)
 }
 
-async fn http(
+fn tls_settings_missing(addr: SocketAddr) -> ProbeError {
+    ProbeError::Tls {
+        addr,
+        name: String::new(),
+        reason: "no TLS client configuration was built for this check".into(),
+    }
+}
+
+/// Connects and completes the TLS handshake; the certificate must chain to the configured
+/// roots and carry the check's server name.
+async fn tls_connect(
+    addr: SocketAddr,
+    tls: &TlsSettings,
+    host: Option<&str>,
+    config: Arc<rustls::ClientConfig>,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ProbeError> {
+    let name = tls.name_for(host, addr.ip());
+    let tls_err = |reason: String| ProbeError::Tls {
+        addr,
+        name: name.clone(),
+        reason,
+    };
+    let server_name = rustls::pki_types::ServerName::try_from(name.clone())
+        .map_err(|e| tls_err(format!("not a server name: {e}")))?;
+    let tcp = connect(addr).await?;
+    tokio_rustls::TlsConnector::from(config)
+        .connect(server_name, tcp)
+        .await
+        .map_err(|e| {
+            let mut reason = e.to_string();
+            let roots = match &tls.ca {
+                Some(ca) => format!("the CA in {}", ca.display()),
+                None => "any of the system's root certificates".to_owned(),
+            };
+            if reason.contains("UnknownIssuer") {
+                reason.push_str(&format!(" (the certificate is not signed by {roots})"));
+            } else if reason.contains("not valid for name") {
+                reason.push_str(&format!(
+                    " (the certificate does not name {name:?}; set server_name)"
+                ));
+            }
+            tls_err(reason)
+        })
+}
+
+async fn http<S>(
+    stream: S,
     addr: SocketAddr,
     path: &str,
     expected: StatusRange,
     host: Option<&str>,
-) -> Result<(), ProbeError> {
+) -> Result<(), ProbeError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let err = |reason: String| ProbeError::Http {
         path: path.to_owned(),
         reason,
     };
-    let stream = connect(addr).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| err(e.to_string()))?;

@@ -15,8 +15,8 @@ use tracing::{error, warn};
 
 use super::{
     engine::{
-        Actuation, Cause, CommandError, Effect, Engine, Input, OperatorCommand, Progress,
-        RolloutEvent, Status,
+        Actuation, Cause, CommandError, Effect, Engine, HookAnswer, HookCall, Input,
+        OperatorCommand, Progress, RolloutEvent, Status,
     },
     gate::SignalSample,
 };
@@ -48,6 +48,9 @@ pub trait Actuator {
 
     /// Records a transition (event log, broadcast to watchers).
     fn record(&mut self, event: RolloutEvent);
+
+    /// Asks a confirm webhook; its answer comes back later as `Input::Hook`. Must not block.
+    fn confirm(&mut self, call: HookCall);
 }
 
 /// Carries out `effects` in order. A weight change or role swap comes first and is timed;
@@ -79,6 +82,7 @@ pub fn apply<A: Actuator>(
                 actuator.record(ev.clone());
                 recorded.push(ev);
             }
+            Effect::Confirm(call) => actuator.confirm(call),
             Effect::Persist(p) => {
                 if let Err(e) = actuator.persist(&p) {
                     error!(
@@ -132,6 +136,8 @@ pub enum Message {
     Status {
         reply: oneshot::Sender<Status>,
     },
+    /// A confirm webhook's answer (to a call the actuator was given).
+    Hook(HookAnswer),
 }
 
 /// Runs one service's engine: ticks at the end of each hold, counter samples every
@@ -204,6 +210,9 @@ impl<A: Actuator> Driver<A> {
             }
             Message::Status { reply } => {
                 let _ = reply.send(self.engine.status(self.now()));
+            }
+            Message::Hook(answer) => {
+                let _ = self.feed(Input::Hook(answer), None);
             }
         }
     }

@@ -24,8 +24,18 @@
 //!   back like a failed gate; inconclusive results in a row pause a running step, and the
 //!   next success of that analysis resumes it.
 //!
-//! About 880 lines on purpose: the transitions of the one state machine stay together (its
-//! vocabulary is in `types.rs`).
+//! - Confirm webhooks (`confirm-rollout`, `confirm-step`, `confirm-promotion`): the engine
+//!   holds in `Confirming` before the step (or the swap) with the weight unchanged, emits
+//!   `Effect::Confirm`, and takes the answer as `Input::Hook`: a yes enters the step, a no
+//!   asks again, `failure_limit` no's in a row roll back (a soft failure). Health, gates and
+//!   analyses stay armed meanwhile.
+//! - Soft failures (an abort, a hook's limit, the inconclusive limit under a gradual policy)
+//!   roll back by `settings.rollback`: at once, or through `RollingBack` steps; hard ones
+//!   (health, gate, analysis failure, `rollback`) always at once.
+//!
+//! About 1200 lines on purpose: the transitions of the one state machine stay together (its
+//! vocabulary is in `types.rs`, its scenario tests in `tests.rs`, `analysis_tests.rs`,
+//! `hook_tests.rs` and `rollback_tests.rs`).
 
 use std::time::Duration;
 
@@ -35,7 +45,7 @@ use shifter_common::WEIGHT_MAX;
 use super::gate::{GateResult, SignalSample, evaluate};
 pub use super::types::*;
 use crate::{
-    config::{RolloutSettings, Step, check_steps},
+    config::{HookKind, RollbackPolicy, RolloutSettings, Step, check_steps},
     health::{HealthStatus, HealthVerdict},
 };
 
@@ -146,6 +156,27 @@ impl Engine {
             Phase::Paused { step, remaining } => State::Paused { step, remaining },
             Phase::WaitingApproval { step } => State::WaitingApproval { step },
             Phase::Frozen { step } => State::Frozen { step },
+            Phase::Confirming {
+                step,
+                hook,
+                failures,
+            } => State::Confirming {
+                step,
+                hook,
+                failures,
+            },
+            Phase::RollingBack {
+                steps,
+                index,
+                remaining,
+                cause,
+            } => State::RollingBack {
+                steps,
+                index,
+                step_started: now,
+                hold_left: remaining,
+                cause,
+            },
             Phase::RolledBack { cause } => State::RolledBack { cause },
             Phase::Completed => State::Completed,
         };
@@ -156,7 +187,8 @@ impl Engine {
             State::Running { step, .. }
             | State::Paused { step, .. }
             | State::WaitingApproval { step }
-            | State::Frozen { step } => step < steps,
+            | State::Frozen { step }
+            | State::Confirming { step, .. } => step < steps,
             _ => true,
         };
         if !step_ok {
@@ -169,11 +201,24 @@ impl Engine {
         let w = e.controlled_weight();
         e.record(&mut fx, now, name, Cause::Restart, w);
         e.persist(&mut fx, now);
+        // A confirm hook that was being asked is asked again (its count of "no"s kept).
+        if let State::Confirming {
+            step,
+            hook,
+            failures,
+        } = e.state
+        {
+            e.confirm_effect(&mut fx, step, hook, failures);
+        }
         (e, fx)
     }
 
     pub fn state(&self) -> &State {
         &self.state
+    }
+
+    pub fn settings(&self) -> &RolloutSettings {
+        &self.settings
     }
 
     pub fn service(&self) -> &str {
@@ -221,6 +266,11 @@ impl Engine {
                 step_started,
                 hold_left,
                 ..
+            }
+            | State::RollingBack {
+                step_started,
+                hold_left,
+                ..
             } => Some(step_started + hold_left),
             _ => None,
         }
@@ -244,6 +294,27 @@ impl Engine {
             },
             State::WaitingApproval { step } => Phase::WaitingApproval { step: *step },
             State::Frozen { step } => Phase::Frozen { step: *step },
+            State::Confirming {
+                step,
+                hook,
+                failures,
+            } => Phase::Confirming {
+                step: *step,
+                hook: *hook,
+                failures: *failures,
+            },
+            State::RollingBack {
+                steps,
+                index,
+                step_started,
+                hold_left,
+                cause,
+            } => Phase::RollingBack {
+                steps: steps.clone(),
+                index: *index,
+                remaining: hold_left.saturating_sub(now.saturating_sub(*step_started)),
+                cause: cause.clone(),
+            },
             State::RolledBack { cause } => Phase::RolledBack {
                 cause: cause.clone(),
             },
@@ -267,9 +338,15 @@ impl Engine {
             Phase::Running { step, remaining } | Phase::Paused { step, remaining } => {
                 (self.step(*step).map(|s| s.weight_bp), Some(*remaining))
             }
-            Phase::WaitingApproval { step } | Phase::Frozen { step } => {
-                (self.step(*step).map(|s| s.weight_bp), None)
-            }
+            Phase::WaitingApproval { step }
+            | Phase::Frozen { step }
+            | Phase::Confirming { step, .. } => (self.step(*step).map(|s| s.weight_bp), None),
+            Phase::RollingBack {
+                steps,
+                index,
+                remaining,
+                ..
+            } => (steps.get(*index).copied(), Some(*remaining)),
             _ => (None, None),
         };
         Status {
@@ -305,6 +382,7 @@ impl Engine {
             Input::Signals(s) => Ok(self.signals(now, s)),
             Input::Command { command, uid } => self.command(now, command, uid),
             Input::WeightChanged { bp } => Ok(self.weight_changed(now, bp)),
+            Input::Hook(a) => Ok(self.hook_answer(now, a)),
         }
     }
 
@@ -375,8 +453,214 @@ impl Engine {
                     | State::Paused { .. }
                     | State::WaitingApproval { .. }
                     | State::Frozen { .. }
+                    | State::Confirming { .. }
+                    | State::RollingBack { .. }
                     | State::Completed
             )
+    }
+
+    /// A soft failure (an operator's abort, a confirm hook's limit, an analysis's
+    /// inconclusive limit under a gradual policy): rolls back by the service's policy,
+    /// through the policy's steps below the current weight, or at once.
+    fn soft_roll_back(&mut self, now: Now, cause: Cause) -> Vec<Effect> {
+        let RollbackPolicy::Gradual { steps_bp, hold } = &self.settings.rollback else {
+            return self.roll_back(now, cause);
+        };
+        let hold = *hold;
+        let current = self.controlled_weight();
+        let steps: Vec<u16> = steps_bp.iter().copied().filter(|&w| w < current).collect();
+        let Some(&first) = steps.first() else {
+            return self.roll_back(now, cause);
+        };
+        if first == 0 {
+            return self.roll_back(now, cause);
+        }
+        let mut fx = Vec::new();
+        let from = self.state.name();
+        self.weight_effect(&mut fx, first, &cause);
+        self.state = State::RollingBack {
+            steps,
+            index: 0,
+            step_started: now,
+            hold_left: hold,
+            cause: cause.clone(),
+        };
+        self.gate_wait = None;
+        self.analysis_pause = None;
+        self.record(&mut fx, now, from, cause, current);
+        self.persist(&mut fx, now);
+        fx
+    }
+
+    /// The end of a gradual rollback step's hold: the next step, the last (0) ending it.
+    fn rollback_tick(&mut self, now: Now) -> Vec<Effect> {
+        let State::RollingBack {
+            steps,
+            index,
+            step_started,
+            hold_left,
+            cause,
+        } = &self.state
+        else {
+            return Vec::new();
+        };
+        if now < *step_started + *hold_left {
+            return Vec::new();
+        }
+        let (index, cause) = (index + 1, cause.clone());
+        let next = steps.get(index).copied().unwrap_or(0);
+        let steps = steps.clone();
+        let step_cause = Cause::RollbackStep {
+            weight_bp: next,
+            of: Box::new(cause.clone()),
+        };
+        let mut fx = Vec::new();
+        let before = self.controlled_weight();
+        self.weight_effect(&mut fx, next, &step_cause);
+        self.state = if next == 0 {
+            State::RolledBack { cause }
+        } else {
+            State::RollingBack {
+                steps,
+                index,
+                step_started: now,
+                hold_left: self.rollback_hold(),
+                cause,
+            }
+        };
+        self.record(&mut fx, now, StateName::RollingBack, step_cause, before);
+        self.persist(&mut fx, now);
+        fx
+    }
+
+    fn rollback_hold(&self) -> Duration {
+        match &self.settings.rollback {
+            RollbackPolicy::Gradual { hold, .. } => *hold,
+            RollbackPolicy::Immediate => Duration::ZERO,
+        }
+    }
+
+    /// Asks the confirm hook `hook` about entering `step` (the swap, for confirm-promotion).
+    fn confirm_effect(&self, fx: &mut Vec<Effect>, step: usize, hook: HookKind, failures: u32) {
+        let before = self.controlled_weight();
+        let after = if hook == HookKind::ConfirmPromotion {
+            0
+        } else {
+            self.step(step).map_or(before, |s| s.weight_bp)
+        };
+        fx.push(Effect::Confirm(HookCall {
+            hook,
+            step,
+            weight_before_bp: before,
+            weight_after_bp: after,
+            failures,
+        }));
+    }
+
+    /// Holds before `step` (or the swap) until the confirm hook `hook` says go.
+    fn confirm(
+        &mut self,
+        now: Now,
+        step: usize,
+        hook: HookKind,
+        from: StateName,
+        cause: Cause,
+    ) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        let w = self.controlled_weight();
+        self.state = State::Confirming {
+            step,
+            hook,
+            failures: 0,
+        };
+        self.gate_wait = None;
+        self.record(&mut fx, now, from, cause, w);
+        self.persist(&mut fx, now);
+        self.confirm_effect(&mut fx, step, hook, 0);
+        fx
+    }
+
+    /// A confirm hook's answer about the step (or swap) the rollout holds before. A "yes"
+    /// enters it; a "no" holds and asks again; the `failure_limit`-th "no" in a row rolls
+    /// back. Answers about anything else (a state left meanwhile) are dropped.
+    fn hook_answer(&mut self, now: Now, a: HookAnswer) -> Vec<Effect> {
+        let State::Confirming {
+            step,
+            hook,
+            failures,
+        } = self.state
+        else {
+            return Vec::new();
+        };
+        if a.hook != hook || a.step != step {
+            return Vec::new();
+        }
+        if a.ok {
+            let cause = Cause::HookConfirmed {
+                hook,
+                detail: a.detail,
+            };
+            if hook == HookKind::ConfirmPromotion {
+                return self.promote_now(now, StateName::Confirming, cause);
+            }
+            let Some(next) = self.step(step) else {
+                return Vec::new();
+            };
+            let mut fx = Vec::new();
+            let before = self.controlled_weight();
+            self.weight_effect(&mut fx, next.weight_bp, &cause);
+            self.state = State::Running {
+                step,
+                step_started: now,
+                hold_left: next.hold,
+            };
+            let sample = self.last_sample;
+            if let Some(r) = &mut self.rollout {
+                r.baseline = sample;
+            }
+            self.record(&mut fx, now, StateName::Confirming, cause, before);
+            self.persist(&mut fx, now);
+            return fx;
+        }
+        let failures = failures + 1;
+        let limit = self.settings.webhook(hook).map_or(1, |h| h.failure_limit);
+        if failures >= limit {
+            let reason = format!("{} ({failures} in a row)", a.detail);
+            return self.soft_roll_back(now, Cause::HookGaveUp { hook, reason });
+        }
+        let mut fx = Vec::new();
+        let w = self.controlled_weight();
+        self.state = State::Confirming {
+            step,
+            hook,
+            failures,
+        };
+        let cause = Cause::HookRefused {
+            hook,
+            reason: a.detail,
+            failures,
+        };
+        self.record(&mut fx, now, StateName::Confirming, cause, w);
+        self.persist(&mut fx, now);
+        self.confirm_effect(&mut fx, step, hook, failures);
+        fx
+    }
+
+    /// Green becomes the new blue with weight 0, in one config-word write.
+    fn promote_now(&mut self, now: Now, from: StateName, cause: Cause) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        let before = self.controlled_weight();
+        fx.push(Effect::SwapRoles {
+            cause: cause.clone(),
+        });
+        std::mem::swap(&mut self.blue, &mut self.green);
+        self.weight_bp = 0;
+        self.rollout = None;
+        self.state = State::Idle;
+        self.gate_wait = None;
+        self.record(&mut fx, now, from, cause, before);
+        self.persist(&mut fx, now);
+        fx
     }
 
     fn health(&mut self, now: Now, v: &HealthVerdict) -> Vec<Effect> {
@@ -475,6 +759,22 @@ impl Engine {
             Measurement::Inconclusive => {
                 t.inconclusive += 1;
                 let n = t.inconclusive;
+                // Under a gradual rollback policy the limit is a soft failure: roll back
+                // through the policy's steps instead of pausing.
+                if n >= inconclusive_limit
+                    && matches!(self.settings.rollback, RollbackPolicy::Gradual { .. })
+                    && self.state.in_progress()
+                {
+                    let reason = format!(
+                        "{} ({n} inconclusive results in a row), rolling back",
+                        r.detail
+                    );
+                    let cause = Cause::AnalysisInconclusive {
+                        name: r.name,
+                        reason,
+                    };
+                    return self.soft_roll_back(now, cause);
+                }
                 if n >= inconclusive_limit
                     && let State::Running {
                         step,
@@ -489,7 +789,8 @@ impl Engine {
                         remaining: hold_left.saturating_sub(now.saturating_sub(step_started)),
                     };
                     self.analysis_pause = Some(r.name.clone());
-                    let reason = format!("{} ({n} inconclusive results in a row)", r.detail);
+                    let reason =
+                        format!("{} ({n} inconclusive results in a row), paused", r.detail);
                     let cause = Cause::AnalysisInconclusive {
                         name: r.name,
                         reason,
@@ -527,6 +828,15 @@ impl Engine {
             State::Running { step, .. }
             | State::Paused { step, .. }
             | State::WaitingApproval { step } => Some(step),
+            State::Confirming { step, .. } => Some(step.saturating_sub(1)),
+            // An operator's weight stops a gradual rollback too, at the ramp's last step
+            // at or below it.
+            State::RollingBack { .. } => Some(
+                self.rollout
+                    .as_ref()
+                    .and_then(|r| r.steps.iter().rposition(|s| s.weight_bp <= bp))
+                    .unwrap_or(0),
+            ),
             _ => None,
         };
         // A real ramp must not fight an operator: it stops where the operator put it.
@@ -548,6 +858,9 @@ impl Engine {
     }
 
     fn tick(&mut self, now: Now) -> Vec<Effect> {
+        if matches!(self.state, State::RollingBack { .. }) {
+            return self.rollback_tick(now);
+        }
         let State::Running {
             step,
             step_started,
@@ -623,6 +936,9 @@ impl Engine {
     fn advance(&mut self, now: Now, step: usize, from: StateName, cause: Cause) -> Vec<Effect> {
         let mut fx = Vec::new();
         let before = self.controlled_weight();
+        if self.step(step + 1).is_some() && self.settings.webhook(HookKind::ConfirmStep).is_some() {
+            return self.confirm(now, step + 1, HookKind::ConfirmStep, from, cause);
+        }
         match self.step(step + 1) {
             Some(next) => {
                 self.weight_effect(&mut fx, next.weight_bp, &cause);
@@ -721,6 +1037,11 @@ impl Engine {
                 State::Running { step, .. }
                 | State::Paused { step, .. }
                 | State::WaitingApproval { step } => self.state = State::Frozen { step },
+                State::Confirming { step, .. } => {
+                    self.state = State::Frozen {
+                        step: step.saturating_sub(1),
+                    };
+                }
                 _ => return Err(self.not_allowed(&command)),
             },
             OperatorCommand::Approve => match self.state {
@@ -733,7 +1054,10 @@ impl Engine {
                 State::Running { .. }
                 | State::Paused { .. }
                 | State::WaitingApproval { .. }
-                | State::Frozen { .. } => return Ok(self.roll_back(now, cause)),
+                | State::Confirming { .. }
+                | State::Frozen { .. } => return Ok(self.soft_roll_back(now, cause)),
+                // An abort during a gradual rollback: to 0 now.
+                State::RollingBack { .. } => return Ok(self.roll_back(now, cause)),
                 _ => return Err(self.not_allowed(&command)),
             },
             OperatorCommand::Rollback => {
@@ -742,6 +1066,8 @@ impl Engine {
                     State::Running { .. }
                         | State::Paused { .. }
                         | State::WaitingApproval { .. }
+                        | State::Confirming { .. }
+                        | State::RollingBack { .. }
                         | State::Frozen { .. }
                 );
                 // After a finished dry run, rollback is about the real weight again.
@@ -772,17 +1098,14 @@ impl Engine {
                         weight_bp: self.weight_bp,
                     });
                 }
-                fx.push(Effect::SwapRoles {
-                    cause: cause.clone(),
-                });
-                std::mem::swap(&mut self.blue, &mut self.green);
-                self.weight_bp = 0;
-                self.rollout = None;
-                self.state = State::Idle;
-                self.gate_wait = None;
-                self.record(&mut fx, now, from, cause, before);
-                self.persist(&mut fx, now);
-                return Ok(fx);
+                if self.settings.webhook(HookKind::ConfirmPromotion).is_some() {
+                    let step = self
+                        .rollout
+                        .as_ref()
+                        .map_or(0, |r| r.steps.len().saturating_sub(1));
+                    return Ok(self.confirm(now, step, HookKind::ConfirmPromotion, from, cause));
+                }
+                return Ok(self.promote_now(now, from, cause));
             }
         }
         self.gate_wait = None;
@@ -841,7 +1164,7 @@ impl Engine {
         dry_run: bool,
         cause: Cause,
     ) -> Result<Vec<Effect>, CommandError> {
-        if self.state.in_progress() {
+        if self.state.in_progress() || matches!(self.state, State::RollingBack { .. }) {
             return Err(self.not_allowed(command));
         }
         self.require_green_healthy(command)?;
@@ -864,6 +1187,15 @@ impl Engine {
             would_weight_bp: self.weight_bp,
             baseline: self.last_sample,
         });
+        self.gate_wait = None;
+        self.analysis_pause = None;
+        for t in self.analysis.values_mut() {
+            t.failures = 0;
+            t.inconclusive = 0;
+        }
+        if self.settings.webhook(HookKind::ConfirmRollout).is_some() {
+            return Ok(self.confirm(now, 0, HookKind::ConfirmRollout, from, cause));
+        }
         let mut fx = Vec::new();
         self.weight_effect(&mut fx, first.weight_bp, &cause);
         self.state = State::Running {

@@ -85,6 +85,14 @@ pub enum EntryKind {
     AnalysisInconclusive,
     /// The query gate that paused the rollout succeeded again (resumed).
     AnalysisResumed,
+    /// A confirm webhook said go.
+    HookConfirmed,
+    /// A confirm webhook said no (the rollout held).
+    HookRefused,
+    /// A confirm webhook said no its limit of times in a row (rolled back).
+    HookGaveUp,
+    /// A gradual rollback moved to its next step.
+    RollbackStep,
 }
 
 /// One transition of a rollout.
@@ -180,6 +188,8 @@ fn belongs(from: StateName) -> bool {
             | StateName::Paused
             | StateName::WaitingApproval
             | StateName::Frozen
+            | StateName::Confirming
+            | StateName::RollingBack
             | StateName::Completed
     )
 }
@@ -204,6 +214,10 @@ fn entry(ev: &RolloutEvent, time_ms: u64) -> Entry {
         Cause::Analysis { .. } => (EntryKind::AnalysisFailed, None, None),
         Cause::AnalysisInconclusive { .. } => (EntryKind::AnalysisInconclusive, None, None),
         Cause::AnalysisResumed { .. } => (EntryKind::AnalysisResumed, None, None),
+        Cause::HookConfirmed { .. } => (EntryKind::HookConfirmed, None, None),
+        Cause::HookRefused { .. } => (EntryKind::HookRefused, None, None),
+        Cause::HookGaveUp { .. } => (EntryKind::HookGaveUp, None, None),
+        Cause::RollbackStep { .. } => (EntryKind::RollbackStep, None, None),
     };
     Entry {
         time_ms,
@@ -226,9 +240,16 @@ fn outcome_of(to: StateName, cause: &Cause) -> Outcome {
         StateName::Frozen => Outcome::Frozen,
         StateName::RolledBack => match cause {
             Cause::Operator { command, .. } if command == "abort" => Outcome::Aborted,
+            Cause::RollbackStep { of, .. } if matches!(&**of, Cause::Operator { command, .. } if command == "abort") => {
+                Outcome::Aborted
+            }
             _ => Outcome::RolledBack,
         },
-        StateName::Running | StateName::Paused | StateName::WaitingApproval => Outcome::InProgress,
+        StateName::Running
+        | StateName::Paused
+        | StateName::WaitingApproval
+        | StateName::Confirming
+        | StateName::RollingBack => Outcome::InProgress,
     }
 }
 
@@ -246,7 +267,8 @@ impl History {
         for ev in events {
             let starts = matches!(&ev.cause, Cause::Operator { command, .. }
                 if command == "start" || command == "blue-green")
-                && ev.to == StateName::Running;
+                // A confirm-rollout hook holds the start in Confirming.
+                && matches!(ev.to, StateName::Running | StateName::Confirming);
             if starts {
                 let uid = match &ev.cause {
                     Cause::Operator { uid, .. } => *uid,

@@ -20,12 +20,16 @@ pub mod types;
 #[cfg(test)]
 mod analysis_tests;
 #[cfg(test)]
+mod hook_tests;
+#[cfg(test)]
+mod rollback_tests;
+#[cfg(test)]
 mod tests;
 
 pub use crate::config::{HealthSettings, RolloutSettings, Step};
 pub use driver::{Actuator, Driver, Message, apply};
 pub use engine::{
-    Cause, CommandError, Effect, Engine, Input, OperatorCommand, Progress, RolloutEvent, State,
-    StateName, Status,
+    Cause, CommandError, Effect, Engine, HookAnswer, HookCall, Input, OperatorCommand, Progress,
+    RolloutEvent, State, StateName, Status,
 };
 pub use gate::{SignalSample, Signals};

@@ -50,6 +50,8 @@ fn settings() -> RolloutSettings {
         hold: secs(10),
         gate: GateSettings::default(),
         analysis: Vec::new(),
+        webhooks: Vec::new(),
+        rollback: crate::config::RollbackPolicy::Immediate,
     }
 }
 
@@ -931,6 +933,10 @@ mod driver {
 
         fn record(&mut self, event: RolloutEvent) {
             self.log.lock().unwrap().events.push(event);
+        }
+
+        fn confirm(&mut self, call: crate::rollout::HookCall) {
+            panic!("these tests configure no webhook, yet {call:?} was asked");
         }
     }
 

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::gate::SignalSample;
 use crate::{
-    config::Step,
+    config::{HookKind, Step},
     health::{HealthStatus, HealthVerdict},
     model::bp_text,
 };
@@ -40,6 +40,22 @@ pub enum State {
     Frozen {
         step: usize,
     },
+    /// Waiting for the confirm webhook `hook` to answer 2xx before entering `step` (for
+    /// `confirm-promotion`, before the swap); `failures` "no"s in a row so far.
+    Confirming {
+        step: usize,
+        hook: HookKind,
+        failures: u32,
+    },
+    /// A gradual rollback after a soft failure (`cause`): green holds `steps[index]`
+    /// until `hold_left` after `step_started`, then the next; the last step is 0.
+    RollingBack {
+        steps: Vec<u16>,
+        index: usize,
+        step_started: Now,
+        hold_left: Duration,
+        cause: Cause,
+    },
     RolledBack {
         cause: Cause,
     },
@@ -56,6 +72,8 @@ pub enum StateName {
     Paused,
     WaitingApproval,
     Frozen,
+    Confirming,
+    RollingBack,
     RolledBack,
     Completed,
 }
@@ -68,6 +86,8 @@ impl fmt::Display for StateName {
             Self::Paused => "paused",
             Self::WaitingApproval => "waiting for approval",
             Self::Frozen => "frozen",
+            Self::Confirming => "confirming",
+            Self::RollingBack => "rolling back",
             Self::RolledBack => "rolled back",
             Self::Completed => "completed",
         })
@@ -82,6 +102,8 @@ impl State {
             Self::Paused { .. } => StateName::Paused,
             Self::WaitingApproval { .. } => StateName::WaitingApproval,
             Self::Frozen { .. } => StateName::Frozen,
+            Self::Confirming { .. } => StateName::Confirming,
+            Self::RollingBack { .. } => StateName::RollingBack,
             Self::RolledBack { .. } => StateName::RolledBack,
             Self::Completed => StateName::Completed,
         }
@@ -91,7 +113,10 @@ impl State {
     pub fn in_progress(&self) -> bool {
         matches!(
             self,
-            Self::Running { .. } | Self::Paused { .. } | Self::WaitingApproval { .. }
+            Self::Running { .. }
+                | Self::Paused { .. }
+                | Self::WaitingApproval { .. }
+                | Self::Confirming { .. }
         )
     }
 }
@@ -189,6 +214,27 @@ pub enum Cause {
         name: String,
         detail: String,
     },
+    /// A confirm webhook answered 2xx: the rollout goes on.
+    HookConfirmed {
+        hook: HookKind,
+        detail: String,
+    },
+    /// A confirm webhook said no (or did not answer): the rollout holds and asks again.
+    HookRefused {
+        hook: HookKind,
+        reason: String,
+        failures: u32,
+    },
+    /// A confirm webhook said no `failure_limit` times in a row: the rollout rolls back.
+    HookGaveUp {
+        hook: HookKind,
+        reason: String,
+    },
+    /// A gradual rollback's next step (to `weight_bp`; 0 ends it), started by `of`.
+    RollbackStep {
+        weight_bp: u16,
+        of: Box<Cause>,
+    },
 }
 
 impl fmt::Display for Cause {
@@ -216,10 +262,28 @@ impl fmt::Display for Cause {
             }
             Self::Analysis { name, reason } => write!(f, "analysis {name} failed: {reason}"),
             Self::AnalysisInconclusive { name, reason } => {
-                write!(f, "analysis {name} is inconclusive, paused: {reason}")
+                write!(f, "analysis {name} is inconclusive: {reason}")
             }
             Self::AnalysisResumed { name, detail } => {
                 write!(f, "analysis {name} succeeded again, resumed: {detail}")
+            }
+            Self::HookConfirmed { hook, detail } => write!(f, "{hook} hook confirmed: {detail}"),
+            Self::HookRefused {
+                hook,
+                reason,
+                failures,
+            } => write!(
+                f,
+                "{hook} hook said no ({failures} in a row), holding: {reason}"
+            ),
+            Self::HookGaveUp { hook, reason } => {
+                write!(
+                    f,
+                    "{hook} hook gave no confirmation, rolling back: {reason}"
+                )
+            }
+            Self::RollbackStep { weight_bp, of } => {
+                write!(f, "gradual rollback to {} ({of})", bp_text(*weight_bp))
             }
         }
     }
@@ -279,6 +343,32 @@ pub enum Effect {
     },
     Record(RolloutEvent),
     Persist(Box<Progress>),
+    /// Ask the confirm webhook `hook` (again after its interval when `failures` > 0) and
+    /// feed its answer back as [`Input::Hook`].
+    Confirm(HookCall),
+}
+
+/// A confirm webhook to ask: about entering `step` (0-based) of the rollout, moving green
+/// from `weight_before_bp` to `weight_after_bp`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HookCall {
+    pub hook: HookKind,
+    pub step: usize,
+    pub weight_before_bp: u16,
+    pub weight_after_bp: u16,
+    /// "No"s in a row so far (0: the first attempt, made at once).
+    pub failures: u32,
+}
+
+/// A confirm webhook's answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HookAnswer {
+    pub hook: HookKind,
+    pub step: usize,
+    /// 2xx.
+    pub ok: bool,
+    /// `HTTP 200`, `HTTP 503`, `connect ...: refused`, `timed out after 1s`.
+    pub detail: String,
 }
 
 /// A command that cannot run in the current state. Nothing changed.
@@ -330,11 +420,34 @@ pub struct Progress {
 #[serde(tag = "state", rename_all = "kebab-case")]
 pub enum Phase {
     Idle,
-    Running { step: usize, remaining: Duration },
-    Paused { step: usize, remaining: Duration },
-    WaitingApproval { step: usize },
-    Frozen { step: usize },
-    RolledBack { cause: Cause },
+    Running {
+        step: usize,
+        remaining: Duration,
+    },
+    Paused {
+        step: usize,
+        remaining: Duration,
+    },
+    WaitingApproval {
+        step: usize,
+    },
+    Frozen {
+        step: usize,
+    },
+    Confirming {
+        step: usize,
+        hook: HookKind,
+        failures: u32,
+    },
+    RollingBack {
+        steps: Vec<u16>,
+        index: usize,
+        remaining: Duration,
+        cause: Cause,
+    },
+    RolledBack {
+        cause: Cause,
+    },
     Completed,
 }
 
@@ -421,4 +534,6 @@ pub enum Input {
     WeightChanged {
         bp: u16,
     },
+    /// A confirm webhook answered.
+    Hook(HookAnswer),
 }
