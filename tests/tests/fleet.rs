@@ -544,6 +544,11 @@ fn coordinators_stopped_and_killed_mid_rollout_take_over_and_are_fenced() {
         (f.beat().as_deref() == Some("c2")).then_some(())
     });
     let takeover_stop = stopped.elapsed();
+    // The rollout document still names c1 until c2 first changes it (the next step, after a
+    // 1 s hold): wait for that, so that "c1" there afterwards can only be a fenced-out write.
+    f.wait("c2 writing the rollout", Duration::from_secs(20), || {
+        (f.doc()["writer"] == "c2").then_some(())
+    });
     // c1 wakes: its first write is refused, and it never writes again while c2 leads.
     f.coordinators[0].signal(libc::SIGCONT);
     f.wait("c1 fenced", Duration::from_secs(10), || {
