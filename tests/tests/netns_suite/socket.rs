@@ -133,7 +133,14 @@ pub fn new_connections_follow_weight(family: Family, name: &str) {
         let conns: u64 = (0..2)
             .map(|b| after[b].new_flows - before[b].new_flows)
             .sum();
-        assert_eq!(conns, NEW_CONNECTIONS as u64, "{what}: connections counted");
+        // sk_lookup decides per listener lookup: once per SYN, and once more for the final
+        // ACK of a SYN-cookie handshake (a full accept queue, as in a slow VM). The same
+        // tuple gives the same decision, so only the count can exceed.
+        let n = NEW_CONNECTIONS as u64;
+        assert!(
+            (n..=n + n / 100).contains(&conns),
+            "{what}: {conns} decisions counted for {n} connections"
+        );
         let fallbacks: u64 = (0..2).map(|b| after[b].fallbacks).sum();
         assert_eq!(fallbacks, 0, "{what}: fallbacks with both backends up");
         assert_eq!(
@@ -209,10 +216,13 @@ pub fn long_lived_connections_keep_backend(family: Family, name: &str) {
     );
     assert!(problems.is_empty(), "{what}: {problems:?}");
     let c = tb.dp.dp().counters_view(slot).expect("counters");
-    assert_eq!(
-        c[0].new_flows + c[1].new_flows,
-        (LONG_LIVED + LONG_LIVED / 4) as u64,
-        "{what}: one decision per connection, however many exchanges"
+    // One decision per connection however many exchanges (a SYN-cookie handshake's ACK
+    // may add one: see new_connections_follow_weight).
+    let n = (LONG_LIVED + LONG_LIVED / 4) as u64;
+    let decided = c[0].new_flows + c[1].new_flows;
+    assert!(
+        (n..=n + n / 50).contains(&decided),
+        "{what}: {decided} decisions for {n} connections"
     );
     // Closed by the client with a FIN exchange: all closed, none counted as a reset.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -582,11 +592,17 @@ pub fn programs_run_per_connection_not_per_packet(name: &str) {
         sk2 - sk1,
         ops2 - ops1
     );
-    assert_eq!(sk1 - sk0, 200, "sk_lookup runs once per new connection");
-    assert_eq!(
-        sk2 - sk1,
-        1,
-        "and once for a connection however many packets it carries"
+    // Once per SYN (and once more for a SYN-cookie handshake's final ACK, when an accept
+    // queue overflows: a slow VM).
+    assert!(
+        (200..=202).contains(&(sk1 - sk0)),
+        "sk_lookup runs once per new connection: {}",
+        sk1 - sk0
+    );
+    assert!(
+        (1..=2).contains(&(sk2 - sk1)),
+        "and once for a connection however many packets it carries: {}",
+        sk2 - sk1
     );
     // sock_ops is attached to the cgroup root: it runs for every TCP socket of the host
     // (the client's too, and every test running beside this one), so its count is printed,
