@@ -822,3 +822,65 @@ fn rollback_drain_waits_for_green_connections_and_reports_those_left() {
     assert_eq!(manual, 2, "{ev:#?}");
     daemon.stop();
 }
+
+/// The systemd suite's s9 on the host: a state file saved at an earlier step must not move
+/// the weight the kernel holds when the daemon restarts mid-rollout.
+#[test]
+fn a_stale_state_file_from_an_earlier_step_never_changes_the_weight_on_restart() {
+    let bed = DaemonBed::new("stale");
+    // As in s9: no health check, the steps and hold given on the command line.
+    bed.write_config(&web("", ""));
+    let daemon = InProcess::start(&bed);
+    bed.cli_ok(&[
+        "rollout",
+        "start",
+        "web",
+        "--steps",
+        "10,50,100",
+        "--hold",
+        "3s",
+    ]);
+    assert_eq!(weight(&bed).weight, 1000);
+    std::thread::sleep(Duration::from_millis(300));
+    let state = bed.state_dir.join("state.json");
+    let step1 = std::fs::read(&state).expect("state file at the first step");
+    let progress = bed.state_dir.join("rollout-web.json");
+    let progress1 = std::fs::read(&progress).expect("rollout progress at the first step");
+    wait_for(
+        "the second step",
+        Duration::from_secs(8),
+        Duration::from_millis(20),
+        || (weight(&bed).weight == 5000).then_some(()),
+    );
+    daemon.stop();
+    std::fs::write(&state, &step1).expect("put the stale state back");
+    let daemon = InProcess::start(&bed);
+    assert_eq!(
+        weight(&bed).weight,
+        5000,
+        "the restart moved the kernel's weight"
+    );
+    let st = service_status(&bed);
+    assert_eq!(st["rollout"]["step"], 2, "{st:#?}");
+    assert_eq!(st["rollout"]["state"], "running", "{st:#?}");
+    // The rollout's own progress file stale too: it disagrees with the kernel, so the
+    // rollout freezes where the kernel is instead of steering back to its first step.
+    daemon.stop();
+    std::fs::write(&state, &step1).expect("put the stale state back");
+    std::fs::write(&progress, progress1).expect("put the stale progress back");
+    let daemon = InProcess::start(&bed);
+    assert_eq!(
+        weight(&bed).weight,
+        5000,
+        "the restart moved the kernel's weight"
+    );
+    let st = service_status(&bed);
+    assert_eq!(st["rollout"]["state"], "frozen", "{st:#?}");
+    std::thread::sleep(Duration::from_millis(3500)); // longer than the first step's hold
+    assert_eq!(
+        weight(&bed).weight,
+        5000,
+        "a frozen rollout moved the weight"
+    );
+    daemon.stop();
+}

@@ -606,11 +606,16 @@ fn s9_a_restart_never_changes_what_the_kernel_steers() {
     must("shifter rollout start web --steps 10,50,100 --hold 40s");
     must("sleep 1; cp /var/lib/shifter/state.json /root/step1.json");
     wait_until("the rollout's second step", || green_share(50) >= 30.0);
+    let before = must("shifter status --json");
     restart_with_state("cp /root/step1.json /var/lib/shifter/state.json");
     let share = green_share(200);
     assert!(
         (38.0..=62.0).contains(&share),
-        "the kernel's 50 % kept: {share} %"
+        "the kernel's 50 % kept: {share} %\nstatus before the restart:\n{before}\nafter:\n{}\n\
+         events:\n{}\njournal:\n{}",
+        sh("shifter status --json").1,
+        sh("shifter events").1,
+        journal()
     );
     wait_until("the rollout goes on to 100 %", || {
         one_request().is_ok_and(|b| b == "green") && green_share(20) == 100.0

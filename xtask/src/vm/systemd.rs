@@ -53,7 +53,7 @@ Description=shifter systemd scenarios (cargo xtask vm-test --systemd)
 After=multi-user.target
 [Service]
 Type=oneshot
-ExecStart=/bin/sh -c '/root/systemd-scenarios --ignored --test-threads=1 --nocapture >/dev/ttyS0 2>&1; echo \"SHIFTER-VM-RESULT: $?\" >/dev/ttyS0'
+ExecStart=/bin/sh /root/run-scenarios.sh
 ExecStopPost=/usr/bin/systemctl poweroff --no-block
 [Install]
 WantedBy=multi-user.target
@@ -90,7 +90,7 @@ pub fn run(args: &VmArgs, root: &Path, target: &Path) -> anyhow::Result<()> {
     let tarball = rootfs(&work)?;
     let tree = work.join("root");
     unpack(&tarball, &tree)?;
-    install_into(&tree, &deb, &next, &scenarios)?;
+    install_into(&tree, &deb, &next, &scenarios, &args.harness_args)?;
     let kernel = only_file(&tree.join("boot"), "vmlinuz-")?;
     let initrd = only_file(&tree.join("boot"), "initrd.img-")?;
     let image = work.join("disk.img");
@@ -233,8 +233,28 @@ fn unpack(tarball: &Path, tree: &Path) -> anyhow::Result<()> {
     )
 }
 
+/// The script the unit runs: the scenarios (with the harness arguments given after `--`, e.g.
+/// a name filter), their output and result on the console.
+fn scenario_script(harness_args: &[String]) -> String {
+    let extra: String = harness_args.iter().fold(String::new(), |mut out, a| {
+        out.push(' ');
+        out.push_str(&super::shell_quote(a));
+        out
+    });
+    format!(
+        "/root/systemd-scenarios --ignored --test-threads=1 --nocapture{extra} >/dev/ttyS0 2>&1\n\
+         echo \"SHIFTER-VM-RESULT: $?\" >/dev/ttyS0\n"
+    )
+}
+
 /// The package, the scenario binary and the unit that runs it at boot.
-fn install_into(tree: &Path, deb: &Path, next: &Path, scenarios: &Path) -> anyhow::Result<()> {
+fn install_into(
+    tree: &Path,
+    deb: &Path,
+    next: &Path,
+    scenarios: &Path,
+    harness_args: &[String],
+) -> anyhow::Result<()> {
     let copy = |from: &Path, to: &str| {
         std::fs::copy(from, tree.join(to))
             .with_context(|| format!("copying {} into the image", from.display()))
@@ -244,6 +264,10 @@ fn install_into(tree: &Path, deb: &Path, next: &Path, scenarios: &Path) -> anyho
     copy(scenarios, "root/systemd-scenarios")?;
     let units = tree.join("etc/systemd/system");
     std::fs::write(units.join("shifter-scenarios.service"), SCENARIO_UNIT)?;
+    std::fs::write(
+        tree.join("root/run-scenarios.sh"),
+        scenario_script(harness_args),
+    )?;
     let wants = units.join("multi-user.target.wants");
     std::fs::create_dir_all(&wants)?;
     std::os::unix::fs::symlink(
@@ -272,7 +296,7 @@ fn only_file(dir: &Path, prefix: &str) -> anyhow::Result<PathBuf> {
 
 #[cfg(test)]
 mod tests {
-    use super::fnv1a;
+    use super::{fnv1a, scenario_script};
 
     #[test]
     fn cache_key_depends_on_every_part_and_their_order() {
@@ -280,5 +304,15 @@ mod tests {
         assert_eq!(base, fnv1a(&["bookworm", "systemd", "nginx-light"]));
         assert_ne!(base, fnv1a(&["bookworm", "nginx-light", "systemd"]));
         assert_ne!(base, fnv1a(&["bookworm", "systemdnginx-light"]));
+    }
+
+    #[test]
+    fn the_scenario_script_passes_the_harness_arguments_quoted() {
+        let s = scenario_script(&["s9".to_owned(), "it's".to_owned()]);
+        assert!(
+            s.starts_with("/root/systemd-scenarios --ignored --test-threads=1 --nocapture 's9' 'it'\\''s' >/dev/ttyS0"),
+            "{s}"
+        );
+        assert!(s.contains("SHIFTER-VM-RESULT: $?"), "{s}");
     }
 }
