@@ -35,10 +35,11 @@ use cpio::{Entry, Tree};
     reason = "command-line switches, each independent"
 )]
 pub struct VmArgs {
-    /// A kernel name from the table in xtask/src/vm/kernel.rs (`debian-6.1`) or the path to a
-    /// bzImage (then pass its modules with --modules).
-    #[arg(long, default_value = kernel::DEFAULT_KERNEL)]
-    pub kernel: String,
+    /// A kernel name from the table in xtask/src/vm/kernel.rs or the path to a bzImage (then
+    /// pass its modules with --modules). Default: `debian-6.1`; with --systemd, the Debian 12
+    /// guest's own kernel (6.1, cloud flavour).
+    #[arg(long)]
+    pub kernel: Option<String>,
     /// The `lib/modules/<release>` directory that goes with `--kernel PATH`.
     #[arg(long)]
     pub modules: Option<PathBuf>,
@@ -65,8 +66,9 @@ pub struct VmArgs {
     #[arg(long, conflicts_with_all = ["kernel", "modules"])]
     pub all: bool,
     /// Run the systemd scenarios instead: the .deb installed and driven by systemd in a Debian
-    /// 12 guest with systemd as PID 1, on the guest's own kernel (needs root).
-    #[arg(long, conflicts_with_all = ["kernel", "modules", "tests", "all"])]
+    /// 12 guest with systemd as PID 1, on the guest's own kernel or the one --kernel names
+    /// (needs root).
+    #[arg(long, conflicts_with_all = ["tests", "all"])]
     pub systemd: bool,
     /// Arguments for every test binary's harness, e.g. a test name filter.
     #[arg(last = true)]
@@ -112,7 +114,8 @@ pub fn run(args: &VmArgs) -> anyhow::Result<()> {
         excluded: &excluded,
     };
     if !args.all {
-        return suite.run(args, &args.kernel, started).map(|_| ());
+        let name = args.kernel.as_deref().unwrap_or(kernel::DEFAULT_KERNEL);
+        return suite.run(args, name, started).map(|_| ());
     }
     let mut rows = Vec::new();
     for k in kernel::KERNELS {
@@ -176,7 +179,7 @@ impl Suite<'_> {
             kernel.cpu,
             kernel.accel
         );
-        let modules = kernel::modules_to_load(&kernel)?;
+        let modules = kernel::modules_to_load(&kernel, kernel::MODULES)?;
 
         crate::cmd::step("vm-test: initramfs");
         let work = self.cache.join(sanitize(name));
@@ -462,11 +465,11 @@ const VM_PACKAGES: &[(&str, &str)] = &[
 ];
 const BUSYBOX: &str = "/bin/busybox";
 
-fn busybox_is_static() -> bool {
+pub(crate) fn busybox_is_static() -> bool {
     std::fs::read(BUSYBOX).is_ok_and(|d| elf::is_dynamic(&d) == Some(false))
 }
 
-fn ensure_tools() -> anyhow::Result<()> {
+pub(crate) fn ensure_tools() -> anyhow::Result<()> {
     crate::setup::ensure(crate::setup::Scope::RUN)?;
     let missing: Vec<&str> = VM_PACKAGES
         .iter()

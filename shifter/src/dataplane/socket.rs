@@ -75,11 +75,27 @@ impl SocketDispatch {
     }
 }
 
+/// One line for a refused program: the error's first line (what failed) and, from the
+/// verifier log after it, the lines before its statistics ("processed N insns ..."), which
+/// say why.
+fn load_failure(name: &str, error: &str) -> String {
+    let lines: Vec<&str> = error.lines().filter(|l| !l.trim().is_empty()).collect();
+    let first = lines.first().copied().unwrap_or_default();
+    let stats = lines
+        .iter()
+        .position(|l| l.starts_with("processed ") || l.starts_with("verification time "))
+        .unwrap_or(lines.len());
+    let why = &lines[stats.saturating_sub(2).max(1).min(stats)..stats];
+    if why.is_empty() {
+        format!("{name}: {first}")
+    } else {
+        format!("{name}: {first} ... {}", why.join(" | "))
+    }
+}
+
 fn load_programs(ebpf: &mut Ebpf) -> std::result::Result<(), String> {
-    // The first line says what failed; a verifier log follows it on the next ones.
     let reason = |name: &str, e: &(dyn std::error::Error + 'static)| {
-        let text = crate::util::error_chain(e);
-        format!("{name}: {}", text.lines().next().unwrap_or_default())
+        load_failure(name, &crate::util::error_chain(e))
     };
     let sk_lookup: &mut SkLookup =
         program(ebpf, PROG_SK_LOOKUP).map_err(|e| reason(PROG_SK_LOOKUP, &e))?;
@@ -436,5 +452,24 @@ mod tests {
         assert_eq!(&f[12..14], &[0x86, 0xdd]);
         assert_eq!(f[14 + 39], 1); // ::1 as destination
         assert_eq!(&f[56..58], &8082u16.to_be_bytes());
+    }
+
+    #[test]
+    fn a_refused_program_is_reported_with_the_verifier_lines_that_say_why() {
+        let log = "load failed: Permission denied. Verifier output: 0: R1=ctx() R10=fp0\n\
+                   12: (85) call bpf_map_update_elem#2\n\
+                   cannot update sockmap in this context\n\
+                   processed 13 insns (limit 1000000)\n";
+        assert_eq!(
+            load_failure("p", log),
+            "p: load failed: Permission denied. Verifier output: 0: R1=ctx() R10=fp0 ... \
+             12: (85) call bpf_map_update_elem#2 | cannot update sockmap in this context"
+        );
+        assert_eq!(load_failure("p", "no such program"), "p: no such program");
+        // Nothing between the first line and the statistics: the first line alone.
+        assert_eq!(
+            load_failure("p", "failed: 0: R1=ctx()\nverification time 9693 usec\n"),
+            "p: failed: 0: R1=ctx()"
+        );
     }
 }

@@ -128,6 +128,17 @@ pub const MODULES: &[(&str, bool)] = &[
     ("dummy", false),
 ];
 
+/// Modules an initramfs loads to mount a Debian root file system on a virtio disk (the
+/// systemd guest on a kernel other than its own). ext4 checksums its metadata with crc32c,
+/// which older kernels provide as a module the `depends=` list does not name.
+pub const ROOT_DISK_MODULES: &[(&str, bool)] = &[
+    ("virtio_pci", false),
+    ("virtio_blk", true),
+    ("crc32c_generic", false),
+    ("crc32c_intel", false),
+    ("ext4", true),
+];
+
 /// A kernel ready to boot.
 #[derive(Debug)]
 pub struct Kernel {
@@ -607,14 +618,14 @@ fn module_depends(ko: &[u8]) -> Option<Vec<String>> {
     )
 }
 
-/// The modules of [`MODULES`] this kernel has as modules, plus their dependencies, in an order
-/// `insmod` accepts (dependencies first).
-pub fn modules_to_load(kernel: &Kernel) -> anyhow::Result<Vec<Module>> {
+/// The modules of `wanted` (name, required; e.g. [`MODULES`]) this kernel has as modules, plus
+/// their dependencies, in an order `insmod` accepts (dependencies first).
+pub fn modules_to_load(kernel: &Kernel, wanted: &[(&str, bool)]) -> anyhow::Result<Vec<Module>> {
     let Some(dir) = &kernel.modules else {
         eprintln!(
             "no modules directory for {}: assuming {} are built in",
             kernel.label,
-            MODULES
+            wanted
                 .iter()
                 .map(|(m, _)| *m)
                 .collect::<Vec<_>>()
@@ -626,7 +637,7 @@ pub fn modules_to_load(kernel: &Kernel) -> anyhow::Result<Vec<Module>> {
     let builtin = builtin_modules(dir);
     let mut order = Vec::new();
     let mut done = BTreeSet::new();
-    for &(name, required) in MODULES {
+    for &(name, required) in wanted {
         if builtin.contains(name) {
             continue;
         }

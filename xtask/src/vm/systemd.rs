@@ -8,6 +8,11 @@
 //! 3. qemu (TCG) boots the image's own kernel; the scenario unit prints the test output and
 //!    `SHIFTER-VM-RESULT: <rc>` on the serial console, then powers off.
 //!
+//! With `--kernel NAME` another kernel of the table boots the same image: its modules are
+//! copied into the root (`depmod` run for them, so udev and modprobe find them) and a small
+//! busybox initramfs loads the disk and ext4 modules, mounts `/dev/vda` and hands over to
+//! systemd (`switch_root`). Debian's own initramfs is built for the image's kernel only.
+//!
 //! Needs root on the host (mmdebstrap's root mode, and file owners kept in the image).
 
 use std::{
@@ -18,7 +23,12 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use super::{VmArgs, qemu};
+use super::{
+    VmArgs,
+    cpio::{Entry, Tree},
+    kernel::{self, Kernel},
+    qemu,
+};
 
 const SUITE: &str = "bookworm";
 const MIRRORS: [&str; 2] = [
@@ -69,6 +79,19 @@ pub fn run(args: &VmArgs, root: &Path, target: &Path) -> anyhow::Result<()> {
     ensure_tools()?;
     let work = target.join("vm").join("systemd");
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    // Resolved first: a kernel that cannot be fetched fails before minutes of building.
+    let other_kernel = match &args.kernel {
+        Some(name) => {
+            super::ensure_tools()?; // qemu and a static busybox for the initramfs
+            let k = kernel::resolve(name, args.modules.as_deref(), &target.join("vm"))?;
+            eprintln!(
+                "vm-test --systemd: kernel {} (release {}, qemu -cpu {} -accel {})",
+                k.label, k.release, k.cpu, k.accel
+            );
+            Some(k)
+        }
+        None => None,
+    };
 
     crate::cmd::step("vm-test --systemd: build");
     let built = super::build(root, args.release)?;
@@ -91,8 +114,27 @@ pub fn run(args: &VmArgs, root: &Path, target: &Path) -> anyhow::Result<()> {
     let tree = work.join("root");
     unpack(&tarball, &tree)?;
     install_into(&tree, &deb, &next, &scenarios, &args.harness_args)?;
-    let kernel = only_file(&tree.join("boot"), "vmlinuz-")?;
-    let initrd = only_file(&tree.join("boot"), "initrd.img-")?;
+    let boot = match &other_kernel {
+        None => BootKernel {
+            bzimage: only_file(&tree.join("boot"), "vmlinuz-")?,
+            initrd: only_file(&tree.join("boot"), "initrd.img-")?,
+            cpu: "max",
+            accel: "tcg",
+            append: APPEND.to_owned(),
+        },
+        Some(k) => {
+            install_modules(&tree, k)?;
+            let initrd = work.join("initramfs-root.cpio");
+            root_initramfs(k, &initrd)?;
+            BootKernel {
+                bzimage: k.bzimage.clone(),
+                initrd,
+                cpu: k.cpu,
+                accel: k.accel,
+                append: with_words(APPEND, k.append),
+            }
+        }
+    };
     let image = work.join("disk.img");
     crate::cmd::run(
         "vm-test --systemd: disk image",
@@ -105,12 +147,12 @@ pub fn run(args: &VmArgs, root: &Path, target: &Path) -> anyhow::Result<()> {
 
     crate::cmd::step("vm-test --systemd: boot (qemu, TCG)");
     let outcome = qemu::boot(&qemu::Boot {
-        bzimage: &kernel,
-        initrd: &initrd,
+        bzimage: &boot.bzimage,
+        initrd: &boot.initrd,
         disk: Some(&image),
-        append: APPEND,
-        cpu: "max",
-        accel: "tcg",
+        append: &boot.append,
+        cpu: boot.cpu,
+        accel: boot.accel,
         memory_mib: args.memory_mib,
         cpus: args.cpus,
         timeout: Duration::from_secs(args.timeout_minutes.saturating_mul(60)),
@@ -118,7 +160,7 @@ pub fn run(args: &VmArgs, root: &Path, target: &Path) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&image);
     eprintln!(
         "vm-test --systemd: kernel {}, guest {:.0} s, whole run {:.0} s",
-        kernel.display(),
+        boot.bzimage.display(),
         outcome.guest_time.as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
@@ -136,6 +178,110 @@ pub fn run(args: &VmArgs, root: &Path, target: &Path) -> anyhow::Result<()> {
         ),
     }
 }
+
+/// What qemu boots: the image's own kernel and initramfs, or another kernel of the table.
+struct BootKernel {
+    bzimage: PathBuf,
+    initrd: PathBuf,
+    cpu: &'static str,
+    accel: &'static str,
+    append: String,
+}
+
+/// `line` with the words of `extra` it lacks appended (both kernel command lines).
+fn with_words(line: &str, extra: &str) -> String {
+    let mut out = line.to_owned();
+    for w in extra.split_whitespace() {
+        if !line.split_whitespace().any(|have| have == w) {
+            out.push(' ');
+            out.push_str(w);
+        }
+    }
+    out
+}
+
+/// Copies `k`'s modules into the image and indexes them there, so the guest's udev and
+/// modprobe load what the scenarios need (tc, veth) as on any installed system.
+fn install_modules(tree: &Path, k: &Kernel) -> anyhow::Result<()> {
+    let Some(modules) = &k.modules else {
+        eprintln!("vm-test --systemd: {} has no modules directory", k.label);
+        return Ok(());
+    };
+    // bookworm is merged-/usr: /lib is a link to usr/lib.
+    let dest = tree.join("usr/lib/modules");
+    std::fs::create_dir_all(&dest).with_context(|| format!("creating {}", dest.display()))?;
+    crate::cmd::run(
+        "vm-test --systemd: copy the kernel's modules",
+        Command::new("cp").arg("-a").arg(modules).arg(&dest),
+    )?;
+    let depmod = ["/usr/sbin/depmod", "/sbin/depmod"]
+        .into_iter()
+        .find(|p| Path::new(p).is_file())
+        .context("depmod (Debian package kmod) is needed to index the kernel's modules")?;
+    crate::cmd::run(
+        "vm-test --systemd: depmod",
+        Command::new(depmod).arg("-b").arg(tree).arg(&k.release),
+    )
+}
+
+/// The initramfs for a kernel other than the image's own: busybox as `/init`, the modules
+/// that mount the root disk, then `switch_root` to systemd.
+fn root_initramfs(k: &Kernel, out: &Path) -> anyhow::Result<()> {
+    let modules = kernel::modules_to_load(k, kernel::ROOT_DISK_MODULES)?;
+    let mut t = Tree::default();
+    for d in ["proc", "sys", "dev", "newroot"] {
+        t.add(d, Entry::Dir)?;
+    }
+    t.add("dev/console", Entry::CharDev(5, 1))?;
+    t.add(
+        "bin/busybox",
+        Entry::File {
+            source: super::BUSYBOX.into(),
+            mode: 0o755,
+        },
+    )?;
+    let mut names = Vec::new();
+    for m in &modules {
+        t.add(
+            &format!("modules/{}.ko", m.name),
+            Entry::Data {
+                data: kernel::read_module(&m.source)?,
+                mode: 0o644,
+            },
+        )?;
+        names.push(m.name.as_str());
+    }
+    t.add(
+        "init",
+        Entry::Data {
+            data: ROOT_INIT
+                .replace("@MODULES@", &names.join(" "))
+                .into_bytes(),
+            mode: 0o755,
+        },
+    )?;
+    t.write(out)?;
+    Ok(())
+}
+
+/// `/init` of [`root_initramfs`]. A failure powers off with the reason on the console
+/// (the host then reports "stopped without a result" with these lines).
+const ROOT_INIT: &str = r#"#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+for m in @MODULES@; do
+    insmod "/modules/$m.ko" || echo "initramfs: insmod $m failed"
+done
+i=0
+while [ ! -b /dev/vda ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
+mount -o rw /dev/vda /newroot || { echo "initramfs: cannot mount /dev/vda"; poweroff -f; }
+umount /proc /sys
+mount --move /dev /newroot/dev
+exec switch_root /newroot /sbin/init
+"#;
 
 fn ensure_tools() -> anyhow::Result<()> {
     if !crate::cmd::is_root() {
@@ -296,7 +442,16 @@ fn only_file(dir: &Path, prefix: &str) -> anyhow::Result<PathBuf> {
 
 #[cfg(test)]
 mod tests {
-    use super::{fnv1a, scenario_script};
+    use super::{fnv1a, scenario_script, with_words};
+
+    #[test]
+    fn a_kernel_option_already_on_the_command_line_is_not_repeated() {
+        assert_eq!(
+            with_words("quiet mitigations=off", "mitigations=off"),
+            "quiet mitigations=off"
+        );
+        assert_eq!(with_words("quiet", "a=1 quiet"), "quiet a=1");
+    }
 
     #[test]
     fn cache_key_depends_on_every_part_and_their_order() {
