@@ -4,6 +4,7 @@
 
 use std::{
     net::SocketAddr,
+    ops::Range,
     time::{Duration, Instant},
 };
 
@@ -39,6 +40,25 @@ pub(crate) fn service(protocol: Protocol, weight: u16) -> Service {
             dispatch: shifter_common::Dispatch::Rewrite,
         },
     }
+}
+
+/// New TCP connections from `ns` to `target`, one per client port of `ports` (fixed ports:
+/// the same tuples, so the same decisions, on every run); any failed connection fails `what`.
+pub(crate) fn short_connections(
+    ns: &str,
+    target: SocketAddr,
+    ports: Range<u16>,
+    what: &str,
+) -> Report {
+    let report = run_in(ns, || {
+        traffic::tcp_short_from(target, ports, STEP_TIMEOUT, BATCH_BUDGET)
+    });
+    assert!(
+        report.failures().is_empty(),
+        "{what}: {}",
+        report.failure_summary()
+    );
+    report
 }
 
 fn id_of(b: Backend) -> u8 {
@@ -105,15 +125,8 @@ pub fn new_tcp_connections_follow_weight(hook: Hook, family: Family, name: &str)
         let before = tb.dp.dp().counters(slot).expect("counters");
         let first = 20000 + (i * NEW_CONNECTIONS) as u16;
         let ports = first..first + NEW_CONNECTIONS as u16;
-        let report = run_in(tb.client_ns(), || {
-            traffic::tcp_short_from(target, ports, STEP_TIMEOUT, BATCH_BUDGET)
-        });
         let what = format!("{hook} {family:?} tcp weight {weight}");
-        assert!(
-            report.failures().is_empty(),
-            "{what}: {}",
-            report.failure_summary()
-        );
+        let report = short_connections(tb.client_ns(), target, ports, &what);
         assert_share(&report, weight, &what);
         let svc = Service {
             config: cfg,

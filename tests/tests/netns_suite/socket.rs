@@ -19,7 +19,8 @@ use shifter_tests::{
 };
 
 use crate::netns_suite::{
-    BATCH_BUDGET, LONG_LIVED, NEW_CONNECTIONS, STEP_TIMEOUT, assert_share, wait_rounds,
+    BATCH_BUDGET, LONG_LIVED, NEW_CONNECTIONS, STEP_TIMEOUT, assert_share, short_connections,
+    wait_rounds,
 };
 
 fn socket_service(weight: u16, affinity: Affinity) -> Service {
@@ -109,19 +110,12 @@ pub fn new_connections_follow_weight(family: Family, name: &str) {
         );
         let before = tb.dp.dp().counters_view(slot).expect("counters");
         let first = 20000 + (i * NEW_CONNECTIONS) as u16;
-        let report = run_in(tb.client_ns(), || {
-            traffic::tcp_short_from(
-                target,
-                first..first + NEW_CONNECTIONS as u16,
-                STEP_TIMEOUT,
-                BATCH_BUDGET,
-            )
-        });
         let what = format!("socket {family:?} weight {weight}");
-        assert!(
-            report.failures().is_empty(),
-            "{what}: {}",
-            report.failure_summary()
+        let report = short_connections(
+            tb.client_ns(),
+            target,
+            first..first + NEW_CONNECTIONS as u16,
+            &what,
         );
         assert_share(&report, weight, &what);
         let svc = Service {
@@ -163,15 +157,8 @@ pub fn client_affinity(family: Family, name: &str) {
     let svc = socket_service(5000, Affinity::Client);
     let (tb, _) = testbed(name, &svc);
     let target = SocketAddr::new(family.server(), SERVICE_PORT);
-    let report = run_in(tb.client_ns(), || {
-        traffic::tcp_short_from(target, 40000..40200, STEP_TIMEOUT, BATCH_BUDGET)
-    });
     let what = format!("socket {family:?} client affinity");
-    assert!(
-        report.failures().is_empty(),
-        "{what}: {}",
-        report.failure_summary()
-    );
+    let report = short_connections(tb.client_ns(), target, 40000..40200, &what);
     let want = id_of(expected(&svc, family.client(), 0, family.server()));
     assert_eq!(report.count(want), 200, "{what}: one client, one backend");
 }
@@ -266,14 +253,7 @@ pub fn green_dies_then_returns(family: Family, name: &str) {
         "{what}: closed listeners stay: {listening:?}"
     );
     let before = tb.dp.dp().counters_view(slot).expect("counters");
-    let report = run_in(tb.client_ns(), || {
-        traffic::tcp_short_from(target, 42000..43000, STEP_TIMEOUT, BATCH_BUDGET)
-    });
-    assert!(
-        report.failures().is_empty(),
-        "{what}: {}",
-        report.failure_summary()
-    );
+    let report = short_connections(tb.client_ns(), target, 42000..43000, &what);
     assert_eq!(
         report.count(BLUE_ID),
         1000,
@@ -304,14 +284,7 @@ pub fn green_dies_then_returns(family: Family, name: &str) {
         Some(&2),
         "{what}: sock_ops at listen(): {listening:?}"
     );
-    let report = run_in(tb.client_ns(), || {
-        traffic::tcp_short_from(target, 43000..44000, STEP_TIMEOUT, BATCH_BUDGET)
-    });
-    assert!(
-        report.failures().is_empty(),
-        "{what}: {}",
-        report.failure_summary()
-    );
+    let report = short_connections(tb.client_ns(), target, 43000..44000, &what);
     assert_share(&report, 5000, &format!("{what}, green back"));
     assert_decisions(&report, &svc, family.client(), family.server(), &what);
 }
@@ -332,20 +305,8 @@ pub fn local_clients_are_steered(name: &str) {
     {
         let target = SocketAddr::new(addr, SERVICE_PORT);
         let first = 30000 + (i as u16) * NEW_CONNECTIONS as u16;
-        let report = run_in(&ns, || {
-            traffic::tcp_short_from(
-                target,
-                first..first + NEW_CONNECTIONS as u16,
-                STEP_TIMEOUT,
-                BATCH_BUDGET,
-            )
-        });
         let what = format!("socket local client to {target}");
-        assert!(
-            report.failures().is_empty(),
-            "{what}: {}",
-            report.failure_summary()
-        );
+        let report = short_connections(&ns, target, first..first + NEW_CONNECTIONS as u16, &what);
         assert_share(&report, 5000, &what);
         assert_decisions(&report, &svc, addr, addr, &what);
     }
@@ -468,14 +429,7 @@ pub fn reuseport_workers_exiting_leave_no_slot_empty(name: &str) {
         let what = format!("socket reuseport, {} of 3 workers left", 2 - i);
         let n = tb.dp.dp().listener_counts().expect("counts")[&BLUE_PORT];
         assert_eq!(n, 2 - i as u32, "{what}: the exited worker left the map");
-        let report = run_in(tb.client_ns(), || {
-            traffic::tcp_short_from(target, first..first + 300, STEP_TIMEOUT, BATCH_BUDGET)
-        });
-        assert!(
-            report.failures().is_empty(),
-            "{what}: {}",
-            report.failure_summary()
-        );
+        let report = short_connections(tb.client_ns(), target, first..first + 300, &what);
         assert_eq!(report.count(BLUE_ID), 300, "{what}");
     }
     // Nothing to register while a worker is remembered.
@@ -563,10 +517,7 @@ pub fn programs_run_per_connection_not_per_packet(name: &str) {
     let target = SocketAddr::new(IpAddr::V4(SERVER_V4), SERVICE_PORT);
     let dp = tb.dp.dp();
     let (sk0, ops0) = (run_count(dp, PROG_SK_LOOKUP), run_count(dp, PROG_SOCK_OPS));
-    let report = run_in(tb.client_ns(), || {
-        traffic::tcp_short_from(target, 47000..47200, STEP_TIMEOUT, BATCH_BUDGET)
-    });
-    assert!(report.failures().is_empty(), "{}", report.failure_summary());
+    short_connections(tb.client_ns(), target, 47000..47200, "socket run counts");
     let dp = tb.dp.dp();
     let (sk1, ops1) = (run_count(dp, PROG_SK_LOOKUP), run_count(dp, PROG_SOCK_OPS));
     let long = LongLived::open(tb.client_ns(), target, 1, STEP_TIMEOUT);
@@ -635,14 +586,7 @@ pub fn switching_dispatch_keeps_live_connections(name: &str) {
     wait_rounds(&under_rewrite, 5, what);
     let under_socket = LongLived::open(&client, target, 50, STEP_TIMEOUT);
     wait_rounds(&under_socket, 3, what);
-    let report = run_in(&client, || {
-        traffic::tcp_short_from(target, 48000..48200, STEP_TIMEOUT, BATCH_BUDGET)
-    });
-    assert!(
-        report.failures().is_empty(),
-        "{what}: {}",
-        report.failure_summary()
-    );
+    short_connections(&client, target, 48000..48200, what);
     assert_eq!(
         tb.dp.dp().flows(Some(slot)).expect("flows").len(),
         50,
@@ -652,14 +596,7 @@ pub fn switching_dispatch_keeps_live_connections(name: &str) {
     run_in(&ns, || tb.dp.dp().set_service(&rewrite)).expect("back to rewrite");
     wait_rounds(&under_rewrite, 5, what);
     wait_rounds(&under_socket, 5, what);
-    let report = run_in(&client, || {
-        traffic::tcp_short_from(target, 48200..48400, STEP_TIMEOUT, BATCH_BUDGET)
-    });
-    assert!(
-        report.failures().is_empty(),
-        "{what}: {}",
-        report.failure_summary()
-    );
+    short_connections(&client, target, 48200..48400, what);
     let mut problems = traffic::long_problems(&under_rewrite.finish(), None);
     problems.extend(traffic::long_problems(&under_socket.finish(), None));
     assert!(
