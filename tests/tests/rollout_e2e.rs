@@ -43,6 +43,19 @@ fn web(health: &str, rollout: &str) -> String {
     )
 }
 
+/// `shifter rollout start web` with the steps 10, 50, 100 and `hold` given on the command line.
+fn start_canary(bed: &DaemonBed, hold: &str) {
+    bed.cli_ok(&[
+        "rollout",
+        "start",
+        "web",
+        "--steps",
+        "10,50,100",
+        "--hold",
+        hold,
+    ]);
+}
+
 fn tcp_health() -> String {
     format!(
         "[services.health]\nkind = \"tcp\"\naddress = \"{SERVER_V4}\"\ninterval = \"100ms\"\n\
@@ -204,15 +217,7 @@ fn ramp_to_100_under_traffic_fails_no_connection() {
     let traffic = Traffic::start(bed.client_ns(), 10_000..14_000);
     std::thread::sleep(Duration::from_millis(300));
     let started = Instant::now();
-    bed.cli_ok(&[
-        "rollout",
-        "start",
-        "web",
-        "--steps",
-        "10,50,100",
-        "--hold",
-        "1s",
-    ]);
+    start_canary(&bed, "1s");
     wait_for(
         "the ramp to complete",
         Duration::from_secs(15),
@@ -831,15 +836,7 @@ fn a_stale_state_file_from_an_earlier_step_never_changes_the_weight_on_restart()
     // As in s9: no health check, the steps and hold given on the command line.
     bed.write_config(&web("", ""));
     let daemon = InProcess::start(&bed);
-    bed.cli_ok(&[
-        "rollout",
-        "start",
-        "web",
-        "--steps",
-        "10,50,100",
-        "--hold",
-        "3s",
-    ]);
+    start_canary(&bed, "3s");
     assert_eq!(weight(&bed).weight, 1000);
     std::thread::sleep(Duration::from_millis(300));
     let state = bed.state_dir.join("state.json");

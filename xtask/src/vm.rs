@@ -742,12 +742,11 @@ impl Image<'_> {
             .chain(bin_dirs.iter().map(String::as_str))
             .chain(["/usr/sbin", "/usr/bin", "/sbin", "/bin"])
             .collect();
-        let harness: Vec<String> = self.harness_args.iter().map(|a| shell_quote(a)).collect();
         INIT_TEMPLATE
             .replace("@TOOLS@", GUEST_TOOLS)
             .replace("@PATH@", &path.join(":"))
             .replace("@TESTS@", &tests.join(" "))
-            .replace("@HARNESS@", &harness.join(" "))
+            .replace("@HARNESS@", &shell_words(self.harness_args))
             .replace("@EXPECT_MODE@", self.expect_mode)
             .replace("@PATIENCE@", &guest_patience().to_string())
             .replace("@RELEASE@", &self.kernel.release)
@@ -882,8 +881,16 @@ fn test_data(root: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-pub(crate) fn shell_quote(s: &str) -> String {
+fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// `args` quoted for sh and joined by spaces (the harness arguments on a guest's command line).
+fn shell_words(args: &[String]) -> String {
+    args.iter()
+        .map(|a| shell_quote(a))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn find_on_path(cmd: &str) -> Option<PathBuf> {

@@ -25,7 +25,7 @@ use anyhow::{Context as _, bail};
 
 use super::{
     VmArgs,
-    cpio::{Entry, Tree},
+    cpio::Entry,
     kernel::{self, Kernel},
     qemu,
 };
@@ -228,18 +228,9 @@ fn install_modules(tree: &Path, k: &Kernel) -> anyhow::Result<()> {
 /// that mount the root disk, then `switch_root` to systemd.
 fn root_initramfs(k: &Kernel, out: &Path) -> anyhow::Result<()> {
     let modules = kernel::modules_to_load(k, kernel::ROOT_DISK_MODULES)?;
-    let mut t = Tree::default();
-    for d in ["proc", "sys", "dev", "newroot"] {
-        t.add(d, Entry::Dir)?;
-    }
-    t.add("dev/console", Entry::CharDev(5, 1))?;
-    t.add(
-        "bin/busybox",
-        Entry::File {
-            source: super::BUSYBOX.into(),
-            mode: 0o755,
-        },
-    )?;
+    // The busybox suite's fixed part (directories, console, busybox) plus the mount point.
+    let mut t = super::base_tree()?;
+    t.add("newroot", Entry::Dir)?;
     let mut names = Vec::new();
     for m in &modules {
         t.add(
@@ -382,13 +373,9 @@ fn unpack(tarball: &Path, tree: &Path) -> anyhow::Result<()> {
 /// The script the unit runs: the scenarios (with the harness arguments given after `--`, e.g.
 /// a name filter), their output and result on the console.
 fn scenario_script(harness_args: &[String]) -> String {
-    let extra: String = harness_args.iter().fold(String::new(), |mut out, a| {
-        out.push(' ');
-        out.push_str(&super::shell_quote(a));
-        out
-    });
+    let extra = super::shell_words(harness_args);
     format!(
-        "/root/systemd-scenarios --ignored --test-threads=1 --nocapture{extra} >/dev/ttyS0 2>&1\n\
+        "/root/systemd-scenarios --ignored --test-threads=1 --nocapture {extra} >/dev/ttyS0 2>&1\n\
          echo \"SHIFTER-VM-RESULT: $?\" >/dev/ttyS0\n"
     )
 }
