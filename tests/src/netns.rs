@@ -607,13 +607,26 @@ impl AttachedDataPlane {
     /// Loads the programs with pins under a unique bpffs directory and attaches them to
     /// `iface` in namespace `ns` with `hook`.
     pub fn new(name: &str, ns: &str, iface: &str, hook: Hook) -> Self {
+        Self::with_load_options(name, ns, iface, hook, |_| {})
+    }
+
+    /// As [`Self::new`], with the load options `adjust` changes.
+    pub fn with_load_options(
+        name: &str,
+        ns: &str,
+        iface: &str,
+        hook: Hook,
+        adjust: impl FnOnce(&mut LoadOptions),
+    ) -> Self {
         require_root();
         assert!(
             std::path::Path::new("/sys/fs/bpf").exists(),
             "bpffs is not mounted at /sys/fs/bpf (mount -t bpf bpf /sys/fs/bpf)"
         );
         let pin_dir = PathBuf::from(unique_name("/sys/fs/bpf/shifter-t", name));
-        let dp = match DataPlane::load(&LoadOptions::new(&pin_dir)) {
+        let mut opts = LoadOptions::new(&pin_dir);
+        adjust(&mut opts);
+        let dp = match DataPlane::load(&opts) {
             Ok(dp) => dp,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&pin_dir);
@@ -689,6 +702,16 @@ pub struct Testbed {
 
 impl Testbed {
     pub fn new(name: &str, hook: Hook, servers: Servers) -> Self {
+        Self::with_load_options(name, hook, servers, |_| {})
+    }
+
+    /// As [`Self::new`], the data plane loaded with the options `adjust` changes.
+    pub fn with_load_options(
+        name: &str,
+        hook: Hook,
+        servers: Servers,
+        adjust: impl FnOnce(&mut LoadOptions),
+    ) -> Self {
         let pair = NetnsPair::new(name);
         let addrs = [IpAddr::V4(SERVER_V4), IpAddr::V6(SERVER_V6)];
         let ns = pair.server.name.clone();
@@ -701,7 +724,7 @@ impl Testbed {
             make(&ns, &addrs, GREEN_PORT, GREEN_ID),
             make(&ns, &addrs, OTHER_PORT, OTHER_ID),
         ];
-        let dp = AttachedDataPlane::new(name, &ns, SERVER_IF, hook);
+        let dp = AttachedDataPlane::with_load_options(name, &ns, SERVER_IF, hook, adjust);
         Self { dp, servers, pair }
     }
 

@@ -134,6 +134,16 @@ fn socket_reuseport_workers_exiting_leave_no_slot_empty() {
 }
 
 #[test]
+fn socket_preexisting_reuseport_group_is_registered_whole() {
+    socket::preexisting_reuseport_group_is_registered_whole("sk-reuse0");
+}
+
+#[test]
+fn socket_in_kernel_registration() {
+    socket::in_kernel_registration("sk-inkern");
+}
+
+#[test]
 fn socket_another_sk_lookup_program_keeps_working() {
     socket::another_sk_lookup_program_keeps_working("sk-two");
 }

@@ -27,7 +27,7 @@ use super::{
     attach::{self, Adoption, Hook, TcAttachment, TcMode},
     cfgword::ConfigWords,
     error::{Error, Result, map_err},
-    socket::SocketDispatch,
+    socket::{ListenerRegistration, SocketDispatch},
 };
 use crate::{EBPF_OBJECT, paths::SOCK_OPS_PIN};
 
@@ -42,6 +42,8 @@ pub struct LoadOptions {
     /// The eBPF object to load: this build's programs (`EBPF_OBJECT`) unless a test loads
     /// another build over the same pins.
     pub object: &'static [u8],
+    /// How socket dispatch registers the listeners that predate its programs.
+    pub listener_registration: ListenerRegistration,
 }
 
 impl LoadOptions {
@@ -50,6 +52,7 @@ impl LoadOptions {
             pin_dir: pin_dir.into(),
             flow_capacity: DEFAULT_FLOW_CAPACITY,
             object: EBPF_OBJECT,
+            listener_registration: ListenerRegistration::default(),
         }
     }
 }
@@ -197,7 +200,7 @@ impl DataPlane {
             .map_max_entries(MAP_SOCKET_CONNECTIONS, opts.flow_capacity)
             .load(opts.object)
             .map_err(load_err)?;
-        let socket = SocketDispatch::load(&mut ebpf);
+        let socket = SocketDispatch::load(&mut ebpf, opts.listener_registration);
         for name in [PROG_TC_INGRESS, PROG_TC_EGRESS] {
             let prog: &mut SchedClassifier = program(&mut ebpf, name)?;
             prog.load().map_err(|source| Error::Program {

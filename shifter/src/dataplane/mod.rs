@@ -1,7 +1,8 @@
 //! Everything that touches the kernel, and nothing above it: load the programs and create or
 //! adopt the pinned maps ([`load`]), attach to and detach from interfaces ([`attach`],
 //! [`detach`]), the services and their configuration words ([`services`], [`cfgword`]),
-//! dry runs ([`dryrun`]), the flow table ([`flows`]), the counters ([`counters`]) and a
+//! dry runs ([`dryrun`]), socket dispatch ([`socket`], and the listeners it registers:
+//! [`listeners`]), the flow table ([`flows`]), the counters ([`counters`]) and a
 //! read-only open of the pins for readers without the daemon ([`pinned`]).
 //!
 //! This layer imports only [`crate::model`] and [`crate::paths`] (and the common crate).
@@ -13,6 +14,7 @@ pub mod detach;
 mod dryrun;
 pub mod error;
 pub mod flows;
+mod listeners;
 mod load;
 pub mod pinned;
 pub mod services;
@@ -28,3 +30,4 @@ pub use flows::{Flow, SweepPolicy, flow_clock_ns};
 pub use load::{AttachInfo, DataPlane, LoadOptions};
 pub use pinned::{PinnedMaps, linked_interfaces};
 pub use skips::{Skip, SkipCount, SkipCounts, pinned_skip_counts};
+pub use socket::ListenerRegistration;

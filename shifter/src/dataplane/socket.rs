@@ -1,41 +1,64 @@
 //! Socket dispatch: the sk_lookup program on the network namespace, the sock_ops program that
 //! remembers backend listeners at `listen()`, and the registration of listeners that were
-//! there before us (`BPF_PROG_TEST_RUN` of `shifter_register_listener` on a SYN addressed to
-//! each one: no extra privilege, unlike taking the socket from its process with
-//! `pidfd_getfd`, which needs CAP_SYS_PTRACE).
+//! there before us. Registration copies each such socket out of a process that holds it
+//! (`pidfd_getfd`, CAP_SYS_PTRACE), which takes every member of a reuseport group; what that
+//! cannot take goes through the in-kernel program (`BPF_PROG_TEST_RUN` of
+//! `shifter_register_listener` on a SYN addressed to the listener: no extra privilege, one
+//! member per address), where the kernel accepts it: newer kernels (7.3 here) refuse sockmap
+//! updates from TC programs.
 
 use std::{
-    collections::BTreeMap,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    os::fd::AsFd as _,
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    os::fd::{AsFd as _, AsRawFd as _, OwnedFd},
 };
 
 use aya::{
     Ebpf,
-    maps::{Array, MapData, SockHash},
+    maps::{Array, MapData, MapError, SockHash},
     programs::{
         SchedClassifier, SkLookup, SockOps,
         links::{FdLink, PinnedLink},
     },
 };
 use shifter_common::{
-    Dispatch, MAP_LISTENERS, MAP_NETNS, PROG_REGISTER_LISTENER, PROG_SK_LOOKUP, PROG_SOCK_LISTEN,
-    listener_port,
+    Dispatch, LISTENER_MEMBERS, MAP_LISTENERS, MAP_NETNS, PROG_REGISTER_LISTENER, PROG_SK_LOOKUP,
+    PROG_SOCK_LISTEN, listener_key, listener_port,
 };
 use tracing::{info, warn};
 
 use super::{
     attach::{self, BoxError},
     error::{Error, Result},
+    listeners::{self, Listener},
     load::{DataPlane, pin_fd, program},
 };
 use crate::paths::{SK_LOOKUP_PIN, SOCK_LISTEN_PIN};
+
+/// How socket dispatch remembers the backend listeners that were there before its programs
+/// (those that listen later are remembered by sock_ops at `listen()`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ListenerRegistration {
+    /// Copy each socket from a process that holds it (`pidfd_getfd`, CAP_SYS_PTRACE): every
+    /// member of a reuseport group; then the in-kernel program for what that could not take.
+    #[default]
+    Duplicate,
+    /// The in-kernel program only: no extra privilege, one member per address, and only
+    /// where the kernel lets a TC program update a sockmap.
+    InKernel,
+}
 
 /// Socket dispatch on this kernel: the links this process holds, or why it cannot be used.
 pub(crate) struct SocketDispatch {
     /// `Some(reason)` when the kernel refused the programs (or has no namespace cookie):
     /// socket-dispatched services then run as rewrite.
     pub(crate) unavailable: Option<String>,
+    /// `Some(reason)` when the kernel refused the in-kernel registration program.
+    pub(crate) in_kernel_registration_refused: Option<String>,
+    registration: ListenerRegistration,
+    /// Listeners (inodes) neither way could register: warned about once, not retried while
+    /// they listen.
+    unregistrable: BTreeSet<u64>,
     sk_lookup: Option<PinnedLink>,
     listen: Option<PinnedLink>,
 }
@@ -43,22 +66,36 @@ pub(crate) struct SocketDispatch {
 impl SocketDispatch {
     /// Loads the three programs; the outcome decides whether socket dispatch is available.
     /// Never fails the data plane: rewrite dispatch does not need any of this.
-    pub(crate) fn load(ebpf: &mut Ebpf) -> Self {
+    pub(crate) fn load(ebpf: &mut Ebpf, registration: ListenerRegistration) -> Self {
         let unavailable = match crate::sys::netns_cookie() {
             Err(e) => Some(format!(
                 "the kernel does not report a network namespace's cookie (SO_NETNS_COOKIE, \
                  Linux 5.14+): {e}"
             )),
-            Ok(_) => load_programs(ebpf).err(),
+            Ok(_) => load_dispatch_programs(ebpf).err(),
         };
+        let mut in_kernel_registration_refused = None;
         match &unavailable {
-            None => info!("socket dispatch available"),
+            None => {
+                info!("socket dispatch available");
+                in_kernel_registration_refused = load_registration_program(ebpf).err();
+                if let Some(reason) = &in_kernel_registration_refused {
+                    info!(
+                        "socket dispatch: this kernel refuses the in-kernel listener \
+                         registration ({reason}); listeners that predate shifter are copied \
+                         from their process (pidfd_getfd, CAP_SYS_PTRACE)"
+                    );
+                }
+            }
             Some(reason) => {
                 warn!("socket dispatch unavailable, TCP services use rewrite: {reason}")
             }
         }
         Self {
             unavailable,
+            in_kernel_registration_refused,
+            registration,
+            unregistrable: BTreeSet::new(),
             sk_lookup: None,
             listen: None,
         }
@@ -93,28 +130,37 @@ fn load_failure(name: &str, error: &str) -> String {
     }
 }
 
-fn load_programs(ebpf: &mut Ebpf) -> std::result::Result<(), String> {
-    let reason = |name: &str, e: &(dyn std::error::Error + 'static)| {
-        load_failure(name, &crate::util::error_chain(e))
-    };
+fn refusal(name: &str, e: &(dyn std::error::Error + 'static)) -> String {
+    load_failure(name, &crate::util::error_chain(e))
+}
+
+fn load_dispatch_programs(ebpf: &mut Ebpf) -> std::result::Result<(), String> {
     let sk_lookup: &mut SkLookup =
-        program(ebpf, PROG_SK_LOOKUP).map_err(|e| reason(PROG_SK_LOOKUP, &e))?;
-    sk_lookup.load().map_err(|e| reason(PROG_SK_LOOKUP, &e))?;
+        program(ebpf, PROG_SK_LOOKUP).map_err(|e| refusal(PROG_SK_LOOKUP, &e))?;
+    sk_lookup.load().map_err(|e| refusal(PROG_SK_LOOKUP, &e))?;
     let listen: &mut SockOps =
-        program(ebpf, PROG_SOCK_LISTEN).map_err(|e| reason(PROG_SOCK_LISTEN, &e))?;
-    listen.load().map_err(|e| reason(PROG_SOCK_LISTEN, &e))?;
+        program(ebpf, PROG_SOCK_LISTEN).map_err(|e| refusal(PROG_SOCK_LISTEN, &e))?;
+    listen.load().map_err(|e| refusal(PROG_SOCK_LISTEN, &e))
+}
+
+fn load_registration_program(ebpf: &mut Ebpf) -> std::result::Result<(), String> {
     let register: &mut SchedClassifier =
-        program(ebpf, PROG_REGISTER_LISTENER).map_err(|e| reason(PROG_REGISTER_LISTENER, &e))?;
+        program(ebpf, PROG_REGISTER_LISTENER).map_err(|e| refusal(PROG_REGISTER_LISTENER, &e))?;
     register
         .load()
-        .map_err(|e| reason(PROG_REGISTER_LISTENER, &e))?;
-    Ok(())
+        .map_err(|e| refusal(PROG_REGISTER_LISTENER, &e))
 }
 
 impl DataPlane {
     /// Why socket dispatch cannot be used on this kernel (`None`: it can).
     pub fn socket_dispatch_unavailable(&self) -> Option<&str> {
         self.socket.unavailable.as_deref()
+    }
+
+    /// Why this kernel refuses the in-kernel listener registration (`None`: it accepts it,
+    /// or socket dispatch is unavailable altogether).
+    pub fn in_kernel_registration_refused(&self) -> Option<&str> {
+        self.socket.in_kernel_registration_refused.as_deref()
     }
 
     /// The dispatch a service asking for `wanted` gets here: socket falls back to rewrite
@@ -239,29 +285,110 @@ impl DataPlane {
             .collect();
         ports.sort_unstable();
         ports.dedup();
+        let counts = self.listener_counts()?;
+        ports.retain(|p| !counts.contains_key(p));
         if ports.is_empty() {
             return Ok(0);
         }
-        let counts = self.listener_counts()?;
-        let wanted: Vec<u16> = ports
+        let found = listeners::tcp_listeners(&ports);
+        let unregistrable = &mut self.socket.unregistrable;
+        unregistrable.retain(|inode| found.iter().any(|l| l.inode == *inode));
+        let mut pending: Vec<Listener> = found
             .into_iter()
-            .filter(|p| !counts.contains_key(p))
+            .filter(|l| !unregistrable.contains(&l.inode))
             .collect();
-        if wanted.is_empty() {
+        if pending.is_empty() {
             return Ok(0);
         }
-        let listeners = tcp_listeners(&wanted);
+        let mut registered = 0;
+        let mut copy_refused = None;
+        if self.socket.registration == ListenerRegistration::Duplicate {
+            let inodes = pending.iter().map(|l| l.inode).collect();
+            let copies = listeners::duplicate_sockets(&inodes);
+            registered += self.remember_copies(&pending, &copies.taken)?;
+            pending.retain(|l| !copies.taken.contains_key(&l.inode));
+            copy_refused = Some(match copies.refused {
+                Some(e) => format!("pidfd_getfd: {e}"),
+                None => "no process of this host holds it".to_owned(),
+            });
+        }
+        if pending.is_empty() {
+            return Ok(registered);
+        }
+        let in_kernel = match self.socket.in_kernel_registration_refused.clone() {
+            Some(reason) => Err(format!("in-kernel registration refused: {reason}")),
+            None => Ok(self.register_in_kernel(&pending)?),
+        };
+        match in_kernel {
+            Ok(n) => registered += n,
+            Err(reason) => {
+                let why = copy_refused.map_or(reason.clone(), |c| format!("{c}; {reason}"));
+                for l in pending {
+                    warn!(
+                        "socket dispatch: cannot register the listener on {}:{} ({why}); it \
+                         gets no connection until it listens again",
+                        l.addr, l.port
+                    );
+                    self.socket.unregistrable.insert(l.inode);
+                }
+            }
+        }
+        Ok(registered)
+    }
+
+    /// Remembers each copied listening socket in the first free place of its port.
+    fn remember_copies(
+        &mut self,
+        listeners: &[Listener],
+        copies: &BTreeMap<u64, OwnedFd>,
+    ) -> Result<u32> {
+        let mut map = self.listeners_map()?;
+        let mut registered = 0;
+        for l in listeners {
+            let Some(fd) = copies.get(&l.inode) else {
+                continue;
+            };
+            match remember_socket(&mut map, l.port, fd) {
+                Ok(true) => {
+                    registered += 1;
+                    info!(
+                        "socket dispatch: registered the listener on {}:{}",
+                        l.addr, l.port
+                    );
+                }
+                Ok(false) => warn!(
+                    "socket dispatch: no free place for the listener on {}:{} (all {} of its \
+                     port taken)",
+                    l.addr, l.port, LISTENER_MEMBERS
+                ),
+                Err(e) => warn!(
+                    "socket dispatch: the map refused the listener on {}:{}: {}",
+                    l.addr,
+                    l.port,
+                    crate::util::error_chain(&e)
+                ),
+            }
+        }
+        Ok(registered)
+    }
+
+    /// The in-kernel registration, once per listening address among `listeners`.
+    fn register_in_kernel(&mut self, listeners: &[Listener]) -> Result<u32> {
+        let mut addrs: Vec<(IpAddr, u16)> = listeners.iter().map(|l| (l.addr, l.port)).collect();
+        addrs.dedup();
         let prog: &mut SchedClassifier = program(&mut self.ebpf, PROG_REGISTER_LISTENER)?;
         let fd = prog.fd().map_err(|e| Error::Program {
             name: PROG_REGISTER_LISTENER,
             source: Box::new(e),
         })?;
         let mut registered = 0;
-        for (addr, port) in listeners {
+        for (addr, port) in addrs {
             match crate::sys::prog_test_run(fd.as_fd(), &syn_frame(addr, port)) {
                 Ok(1) => {
                     registered += 1;
-                    info!("socket dispatch: registered the listener on {addr}:{port}");
+                    info!(
+                        "socket dispatch: registered the listener on {addr}:{port} in the kernel"
+                    );
                 }
                 Ok(2) => warn!(
                     "socket dispatch: no free place for the listener on {addr}:{port} \
@@ -295,79 +422,21 @@ impl DataPlane {
     }
 }
 
-/// The local addresses of TCP listeners on `ports` in the calling thread's network namespace
-/// (one per bound address: members of a reuseport group share it). A wildcard address is
-/// given as loopback, which it also listens on.
-fn tcp_listeners(ports: &[u16]) -> Vec<(IpAddr, u16)> {
-    let mut out = Vec::new();
-    for (file, v6) in [
-        ("/proc/thread-self/net/tcp", false),
-        ("/proc/thread-self/net/tcp6", true),
-    ] {
-        let Ok(text) = std::fs::read_to_string(file) else {
-            continue;
-        };
-        for found in parse_proc_net_tcp_listeners(&text, v6) {
-            if ports.contains(&found.1) && !out.contains(&found) {
-                out.push(found);
-            }
+/// Puts `socket` into the first free place of `port`; `false` when every place is taken.
+fn remember_socket(
+    map: &mut SockHash<&mut MapData, u32>,
+    port: u16,
+    socket: &OwnedFd,
+) -> std::result::Result<bool, MapError> {
+    const BPF_NOEXIST: u64 = 1;
+    for member in 0..LISTENER_MEMBERS {
+        match map.insert(listener_key(port, member), socket.as_raw_fd(), BPF_NOEXIST) {
+            Ok(()) => return Ok(true),
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {}
+            Err(e) => return Err(e),
         }
     }
-    out
-}
-
-/// The LISTEN entries (`st` 0A) of a /proc/net/tcp or tcp6 table, as (address, port); the
-/// wildcard address as loopback.
-fn parse_proc_net_tcp_listeners(text: &str, v6: bool) -> Vec<(IpAddr, u16)> {
-    let mut out = Vec::new();
-    for line in text.lines().skip(1) {
-        let mut f = line.split_whitespace();
-        let (Some(_), Some(local), Some(_), Some(state)) = (f.next(), f.next(), f.next(), f.next())
-        else {
-            continue;
-        };
-        if state != "0A" {
-            continue;
-        }
-        let Some((addr_hex, port_hex)) = local.split_once(':') else {
-            continue;
-        };
-        let Ok(port) = u16::from_str_radix(port_hex, 16) else {
-            continue;
-        };
-        let Some(addr) = parse_proc_addr(addr_hex, v6) else {
-            continue;
-        };
-        out.push((addr, port));
-    }
-    out
-}
-
-/// An address as /proc/net/tcp prints it: 32-bit words in host (little-endian) order.
-fn parse_proc_addr(hex: &str, v6: bool) -> Option<IpAddr> {
-    let words: Vec<u32> = (0..hex.len() / 8)
-        .map(|i| u32::from_str_radix(hex.get(i * 8..i * 8 + 8)?, 16).ok())
-        .collect::<Option<_>>()?;
-    if !v6 {
-        let [w] = words[..] else { return None };
-        let addr = Ipv4Addr::from(w.to_le_bytes());
-        return Some(if addr.is_unspecified() {
-            IpAddr::V4(Ipv4Addr::LOCALHOST)
-        } else {
-            IpAddr::V4(addr)
-        });
-    }
-    let [a, b, c, d] = words[..] else { return None };
-    let mut bytes = [0u8; 16];
-    for (i, w) in [a, b, c, d].into_iter().enumerate() {
-        bytes[i * 4..i * 4 + 4].copy_from_slice(&w.to_le_bytes());
-    }
-    let addr = Ipv6Addr::from(bytes);
-    Some(if addr.is_unspecified() {
-        IpAddr::V6(Ipv6Addr::LOCALHOST)
-    } else {
-        IpAddr::V6(addr)
-    })
+    Ok(false)
 }
 
 /// An Ethernet frame with a TCP SYN from the listener's own address (port 1) to
@@ -411,34 +480,9 @@ fn syn_frame(addr: IpAddr, port: u16) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
-    #[test]
-    fn listeners_from_proc_net_tcp() {
-        // As 6.1 prints it: 0.0.0.0:8081 and 198.18.0.2:8082 listening, one established.
-        let v4 = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
-                  0: 00000000:1F91 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0\n\
-                  1: 020012C6:1F92 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 2 1 0 100 0 0 10 0\n\
-                  2: 0100007F:1F91 0100007F:D431 01 00000000:00000000 00:00000000 00000000     0        0 3 1 0 20 4 30 10 -1\n";
-        assert_eq!(
-            parse_proc_net_tcp_listeners(v4, false),
-            [
-                (IpAddr::V4(Ipv4Addr::LOCALHOST), 8081),
-                (IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2)), 8082)
-            ]
-        );
-        // [::]:8081 and [2001:2::1]:8082.
-        let v6 = "  sl  local_address                         remote_address                        st\n\
-                  0: 00000000000000000000000000000000:1F91 00000000000000000000000000000000:0000 0A 0\n\
-                  1: 02000120000000000000000001000000:1F92 00000000000000000000000000000000:0000 0A 0\n";
-        assert_eq!(
-            parse_proc_net_tcp_listeners(v6, true),
-            [
-                (IpAddr::V6(Ipv6Addr::LOCALHOST), 8081),
-                (IpAddr::V6("2001:2::1".parse().unwrap()), 8082)
-            ]
-        );
-    }
+    use super::*;
 
     #[test]
     fn registration_frames_carry_the_listener_tuple() {

@@ -1,5 +1,6 @@
 //! The bpf(2) commands aya 0.14 does not expose: generic links, the tag of a link's program,
-//! batched reads of a hash map and test runs; and a namespace's cookie.
+//! batched reads of a hash map and test runs; a namespace's cookie; and the pidfd calls that
+//! copy a descriptor out of another process.
 
 use std::{
     ffi::CString,
@@ -99,6 +100,29 @@ pub(crate) fn prog_test_run(prog: BorrowedFd<'_>, frame: &[u8]) -> io::Result<u3
     attr[4] = 1; // repeat
     bpf(BPF_PROG_TEST_RUN, &mut attr)?;
     Ok((attr[0] >> 32) as u32)
+}
+
+/// A pidfd for process `pid` (`pidfd_open`, Linux 5.3+).
+pub(crate) fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
+    // SAFETY: no pointers; a returned descriptor is new and ours.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a valid descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// A duplicate, in this process, of descriptor `fd` of the process behind `pidfd`
+/// (`pidfd_getfd`, Linux 5.6+; needs ptrace access to that process).
+pub(crate) fn pidfd_getfd(pidfd: &OwnedFd, fd: i32) -> io::Result<OwnedFd> {
+    // SAFETY: no pointers; a returned descriptor is new and ours (close-on-exec).
+    let dup = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+    if dup < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a valid descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(dup as i32) })
 }
 
 /// The cookie of the calling thread's network namespace (`SO_NETNS_COOKIE`, Linux 5.14+),

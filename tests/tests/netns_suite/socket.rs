@@ -440,6 +440,97 @@ pub fn reuseport_workers_exiting_leave_no_slot_empty(name: &str) {
     drop(workers);
 }
 
+/// Blue as a reuseport group of three workers that predate the service: registration copies
+/// each member from its process (`pidfd_getfd`), so all three are remembered (the in-kernel
+/// registration finds one per address), and blue keeps every new connection while they
+/// exit one by one.
+pub fn preexisting_reuseport_group_is_registered_whole(name: &str) {
+    let svc = socket_service(0, Affinity::Connection);
+    let mut tb = Testbed::new(name, Hook::Tc, Servers::Tcp);
+    let blue = tb
+        .servers
+        .iter()
+        .position(|s| s.id == BLUE_ID)
+        .expect("blue server");
+    tb.servers.remove(blue).stop();
+    let ns = tb.server_ns().to_owned();
+    let mut workers: Vec<EchoServer> = (0..3)
+        .map(|_| EchoServer::tcp_reuseport(&ns, &[IpAddr::V4(SERVER_V4)], BLUE_PORT, BLUE_ID))
+        .collect();
+    run_in(&ns, || tb.dp.dp().set_service(&svc)).expect("set socket service");
+    let listening = tb.dp.dp().listener_counts().expect("listener counts");
+    assert_eq!(
+        (listening.get(&BLUE_PORT), listening.get(&GREEN_PORT)),
+        (Some(&3), Some(&2)),
+        "every member of blue's group, green's two listeners: {listening:?}"
+    );
+    let target = SocketAddr::new(IpAddr::V4(SERVER_V4), SERVICE_PORT);
+    for (i, first) in [(0, 46000u16), (1, 46300)] {
+        workers.remove(0).stop();
+        let what = format!("predating reuseport group, {} of 3 workers left", 2 - i);
+        let report = short_connections(tb.client_ns(), target, first..first + 300, &what);
+        assert_eq!(report.count(BLUE_ID), 300, "{what}");
+    }
+    drop(workers);
+}
+
+/// The in-kernel registration alone, as a data plane without CAP_SYS_PTRACE has it. Where the
+/// kernel accepts the program, each predating listener is registered (one per address) and
+/// green gets every connection at 100 %. Where it refuses it (Linux 7.3), the data plane says
+/// why, registers nothing, and socket dispatch still serves listeners that listen after it.
+pub fn in_kernel_registration(name: &str) {
+    use shifter::dataplane::ListenerRegistration;
+    let svc = socket_service(10000, Affinity::Connection);
+    let mut tb = Testbed::with_load_options(name, Hook::Tc, Servers::Tcp, |o| {
+        o.listener_registration = ListenerRegistration::InKernel;
+    });
+    assert_eq!(tb.dp.dp().socket_dispatch_unavailable(), None);
+    let ns = tb.server_ns().to_owned();
+    run_in(&ns, || tb.dp.dp().set_service(&svc)).expect("set socket service");
+    let listening = tb.dp.dp().listener_counts().expect("listener counts");
+    let what = match tb
+        .dp
+        .dp()
+        .in_kernel_registration_refused()
+        .map(str::to_owned)
+    {
+        None => {
+            for port in [BLUE_PORT, GREEN_PORT] {
+                assert_eq!(listening.get(&port), Some(&2), "in kernel: {listening:?}");
+            }
+            "in-kernel registration"
+        }
+        Some(reason) => {
+            eprintln!("in-kernel registration refused here: {reason}");
+            assert!(
+                reason.contains(shifter_common::PROG_REGISTER_LISTENER)
+                    && reason.contains("sockmap"),
+                "the refusal names the program and the verifier's reason: {reason}"
+            );
+            assert!(listening.is_empty(), "nothing registered: {listening:?}");
+            let green = tb
+                .servers
+                .iter()
+                .position(|s| s.id == GREEN_ID)
+                .expect("green server");
+            tb.servers.remove(green).stop();
+            let addrs = [IpAddr::V4(SERVER_V4), IpAddr::V6(SERVER_V6)];
+            tb.servers
+                .push(EchoServer::tcp(&ns, &addrs, GREEN_PORT, GREEN_ID));
+            let listening = tb.dp.dp().listener_counts().expect("listener counts");
+            assert_eq!(
+                listening.get(&GREEN_PORT),
+                Some(&2),
+                "sock_ops: {listening:?}"
+            );
+            "in-kernel registration refused, green listening after us"
+        }
+    };
+    let target = SocketAddr::new(IpAddr::V4(SERVER_V4), SERVICE_PORT);
+    let report = short_connections(tb.client_ns(), target, 46000..46200, what);
+    assert_eq!(report.count(GREEN_ID), 200, "{what}");
+}
+
 /// A second, independent sk_lookup program in the same namespace (another data plane's, for
 /// another port) and ours each steer their own port; neither overrides the other.
 pub fn another_sk_lookup_program_keeps_working(name: &str) {
