@@ -24,12 +24,16 @@ pub const MAP_SKIPS: &str = "SHIFTER_SKIP";
 pub const MAP_LISTENERS: &str = "SHIFTER_LSN";
 /// Socket dispatch: per-CPU `SocketCounters` per counter index (`counter_index`).
 pub const MAP_SOCKET_COUNTERS: &str = "SHIFTER_SKCNT";
-/// Socket dispatch: sk_lookup's decision per connection tuple (`FlowKey` with the service
-/// port as its port) -> `slot << 1 | backend`, until sock_ops sees the connection established.
-pub const MAP_SOCKET_DECISIONS: &str = "SHIFTER_SKDEC";
-/// Socket dispatch: socket cookie -> `slot << 1 | backend` of each established connection,
-/// until it closes.
-pub const MAP_SOCKET_CONNECTIONS: &str = "SHIFTER_SKCONN";
+/// Socket dispatch: a `u32` tag stored on sockets (SK_STORAGE with `BPF_F_CLONE`). A
+/// registered listener carries `SOCKET_TAG_LISTENER | its port`; the kernel clones it onto
+/// every connection the listener accepts, and sock_ops turns the connection's copy into
+/// `SOCKET_TAG_CONNECTION | slot << 1 | backend` when it is established, read again when it
+/// closes. No map entry per connection: the tag lives and dies with the socket.
+pub const MAP_SOCKET_TAGS: &str = "SHIFTER_SKTAG";
+/// See [`MAP_SOCKET_TAGS`]: the tag of a registered listener, its port in the low 16 bits.
+pub const SOCKET_TAG_LISTENER: u32 = 1 << 31;
+/// See [`MAP_SOCKET_TAGS`]: the tag of a counted connection, `slot << 1 | backend` below.
+pub const SOCKET_TAG_CONNECTION: u32 = 1 << 30;
 /// Socket dispatch: the served network namespace's cookie, so listeners of other namespaces
 /// under the same cgroup are not remembered (one entry, not pinned).
 pub const MAP_NETNS: &str = "SHIFTER_NETNS";

@@ -16,17 +16,15 @@ use aya_ebpf::{
     programs::{SkLookupContext, SockOpsContext},
 };
 use shifter_common::{
-    Backend, Dispatch, FlowKey, FlowTuple, LISTENER_MEMBERS, PORT_BITMAP_BACKEND_BASE,
-    PORT_BITMAP_SERVICE_BASE, PROTO_TCP, ServiceConfig, Skip, choose_backend, listener_key,
-    v4_mapped,
+    Backend, Dispatch, FlowTuple, LISTENER_MEMBERS, PORT_BITMAP_BACKEND_BASE,
+    PORT_BITMAP_SERVICE_BASE, PROTO_TCP, SOCKET_TAG_LISTENER, ServiceConfig, Skip, choose_backend,
+    listener_key, v4_mapped,
 };
 
 use crate::{
     ingress::{count_dry_run, find_service},
-    maps::{
-        LISTENERS, NETNS, SERVICE_CONFIG, SOCKET_DECISIONS, counters, port_in, socket_counters,
-    },
-    sockops::words_to_bytes,
+    maps::{LISTENERS, NETNS, SERVICE_CONFIG, SOCKET_TAGS, counters, port_in, socket_counters},
+    sockops::{socket_of, words_to_bytes},
 };
 
 const AF_INET: u32 = 2;
@@ -113,10 +111,8 @@ pub fn lookup(ctx: &SkLookupContext) -> Result<(), Skip> {
     if let Some(c) = socket_counters(slot, got as u8) {
         c.connections += 1;
     }
-    // For sock_ops, which sees the connection established on the service port and cannot
-    // tell which listener accepted it. A full table only costs that connection's accounting.
-    let key = FlowKey::new(PROTO_TCP, client_addr, remote_port, local_addr, local_port);
-    let _ = SOCKET_DECISIONS.insert(&key, &((slot << 1) | got as u32), 0);
+    // sock_ops tells the backend of the established connection from the listener's tag the
+    // kernel cloned onto it: nothing to leave for it here.
     Ok(())
 }
 
@@ -155,6 +151,11 @@ pub fn on_listen(ctx: &SockOpsContext) -> Result<(), Skip> {
     let here = unsafe { bpf_get_netns_cookie(ops.cast()) };
     if ours == 0 || here != ours {
         return Ok(()); // a listener of another namespace under the same cgroup
+    }
+    // Tagged before it is in the map, so every connection it accepts is counted.
+    if let Some(sk) = socket_of(ctx) {
+        // SAFETY: the context's full (listening) socket.
+        unsafe { SOCKET_TAGS.set(sk, SOCKET_TAG_LISTENER | u32::from(port)) };
     }
     let mut member = 0;
     while member < LISTENER_MEMBERS {
@@ -239,6 +240,8 @@ unsafe fn remember(sk: *mut bpf_sock) -> u32 {
     if state != TCP_LISTEN || !port_in(PORT_BITMAP_BACKEND_BASE, port) {
         return 0;
     }
+    // SAFETY: a referenced full socket (caller). Tagged first, as at `listen()`.
+    unsafe { SOCKET_TAGS.set(sk.cast(), SOCKET_TAG_LISTENER | u32::from(port)) };
     let map = core::ptr::addr_of!(LISTENERS).cast_mut().cast::<c_void>();
     let mut member = 0;
     while member < LISTENER_MEMBERS {

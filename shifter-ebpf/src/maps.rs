@@ -1,7 +1,12 @@
 //! The maps, all pinned by name so a restarted daemon (and a new program build) adopts them.
 
 use aya_ebpf::{
-    bindings::BPF_F_MMAPABLE,
+    bindings::{
+        BPF_F_CLONE, BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, BPF_SK_STORAGE_GET_F_CREATE,
+        bpf_map_type::BPF_MAP_TYPE_SK_STORAGE,
+    },
+    cty::c_void,
+    helpers::bpf_sk_storage_get,
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, SockHash},
 };
@@ -105,15 +110,76 @@ pub fn socket_counters(slot: u32, backend: u8) -> Option<&'static mut SocketCoun
 #[map(name = "SHIFTER_NETNS")]
 pub static NETNS: Array<u64> = Array::with_max_entries(1, 0);
 
-/// Socket dispatch: the decision for a connection tuple (`FlowKey`, service port as its
-/// port) -> `slot << 1 | backend`, written by sk_lookup, taken by sock_ops when the connection
-/// is established. LRU: a handshake that never completes leaves an entry that ages out.
-#[map(name = "SHIFTER_SKDEC")]
-pub static SOCKET_DECISIONS: LruHashMap<FlowKey, u32> =
-    LruHashMap::pinned(shifter_common::DEFAULT_FLOW_CAPACITY, 0);
+/// Socket dispatch: the tag on listeners and on the connections they accept
+/// (`shifter_common::MAP_SOCKET_TAGS`). A BTF map definition (the `.maps` section), the only
+/// kind the kernel accepts for socket storage; the pointee types carry the values, as
+/// libbpf's `__uint`/`__type` fields do, and are read by the loader from BTF.
+#[repr(C)]
+pub struct SocketTags {
+    r#type: *const [i32; BPF_MAP_TYPE_SK_STORAGE as usize],
+    key: *const i32,
+    value: *const u32,
+    max_entries: *const [i32; 0],
+    map_flags: *const [i32; (BPF_F_NO_PREALLOC | BPF_F_CLONE) as usize],
+    /// LIBBPF_PIN_BY_NAME: an upgraded program finds the tags of live connections.
+    pinning: *const [i32; 1],
+}
 
-/// Socket dispatch: socket cookie -> `slot << 1 | backend` of each established connection,
-/// removed when it closes (cookies are never reused).
-#[map(name = "SHIFTER_SKCONN")]
-pub static SOCKET_CONNECTIONS: LruHashMap<u64, u32> =
-    LruHashMap::pinned(shifter_common::DEFAULT_FLOW_CAPACITY, 0);
+// SAFETY: placeholder pointers that only the loader reads (from BTF); never dereferenced.
+unsafe impl Sync for SocketTags {}
+
+#[unsafe(link_section = ".maps")]
+#[unsafe(export_name = "SHIFTER_SKTAG")]
+pub static SOCKET_TAGS: SocketTags = SocketTags {
+    r#type: core::ptr::null(),
+    key: core::ptr::null(),
+    value: core::ptr::null(),
+    max_entries: core::ptr::null(),
+    map_flags: core::ptr::null(),
+    pinning: core::ptr::null(),
+};
+
+impl SocketTags {
+    fn as_ptr(&self) -> *mut c_void {
+        core::ptr::from_ref(self).cast_mut().cast()
+    }
+
+    /// The tag on `sk`, if it has one.
+    ///
+    /// # Safety
+    /// `sk` is a full socket the program may pass to helpers.
+    #[inline(always)]
+    pub unsafe fn get(&self, sk: *mut c_void) -> Option<&mut u32> {
+        // SAFETY: our map, the caller's socket, no initial value.
+        let tag = unsafe { bpf_sk_storage_get(self.as_ptr(), sk, core::ptr::null_mut(), 0) };
+        // SAFETY: a non-null result points to this socket's u32 value.
+        unsafe { tag.cast::<u32>().as_mut() }
+    }
+
+    /// Puts `tag` on `sk` (created, or replacing the one there). `false` when the kernel
+    /// could not allocate it.
+    ///
+    /// # Safety
+    /// As for [`Self::get`].
+    #[inline(always)]
+    pub unsafe fn set(&self, sk: *mut c_void, tag: u32) -> bool {
+        let mut init = tag;
+        // SAFETY: our map, the caller's socket, a stack value of the map's value size.
+        let got = unsafe {
+            bpf_sk_storage_get(
+                self.as_ptr(),
+                sk,
+                core::ptr::from_mut(&mut init).cast(),
+                u64::from(BPF_SK_STORAGE_GET_F_CREATE),
+            )
+        };
+        // SAFETY: a non-null result points to this socket's u32 value.
+        match unsafe { got.cast::<u32>().as_mut() } {
+            Some(value) => {
+                *value = tag;
+                true
+            }
+            None => false,
+        }
+    }
+}

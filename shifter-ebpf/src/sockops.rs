@@ -7,12 +7,19 @@ use aya_ebpf::{
         BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB, BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG,
         BPF_TCP_CLOSE, BPF_TCP_ESTABLISHED,
     },
+    cty::c_void,
     helpers::bpf_get_socket_cookie,
     programs::SockOpsContext,
 };
-use shifter_common::{FLOW_ESTABLISHED, FlowKey, PROTO_TCP, Skip, v4_mapped};
+use shifter_common::{
+    FLOW_ESTABLISHED, FlowKey, PROTO_TCP, SOCKET_TAG_CONNECTION, SOCKET_TAG_LISTENER,
+    ServiceConfig, Skip, v4_mapped,
+};
 
-use crate::maps::{FLOWS, SOCKET_CONNECTIONS, SOCKET_DECISIONS, SOCKETS, socket_counters};
+use crate::{
+    ingress::find_service,
+    maps::{FLOWS, SERVICE_CONFIG, SOCKET_TAGS, SOCKETS, socket_counters},
+};
 
 const AF_INET: u32 = 2;
 
@@ -26,7 +33,7 @@ pub fn run(ctx: &SockOpsContext) -> Result<(), Skip> {
             let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
             // Absent for a connection that was never recorded: nothing to do.
             let _ = SOCKETS.remove(&cookie);
-            socket_dispatch_closed(cookie, ctx.arg(0));
+            socket_dispatch_closed(ctx, ctx.arg(0));
             Ok(())
         }
         _ => Ok(()),
@@ -99,37 +106,69 @@ pub(crate) fn words_to_bytes(w: [u32; 4]) -> [u8; 16] {
     out
 }
 
-/// A connection sk_lookup decided (its tuple is in `SHIFTER_SKDEC`) is established: count it
-/// for its backend and remember its socket until it closes.
+/// The context's socket (`None` for a request socket, which has none to pass on).
+#[inline(always)]
+pub(crate) fn socket_of(ctx: &SockOpsContext) -> Option<*mut c_void> {
+    let sk = field!(ctx.ops, __bindgen_anon_2.sk);
+    if sk.is_null() { None } else { Some(sk.cast()) }
+}
+
+/// A connection accepted by a listener socket dispatch registered (the listener's tag, cloned
+/// onto it by the kernel) is established: find its service from its local address and port
+/// (the service port) and its backend from the listener's port, count it for that backend
+/// and turn its tag into the connection's, for the close.
 #[inline(always)]
 fn socket_dispatch_established(ctx: &SockOpsContext, key: &FlowKey) -> Result<(), Skip> {
-    // SAFETY: plain u32 value, copied.
-    let Some(&decided) = (unsafe { SOCKET_DECISIONS.get(key) }) else {
-        return Ok(()); // a direct connection to a backend port, or another service's
+    let Some(sk) = socket_of(ctx) else {
+        return Ok(());
     };
-    let _ = SOCKET_DECISIONS.remove(key);
-    // SAFETY: the helper reads the socket behind the sock_ops context.
-    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    SOCKET_CONNECTIONS
-        .insert(&cookie, &decided, 0)
-        .map_err(|_| Skip::SocketRecordFailed)?;
-    if let Some(c) = socket_counters(decided >> 1, decided as u8 & 1) {
+    // SAFETY: a full socket of the context.
+    let Some(tag) = (unsafe { SOCKET_TAGS.get(sk) }) else {
+        return Ok(()); // not accepted by a registered listener
+    };
+    if *tag & SOCKET_TAG_LISTENER == 0 {
+        return Ok(());
+    }
+    let listener_port = *tag as u16;
+    let Some(slot) = find_service(key.local_addr, key.backend_port, PROTO_TCP) else {
+        return Ok(()); // a direct connection to a backend port, or a rewritten one
+    };
+    let word = SERVICE_CONFIG.get_ptr(slot).ok_or(Skip::NoConfig)?;
+    // SAFETY: aligned array value; one 8-byte load (docs/ARCHITECTURE.md, invariant 4).
+    let cfg =
+        ServiceConfig::unpack(unsafe { core::ptr::read_volatile(word) }).ok_or(Skip::NoConfig)?;
+    let backend: u32 = if listener_port == cfg.blue_port {
+        0
+    } else if listener_port == cfg.green_port {
+        1
+    } else {
+        return Ok(()); // a listener of another service's backend
+    };
+    *tag = SOCKET_TAG_CONNECTION | (slot << 1) | backend;
+    if let Some(c) = socket_counters(slot, backend as u8) {
         c.established += 1;
     }
     let _ = ctx.set_cb_flags((ctx.cb_flags() | BPF_SOCK_OPS_STATE_CB_FLAG) as i32);
     Ok(())
 }
 
-/// A remembered socket-dispatch connection closed, from state `old`: count it, and as a
-/// reset when it left ESTABLISHED for CLOSE at once (no FIN exchange).
+/// A counted socket-dispatch connection closed, from state `old`: count it, and as a reset
+/// when it left ESTABLISHED for CLOSE at once (no FIN exchange).
 #[inline(always)]
-fn socket_dispatch_closed(cookie: u64, old: u32) {
-    // SAFETY: plain u32 value, copied.
-    let Some(&decided) = (unsafe { SOCKET_CONNECTIONS.get(&cookie) }) else {
+fn socket_dispatch_closed(ctx: &SockOpsContext, old: u32) {
+    let Some(sk) = socket_of(ctx) else {
         return;
     };
-    let _ = SOCKET_CONNECTIONS.remove(&cookie);
-    if let Some(c) = socket_counters(decided >> 1, decided as u8 & 1) {
+    // SAFETY: a full socket of the context.
+    let Some(tag) = (unsafe { SOCKET_TAGS.get(sk) }) else {
+        return;
+    };
+    let decided = *tag;
+    if decided & SOCKET_TAG_CONNECTION == 0 {
+        return;
+    }
+    *tag = 0; // counted once, whatever callbacks follow
+    if let Some(c) = socket_counters((decided & 0xffff) >> 1, decided as u8 & 1) {
         c.closed += 1;
         if old == BPF_TCP_ESTABLISHED {
             c.resets += 1;

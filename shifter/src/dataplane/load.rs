@@ -17,9 +17,8 @@ use aya::{
 };
 use shifter_common::{
     DEFAULT_FLOW_CAPACITY, FlowKey, FlowValue, GLOBAL_COARSE_CLOCK, MAP_COUNTERS, MAP_FLOWS,
-    MAP_PORT_BITMAP, MAP_SERVICE_CONFIG, MAP_SERVICES, MAP_SOCKET_CONNECTIONS,
-    MAP_SOCKET_DECISIONS, MAP_SOCKETS, MAP_USER_REMOVED, PROG_SOCK_OPS, PROG_TC_EGRESS,
-    PROG_TC_INGRESS, PROG_XDP_INGRESS, ServiceKey,
+    MAP_PORT_BITMAP, MAP_SERVICE_CONFIG, MAP_SERVICES, MAP_SOCKETS, MAP_USER_REMOVED,
+    PROG_SOCK_OPS, PROG_TC_EGRESS, PROG_TC_INGRESS, PROG_XDP_INGRESS, ServiceKey,
 };
 use tracing::{info, warn};
 
@@ -196,8 +195,6 @@ impl DataPlane {
             .default_map_pin_directory(&opts.pin_dir)
             .map_max_entries(MAP_FLOWS, opts.flow_capacity)
             .map_max_entries(MAP_SOCKETS, opts.flow_capacity)
-            .map_max_entries(MAP_SOCKET_DECISIONS, opts.flow_capacity)
-            .map_max_entries(MAP_SOCKET_CONNECTIONS, opts.flow_capacity)
             .load(opts.object)
             .map_err(load_err)?;
         let socket = SocketDispatch::load(&mut ebpf, opts.listener_registration);

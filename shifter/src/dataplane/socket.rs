@@ -15,15 +15,15 @@ use std::{
 
 use aya::{
     Ebpf,
-    maps::{Array, MapData, MapError, SockHash},
+    maps::{Array, MapData, MapError, SkStorage, SockHash},
     programs::{
         SchedClassifier, SkLookup, SockOps,
         links::{FdLink, PinnedLink},
     },
 };
 use shifter_common::{
-    Dispatch, LISTENER_MEMBERS, MAP_LISTENERS, MAP_NETNS, PROG_REGISTER_LISTENER, PROG_SK_LOOKUP,
-    PROG_SOCK_LISTEN, listener_key, listener_port,
+    Dispatch, LISTENER_MEMBERS, MAP_LISTENERS, MAP_NETNS, MAP_SOCKET_TAGS, PROG_REGISTER_LISTENER,
+    PROG_SK_LOOKUP, PROG_SOCK_LISTEN, SOCKET_TAG_LISTENER, listener_key, listener_port,
 };
 use tracing::{info, warn};
 
@@ -336,18 +336,39 @@ impl DataPlane {
         Ok(registered)
     }
 
-    /// Remembers each copied listening socket in the first free place of its port.
+    /// Tags each copied listening socket and remembers it in the first free place of its
+    /// port. Tagged before it is in the map, so every connection it accepts is counted.
     fn remember_copies(
         &mut self,
         listeners: &[Listener],
         copies: &BTreeMap<u64, OwnedFd>,
     ) -> Result<u32> {
-        let mut map = self.listeners_map()?;
-        let mut registered = 0;
+        let mut tags: SkStorage<&mut MapData, u32> = self
+            .ebpf
+            .map_mut(MAP_SOCKET_TAGS)
+            .ok_or(Error::MissingMap {
+                name: MAP_SOCKET_TAGS,
+            })?
+            .try_into()
+            .map_err(super::error::map_err(MAP_SOCKET_TAGS))?;
+        let mut tagged = Vec::new();
         for l in listeners {
             let Some(fd) = copies.get(&l.inode) else {
                 continue;
             };
+            match tags.insert(fd, SOCKET_TAG_LISTENER | u32::from(l.port), 0) {
+                Ok(()) => tagged.push((l, fd)),
+                Err(e) => warn!(
+                    "socket dispatch: cannot tag the listener on {}:{}: {}",
+                    l.addr,
+                    l.port,
+                    crate::util::error_chain(&e)
+                ),
+            }
+        }
+        let mut map = self.listeners_map()?;
+        let mut registered = 0;
+        for (l, fd) in tagged {
             match remember_socket(&mut map, l.port, fd) {
                 Ok(true) => {
                     registered += 1;
