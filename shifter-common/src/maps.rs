@@ -196,6 +196,12 @@ pub const PORT_BITMAP_BACKEND_BASE: u32 = PORT_BITMAP_WORDS;
 /// then does ingress look up the exact (address, port) key before the wildcard one.
 pub const PORT_BITMAP_SPECIFIC_BASE: u32 = PORT_BITMAP_WORDS * 2;
 
+/// The ports TC ingress handles (a bitmap of `PORT_BITMAP_WORDS` words, index `port / 64`):
+/// those of rewrite-dispatched services, and of socket-dispatched ones while connections
+/// accepted under rewrite (before a switch) may remain. Every other packet, a
+/// socket-dispatched service's included, leaves ingress at this one array lookup.
+pub const MAP_REWRITE_PORTS: &str = "SHIFTER_RWPORTS";
+
 /// Entries of the `SHIFTER_SKIP` per-CPU array: room for reasons added later without changing
 /// the shape of a map pinned by an older build (a pinned map is adopted as it is).
 pub const SKIP_SLOTS: u32 = 32;

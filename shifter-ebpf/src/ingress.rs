@@ -8,14 +8,14 @@
 use aya_ebpf::helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns};
 use shifter_common::{
     Backend, Dispatch, FLOW_ESTABLISHED, FLOW_FIN_IN, FlowKey, FlowTuple, FlowValue,
-    PORT_BITMAP_BACKEND_BASE, PORT_BITMAP_SERVICE_BASE, PORT_BITMAP_SPECIFIC_BASE, PROTO_TCP,
-    ServiceConfig, ServiceKey, Skip, choose_backend, dry_weight,
+    PORT_BITMAP_BACKEND_BASE, PORT_BITMAP_SPECIFIC_BASE, PROTO_TCP, ServiceConfig, ServiceKey,
+    Skip, choose_backend, dry_weight,
 };
 
 pub use crate::ctx::{Tc, Xdp};
 use crate::{
     ctx::PacketCtx,
-    maps::{DRY_RUN, FLOWS, SERVICE_CONFIG, SERVICES, counters, port_in},
+    maps::{DRY_RUN, FLOWS, SERVICE_CONFIG, SERVICES, counters, port_in, rewrite_port},
     parse::{Addrs, L4_DPORT, Packet, TCP_ACK, TCP_FIN, TCP_RST},
     sk,
 };
@@ -47,7 +47,9 @@ pub fn run<C: PacketCtx + Prepare>(ctx: &C) -> Result<(), Skip> {
     let Ok(pkt) = ctx.parse() else {
         return Ok(()); // no ports: no service's packet
     };
-    if !port_in(PORT_BITMAP_SERVICE_BASE, pkt.dport) {
+    // Not a port of a rewrite-dispatched service (a socket-dispatched service's port is one
+    // only while connections accepted under rewrite remain).
+    if !rewrite_port(pkt.dport) {
         if pkt.is_syn() && port_in(PORT_BITMAP_BACKEND_BASE, pkt.dport) && ctx.fault(&pkt).is_none()
         {
             forget_stale_flow(&pkt, &ctx.addrs(&pkt)?);

@@ -41,9 +41,24 @@ pub static DRY_RUN: Array<u32> = Array::pinned(MAX_SERVICES, 0);
 #[map(name = "SHIFTER_PORTS")]
 pub static PORTS: Array<u64> = Array::pinned(PORT_BITMAP_WORDS * 3, 0);
 
+/// The ports TC ingress handles (`shifter_common::MAP_REWRITE_PORTS`).
+#[map(name = "SHIFTER_RWPORTS")]
+pub static REWRITE_PORTS: Array<u64> = Array::pinned(PORT_BITMAP_WORDS, 0);
+
 #[inline(always)]
 pub fn port_in(base: u32, port: u16) -> bool {
-    match PORTS.get(base + u32::from(port >> 6)) {
+    bit_of(&PORTS, base, port)
+}
+
+/// Whether TC ingress handles packets to `port`.
+#[inline(always)]
+pub fn rewrite_port(port: u16) -> bool {
+    bit_of(&REWRITE_PORTS, 0, port)
+}
+
+#[inline(always)]
+fn bit_of(bitmap: &Array<u64>, base: u32, port: u16) -> bool {
+    match bitmap.get(base + u32::from(port >> 6)) {
         Some(word) => {
             // SAFETY: a single aligned 8-byte load.
             let word = unsafe { core::ptr::read_volatile(word) };

@@ -163,17 +163,25 @@ impl DataPlane {
     }
 
     /// Removes ended and idle flows per `policy`. Returns how many were removed.
+    /// Then unmarks the ports of socket-dispatched services that no flow serves any more.
     pub fn sweep(&mut self, policy: &SweepPolicy) -> Result<usize> {
         let now = flow_clock_ns();
-        self.remove_flows(|k, v| {
+        let mut live = std::collections::BTreeSet::new();
+        let removed = self.remove_flows(|k, v| {
             let idle = Duration::from_nanos(now.saturating_sub(v.last_seen_ns));
-            if k.proto == PROTO_TCP {
+            let doomed = if k.proto == PROTO_TCP {
                 let ended = fin_both_ways(v.flags);
                 (ended && idle >= policy.fin_linger) || idle >= policy.tcp_idle
             } else {
                 idle >= policy.udp_idle
+            };
+            if !doomed {
+                live.insert(v.service_port);
             }
-        })
+            doomed
+        })?;
+        self.retire_drained_rewrite_ports(&live)?;
+        Ok(removed)
     }
 
     fn remove_flows(

@@ -176,7 +176,16 @@ impl DataPlane {
                 source: "not on a bpffs mount (mount -t bpf bpf /sys/fs/bpf)".into(),
             });
         }
-        let loaded = Self::load_into(opts);
+        let fresh_rewrite_ports = !opts
+            .pin_dir
+            .join(shifter_common::MAP_REWRITE_PORTS)
+            .exists();
+        let loaded = Self::load_into(opts).and_then(|mut dp| {
+            if fresh_rewrite_ports {
+                dp.seed_rewrite_ports()?;
+            }
+            Ok(dp)
+        });
         if loaded.is_err() && created {
             // Leave no empty pin directory behind; maps pinned before the failure go too.
             let _ = std::fs::remove_dir_all(&opts.pin_dir);
@@ -514,6 +523,9 @@ impl DataPlane {
     }
     pub(crate) fn port_map(&mut self) -> Result<Array<&mut MapData, u64>> {
         typed_map(&mut self.ebpf, MAP_PORT_BITMAP)
+    }
+    pub(crate) fn rewrite_ports_map(&mut self) -> Result<Array<&mut MapData, u64>> {
+        typed_map(&mut self.ebpf, shifter_common::MAP_REWRITE_PORTS)
     }
     pub(crate) fn flows_map(&mut self) -> Result<HashMap<&mut MapData, FlowKey, FlowValue>> {
         typed_map(&mut self.ebpf, MAP_FLOWS)

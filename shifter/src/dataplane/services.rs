@@ -6,8 +6,8 @@ use std::{
 };
 
 use shifter_common::{
-    Dispatch, MAX_SERVICES, PORT_BITMAP_BACKEND_BASE, PORT_BITMAP_SERVICE_BASE,
-    PORT_BITMAP_SPECIFIC_BASE, ServiceConfig, ServiceKey,
+    Dispatch, MAP_REWRITE_PORTS, MAX_SERVICES, PORT_BITMAP_BACKEND_BASE, PORT_BITMAP_SERVICE_BASE,
+    PORT_BITMAP_SPECIFIC_BASE, PORT_BITMAP_WORDS, ServiceConfig, ServiceKey,
 };
 
 use tracing::warn;
@@ -110,6 +110,12 @@ impl DataPlane {
             self.ensure_socket_dispatch()?;
         }
         let word = svc.config.pack();
+        // TC sees a rewrite service's port before its word says rewrite (sk_lookup lets go of
+        // the port then); a socket service's port stays while it is marked (connections
+        // accepted under rewrite keep their rewrite: the sweep unmarks it when they are gone).
+        if svc.config.dispatch == Dispatch::Rewrite {
+            self.set_rewrite_port(svc.port, true)?;
+        }
         if let Some(slot) = existing {
             let old = current[&slot].config;
             self.write_config_word(slot, word)?;
@@ -124,12 +130,13 @@ impl DataPlane {
             return Ok(slot);
         }
         let used: BTreeSet<u32> = current.keys().copied().collect();
-        let slot = (0..MAX_SERVICES)
-            .find(|s| !used.contains(s))
-            .ok_or_else(|| Error::NoFreeSlot {
+        let Some(slot) = (0..MAX_SERVICES).find(|s| !used.contains(s)) else {
+            self.refresh_rewrite_port(svc.port)?;
+            return Err(Error::NoFreeSlot {
                 service: svc.to_string(),
                 max: MAX_SERVICES,
-            })?;
+            });
+        };
         // Order matters for packets in flight: the configuration exists before any key
         // points at it, and the ports are announced last.
         self.write_config_word(slot, word)?;
@@ -141,6 +148,7 @@ impl DataPlane {
                     let _ = map.remove(k);
                 }
                 let _ = self.write_config_word(slot, 0);
+                let _ = self.refresh_rewrite_port(svc.port);
                 return Err(map_err(shifter_common::MAP_SERVICES)(e));
             }
         }
@@ -192,6 +200,7 @@ impl DataPlane {
                 .map_err(map_err(shifter_common::MAP_SERVICES))?;
         }
         self.sync_port_bitmap(&[found.port, found.config.blue_port, found.config.green_port])?;
+        self.refresh_rewrite_port(found.port)?;
         self.write_config_word(slot, 0)?;
         // A later service in this slot must not inherit a dry run.
         self.clear_dry_weight(slot)?;
@@ -238,6 +247,74 @@ impl DataPlane {
                 map.set(index, want, 0)
                     .map_err(map_err(shifter_common::MAP_PORT_BITMAP))?;
             }
+        }
+        Ok(())
+    }
+}
+
+impl DataPlane {
+    /// The ports TC ingress handles (`MAP_REWRITE_PORTS`), ascending.
+    pub fn rewrite_ports(&mut self) -> Result<Vec<u16>> {
+        let map = self.rewrite_ports_map()?;
+        let mut out = Vec::new();
+        for w in 0..PORT_BITMAP_WORDS {
+            let word = map.get(&w, 0).map_err(map_err(MAP_REWRITE_PORTS))?;
+            out.extend(
+                (0..64)
+                    .filter(|b| word & (1 << b) != 0)
+                    .map(|b| (w * 64 + b) as u16),
+            );
+        }
+        Ok(out)
+    }
+
+    fn set_rewrite_port(&mut self, port: u16, on: bool) -> Result<()> {
+        let mut map = self.rewrite_ports_map()?;
+        let index = u32::from(port >> 6);
+        let bit = 1u64 << (port & 63);
+        let have = map.get(&index, 0).map_err(map_err(MAP_REWRITE_PORTS))?;
+        let want = if on { have | bit } else { have & !bit };
+        if want != have {
+            map.set(index, want, 0)
+                .map_err(map_err(MAP_REWRITE_PORTS))?;
+        }
+        Ok(())
+    }
+
+    /// Recomputes `port`'s mark from the services now configured: set for a rewrite service
+    /// on it, kept while set for a socket service (still draining), cleared otherwise.
+    fn refresh_rewrite_port(&mut self, port: u16) -> Result<()> {
+        let services = self.services()?;
+        let on_port = || services.values().filter(|s| s.port == port);
+        let rewrite = on_port().any(|s| s.config.dispatch == Dispatch::Rewrite);
+        let socket = on_port().any(|s| s.config.dispatch == Dispatch::Socket);
+        let marked = self.rewrite_ports()?.contains(&port);
+        self.set_rewrite_port(port, rewrite || (socket && marked))
+    }
+
+    /// Unmarks the ports of socket-dispatched services (no rewrite service on the same
+    /// port) that no flow entry serves any more: `live` holds the service ports of the
+    /// flows that remain. Called after each sweep.
+    pub(crate) fn retire_drained_rewrite_ports(&mut self, live: &BTreeSet<u16>) -> Result<()> {
+        let services = self.services()?;
+        for port in self.rewrite_ports()? {
+            let rewrite = services
+                .values()
+                .any(|s| s.port == port && s.config.dispatch == Dispatch::Rewrite);
+            if !rewrite && !live.contains(&port) {
+                self.set_rewrite_port(port, false)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks every configured service's port: for a bitmap this load created next to
+    /// adopted services (a build before it), whose live connections may be rewrite ones. The
+    /// sweep unmarks the socket services' ports once their flows are gone.
+    pub(crate) fn seed_rewrite_ports(&mut self) -> Result<()> {
+        let ports: BTreeSet<u16> = self.services()?.values().map(|s| s.port).collect();
+        for port in ports {
+            self.set_rewrite_port(port, true)?;
         }
         Ok(())
     }

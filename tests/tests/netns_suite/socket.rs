@@ -40,6 +40,11 @@ fn testbed(name: &str, svc: &Service) -> (Testbed, u32) {
     );
     let ns = tb.server_ns().to_owned();
     let slot = run_in(&ns, || tb.dp.dp().set_service(svc)).expect("set socket service");
+    assert_eq!(
+        tb.dp.dp().rewrite_ports().expect("rewrite ports"),
+        Vec::<u16>::new(),
+        "{name}: TC ingress leaves a socket service's packets at its first lookup"
+    );
     let listening = tb.dp.dp().listener_counts().expect("listener counts");
     // One IPv4 and one IPv6 listener per backend, registered although they predate us.
     for port in [BLUE_PORT, GREEN_PORT] {
@@ -683,6 +688,20 @@ pub fn switching_dispatch_keeps_live_connections(name: &str) {
         50,
         "{what}: socket dispatch made no entries; the rewrite connections kept theirs"
     );
+    let sweep_all = shifter::dataplane::SweepPolicy {
+        tcp_idle: std::time::Duration::ZERO,
+        ..Default::default()
+    };
+    let rewrite_ports = |tb: &mut Testbed| tb.dp.dp().rewrite_ports().expect("rewrite ports");
+    tb.dp
+        .dp()
+        .sweep(&shifter::dataplane::SweepPolicy::default())
+        .expect("sweep");
+    assert_eq!(
+        rewrite_ports(&mut tb),
+        [SERVICE_PORT],
+        "{what}: TC keeps handling the port while rewrite connections remain"
+    );
 
     run_in(&ns, || tb.dp.dp().set_service(&rewrite)).expect("back to rewrite");
     wait_rounds(&under_rewrite, 5, what);
@@ -694,4 +713,20 @@ pub fn switching_dispatch_keeps_live_connections(name: &str) {
         problems.is_empty(),
         "{what}: live connections hurt: {problems:?}"
     );
+
+    // Socket again with no rewrite connection left: once the sweep has removed their
+    // entries, TC ingress lets the port's packets go at its first lookup.
+    run_in(&ns, || tb.dp.dp().set_service(&socket)).expect("to socket again");
+    assert_eq!(
+        rewrite_ports(&mut tb),
+        [SERVICE_PORT],
+        "{what}: kept until the sweep"
+    );
+    tb.dp.dp().sweep(&sweep_all).expect("sweep");
+    assert_eq!(
+        rewrite_ports(&mut tb),
+        Vec::<u16>::new(),
+        "{what}: no rewrite flow left"
+    );
+    short_connections(&client, target, 48400..48600, what);
 }
