@@ -475,7 +475,7 @@ fn run_in_ns(opts: &Opts, ns: &str) -> anyhow::Result<Value> {
     });
     clear(&mut flows)?;
 
-    rows.extend(sk_lookup_rows(n)?);
+    rows.extend(socket_dispatch_rows(opts)?);
 
     // Building blocks, each against the no-op of its type.
     eprintln!("bench prog: building blocks");
@@ -554,8 +554,11 @@ fn sample_ctx(fd: i32, n: usize, ctx: impl Fn(usize) -> Vec<u8>) -> anyhow::Resu
 
 /// Socket dispatch: the sk_lookup program's decision and socket assignment for a service
 /// port (both backends listening), and its early return for another port, against a no-op
-/// sk_lookup program. Runs in the bench namespace, where blue and green listen.
-fn sk_lookup_rows(n: usize) -> anyhow::Result<Vec<Row>> {
+/// sk_lookup program; and TC ingress on a packet of the socket-dispatched service (what an
+/// established connection's packets cost on an interface TC is attached to). Runs in the
+/// bench namespace, where blue and green listen.
+fn socket_dispatch_rows(opts: &Opts) -> anyhow::Result<Vec<Row>> {
+    let n = opts.runs;
     eprintln!("bench prog: sk_lookup");
     let mut plane = Plane::load("prog-sock", None)?;
     let mut svc = Service::tcp(SERVICE_PORT, BLUE_PORT, GREEN_PORT, 5000);
@@ -576,7 +579,33 @@ fn sk_lookup_rows(n: usize) -> anyhow::Result<Vec<Row>> {
     let noop = sys::load_noop_for(BPF_PROG_TYPE_SK_LOOKUP, 1, sys::BPF_SK_LOOKUP)?;
     // A fresh client port per run: the decision varies as it does for real SYNs.
     let service = |i: usize| sk_lookup_ctx(20_000 + (i % 40_000) as u16, SERVICE_PORT);
+    let tc_in = plane.prog_fd(PROG_TC_INGRESS)?;
+    let established = pkt::tcp(
+        Tuple {
+            src: CLIENT,
+            dst: LOCAL,
+            sport: 40_001,
+            dport: SERVICE_PORT,
+        },
+        TCP_ACK,
+        1,
+    );
+    let (v, out) = once(tc_in, &established)?;
+    ensure!(
+        v == TC_PASS && out == established,
+        "tc: a socket-dispatched service's packet was changed"
+    );
+    let tc_row = Row {
+        hook: "tc",
+        path: "socket-dispatched service's packet",
+        samples: sample(tc_in, n, |_| established.clone(), |_| Ok(()))?,
+        repeat_avg: Some(f64::from(
+            sys::test_run(tc_in, &established, None, opts.repeat)?.duration_ns,
+        )),
+        goal: Some(10.0),
+    };
     let rows = vec![
+        tc_row,
         Row {
             hook: "sk_lookup",
             path: "no-op program (baseline)",
@@ -635,7 +664,7 @@ fn program_sizes(plane: &mut Plane) -> anyhow::Result<Value> {
 
 /// Short name of a path, for charts.
 fn short(path: &str) -> &'static str {
-    let table: [(&str, &str); 10] = [
+    let table: [(&str, &str); 11] = [
         ("no-op", "no-op"),
         ("ours, unknown", "entry"),
         ("non-service", "non-service"),
@@ -646,6 +675,7 @@ fn short(path: &str) -> &'static str {
         ("socket-lookup recovery (green", "recovery green"),
         ("reverse rewrite", "egress rewrite"),
         ("decision + listener", "sk_lookup decision"),
+        ("socket-dispatched", "socket svc packet"),
     ];
     table
         .iter()
