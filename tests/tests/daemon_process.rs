@@ -519,6 +519,20 @@ fn socket_dispatch_survives_sigkill_and_detach_removes_it() {
         long.wait_rounds(50, Duration::from_secs(10)),
         "long-lived connections stall while the daemon is dead"
     );
+    // With the daemon down, status reads the pins, the remembered listeners too.
+    let cfg = bed.config_path.to_str().expect("utf8").to_owned();
+    let offline: serde_json::Value =
+        serde_json::from_str(&bed.cli_ok(&["status", "--json", "--config", &cfg])).expect("JSON");
+    assert_eq!(offline["pid"], 0, "read from the pins, no daemon");
+    let s = &offline["services"][0];
+    assert_eq!(
+        (
+            s["listeners"]["blue"].clone(),
+            s["listeners"]["green"].clone()
+        ),
+        (2.into(), 2.into()),
+        "offline status shows the listeners: {s}"
+    );
     let second = Process::start(&bed);
     let log = second.log_text();
     assert!(log.contains("sk_lookup: adopted, same build"), "{log}");

@@ -312,6 +312,23 @@ impl ServiceStatus {
             rollout: None,
         }
     }
+
+    /// Sets, for a socket-dispatched service, the listeners each backend has from the counts
+    /// per backend port (`DataPlane::listener_counts`, `PinnedMaps::listener_counts`).
+    pub fn with_listeners(
+        mut self,
+        svc: &Service,
+        listening: &std::collections::BTreeMap<u16, u32>,
+    ) -> Self {
+        if svc.config.dispatch == Dispatch::Socket {
+            let of = |port| listening.get(&port).copied().unwrap_or(0);
+            self.listeners = Some(ListenerCounts {
+                blue: of(svc.config.blue_port),
+                green: of(svc.config.green_port),
+            });
+        }
+        self
+    }
 }
 
 impl BackendHealthView {

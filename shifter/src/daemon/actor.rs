@@ -9,7 +9,6 @@ use std::{
     ops::ControlFlow,
 };
 
-use shifter_common::Dispatch;
 use tokio::sync::{broadcast, mpsc};
 use tracing::{error, info, warn};
 
@@ -25,8 +24,8 @@ use crate::{
     api::{
         ControlError,
         types::{
-            DetachReport, FlowEntry, Flows, InterfaceStatus, ListenerCounts, RolloutReply,
-            ServiceStatus, Status, WeightChange,
+            DetachReport, FlowEntry, Flows, InterfaceStatus, RolloutReply, ServiceStatus, Status,
+            WeightChange,
         },
     },
     config::Config,
@@ -629,14 +628,8 @@ impl Actor {
             let counters = self
                 .dp
                 .counters_with(slot, live_flows.get(&slot).copied().unwrap_or_default())?;
-            let mut st = ServiceStatus::new(&spec.name, slot, svc, counters);
-            if svc.config.dispatch == Dispatch::Socket {
-                let of = |port| listening.get(&port).copied().unwrap_or(0);
-                st.listeners = Some(ListenerCounts {
-                    blue: of(svc.config.blue_port),
-                    green: of(svc.config.green_port),
-                });
-            }
+            let mut st =
+                ServiceStatus::new(&spec.name, slot, svc, counters).with_listeners(svc, &listening);
             if let Some((rollout, health)) = self.rollouts.view(&spec.name) {
                 st.rollout = Some(rollout);
                 st.health = health;

@@ -15,13 +15,16 @@ use super::state::Store;
 pub fn status(maps: &PinnedMaps, config: &Config) -> dataplane::Result<Status> {
     let live = maps.services()?;
     let per_slot = maps.flow_counts()?;
+    let listening = maps.listener_counts()?;
     let mut services = Vec::new();
     for spec in &config.services {
         let Some((slot, svc)) = live.iter().find(|(_, s)| s.same_identity(&spec.service)) else {
             continue;
         };
         let counters = maps.counters(*slot, per_slot.get(slot).copied().unwrap_or_default())?;
-        services.push(ServiceStatus::new(&spec.name, *slot, svc, counters));
+        services.push(
+            ServiceStatus::new(&spec.name, *slot, svc, counters).with_listeners(svc, &listening),
+        );
     }
     let interfaces: Vec<InterfaceStatus> = linked_interfaces(maps.dir())
         .into_iter()

@@ -7,9 +7,9 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
+use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, SockHash};
 use shifter_common::{
-    BackendCounters, MAP_COUNTERS, MAP_FLOWS, MAP_SERVICE_CONFIG, MAP_SERVICES,
+    BackendCounters, MAP_COUNTERS, MAP_FLOWS, MAP_LISTENERS, MAP_SERVICE_CONFIG, MAP_SERVICES,
     MAP_SOCKET_COUNTERS, MAP_USER_REMOVED, ServiceKey, SocketCounters,
 };
 
@@ -29,6 +29,8 @@ pub struct PinnedMaps {
     counters: PerCpuArray<MapData, BackendCounters>,
     /// `None` for pins of a build without socket dispatch.
     socket_counters: Option<PerCpuArray<MapData, SocketCounters>>,
+    /// `None` for pins of a build without socket dispatch.
+    listeners: Option<SockHash<MapData, u32>>,
     user_removed: Array<MapData, u64>,
     flows: MapData,
     flow_capacity: u32,
@@ -65,6 +67,9 @@ impl PinnedMaps {
             socket_counters: open(dir, MAP_SOCKET_COUNTERS, Map::PerCpuArray)
                 .ok()
                 .and_then(|m| m.try_into().ok()),
+            listeners: open(dir, MAP_LISTENERS, Map::SockHash)
+                .ok()
+                .and_then(|m| m.try_into().ok()),
             user_removed: open(dir, MAP_USER_REMOVED, Map::Array)?
                 .try_into()
                 .map_err(map_err(MAP_USER_REMOVED))?,
@@ -98,6 +103,14 @@ impl PinnedMaps {
     /// Flow entries per service slot, `[blue, green]`.
     pub fn flow_counts(&self) -> Result<BTreeMap<u32, [u64; 2]>> {
         flows::count_by_slot(&self.flows)
+    }
+
+    /// Remembered listeners per backend port (socket dispatch).
+    pub fn listener_counts(&self) -> Result<BTreeMap<u16, u32>> {
+        match &self.listeners {
+            Some(map) => super::socket::count_listeners(map.keys()),
+            None => Ok(BTreeMap::new()),
+        }
     }
 
     /// Capacity of the flow table.

@@ -260,13 +260,7 @@ impl DataPlane {
 
     /// Remembered listeners per backend port.
     pub fn listener_counts(&mut self) -> Result<BTreeMap<u16, u32>> {
-        let map = self.listeners_map()?;
-        let mut counts = BTreeMap::new();
-        for key in map.keys() {
-            let key = key.map_err(super::error::map_err(MAP_LISTENERS))?;
-            *counts.entry(listener_port(key)).or_insert(0) += 1;
-        }
-        Ok(counts)
+        count_listeners(self.listeners_map()?.keys())
     }
 
     /// Registers the listeners of the backends of socket-dispatched services that have none
@@ -441,6 +435,18 @@ impl DataPlane {
             .try_into()
             .map_err(super::error::map_err(MAP_LISTENERS))
     }
+}
+
+/// Listeners per backend port from the keys of `SHIFTER_LSN`.
+pub(crate) fn count_listeners(
+    keys: impl Iterator<Item = std::result::Result<u32, MapError>>,
+) -> Result<BTreeMap<u16, u32>> {
+    let mut counts = BTreeMap::new();
+    for key in keys {
+        let key = key.map_err(super::error::map_err(MAP_LISTENERS))?;
+        *counts.entry(listener_port(key)).or_insert(0) += 1;
+    }
+    Ok(counts)
 }
 
 /// Puts `socket` into the first free place of `port`; `false` when every place is taken.
