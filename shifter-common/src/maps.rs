@@ -37,6 +37,15 @@ pub const SOCKET_TAG_CONNECTION: u32 = 1 << 30;
 /// Socket dispatch: the served network namespace's cookie, so listeners of other namespaces
 /// under the same cgroup are not remembered (one entry, not pinned).
 pub const MAP_NETNS: &str = "SHIFTER_NETNS";
+/// `SHIFTER_NETNS` index of the served namespace's cookie.
+pub const NETNS_COOKIE: u32 = 0;
+/// `SHIFTER_NETNS` index of the decisions switch: 1 on kernels that do not clone socket
+/// storage onto accepted connections (7.3 here), where sk_lookup leaves its decision per
+/// connection in `SHIFTER_SKDEC` for sock_ops instead.
+pub const NETNS_DECISIONS: u32 = 1;
+/// Socket dispatch where listener tags are not cloned (see `NETNS_DECISIONS`): the decision
+/// per connection tuple (`FlowKey`, service port as its port) -> `slot << 1 | backend`.
+pub const MAP_SOCKET_DECISIONS: &str = "SHIFTER_SKDEC";
 
 /// Listening sockets remembered per backend port: the `SO_REUSEPORT` members of a group (or
 /// an IPv4 and an IPv6 listener) each take a place, so one member exiting empties no slot.
@@ -86,6 +95,7 @@ pub const PROG_SOCK_LISTEN: &str = "shifter_sock_listen";
 /// Socket dispatch: remembers a listener that predates the programs; run by userspace with
 /// `BPF_PROG_TEST_RUN` on a SYN addressed to the listener.
 pub const PROG_REGISTER_LISTENER: &str = "shifter_register_listener";
+pub const PROG_TAG_LISTENER: &str = "shifter_tag_listener";
 
 /// Key of the `SHIFTER_SVC` hash map: which service (slot) a packet to a local port is for.
 /// An all-zero `addr` is the wildcard that matches every local address.

@@ -16,14 +16,17 @@ use aya_ebpf::{
     programs::{SkLookupContext, SockOpsContext},
 };
 use shifter_common::{
-    Backend, Dispatch, FlowTuple, LISTENER_MEMBERS, PORT_BITMAP_BACKEND_BASE,
-    PORT_BITMAP_SERVICE_BASE, PROTO_TCP, SOCKET_TAG_LISTENER, ServiceConfig, Skip, choose_backend,
-    listener_key, v4_mapped,
+    Backend, Dispatch, FlowKey, FlowTuple, LISTENER_MEMBERS, NETNS_COOKIE, NETNS_DECISIONS,
+    PORT_BITMAP_BACKEND_BASE, PORT_BITMAP_SERVICE_BASE, PROTO_TCP, SOCKET_TAG_LISTENER,
+    ServiceConfig, Skip, choose_backend, listener_key, v4_mapped,
 };
 
 use crate::{
     ingress::{count_dry_run, find_service},
-    maps::{LISTENERS, NETNS, SERVICE_CONFIG, SOCKET_TAGS, counters, port_in, socket_counters},
+    maps::{
+        LISTENERS, NETNS, SERVICE_CONFIG, SOCKET_DECISIONS, SOCKET_TAGS, counters, port_in,
+        socket_counters,
+    },
     sockops::{socket_of, words_to_bytes},
 };
 
@@ -112,7 +115,11 @@ pub fn lookup(ctx: &SkLookupContext) -> Result<(), Skip> {
         c.connections += 1;
     }
     // sock_ops tells the backend of the established connection from the listener's tag the
-    // kernel cloned onto it: nothing to leave for it here.
+    // kernel cloned onto it; only where the kernel does not clone it, a decision is left.
+    if NETNS.get(NETNS_DECISIONS).copied().unwrap_or(0) != 0 {
+        let key = FlowKey::new(PROTO_TCP, client_addr, remote_port, local_addr, local_port);
+        let _ = SOCKET_DECISIONS.insert(&key, &((slot << 1) | got as u32), 0);
+    }
     Ok(())
 }
 
@@ -146,7 +153,7 @@ pub fn on_listen(ctx: &SockOpsContext) -> Result<(), Skip> {
         return Ok(());
     }
     // 0 (not set yet): remember nothing rather than the listeners of every namespace.
-    let ours = NETNS.get(0).copied().unwrap_or(0);
+    let ours = NETNS.get(NETNS_COOKIE).copied().unwrap_or(0);
     // SAFETY: the helper reads the context's socket.
     let here = unsafe { bpf_get_netns_cookie(ops.cast()) };
     if ours == 0 || here != ours {
@@ -178,17 +185,60 @@ pub fn on_listen(ctx: &SockOpsContext) -> Result<(), Skip> {
 /// Returns 1 when remembered, 0 when no listener was found, 2 when no place was free.
 #[inline(always)]
 pub fn register(ctx: *mut c_void, data: usize, data_end: usize) -> u32 {
+    let sk = find_listener(ctx, data, data_end);
+    if sk.is_null() {
+        return 0;
+    }
+    // SAFETY: a referenced socket from the lookup, released right after.
+    unsafe {
+        let result = remember(sk);
+        bpf_sk_release(sk.cast());
+        result
+    }
+}
+
+/// The tagging program, run like the registration program: puts the listener tag on the
+/// listener the frame is addressed to (a member of its reuseport group, chosen by the
+/// frame's source port), for listeners registered from userspace on kernels that refuse
+/// userspace updates of socket storage. Returns 1 when tagged, 0 when no listener was
+/// found, 2 when the tag could not be stored.
+#[inline(always)]
+pub fn tag(ctx: *mut c_void, data: usize, data_end: usize) -> u32 {
+    let sk = find_listener(ctx, data, data_end);
+    if sk.is_null() {
+        return 0;
+    }
+    // SAFETY: a referenced socket from the lookup, released right after.
+    unsafe {
+        let (state, port) = ((*sk).state, (*sk).src_port as u16);
+        // Any listener userspace names: the daemon's probe tags one on a port of its own.
+        let result = if state != TCP_LISTEN {
+            0
+        } else if SOCKET_TAGS.set(sk.cast(), SOCKET_TAG_LISTENER | u32::from(port)) {
+            1
+        } else {
+            2
+        };
+        bpf_sk_release(sk.cast());
+        result
+    }
+}
+
+/// The listening socket a `eth | IP | TCP SYN` frame is addressed to (referenced: release
+/// it), or null.
+#[inline(always)]
+fn find_listener(ctx: *mut c_void, data: usize, data_end: usize) -> *mut bpf_sock {
     const ETH: usize = 14;
     // SAFETY: every read is bounds-checked against `data_end` first.
     unsafe {
         if data + ETH + 40 + 20 > data_end {
-            return 0;
+            return core::ptr::null_mut();
         }
         let ethertype = u16::from_be(core::ptr::read_unaligned((data + 12) as *const u16));
         let sk = if ethertype == 0x86dd {
             let ip = data + ETH;
             if ip + 40 + 4 > data_end {
-                return 0;
+                return core::ptr::null_mut();
             }
             let mut t = V6 {
                 saddr: core::ptr::read_unaligned((ip + 8) as *const [u32; 4]),
@@ -206,7 +256,7 @@ pub fn register(ctx: *mut c_void, data: usize, data_end: usize) -> u32 {
         } else {
             let ip = data + ETH;
             if ip + 20 + 4 > data_end {
-                return 0;
+                return core::ptr::null_mut();
             }
             let mut t = V4 {
                 saddr: core::ptr::read_unaligned((ip + 12) as *const u32),
@@ -222,12 +272,7 @@ pub fn register(ctx: *mut c_void, data: usize, data_end: usize) -> u32 {
                 0,
             )
         };
-        if sk.is_null() {
-            return 0;
-        }
-        let result = remember(sk);
-        bpf_sk_release(sk.cast());
-        result
+        sk
     }
 }
 

@@ -129,6 +129,13 @@ pub fn shifter_register_listener(ctx: TcContext) -> i32 {
     result as i32
 }
 
+/// Socket dispatch: tags a listener registered from userspace (see `dispatch::tag`); only
+/// ever run by `BPF_PROG_TEST_RUN`, never attached.
+#[classifier]
+pub fn shifter_tag_listener(ctx: TcContext) -> i32 {
+    dispatch::tag(ctx.as_ptr(), ctx.data(), ctx.data_end()) as i32
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

@@ -123,7 +123,15 @@ pub fn socket_counters(slot: u32, backend: u8) -> Option<&'static mut SocketCoun
 /// the daemon when it attaches sk_lookup there. Not pinned: each load writes its own, and
 /// an adopted link runs the new load's programs with the new load's map.
 #[map(name = "SHIFTER_NETNS")]
-pub static NETNS: Array<u64> = Array::with_max_entries(1, 0);
+pub static NETNS: Array<u64> = Array::with_max_entries(2, 0);
+
+/// Socket dispatch where the kernel does not clone listener tags onto accepted connections:
+/// sk_lookup's decision per connection tuple, taken by sock_ops
+/// (`shifter_common::MAP_SOCKET_DECISIONS`). LRU: a handshake that never completes leaves an
+/// entry that ages out.
+#[map(name = "SHIFTER_SKDEC")]
+pub static SOCKET_DECISIONS: LruHashMap<FlowKey, u32> =
+    LruHashMap::pinned(shifter_common::DEFAULT_FLOW_CAPACITY, 0);
 
 /// Socket dispatch: the tag on listeners and on the connections they accept
 /// (`shifter_common::MAP_SOCKET_TAGS`). A BTF map definition (the `.maps` section), the only

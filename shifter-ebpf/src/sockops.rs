@@ -18,7 +18,7 @@ use shifter_common::{
 
 use crate::{
     ingress::find_service,
-    maps::{FLOWS, SERVICE_CONFIG, SOCKET_TAGS, SOCKETS, socket_counters},
+    maps::{FLOWS, SERVICE_CONFIG, SOCKET_DECISIONS, SOCKET_TAGS, SOCKETS, socket_counters},
 };
 
 const AF_INET: u32 = 2;
@@ -123,33 +123,55 @@ fn socket_dispatch_established(ctx: &SockOpsContext, key: &FlowKey) -> Result<()
         return Ok(());
     };
     // SAFETY: a full socket of the context.
-    let Some(tag) = (unsafe { SOCKET_TAGS.get(sk) }) else {
-        return Ok(()); // not accepted by a registered listener
+    let decided = match unsafe { SOCKET_TAGS.get(sk) } {
+        Some(tag) if *tag & SOCKET_TAG_LISTENER != 0 => {
+            let Some(decided) = from_listener_tag(*tag as u16, key)? else {
+                return Ok(());
+            };
+            *tag = SOCKET_TAG_CONNECTION | decided;
+            decided
+        }
+        // No tag cloned (kernels that do not clone socket storage): sk_lookup's decision.
+        _ => {
+            // SAFETY: plain u32 value, copied.
+            let Some(&decided) = (unsafe { SOCKET_DECISIONS.get(key) }) else {
+                return Ok(()); // a direct connection to a backend port, or another's
+            };
+            let _ = SOCKET_DECISIONS.remove(key);
+            // SAFETY: the context's full socket.
+            if !unsafe { SOCKET_TAGS.set(sk, SOCKET_TAG_CONNECTION | decided) } {
+                return Err(Skip::SocketRecordFailed);
+            }
+            decided
+        }
     };
-    if *tag & SOCKET_TAG_LISTENER == 0 {
-        return Ok(());
-    }
-    let listener_port = *tag as u16;
-    let Some(slot) = find_service(key.local_addr, key.backend_port, PROTO_TCP) else {
-        return Ok(()); // a direct connection to a backend port, or a rewritten one
-    };
-    let word = SERVICE_CONFIG.get_ptr(slot).ok_or(Skip::NoConfig)?;
-    // SAFETY: aligned array value; one 8-byte load (docs/ARCHITECTURE.md, invariant 4).
-    let cfg =
-        ServiceConfig::unpack(unsafe { core::ptr::read_volatile(word) }).ok_or(Skip::NoConfig)?;
-    let backend: u32 = if listener_port == cfg.blue_port {
-        0
-    } else if listener_port == cfg.green_port {
-        1
-    } else {
-        return Ok(()); // a listener of another service's backend
-    };
-    *tag = SOCKET_TAG_CONNECTION | (slot << 1) | backend;
+    let (slot, backend) = (decided >> 1, decided & 1);
     if let Some(c) = socket_counters(slot, backend as u8) {
         c.established += 1;
     }
     let _ = ctx.set_cb_flags((ctx.cb_flags() | BPF_SOCK_OPS_STATE_CB_FLAG) as i32);
     Ok(())
+}
+
+/// `slot << 1 | backend` of a connection accepted on the service `key` names by a listener
+/// tagged with `listener_port`; `None` when that is no backend of the service (a direct
+/// connection to a backend port, a rewritten one, another service's listener).
+#[inline(always)]
+fn from_listener_tag(listener_port: u16, key: &FlowKey) -> Result<Option<u32>, Skip> {
+    let Some(slot) = find_service(key.local_addr, key.backend_port, PROTO_TCP) else {
+        return Ok(None);
+    };
+    let word = SERVICE_CONFIG.get_ptr(slot).ok_or(Skip::NoConfig)?;
+    // SAFETY: aligned array value; one 8-byte load (docs/ARCHITECTURE.md, invariant 4).
+    let cfg =
+        ServiceConfig::unpack(unsafe { core::ptr::read_volatile(word) }).ok_or(Skip::NoConfig)?;
+    Ok(if listener_port == cfg.blue_port {
+        Some(slot << 1)
+    } else if listener_port == cfg.green_port {
+        Some((slot << 1) | 1)
+    } else {
+        None
+    })
 }
 
 /// A counted socket-dispatch connection closed, from state `old`: count it, and as a reset

@@ -139,6 +139,11 @@ fn socket_preexisting_reuseport_group_is_registered_whole() {
 }
 
 #[test]
+fn socket_accounting_by_decisions() {
+    socket::accounting_by_decisions("sk-decide");
+}
+
+#[test]
 fn socket_in_kernel_registration() {
     socket::in_kernel_registration("sk-inkern");
 }

@@ -376,6 +376,7 @@ fn s3_restart_stop_crash_keep_every_connection() {
         "shifter_sk_lookup",
         "shifter_sock_listen",
         "shifter_sock_ops",
+        "shifter_tag_listener",
         "shifter_tc_egress",
         "shifter_tc_ingress",
     ];

@@ -19,6 +19,7 @@ use super::{
     rollouts::{Outcome, Rollouts, to_event},
     startup::start_values,
     state::{AttachmentRecord, Source, State, Store},
+    webhooks::SHUTDOWN_GRACE,
 };
 use crate::{
     api::{
@@ -117,11 +118,14 @@ impl Actor {
     pub(super) fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         while let Some(cmd) = rx.blocking_recv() {
             if self.handle(cmd).is_break() {
+                self.rollouts.webhooks.drain(SHUTDOWN_GRACE);
                 return;
             }
         }
         self.persist();
         info!("engine stopped; the data plane stays attached");
+        // Last: the state is safe before the notifications of its last events go out.
+        self.rollouts.webhooks.drain(SHUTDOWN_GRACE);
     }
 
     /// Carries out one command; `Break` when the engine stops (shutdown, detach).

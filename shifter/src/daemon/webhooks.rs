@@ -17,7 +17,10 @@
 
 use std::{
     collections::BTreeMap,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -266,15 +269,22 @@ struct Target {
     /// `notify[i] scheme://host:port`: what logs and metrics show of it.
     label: String,
     tx: mpsc::Sender<Vec<u8>>,
-    _task: Task,
+    /// Events queued or being sent: what a shutdown that cannot wait drops.
+    undelivered: Arc<AtomicU64>,
+    task: Task,
 }
 
 /// The webhooks of the daemon: notification targets and the tasks of told hooks.
 pub(crate) struct Webhooks {
     rt: tokio::runtime::Handle,
     targets: Vec<Target>,
+    /// Post-rollout and rollback hooks still being told (finished ones pruned).
+    told: Vec<Task>,
     pub stats: Arc<WebhookStats>,
 }
+
+/// How long a stopping daemon waits for queued notifications and told hooks.
+pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// The JSON body of a hook call.
 pub(crate) fn hook_body(
@@ -335,6 +345,7 @@ impl Webhooks {
         Self {
             rt,
             targets: Vec::new(),
+            told: Vec::new(),
             stats: Arc::default(),
         }
     }
@@ -352,17 +363,20 @@ impl Webhooks {
                 continue;
             }
             let (tx, rx) = mpsc::channel(settings.queue);
+            let undelivered = Arc::new(AtomicU64::new(0));
             let task = Task(self.rt.spawn(deliver(
                 settings.clone(),
                 label.clone(),
                 rx,
                 self.stats.clone(),
+                undelivered.clone(),
             )));
             self.targets.push(Target {
                 settings: settings.clone(),
                 label,
                 tx,
-                _task: task,
+                undelivered,
+                task,
             });
         }
     }
@@ -371,7 +385,9 @@ impl Webhooks {
     pub fn notify(&self, ev: &RolloutEvent, rollout_id: Option<u64>) {
         for t in &self.targets {
             let body = notice(t.settings.format, ev, rollout_id);
-            if t.tx.try_send(body).is_err() {
+            if t.tx.try_send(body).is_ok() {
+                t.undelivered.fetch_add(1, Ordering::Relaxed);
+            } else {
                 self.stats.notified(&t.label, "dropped");
                 debug!(
                     "notify {}: queue full ({}), event {} of {} dropped",
@@ -421,10 +437,11 @@ impl Webhooks {
 
     /// Tells a post-rollout or rollback hook, retried every interval up to its failure
     /// limit; nothing waits for it.
-    pub fn tell(&self, settings: WebhookSettings, service: String, body: serde_json::Value) {
+    pub fn tell(&mut self, settings: WebhookSettings, service: String, body: serde_json::Value) {
         let stats = self.stats.clone();
         let body = serde_json::to_vec(&body).expect("JSON of plain values");
-        self.rt.spawn(async move {
+        self.told.retain(|t| !t.0.is_finished());
+        let task = self.rt.spawn(async move {
             for attempt in 1..=settings.failure_limit {
                 match post(
                     &settings.url,
@@ -454,46 +471,98 @@ impl Webhooks {
                 }
             }
         });
+        self.told.push(Task(task));
+    }
+
+    /// At shutdown: closes every notification queue and waits up to `grace` for what is
+    /// queued, and for the hooks being told, to be delivered (retries included); what is
+    /// still undelivered then is logged and counted as dropped. Called from outside the
+    /// runtime (the engine thread).
+    pub fn drain(&mut self, grace: Duration) {
+        let deadline = tokio::time::Instant::now() + grace;
+        let targets = std::mem::take(&mut self.targets);
+        let told = std::mem::take(&mut self.told);
+        let stats = self.stats.clone();
+        self.rt.block_on(async move {
+            for t in targets {
+                drop(t.tx);
+                let mut task = t.task;
+                if tokio::time::timeout_at(deadline, &mut task.0)
+                    .await
+                    .is_err()
+                {
+                    let left = t.undelivered.load(Ordering::Relaxed);
+                    for _ in 0..left {
+                        stats.notified(&t.label, "dropped");
+                    }
+                    warn!(
+                        "notify {}: {left} notification(s) undelivered after the shutdown \
+                         grace of {} s, dropped",
+                        t.label,
+                        grace.as_secs()
+                    );
+                }
+            }
+            for mut hook in told {
+                if tokio::time::timeout_at(deadline, &mut hook.0)
+                    .await
+                    .is_err()
+                {
+                    warn!(
+                        "a post-rollout or rollback hook was still being told after the \
+                         shutdown grace of {} s: given up",
+                        grace.as_secs()
+                    );
+                }
+            }
+        });
     }
 }
 
-/// Sends one target's queue in order, each event retried with backoff.
+/// Sends one target's queue in order.
 async fn deliver(
     settings: NotifySettings,
     label: String,
     mut rx: mpsc::Receiver<Vec<u8>>,
     stats: Arc<WebhookStats>,
+    undelivered: Arc<AtomicU64>,
 ) {
     while let Some(body) = rx.recv().await {
-        let mut backoff = BACKOFF_FIRST;
-        for attempt in 0..=settings.retries {
-            match post(
-                &settings.url,
-                settings.ca.as_ref(),
-                body.clone(),
-                settings.timeout,
-            )
-            .await
-            {
-                Ok(s) if s.is_success() => {
-                    stats.notified(&label, "sent");
-                    break;
-                }
-                r => {
-                    stats.notified(&label, "failed");
-                    let why = r.map_or_else(|e| e, |s| format!("HTTP {}", s.as_u16()));
-                    if attempt == settings.retries {
-                        stats.notified(&label, "given-up");
-                        warn!(
-                            "notify {}: giving up an event after {} attempts: {why}",
-                            label,
-                            attempt + 1
-                        );
-                    } else {
-                        debug!("notify {label} (attempt {}): {why}", attempt + 1);
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(BACKOFF_MAX);
-                    }
+        deliver_one(&settings, &label, body, &stats).await;
+        undelivered.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One event to one target, retried with backoff up to the target's limit.
+async fn deliver_one(settings: &NotifySettings, label: &str, body: Vec<u8>, stats: &WebhookStats) {
+    let mut backoff = BACKOFF_FIRST;
+    for attempt in 0..=settings.retries {
+        match post(
+            &settings.url,
+            settings.ca.as_ref(),
+            body.clone(),
+            settings.timeout,
+        )
+        .await
+        {
+            Ok(s) if s.is_success() => {
+                stats.notified(label, "sent");
+                return;
+            }
+            r => {
+                stats.notified(label, "failed");
+                let why = r.map_or_else(|e| e, |s| format!("HTTP {}", s.as_u16()));
+                if attempt == settings.retries {
+                    stats.notified(label, "given-up");
+                    warn!(
+                        "notify {}: giving up an event after {} attempts: {why}",
+                        label,
+                        attempt + 1
+                    );
+                } else {
+                    debug!("notify {label} (attempt {}): {why}", attempt + 1);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
             }
         }
@@ -623,6 +692,57 @@ mod tests {
         assert_eq!(first["cause"]["cause"], "step-passed");
         assert_eq!(first["weight_after_bp"], 500);
         assert_eq!(w.stats.notifications(&target_label(0, &url), "failed"), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stopping_daemon_delivers_what_is_queued_within_the_grace() {
+        // 200 ms per answer: five events take about a second, well inside the grace.
+        let (url, got) = receiver(200, Duration::from_millis(200)).await;
+        let mut w = Webhooks::new(tokio::runtime::Handle::current());
+        w.set_targets(&[target(&url, 64, 0)]);
+        for seq in 0..5 {
+            w.notify(&event(seq), None);
+        }
+        // The engine thread drains from outside the runtime.
+        let w = tokio::task::spawn_blocking(move || {
+            w.drain(Duration::from_secs(5));
+            w
+        })
+        .await
+        .expect("drain");
+        let seqs: Vec<u64> = got
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|v| v["seq"].as_u64().unwrap())
+            .collect();
+        assert_eq!(seqs, (0..5).collect::<Vec<_>>(), "all delivered, in order");
+        assert_eq!(w.stats.notifications(&target_label(0, &url), "dropped"), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn what_the_grace_cannot_deliver_is_counted_as_dropped() {
+        // 2 s per answer against a grace of 300 ms: the first is in flight, four wait.
+        let (url, _got) = receiver(200, Duration::from_secs(2)).await;
+        let mut w = Webhooks::new(tokio::runtime::Handle::current());
+        w.set_targets(&[target(&url, 64, 0)]);
+        for seq in 0..5 {
+            w.notify(&event(seq), None);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await; // the first is taken
+        let start = Instant::now();
+        let w = tokio::task::spawn_blocking(move || {
+            w.drain(Duration::from_millis(300));
+            w
+        })
+        .await
+        .expect("drain");
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "bounded by the grace"
+        );
+        // The one in flight and the four queued.
+        assert_eq!(w.stats.notifications(&target_label(0, &url), "dropped"), 5);
     }
 
     #[tokio::test]

@@ -22,8 +22,9 @@ use aya::{
     },
 };
 use shifter_common::{
-    Dispatch, LISTENER_MEMBERS, MAP_LISTENERS, MAP_NETNS, MAP_SOCKET_TAGS, PROG_REGISTER_LISTENER,
-    PROG_SK_LOOKUP, PROG_SOCK_LISTEN, SOCKET_TAG_LISTENER, listener_key, listener_port,
+    Dispatch, LISTENER_MEMBERS, MAP_LISTENERS, MAP_NETNS, MAP_SOCKET_TAGS, NETNS_COOKIE,
+    NETNS_DECISIONS, PROG_REGISTER_LISTENER, PROG_SK_LOOKUP, PROG_SOCK_LISTEN, PROG_TAG_LISTENER,
+    SOCKET_TAG_LISTENER, listener_key, listener_port,
 };
 use tracing::{info, warn};
 
@@ -55,10 +56,16 @@ pub(crate) struct SocketDispatch {
     pub(crate) unavailable: Option<String>,
     /// `Some(reason)` when the kernel refused the in-kernel registration program.
     pub(crate) in_kernel_registration_refused: Option<String>,
+    /// `Some(reason)` when the kernel refused the in-kernel tagging program.
+    tag_program_refused: Option<String>,
     registration: ListenerRegistration,
     /// Listeners (inodes) neither way could register: warned about once, not retried while
     /// they listen.
     unregistrable: BTreeSet<u64>,
+    /// Why the last registration left listeners unregistered (`None`: it did not).
+    problem: Option<String>,
+    /// sk_lookup leaves decisions for sock_ops (listener tags are not cloned here).
+    decisions: bool,
     sk_lookup: Option<PinnedLink>,
     listen: Option<PinnedLink>,
 }
@@ -75,10 +82,13 @@ impl SocketDispatch {
             Ok(_) => load_dispatch_programs(ebpf).err(),
         };
         let mut in_kernel_registration_refused = None;
+        let mut tag_program_refused = None;
         match &unavailable {
             None => {
                 info!("socket dispatch available");
-                in_kernel_registration_refused = load_registration_program(ebpf).err();
+                in_kernel_registration_refused =
+                    load_test_run_program(ebpf, PROG_REGISTER_LISTENER).err();
+                tag_program_refused = load_test_run_program(ebpf, PROG_TAG_LISTENER).err();
                 if let Some(reason) = &in_kernel_registration_refused {
                     info!(
                         "socket dispatch: this kernel refuses the in-kernel listener \
@@ -94,8 +104,11 @@ impl SocketDispatch {
         Self {
             unavailable,
             in_kernel_registration_refused,
+            tag_program_refused,
             registration,
             unregistrable: BTreeSet::new(),
+            problem: None,
+            decisions: false,
             sk_lookup: None,
             listen: None,
         }
@@ -143,18 +156,22 @@ fn load_dispatch_programs(ebpf: &mut Ebpf) -> std::result::Result<(), String> {
     listen.load().map_err(|e| refusal(PROG_SOCK_LISTEN, &e))
 }
 
-fn load_registration_program(ebpf: &mut Ebpf) -> std::result::Result<(), String> {
-    let register: &mut SchedClassifier =
-        program(ebpf, PROG_REGISTER_LISTENER).map_err(|e| refusal(PROG_REGISTER_LISTENER, &e))?;
-    register
-        .load()
-        .map_err(|e| refusal(PROG_REGISTER_LISTENER, &e))
+/// A TC program only ever run by `BPF_PROG_TEST_RUN` (registration, tagging).
+fn load_test_run_program(ebpf: &mut Ebpf, name: &'static str) -> std::result::Result<(), String> {
+    let prog: &mut SchedClassifier = program(ebpf, name).map_err(|e| refusal(name, &e))?;
+    prog.load().map_err(|e| refusal(name, &e))
 }
 
 impl DataPlane {
     /// Why socket dispatch cannot be used on this kernel (`None`: it can).
     pub fn socket_dispatch_unavailable(&self) -> Option<&str> {
         self.socket.unavailable.as_deref()
+    }
+
+    /// Why the last registration of listeners left some unregistered (`None`: it did not,
+    /// or none was needed).
+    pub fn listener_registration_problem(&self) -> Option<&str> {
+        self.socket.problem.as_deref()
     }
 
     /// Why this kernel refuses the in-kernel listener registration (`None`: it accepts it,
@@ -204,10 +221,11 @@ impl DataPlane {
             .try_into()
             .map_err(super::error::map_err(MAP_NETNS))?;
         netns
-            .set(0, cookie, 0)
+            .set(NETNS_COOKIE, cookie, 0)
             .map_err(super::error::map_err(MAP_NETNS))?;
         let listen = self.attach_cgroup_sock_ops(PROG_SOCK_LISTEN, SOCK_LISTEN_PIN)?;
         self.socket.listen = Some(listen);
+        self.choose_connection_accounting()?;
         let pin = self.pin_dir().join(SK_LOOKUP_PIN);
         let attach_err = |source: BoxError| Error::Attach {
             iface: "netns".into(),
@@ -238,6 +256,85 @@ impl DataPlane {
         };
         self.socket.sk_lookup = Some(link);
         Ok(())
+    }
+
+    /// Probes whether this kernel clones a listener's socket storage onto the connections it
+    /// accepts (what sock_ops counts connections by): a loopback listener of our own is
+    /// tagged, connected to and accepted, and the accepted socket's tag read back. Where it
+    /// is not cloned (7.3 here), sk_lookup leaves a decision per connection for sock_ops
+    /// instead (`NETNS_DECISIONS`; an LRU insert per connection).
+    fn choose_connection_accounting(&mut self) -> Result<()> {
+        let cloned = match self.tag_cloning_probe() {
+            Ok(cloned) => cloned,
+            Err(e) => {
+                warn!("socket dispatch: probing tag cloning failed ({e}); using decisions");
+                false
+            }
+        };
+        if !cloned {
+            info!(
+                "socket dispatch: this kernel does not clone socket storage onto accepted \
+                 connections; sk_lookup leaves a decision per connection for sock_ops"
+            );
+        }
+        self.use_socket_decisions(!cloned)
+    }
+
+    /// Makes sk_lookup leave (or stop leaving) a decision per connection for sock_ops, as
+    /// it does on kernels that do not clone listener tags onto accepted connections; the
+    /// probe at attach decides it, tests force it.
+    pub fn use_socket_decisions(&mut self, on: bool) -> Result<()> {
+        self.socket.decisions = on;
+        let mut netns: Array<&mut MapData, u64> = self
+            .ebpf
+            .map_mut(MAP_NETNS)
+            .ok_or(Error::MissingMap { name: MAP_NETNS })?
+            .try_into()
+            .map_err(super::error::map_err(MAP_NETNS))?;
+        netns
+            .set(NETNS_DECISIONS, u64::from(on), 0)
+            .map_err(super::error::map_err(MAP_NETNS))
+    }
+
+    fn tag_cloning_probe(&mut self) -> std::result::Result<bool, String> {
+        use std::net::{TcpListener, TcpStream};
+        const PROBE: u32 = SOCKET_TAG_LISTENER | 0x5eed;
+        let listener = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+            .map_err(|e| format!("loopback listener: {e}"))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let mut tags: SkStorage<&mut MapData, u32> = self
+            .ebpf
+            .map_mut(MAP_SOCKET_TAGS)
+            .ok_or_else(|| format!("no map {MAP_SOCKET_TAGS}"))?
+            .try_into()
+            .map_err(|e: MapError| e.to_string())?;
+        if tags.insert(&listener, PROBE, 0).is_err() {
+            // Userspace may not write socket storage here: the tagging program can.
+            let prog: &mut SchedClassifier =
+                program(&mut self.ebpf, PROG_TAG_LISTENER).map_err(|e| e.to_string())?;
+            let fd = prog.fd().map_err(|e| e.to_string())?;
+            let frame = syn_frame(addr.ip(), addr.port(), 1);
+            if !matches!(crate::sys::prog_test_run(fd.as_fd(), &frame), Ok(1)) {
+                return Err("cannot tag the probe listener".into());
+            }
+        }
+        let _client = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+        let (accepted, _) = listener.accept().map_err(|e| format!("accept: {e}"))?;
+        let tags: SkStorage<&mut MapData, u32> = self
+            .ebpf
+            .map_mut(MAP_SOCKET_TAGS)
+            .ok_or_else(|| format!("no map {MAP_SOCKET_TAGS}"))?
+            .try_into()
+            .map_err(|e: MapError| e.to_string())?;
+        Ok(tags
+            .get(&accepted, 0)
+            .is_ok_and(|tag| tag & SOCKET_TAG_LISTENER != 0))
+    }
+
+    /// Whether sk_lookup leaves a decision per connection for sock_ops (this kernel does not
+    /// clone listener tags onto accepted connections).
+    pub fn socket_decisions_used(&self) -> bool {
+        self.socket.decisions
     }
 
     /// Takes over the socket dispatch an earlier process left (its pinned sk_lookup link) or
@@ -299,14 +396,21 @@ impl DataPlane {
         if self.socket.registration == ListenerRegistration::Duplicate {
             let inodes = pending.iter().map(|l| l.inode).collect();
             let copies = listeners::duplicate_sockets(&inodes);
-            registered += self.remember_copies(&pending, &copies.taken)?;
-            pending.retain(|l| !copies.taken.contains_key(&l.inode));
-            copy_refused = Some(match copies.refused {
-                Some(e) => format!("pidfd_getfd: {e}"),
-                None => "no process of this host holds it".to_owned(),
+            let mut problems = Vec::new();
+            let done = self.remember_copies(&pending, &copies.taken, &mut problems)?;
+            registered += done.len() as u32;
+            pending.retain(|l| !done.contains(&l.inode));
+            if let Some(e) = copies.refused {
+                problems.push(format!("pidfd_getfd: {e}"));
+            }
+            copy_refused = Some(if problems.is_empty() {
+                "no process of this host holds it".to_owned()
+            } else {
+                problems.join("; ")
             });
         }
         if pending.is_empty() {
+            self.socket.problem = None;
             return Ok(registered);
         }
         let in_kernel = match self.socket.in_kernel_registration_refused.clone() {
@@ -314,9 +418,16 @@ impl DataPlane {
             None => Ok(self.register_in_kernel(&pending)?),
         };
         match in_kernel {
-            Ok(n) => registered += n,
+            Ok(n) => {
+                registered += n;
+                self.socket.problem = None;
+            }
             Err(reason) => {
                 let why = copy_refused.map_or(reason.clone(), |c| format!("{c}; {reason}"));
+                self.socket.problem = Some(format!(
+                    "{} listener(s) not registered: {why}",
+                    pending.len()
+                ));
                 for l in pending {
                     warn!(
                         "socket dispatch: cannot register the listener on {}:{} ({why}); it \
@@ -332,11 +443,13 @@ impl DataPlane {
 
     /// Tags each copied listening socket and remembers it in the first free place of its
     /// port. Tagged before it is in the map, so every connection it accepts is counted.
+    /// Returns the inodes remembered; says why for the others in `problems`.
     fn remember_copies(
         &mut self,
         listeners: &[Listener],
         copies: &BTreeMap<u64, OwnedFd>,
-    ) -> Result<u32> {
+        problems: &mut Vec<String>,
+    ) -> Result<BTreeSet<u64>> {
         let mut tags: SkStorage<&mut MapData, u32> = self
             .ebpf
             .map_mut(MAP_SOCKET_TAGS)
@@ -345,46 +458,89 @@ impl DataPlane {
             })?
             .try_into()
             .map_err(super::error::map_err(MAP_SOCKET_TAGS))?;
-        let mut tagged = Vec::new();
+        let mut copied = Vec::new();
+        let mut untagged = Vec::new();
+        let mut tag_error = None;
         for l in listeners {
             let Some(fd) = copies.get(&l.inode) else {
                 continue;
             };
-            match tags.insert(fd, SOCKET_TAG_LISTENER | u32::from(l.port), 0) {
-                Ok(()) => tagged.push((l, fd)),
-                Err(e) => warn!(
-                    "socket dispatch: cannot tag the listener on {}:{}: {}",
-                    l.addr,
-                    l.port,
-                    crate::util::error_chain(&e)
-                ),
+            if let Err(e) = tags.insert(fd, SOCKET_TAG_LISTENER | u32::from(l.port), 0) {
+                tag_error.get_or_insert_with(|| crate::util::error_chain(&e));
+                untagged.push(*l);
+            }
+            copied.push((l, fd));
+        }
+        // Some kernels (7.3) refuse socket storage written from userspace (ENOMEM): the
+        // tagging program does it from the kernel side. Before the listener is in the map.
+        if let Some(e) = tag_error {
+            if let Err(why) = self.tag_in_kernel(&untagged) {
+                problems.push(format!(
+                    "connections of {} listener(s) are served but not counted (open, closed, \
+                     resets): tagging from userspace failed ({e}), in the kernel: {why}",
+                    untagged.len()
+                ));
             }
         }
         let mut map = self.listeners_map()?;
-        let mut registered = 0;
-        for (l, fd) in tagged {
+        let mut registered = BTreeSet::new();
+        for (l, fd) in copied {
             match remember_socket(&mut map, l.port, fd) {
                 Ok(true) => {
-                    registered += 1;
+                    registered.insert(l.inode);
                     info!(
                         "socket dispatch: registered the listener on {}:{}",
                         l.addr, l.port
                     );
                 }
-                Ok(false) => warn!(
-                    "socket dispatch: no free place for the listener on {}:{} (all {} of its \
-                     port taken)",
+                Ok(false) => problems.push(format!(
+                    "no free place for {}:{} (all {} of its port taken)",
                     l.addr, l.port, LISTENER_MEMBERS
-                ),
-                Err(e) => warn!(
-                    "socket dispatch: the map refused the listener on {}:{}: {}",
+                )),
+                Err(e) => problems.push(format!(
+                    "the map refused the copy of {}:{}: {}",
                     l.addr,
                     l.port,
                     crate::util::error_chain(&e)
-                ),
+                )),
             }
         }
         Ok(registered)
+    }
+
+    /// Tags `listeners` with the tagging program, run on SYNs from several source ports per
+    /// address so that each member of a reuseport group is chosen at least once (the kernel
+    /// picks the member by a hash of the tuple).
+    fn tag_in_kernel(&mut self, listeners: &[Listener]) -> std::result::Result<(), String> {
+        if let Some(reason) = &self.socket.tag_program_refused {
+            return Err(format!("program refused: {reason}"));
+        }
+        let prog: &mut SchedClassifier =
+            program(&mut self.ebpf, PROG_TAG_LISTENER).map_err(|e| e.to_string())?;
+        let fd = prog.fd().map_err(|e| e.to_string())?;
+        let mut addrs: BTreeMap<(IpAddr, u16), u16> = BTreeMap::new();
+        for l in listeners {
+            *addrs.entry((l.addr, l.port)).or_default() += 1;
+        }
+        for ((addr, port), members) in addrs {
+            let mut tagged = 0;
+            for source_port in 1..=16 * members {
+                match crate::sys::prog_test_run(fd.as_fd(), &syn_frame(addr, port, source_port)) {
+                    Ok(1) => tagged += 1,
+                    Ok(2) => {
+                        return Err(format!(
+                            "the kernel could not store the tag of {addr}:{port}"
+                        ));
+                    }
+                    Ok(_) => {}
+                    Err(e) => return Err(format!("bpf_prog_test_run: {e}")),
+                }
+            }
+            if tagged == 0 {
+                return Err(format!("no listener found on {addr}:{port}"));
+            }
+        }
+        Ok(())
     }
 
     /// The in-kernel registration, once per listening address among `listeners`.
@@ -398,7 +554,7 @@ impl DataPlane {
         })?;
         let mut registered = 0;
         for (addr, port) in addrs {
-            match crate::sys::prog_test_run(fd.as_fd(), &syn_frame(addr, port)) {
+            match crate::sys::prog_test_run(fd.as_fd(), &syn_frame(addr, port, 1)) {
                 Ok(1) => {
                     registered += 1;
                     info!(
@@ -466,10 +622,10 @@ fn remember_socket(
     Ok(false)
 }
 
-/// An Ethernet frame with a TCP SYN from the listener's own address (port 1) to
-/// (`addr`, `port`), padded to the length the registration program reads. Only addresses
-/// and ports matter to it.
-fn syn_frame(addr: IpAddr, port: u16) -> Vec<u8> {
+/// An Ethernet frame with a TCP SYN from the listener's own address (`source_port`) to
+/// (`addr`, `port`), padded to the length the registration and tagging programs read. Only
+/// addresses and ports matter to them.
+fn syn_frame(addr: IpAddr, port: u16, source_port: u16) -> Vec<u8> {
     let mut f = vec![0u8; 14];
     match addr {
         IpAddr::V4(a) => {
@@ -496,7 +652,7 @@ fn syn_frame(addr: IpAddr, port: u16) -> Vec<u8> {
         }
     }
     let mut tcp = [0u8; 20];
-    tcp[0..2].copy_from_slice(&1u16.to_be_bytes());
+    tcp[0..2].copy_from_slice(&source_port.to_be_bytes());
     tcp[2..4].copy_from_slice(&port.to_be_bytes());
     tcp[12] = 5 << 4;
     tcp[13] = 0x02; // SYN
@@ -513,12 +669,12 @@ mod tests {
 
     #[test]
     fn registration_frames_carry_the_listener_tuple() {
-        let f = syn_frame(IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2)), 8081);
+        let f = syn_frame(IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2)), 8081, 1);
         assert_eq!(f.len(), 74);
         assert_eq!(&f[12..14], &[0x08, 0x00]);
         assert_eq!(&f[30..34], &[198, 18, 0, 2]); // destination
         assert_eq!(&f[36..38], &8081u16.to_be_bytes());
-        let f = syn_frame(IpAddr::V6(Ipv6Addr::LOCALHOST), 8082);
+        let f = syn_frame(IpAddr::V6(Ipv6Addr::LOCALHOST), 8082, 1);
         assert_eq!(f.len(), 74);
         assert_eq!(&f[12..14], &[0x86, 0xdd]);
         assert_eq!(f[14 + 39], 1); // ::1 as destination

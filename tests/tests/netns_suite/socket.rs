@@ -51,7 +51,8 @@ fn testbed(name: &str, svc: &Service) -> (Testbed, u32) {
         assert_eq!(
             listening.get(&port),
             Some(&2),
-            "{name}: listeners registered per port: {listening:?}"
+            "{name}: listeners registered per port: {listening:?} ({:?})",
+            tb.dp.dp().listener_registration_problem()
         );
     }
     assert_eq!(
@@ -399,7 +400,20 @@ pub fn resets_are_counted(name: &str) {
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     };
-    assert_eq!(c[1].resets, 1, "green's aborted connection: {c:?}");
+    let optmem = |ns: &str| {
+        run_in(ns, || {
+            std::fs::read_to_string("/proc/sys/net/core/optmem_max")
+        })
+        .map(|v| v.trim().to_owned())
+        .unwrap_or_else(|e| e.to_string())
+    };
+    assert_eq!(
+        c[1].resets,
+        1,
+        "green's aborted connection: {c:?} (registration: {:?}; net.core.optmem_max {} here)",
+        tb.dp.dp().listener_registration_problem(),
+        optmem(&ns)
+    );
     assert_eq!(c[1].active_flows, 0, "and it is closed: {c:?}");
     assert_eq!(c[0].resets, 0);
 }
@@ -534,6 +548,46 @@ pub fn in_kernel_registration(name: &str) {
     let target = SocketAddr::new(IpAddr::V4(SERVER_V4), SERVICE_PORT);
     let report = short_connections(tb.client_ns(), target, 46000..46200, what);
     assert_eq!(report.count(GREEN_ID), 200, "{what}");
+}
+
+/// Where the kernel does not clone listener tags onto accepted connections (7.3; forced
+/// here), sk_lookup leaves a decision per connection and sock_ops counts from it: open
+/// long-lived connections per backend, then their closes, as with tags.
+pub fn accounting_by_decisions(name: &str) {
+    let svc = socket_service(0, Affinity::Connection);
+    let (mut tb, slot) = testbed(name, &svc);
+    let cloned = !tb.dp.dp().socket_decisions_used();
+    eprintln!("{name}: this kernel clones listener tags: {cloned}");
+    tb.dp.dp().use_socket_decisions(true).expect("decisions on");
+    let target = SocketAddr::new(IpAddr::V4(SERVER_V4), SERVICE_PORT);
+    let ns = tb.client_ns().to_owned();
+    let blue = LongLived::open(&ns, target, 30, STEP_TIMEOUT);
+    wait_rounds(&blue, 3, name);
+    tb.dp.dp().set_weight(slot, 10000).expect("weight 100%");
+    let green = LongLived::open(&ns, target, 10, STEP_TIMEOUT);
+    wait_rounds(&green, 3, name);
+    let c = tb.dp.dp().counters_view(slot).expect("counters");
+    assert_eq!(
+        (c[0].active_flows, c[1].active_flows),
+        (30, 10),
+        "{name}: open connections per backend, counted from decisions"
+    );
+    let mut problems = traffic::long_problems(&blue.finish(), Some(BLUE_ID));
+    problems.extend(traffic::long_problems(&green.finish(), Some(GREEN_ID)));
+    assert!(problems.is_empty(), "{name}: {problems:?}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let c = tb.dp.dp().counters_view(slot).expect("counters");
+        if c[0].active_flows + c[1].active_flows == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name}: closes counted: {c:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    tb.dp.dp().use_socket_decisions(!cloned).expect("restore");
 }
 
 /// A second, independent sk_lookup program in the same namespace (another data plane's, for
