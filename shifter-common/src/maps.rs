@@ -46,6 +46,8 @@ pub const NETNS_DECISIONS: u32 = 1;
 /// Socket dispatch where listener tags are not cloned (see `NETNS_DECISIONS`): the decision
 /// per connection tuple (`FlowKey`, service port as its port) -> `slot << 1 | backend`.
 pub const MAP_SOCKET_DECISIONS: &str = "SHIFTER_SKDEC";
+/// With decisions: socket cookie -> `slot << 1 | backend` of each established connection.
+pub const MAP_SOCKET_CONNECTIONS: &str = "SHIFTER_SKCONN";
 
 /// Listening sockets remembered per backend port: the `SO_REUSEPORT` members of a group (or
 /// an IPv4 and an IPv6 listener) each take a place, so one member exiting empties no slot.

@@ -133,6 +133,12 @@ pub static NETNS: Array<u64> = Array::with_max_entries(2, 0);
 pub static SOCKET_DECISIONS: LruHashMap<FlowKey, u32> =
     LruHashMap::pinned(shifter_common::DEFAULT_FLOW_CAPACITY, 0);
 
+/// With decisions (see `SOCKET_DECISIONS`): socket cookie -> `slot << 1 | backend` of each
+/// established connection until it closes (cookies are never reused).
+#[map(name = "SHIFTER_SKCONN")]
+pub static SOCKET_CONNECTIONS: LruHashMap<u64, u32> =
+    LruHashMap::pinned(shifter_common::DEFAULT_FLOW_CAPACITY, 0);
+
 /// Socket dispatch: the tag on listeners and on the connections they accept
 /// (`shifter_common::MAP_SOCKET_TAGS`). A BTF map definition (the `.maps` section), the only
 /// kind the kernel accepts for socket storage; the pointee types carry the values, as

@@ -12,13 +12,16 @@ use aya_ebpf::{
     programs::SockOpsContext,
 };
 use shifter_common::{
-    FLOW_ESTABLISHED, FlowKey, PROTO_TCP, SOCKET_TAG_CONNECTION, SOCKET_TAG_LISTENER,
-    ServiceConfig, Skip, v4_mapped,
+    FLOW_ESTABLISHED, FlowKey, NETNS_DECISIONS, PROTO_TCP, SOCKET_TAG_CONNECTION,
+    SOCKET_TAG_LISTENER, ServiceConfig, Skip, v4_mapped,
 };
 
 use crate::{
     ingress::find_service,
-    maps::{FLOWS, SERVICE_CONFIG, SOCKET_DECISIONS, SOCKET_TAGS, SOCKETS, socket_counters},
+    maps::{
+        FLOWS, NETNS, SERVICE_CONFIG, SOCKET_CONNECTIONS, SOCKET_DECISIONS, SOCKET_TAGS, SOCKETS,
+        socket_counters,
+    },
 };
 
 const AF_INET: u32 = 2;
@@ -33,7 +36,7 @@ pub fn run(ctx: &SockOpsContext) -> Result<(), Skip> {
             let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
             // Absent for a connection that was never recorded: nothing to do.
             let _ = SOCKETS.remove(&cookie);
-            socket_dispatch_closed(ctx, ctx.arg(0));
+            socket_dispatch_closed(ctx, cookie, ctx.arg(0));
             Ok(())
         }
         _ => Ok(()),
@@ -119,31 +122,31 @@ pub(crate) fn socket_of(ctx: &SockOpsContext) -> Option<*mut c_void> {
 /// and turn its tag into the connection's, for the close.
 #[inline(always)]
 fn socket_dispatch_established(ctx: &SockOpsContext, key: &FlowKey) -> Result<(), Skip> {
-    let Some(sk) = socket_of(ctx) else {
-        return Ok(());
-    };
-    // SAFETY: a full socket of the context.
-    let decided = match unsafe { SOCKET_TAGS.get(sk) } {
-        Some(tag) if *tag & SOCKET_TAG_LISTENER != 0 => {
-            let Some(decided) = from_listener_tag(*tag as u16, key)? else {
-                return Ok(());
-            };
-            *tag = SOCKET_TAG_CONNECTION | decided;
-            decided
-        }
-        // No tag cloned (kernels that do not clone socket storage): sk_lookup's decision.
-        _ => {
-            // SAFETY: plain u32 value, copied.
-            let Some(&decided) = (unsafe { SOCKET_DECISIONS.get(key) }) else {
-                return Ok(()); // a direct connection to a backend port, or another's
-            };
-            let _ = SOCKET_DECISIONS.remove(key);
-            // SAFETY: the context's full socket.
-            if !unsafe { SOCKET_TAGS.set(sk, SOCKET_TAG_CONNECTION | decided) } {
-                return Err(Skip::SocketRecordFailed);
-            }
-            decided
-        }
+    let decided = if NETNS.get(NETNS_DECISIONS).copied().unwrap_or(0) != 0 {
+        // Kernels that do not clone socket storage: sk_lookup's decision, kept by socket
+        // cookie (such kernels create no storage for the connection either).
+        // SAFETY: plain u32 value, copied.
+        let Some(&decided) = (unsafe { SOCKET_DECISIONS.get(key) }) else {
+            return Ok(()); // a direct connection to a backend port, or another's
+        };
+        let _ = SOCKET_DECISIONS.remove(key);
+        // SAFETY: the helper reads the socket behind the sock_ops context.
+        let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+        SOCKET_CONNECTIONS
+            .insert(&cookie, &decided, 0)
+            .map_err(|_| Skip::SocketRecordFailed)?;
+        decided
+    } else {
+        // SAFETY: a full socket of the context.
+        let tag = socket_of(ctx).and_then(|sk| unsafe { SOCKET_TAGS.get(sk) });
+        let Some(tag) = tag.filter(|t| **t & SOCKET_TAG_LISTENER != 0) else {
+            return Ok(()); // not accepted by a registered listener
+        };
+        let Some(decided) = from_listener_tag(*tag as u16, key)? else {
+            return Ok(());
+        };
+        *tag = SOCKET_TAG_CONNECTION | decided;
+        decided
     };
     let (slot, backend) = (decided >> 1, decided & 1);
     if let Some(c) = socket_counters(slot, backend as u8) {
@@ -177,19 +180,24 @@ fn from_listener_tag(listener_port: u16, key: &FlowKey) -> Result<Option<u32>, S
 /// A counted socket-dispatch connection closed, from state `old`: count it, and as a reset
 /// when it left ESTABLISHED for CLOSE at once (no FIN exchange).
 #[inline(always)]
-fn socket_dispatch_closed(ctx: &SockOpsContext, old: u32) {
-    let Some(sk) = socket_of(ctx) else {
-        return;
-    };
+fn socket_dispatch_closed(ctx: &SockOpsContext, cookie: u64, old: u32) {
     // SAFETY: a full socket of the context.
-    let Some(tag) = (unsafe { SOCKET_TAGS.get(sk) }) else {
-        return;
+    let tag = socket_of(ctx).and_then(|sk| unsafe { SOCKET_TAGS.get(sk) });
+    let decided = match tag {
+        Some(tag) if *tag & SOCKET_TAG_CONNECTION != 0 => {
+            let decided = *tag;
+            *tag = 0; // counted once, whatever callbacks follow
+            decided
+        }
+        // SAFETY: plain u32 value, copied.
+        _ => match unsafe { SOCKET_CONNECTIONS.get(&cookie) } {
+            Some(&decided) => {
+                let _ = SOCKET_CONNECTIONS.remove(&cookie);
+                decided
+            }
+            None => return,
+        },
     };
-    let decided = *tag;
-    if decided & SOCKET_TAG_CONNECTION == 0 {
-        return;
-    }
-    *tag = 0; // counted once, whatever callbacks follow
     if let Some(c) = socket_counters((decided & 0xffff) >> 1, decided as u8 & 1) {
         c.closed += 1;
         if old == BPF_TCP_ESTABLISHED {

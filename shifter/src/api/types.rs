@@ -215,6 +215,10 @@ pub struct Status {
     /// Why this kernel cannot do socket dispatch (`None`: it can).
     #[serde(default)]
     pub socket_dispatch_unavailable: Option<String>,
+    /// Why backend listeners were left unregistered by the last registration (`None`: none
+    /// were).
+    #[serde(default)]
+    pub listener_registration_problem: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -181,6 +181,9 @@ fn print_overview(s: &Status) {
     if let Some(reason) = &s.socket_dispatch_unavailable {
         println!("socket dispatch: unavailable, TCP services use rewrite ({reason})");
     }
+    if let Some(problem) = &s.listener_registration_problem {
+        println!("socket dispatch: {problem}");
+    }
     println!();
     if s.services.is_empty() {
         println!("no services configured");

@@ -674,6 +674,10 @@ impl Actor {
                     std::collections::BTreeMap::new()
                 }),
             socket_dispatch_unavailable: self.dp.socket_dispatch_unavailable().map(str::to_owned),
+            listener_registration_problem: self
+                .dp
+                .listener_registration_problem()
+                .map(str::to_owned),
         }
     }
 

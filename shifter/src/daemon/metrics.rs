@@ -592,6 +592,7 @@ pub(crate) mod tests {
             skipped_packets: [("truncated".to_owned(), 3), ("no_config".to_owned(), 0)].into(),
             services: vec![svc],
             socket_dispatch_unavailable: None,
+            listener_registration_problem: None,
         }
     }
 

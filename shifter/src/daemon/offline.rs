@@ -59,6 +59,7 @@ pub fn status(maps: &PinnedMaps, config: &Config) -> dataplane::Result<Status> {
             .unwrap_or_default(),
         // Only a loaded data plane learns it (by loading the programs).
         socket_dispatch_unavailable: None,
+        listener_registration_problem: None,
     })
 }
 

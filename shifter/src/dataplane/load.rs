@@ -205,6 +205,7 @@ impl DataPlane {
             .map_max_entries(MAP_FLOWS, opts.flow_capacity)
             .map_max_entries(MAP_SOCKETS, opts.flow_capacity)
             .map_max_entries(shifter_common::MAP_SOCKET_DECISIONS, opts.flow_capacity)
+            .map_max_entries(shifter_common::MAP_SOCKET_CONNECTIONS, opts.flow_capacity)
             .load(opts.object)
             .map_err(load_err)?;
         let socket = SocketDispatch::load(&mut ebpf, opts.listener_registration);
