@@ -731,6 +731,15 @@ impl Testbed {
     pub fn client_ns(&self) -> &str {
         &self.pair.client.name
     }
+    /// Stops the echo server `id`: its listeners close.
+    pub fn stop_server(&mut self, id: u8) {
+        let i = self
+            .servers
+            .iter()
+            .position(|s| s.id == id)
+            .unwrap_or_else(|| panic!("no server {id}"));
+        self.servers.remove(i).stop();
+    }
     pub fn server_ns(&self) -> &str {
         &self.pair.server.name
     }

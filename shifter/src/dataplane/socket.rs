@@ -473,14 +473,14 @@ impl DataPlane {
         }
         // Some kernels (7.3) refuse socket storage written from userspace (ENOMEM): the
         // tagging program does it from the kernel side. Before the listener is in the map.
-        if let Some(e) = tag_error {
-            if let Err(why) = self.tag_in_kernel(&untagged) {
-                problems.push(format!(
-                    "connections of {} listener(s) are served but not counted (open, closed, \
+        if let Some(e) = tag_error
+            && let Err(why) = self.tag_in_kernel(&untagged)
+        {
+            problems.push(format!(
+                "connections of {} listener(s) are served but not counted (open, closed, \
                      resets): tagging from userspace failed ({e}), in the kernel: {why}",
-                    untagged.len()
-                ));
-            }
+                untagged.len()
+            ));
         }
         let mut map = self.listeners_map()?;
         let mut registered = BTreeSet::new();

@@ -246,12 +246,7 @@ pub fn green_dies_then_returns(family: Family, name: &str) {
     let (mut tb, slot) = testbed(name, &svc);
     let target = SocketAddr::new(family.server(), SERVICE_PORT);
     let what = format!("socket {family:?} green down");
-    let green = tb
-        .servers
-        .iter()
-        .position(|s| s.id == GREEN_ID)
-        .expect("green server");
-    tb.servers.remove(green).stop();
+    tb.stop_server(GREEN_ID);
     let listening = tb.dp.dp().listener_counts().expect("listener counts");
     assert_eq!(
         listening.get(&GREEN_PORT),
@@ -355,12 +350,7 @@ pub fn resets_are_counted(name: &str) {
     use std::os::fd::AsRawFd as _;
     let svc = socket_service(10000, Affinity::Connection);
     let (mut tb, slot) = testbed(name, &svc);
-    let green = tb
-        .servers
-        .iter()
-        .position(|s| s.id == GREEN_ID)
-        .expect("green server");
-    tb.servers.remove(green).stop();
+    tb.stop_server(GREEN_ID);
     let ns = tb.server_ns().to_owned();
     let listener = run_in(&ns, || {
         std::net::TcpListener::bind(SocketAddr::new(IpAddr::V4(SERVER_V4), GREEN_PORT))
@@ -425,12 +415,7 @@ pub fn resets_are_counted(name: &str) {
 pub fn reuseport_workers_exiting_leave_no_slot_empty(name: &str) {
     let svc = socket_service(0, Affinity::Connection);
     let (mut tb, _) = testbed(name, &svc);
-    let blue = tb
-        .servers
-        .iter()
-        .position(|s| s.id == BLUE_ID)
-        .expect("blue server");
-    tb.servers.remove(blue).stop();
+    tb.stop_server(BLUE_ID);
     let ns = tb.server_ns().to_owned();
     let addrs = [IpAddr::V4(SERVER_V4)];
     let mut workers: Vec<EchoServer> = (0..3)
@@ -466,12 +451,7 @@ pub fn reuseport_workers_exiting_leave_no_slot_empty(name: &str) {
 pub fn preexisting_reuseport_group_is_registered_whole(name: &str) {
     let svc = socket_service(0, Affinity::Connection);
     let mut tb = Testbed::new(name, Hook::Tc, Servers::Tcp);
-    let blue = tb
-        .servers
-        .iter()
-        .position(|s| s.id == BLUE_ID)
-        .expect("blue server");
-    tb.servers.remove(blue).stop();
+    tb.stop_server(BLUE_ID);
     let ns = tb.server_ns().to_owned();
     let mut workers: Vec<EchoServer> = (0..3)
         .map(|_| EchoServer::tcp_reuseport(&ns, &[IpAddr::V4(SERVER_V4)], BLUE_PORT, BLUE_ID))
@@ -527,12 +507,7 @@ pub fn in_kernel_registration(name: &str) {
                 "the refusal names the program and the verifier's reason: {reason}"
             );
             assert!(listening.is_empty(), "nothing registered: {listening:?}");
-            let green = tb
-                .servers
-                .iter()
-                .position(|s| s.id == GREEN_ID)
-                .expect("green server");
-            tb.servers.remove(green).stop();
+            tb.stop_server(GREEN_ID);
             let addrs = [IpAddr::V4(SERVER_V4), IpAddr::V6(SERVER_V6)];
             tb.servers
                 .push(EchoServer::tcp(&ns, &addrs, GREEN_PORT, GREEN_ID));
