@@ -393,6 +393,7 @@ impl DataPlane {
         }
         let mut registered = 0;
         let mut copy_refused = None;
+        let mut noted = None;
         if self.socket.registration == ListenerRegistration::Duplicate {
             let inodes = pending.iter().map(|l| l.inode).collect();
             let copies = listeners::duplicate_sockets(&inodes);
@@ -400,6 +401,9 @@ impl DataPlane {
             let done = self.remember_copies(&pending, &copies.taken, &mut problems)?;
             registered += done.len() as u32;
             pending.retain(|l| !done.contains(&l.inode));
+            if !problems.is_empty() {
+                noted = Some(problems.join("; "));
+            }
             if let Some(e) = copies.refused {
                 problems.push(format!("pidfd_getfd: {e}"));
             }
@@ -410,7 +414,7 @@ impl DataPlane {
             });
         }
         if pending.is_empty() {
-            self.socket.problem = None;
+            self.socket.problem = noted;
             return Ok(registered);
         }
         let in_kernel = match self.socket.in_kernel_registration_refused.clone() {
@@ -420,7 +424,7 @@ impl DataPlane {
         match in_kernel {
             Ok(n) => {
                 registered += n;
-                self.socket.problem = None;
+                self.socket.problem = noted;
             }
             Err(reason) => {
                 let why = copy_refused.map_or(reason.clone(), |c| format!("{c}; {reason}"));
@@ -475,6 +479,7 @@ impl DataPlane {
         // tagging program does it from the kernel side. Before the listener is in the map.
         if let Some(e) = tag_error
             && let Err(why) = self.tag_in_kernel(&untagged)
+            && !self.socket.decisions
         {
             problems.push(format!(
                 "connections of {} listener(s) are served but not counted (open, closed, \
