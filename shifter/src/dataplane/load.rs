@@ -637,7 +637,7 @@ where
         })
 }
 
-fn typed_map<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<T>
+pub(super) fn typed_map<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<T>
 where
     T: TryFrom<&'a mut aya::maps::Map, Error = aya::maps::MapError>,
 {

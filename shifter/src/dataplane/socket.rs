@@ -32,7 +32,7 @@ use super::{
     attach::{self, BoxError},
     error::{Error, Result},
     listeners::{self, Listener},
-    load::{DataPlane, pin_fd, program},
+    load::{DataPlane, pin_fd, program, typed_map},
 };
 use crate::paths::{SK_LOOKUP_PIN, SOCK_LISTEN_PIN};
 
@@ -214,15 +214,7 @@ impl DataPlane {
             program: PROG_SOCK_LISTEN,
             source: e.into(),
         })?;
-        let mut netns: Array<&mut MapData, u64> = self
-            .ebpf
-            .map_mut(MAP_NETNS)
-            .ok_or(Error::MissingMap { name: MAP_NETNS })?
-            .try_into()
-            .map_err(super::error::map_err(MAP_NETNS))?;
-        netns
-            .set(NETNS_COOKIE, cookie, 0)
-            .map_err(super::error::map_err(MAP_NETNS))?;
+        self.set_netns_word(NETNS_COOKIE, cookie)?;
         let listen = self.attach_cgroup_sock_ops(PROG_SOCK_LISTEN, SOCK_LISTEN_PIN)?;
         self.socket.listen = Some(listen);
         self.choose_connection_accounting()?;
@@ -285,15 +277,7 @@ impl DataPlane {
     /// probe at attach decides it, tests force it.
     pub fn use_socket_decisions(&mut self, on: bool) -> Result<()> {
         self.socket.decisions = on;
-        let mut netns: Array<&mut MapData, u64> = self
-            .ebpf
-            .map_mut(MAP_NETNS)
-            .ok_or(Error::MissingMap { name: MAP_NETNS })?
-            .try_into()
-            .map_err(super::error::map_err(MAP_NETNS))?;
-        netns
-            .set(NETNS_DECISIONS, u64::from(on), 0)
-            .map_err(super::error::map_err(MAP_NETNS))
+        self.set_netns_word(NETNS_DECISIONS, u64::from(on))
     }
 
     fn tag_cloning_probe(&mut self) -> std::result::Result<bool, String> {
@@ -454,14 +438,7 @@ impl DataPlane {
         copies: &BTreeMap<u64, OwnedFd>,
         problems: &mut Vec<String>,
     ) -> Result<BTreeSet<u64>> {
-        let mut tags: SkStorage<&mut MapData, u32> = self
-            .ebpf
-            .map_mut(MAP_SOCKET_TAGS)
-            .ok_or(Error::MissingMap {
-                name: MAP_SOCKET_TAGS,
-            })?
-            .try_into()
-            .map_err(super::error::map_err(MAP_SOCKET_TAGS))?;
+        let mut tags: SkStorage<&mut MapData, u32> = typed_map(&mut self.ebpf, MAP_SOCKET_TAGS)?;
         let mut copied = Vec::new();
         let mut untagged = Vec::new();
         let mut tag_error = None;
@@ -588,13 +565,15 @@ impl DataPlane {
     }
 
     fn listeners_map(&mut self) -> Result<SockHash<&mut MapData, u32>> {
-        self.ebpf
-            .map_mut(MAP_LISTENERS)
-            .ok_or(Error::MissingMap {
-                name: MAP_LISTENERS,
-            })?
-            .try_into()
-            .map_err(super::error::map_err(MAP_LISTENERS))
+        typed_map(&mut self.ebpf, MAP_LISTENERS)
+    }
+
+    /// One word of `SHIFTER_NETNS` (`NETNS_COOKIE`, `NETNS_DECISIONS`).
+    fn set_netns_word(&mut self, index: u32, value: u64) -> Result<()> {
+        let mut netns: Array<&mut MapData, u64> = typed_map(&mut self.ebpf, MAP_NETNS)?;
+        netns
+            .set(index, value, 0)
+            .map_err(super::error::map_err(MAP_NETNS))
     }
 }
 
