@@ -247,7 +247,7 @@ pub fn green_dies_then_returns(family: Family, name: &str) {
     let target = SocketAddr::new(family.server(), SERVICE_PORT);
     let what = format!("socket {family:?} green down");
     tb.stop_server(GREEN_ID);
-    let listening = tb.dp.dp().listener_counts().expect("listener counts");
+    let listening = listeners_once(tb.dp.dp(), GREEN_PORT, None);
     assert_eq!(
         listening.get(&GREEN_PORT),
         None,
@@ -431,7 +431,7 @@ pub fn reuseport_workers_exiting_leave_no_slot_empty(name: &str) {
     for (i, first) in [(0, 46000u16), (1, 46300)] {
         workers.remove(0).stop();
         let what = format!("socket reuseport, {} of 3 workers left", 2 - i);
-        let n = tb.dp.dp().listener_counts().expect("counts")[&BLUE_PORT];
+        let n = listeners_once(tb.dp.dp(), BLUE_PORT, Some(2 - i as u32))[&BLUE_PORT];
         assert_eq!(n, 2 - i as u32, "{what}: the exited worker left the map");
         let report = short_connections(tb.client_ns(), target, first..first + 300, &what);
         assert_eq!(report.count(BLUE_ID), 300, "{what}");
@@ -618,6 +618,24 @@ impl BpfStats {
 impl Drop for BpfStats {
     fn drop(&mut self) {
         let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", &self.0);
+    }
+}
+
+/// Listeners per port once `port` has `want` of them, or as they are after 5 s. A closed
+/// listener leaves the map when its last descriptor closes, and a process that another test
+/// thread is forking holds a copy of every descriptor until its exec: not at once, so wait.
+fn listeners_once(
+    dp: &mut shifter::DataPlane,
+    port: u16,
+    want: Option<u32>,
+) -> std::collections::BTreeMap<u16, u32> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let listening = dp.listener_counts().expect("listener counts");
+        if listening.get(&port).copied() == want || std::time::Instant::now() > deadline {
+            return listening;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 
