@@ -3,6 +3,8 @@
 //! names, on the services it names, and refused (403) for another uid or another service;
 //! a refusal changes nothing in the kernel's maps and records an event naming the uid.
 //! Clients run as real non-root uids (setresuid in the child, see `daemon::Creds`).
+//! With `daemon.read_access = "granted"`, reads (status, flows, events, history, metrics)
+//! need a `read` grant too and answers are filtered to the readable services.
 //! Also: `check-config` exits 64 on a bad grant.
 
 use serde_json::Value;
@@ -263,6 +265,78 @@ fn each_verb_is_allowed_for_its_grantee_and_refused_for_others() {
     daemon.stop();
 }
 
+/// With `read_access = "granted"`, reading needs a `read` grant too: bob (read on web) reads
+/// web and nothing else, every daemon-wide answer filtered to web; alice (weight and rollout
+/// on web, no read) reads nothing but still changes web's weight; the socket group reads
+/// everything. Each refused read is a 403 and an event naming the uid.
+#[test]
+fn granted_read_access_shows_each_peer_only_its_services() {
+    let bed = DaemonBed::new("grants-read");
+    let text = config(&bed).replacen("[daemon]\n", "[daemon]\nread_access = \"granted\"\n", 1);
+    std::fs::write(&bed.config_path, text).expect("write config");
+    let daemon = InProcess::start(&bed);
+    bed.cli_ok(&["set-weight", "api", "10"]);
+    bed.cli_ok(&["set-weight", "web", "20"]);
+    bed.cli_ok(&["rollout", "start", "web"]);
+    bed.cli_ok(&["rollout", "abort", "web"]);
+
+    let status = allowed(&bed, user(BOB), "GET", "/v1/status", None);
+    let names: Vec<&str> = status["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert_eq!(names, ["web"], "bob's status: {status}");
+    allowed(&bed, user(BOB), "GET", "/v1/services/web", None);
+    allowed(&bed, user(BOB), "GET", "/v1/services/web/flows", None);
+    allowed(&bed, user(BOB), "GET", "/v1/services/web/history", None);
+    let evs = allowed(&bed, user(BOB), "GET", "/v1/events", None);
+    let evs = evs["events"].as_array().expect("events");
+    assert!(
+        !evs.is_empty() && evs.iter().all(|e| e["service"] == "web"),
+        "bob's events: {evs:?}"
+    );
+    let all = events(&bed);
+    assert!(all.iter().any(|e| e["service"] == "api"), "root sees api");
+    let history = allowed(&bed, user(BOB), "GET", "/v1/history", None);
+    let rollouts = history["rollouts"].as_array().expect("rollouts");
+    assert!(
+        !rollouts.is_empty() && rollouts.iter().all(|r| r["service"] == "web"),
+        "{history}"
+    );
+    refused(&bed, user(BOB), "GET", "/v1/services/api", None);
+    refused(&bed, user(BOB), "GET", "/v1/services/api/flows", None);
+    refused(&bed, user(BOB), "GET", "/v1/services/api/history", None);
+    refused(&bed, user(BOB), "GET", "/metrics", None);
+
+    for path in [
+        "/v1/status",
+        "/v1/events",
+        "/v1/history",
+        "/v1/services/web",
+    ] {
+        refused(&bed, user(ALICE), "GET", path, None);
+        refused(&bed, Creds::nobody(), "GET", path, None);
+    }
+    allowed(
+        &bed,
+        user(ALICE),
+        "PUT",
+        "/v1/services/web/weight",
+        Some("{\"percent\": 30}"),
+    );
+    assert_eq!(kernel(&bed, "web").0, 3000, "changes keep their grants");
+
+    let member = Creds::member_supplementary();
+    let status = allowed(&bed, member.clone(), "GET", "/v1/status", None);
+    assert_eq!(status["services"].as_array().map(Vec::len), Some(2));
+    let (code, text) = bed.curl("GET", "/metrics", None, Some(member));
+    assert_eq!(code, 200, "{text}");
+    assert!(text.contains("service=\"api\""), "{text}");
+    daemon.stop();
+}
+
 #[test]
 fn check_config_exits_64_on_a_bad_grant() {
     let bed = DaemonBed::new("grants-bad");
@@ -293,6 +367,11 @@ fn check_config_exits_64_on_a_bad_grant() {
             "socket_mode = \"0666\"",
             "socket_mode = \"0660\"",
             "cannot connect to the socket",
+        ),
+        (
+            "[daemon]\n",
+            "[daemon]\nread_access = \"grants\"\n",
+            "daemon.read_access: \"grants\" is neither \"open\" nor \"granted\"",
         ),
     ] {
         assert!(good.contains(from), "{from}");

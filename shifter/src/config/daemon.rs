@@ -7,7 +7,7 @@ use shifter_common::DEFAULT_FLOW_CAPACITY;
 
 use super::{
     Number, Problems,
-    grants::{self, Grant, RawGrant},
+    grants::{self, Grant, RawGrant, ReadAccess},
 };
 use crate::paths;
 
@@ -32,6 +32,8 @@ pub struct DaemonConfig {
     pub sweep_interval: Duration,
     /// `[[daemon.grant]]`: rights per service for peers outside root and the socket group.
     pub grants: Vec<Grant>,
+    /// `daemon.read_access`: whether reading needs a `read` grant too.
+    pub read_access: ReadAccess,
     /// `[[daemon.notify]]`: where every rollout event is sent.
     pub notify: Vec<super::webhooks::NotifySettings>,
 }
@@ -54,6 +56,7 @@ pub(super) struct RawDaemon {
     flow_table_size: Option<i64>,
     metrics_address: Option<String>,
     sweep_interval_secs: Option<i64>,
+    read_access: Option<String>,
     #[serde(default)]
     grant: Vec<RawGrant>,
     #[serde(default)]
@@ -106,9 +109,11 @@ pub(super) fn validate(d: RawDaemon, p: &mut Problems) -> DaemonConfig {
         }
     };
     let grants = grants::validate(d.grant, socket_mode, p);
+    let read_access = ReadAccess::parse(p, d.read_access.as_deref());
     let notify = super::webhooks::validate_notify(p, &d.notify);
     DaemonConfig {
         grants,
+        read_access,
         notify,
         socket,
         socket_group,

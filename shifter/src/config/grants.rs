@@ -8,8 +8,9 @@
 //! verbs = ["rollout", "rollback"]
 //! ```
 //!
-//! Verbs: `read` (status, flows, events, history: open to every peer that can connect, so it
-//! grants nothing more; accepted so a grant can say so), `weight` (`set-weight`), `rollout`
+//! Verbs: `read` (status, flows, events, history, metrics; needed only with
+//! `daemon.read_access = "granted"`, otherwise every peer that can connect reads everything),
+//! `weight` (`set-weight`), `rollout`
 //! (`rollout start|pause|resume|abort|approve|freeze`, `blue-green`), `promote`, `rollback`,
 //! `detach` (removes every service, so only with `services = ["*"]`). A reload stays with
 //! root and the socket group.
@@ -59,6 +60,33 @@ impl GrantVerb {
 impl std::fmt::Display for GrantVerb {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+/// `daemon.read_access`: who may read (status, flows, events, history, metrics).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReadAccess {
+    /// Every peer that can connect reads everything (the default).
+    #[default]
+    Open,
+    /// Root and the socket group read everything; other peers only the services their
+    /// grants give `read` on (daemon-wide reads, e.g. metrics, need `read` on `"*"`).
+    Granted,
+}
+
+impl ReadAccess {
+    pub(super) fn parse(p: &mut Problems, v: Option<&str>) -> Self {
+        match v {
+            None | Some("open") => Self::Open,
+            Some("granted") => Self::Granted,
+            Some(other) => {
+                p.add(
+                    "daemon.read_access",
+                    format!("{other:?} is neither \"open\" nor \"granted\""),
+                );
+                Self::Open
+            }
+        }
     }
 }
 

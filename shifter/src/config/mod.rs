@@ -33,7 +33,7 @@ pub use fleet::{
     DEFAULT_FLEET_PREFIX, DEFAULT_LEASE_TTL, DEFAULT_POLL_INTERVAL, DEFAULT_REQUEST_TIMEOUT,
     FleetConfig, valid_endpoint, valid_name,
 };
-pub use grants::{Grant, GrantVerb, Grantee, MAX_GRANTS};
+pub use grants::{Grant, GrantVerb, Grantee, MAX_GRANTS, ReadAccess};
 pub use health::{
     CheckKind, DEFAULT_FALL, DEFAULT_INTERVAL, DEFAULT_RISE, DEFAULT_TIMEOUT, HealthSettings,
     RawHealth, StatusRange,

@@ -113,6 +113,7 @@ pub async fn run_with(
         control: engine.clone(),
         group: config.daemon.socket_group.clone(),
         grants: config.daemon.grants.clone(),
+        read_access: config.daemon.read_access,
         stop: stop_tx.clone(),
     });
     let mut tasks = tokio::task::JoinSet::new();

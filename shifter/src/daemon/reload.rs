@@ -65,6 +65,7 @@ fn restart_fields(old: &DaemonConfig, new: &DaemonConfig) -> Vec<&'static str> {
         ("daemon.socket_group", old.socket_group != new.socket_group),
         ("daemon.socket_mode", old.socket_mode != new.socket_mode),
         ("daemon.grant", old.grants != new.grants),
+        ("daemon.read_access", old.read_access != new.read_access),
         ("daemon.notify", old.notify != new.notify),
         ("daemon.state_dir", old.state_dir != new.state_dir),
         ("daemon.bpffs_dir", old.bpffs_dir != new.bpffs_dir),

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use hyper::{Response, body::Frame, header};
 use tokio::sync::{broadcast, mpsc, watch};
 
-use super::{Body, Control};
+use super::{Body, Control, Readable};
 use crate::events::Event;
 
 /// A response body fed by a channel (for `?follow`).
@@ -34,10 +34,11 @@ fn line(ev: &Event) -> Bytes {
 }
 
 /// Streams events as JSON lines: those since `since`, then new ones as they happen, until
-/// the client goes away or the daemon stops.
+/// the client goes away or the daemon stops; only those of services in `readable`.
 pub(super) fn events<C: Control>(
     control: C,
     since: u64,
+    readable: Readable,
     mut stop: watch::Receiver<bool>,
 ) -> Response<Body> {
     let (tx, rx) = mpsc::channel::<Bytes>(16);
@@ -48,7 +49,7 @@ pub(super) fn events<C: Control>(
             return;
         };
         for ev in &backlog {
-            if tx.send(line(ev)).await.is_err() {
+            if readable.allows(&ev.service) && tx.send(line(ev)).await.is_err() {
                 return;
             }
             next = ev.seq + 1;
@@ -60,7 +61,7 @@ pub(super) fn events<C: Control>(
                 r = sub.recv() => match r {
                     Ok(ev) if ev.seq >= next => {
                         next = ev.seq + 1;
-                        if tx.send(line(&ev)).await.is_err() {
+                        if readable.allows(&ev.service) && tx.send(line(&ev)).await.is_err() {
                             return;
                         }
                     }
@@ -70,7 +71,7 @@ pub(super) fn events<C: Control>(
                             return;
                         };
                         for ev in &missed {
-                            if tx.send(line(ev)).await.is_err() {
+                            if readable.allows(&ev.service) && tx.send(line(ev)).await.is_err() {
                                 return;
                             }
                             next = ev.seq + 1;

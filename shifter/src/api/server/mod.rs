@@ -34,8 +34,8 @@ use tokio::{
 use tracing::{debug, info, warn};
 
 pub use bodies::{parse_weight_body, rollout_command};
-use peer::Ask;
 pub use peer::user_in_group;
+use peer::{Ask, Readable};
 
 use super::{
     ControlError,
@@ -45,7 +45,7 @@ use super::{
     },
 };
 use crate::{
-    config::{DaemonConfig, Grant, GrantVerb, SocketGroup},
+    config::{DaemonConfig, Grant, GrantVerb, ReadAccess, SocketGroup},
     events::Event,
     model::Weight,
     rollout::OperatorCommand,
@@ -172,6 +172,8 @@ pub struct ApiContext<C> {
     pub group: Option<SocketGroup>,
     /// `[[daemon.grant]]`: rights per service for the other peers.
     pub grants: Vec<Grant>,
+    /// `daemon.read_access`: whether reads need a `read` grant too.
+    pub read_access: ReadAccess,
     /// Set to true to stop the daemon (after `detach`) and, by the daemon, to stop serving.
     pub stop: watch::Sender<bool>,
 }
@@ -454,23 +456,34 @@ async fn route<C: Control>(
     match segs.as_slice() {
         ["v1", "status"] => {
             no_query(&m, &req, &Method::GET, "GET")?;
-            ok_json(c.status().await)
+            let readable = may_read(ctx, peer, None, "read the status").await?;
+            ok_json(c.status().await.map(|mut st| {
+                st.services.retain(|s| readable.allows(&s.name));
+                st
+            }))
         }
         ["v1", "services", name] => {
             no_query(&m, &req, &Method::GET, "GET")?;
+            may_read(ctx, peer, Some(name), "read a service").await?;
             ok_json(c.service((*name).to_owned()).await)
         }
         ["v1", "services", name, "flows"] => {
             no_query(&m, &req, &Method::GET, "GET")?;
+            may_read(ctx, peer, Some(name), "read a service's flows").await?;
             ok_json(c.flows((*name).to_owned()).await)
         }
         ["v1", "services", name, "history"] => {
             no_query(&m, &req, &Method::GET, "GET")?;
+            may_read(ctx, peer, Some(name), "read a service's history").await?;
             ok_json(c.history(Some((*name).to_owned())).await)
         }
         ["v1", "history"] => {
             no_query(&m, &req, &Method::GET, "GET")?;
-            ok_json(c.history(None).await)
+            let readable = may_read(ctx, peer, None, "read the history").await?;
+            ok_json(c.history(None).await.map(|mut h| {
+                h.rollouts.retain(|r| readable.allows(&r.service));
+                h
+            }))
         }
         ["v1", "services", name, "weight"] => {
             no_query(&m, &req, &Method::PUT, "PUT")?;
@@ -491,7 +504,8 @@ async fn route<C: Control>(
         }
         ["v1", "events"] => {
             method(&m, &Method::GET, "GET")?;
-            get_events(c, &req, stop).await
+            let readable = may_read(ctx, peer, None, "read the events").await?;
+            get_events(c, &req, readable, stop).await
         }
         ["v1", "detach"] => {
             no_query(&m, &req, &Method::POST, "POST")?;
@@ -521,6 +535,15 @@ async fn route<C: Control>(
         }
         ["metrics"] => {
             method(&m, &Method::GET, "GET")?;
+            if may_read(ctx, peer, None, "read the metrics").await? != Readable::All {
+                // Metrics cover every service: they need read on all of them.
+                let ask = Ask {
+                    verb: Some(GrantVerb::Read),
+                    service: None,
+                    what: "read the metrics",
+                };
+                authorize(ctx, peer, ask).await?;
+            }
             let text = c.metrics().await.map_err(plain_control)?;
             Ok(full(StatusCode::OK, prometheus_text::CONTENT_TYPE, text))
         }
@@ -532,6 +555,32 @@ fn ok_json<T: serde::Serialize>(
     res: Result<T, ControlError>,
 ) -> Result<Response<Body>, RouteError> {
     res.map(|v| json(StatusCode::OK, &v)).map_err(plain_control)
+}
+
+/// What the peer may read: `Some(service)` must be readable, a daemon-wide read (`None`)
+/// needs some service readable (the answer is then filtered to what is). Otherwise 403, the
+/// refusal recorded as for changes.
+async fn may_read<C: Control>(
+    ctx: &ApiContext<C>,
+    peer: Peer,
+    service: Option<&str>,
+    what: &str,
+) -> Result<Readable, RouteError> {
+    let readable = peer::readable(ctx.read_access, &ctx.grants, peer);
+    let refused = match (&readable, service) {
+        (r, Some(s)) => !r.allows(s),
+        (Readable::Only(set), None) => set.is_empty(),
+        (Readable::All, None) => false,
+    };
+    if refused {
+        let ask = Ask {
+            verb: Some(GrantVerb::Read),
+            service,
+            what,
+        };
+        authorize(ctx, peer, ask).await?;
+    }
+    Ok(readable)
 }
 
 /// The peer's uid when it may do what it asks; otherwise 403, and the refusal is recorded
@@ -638,6 +687,7 @@ async fn post_service_verb<C: Control>(
 async fn get_events<C: Control>(
     c: &C,
     req: &Request<Incoming>,
+    readable: Readable,
     stop: watch::Receiver<bool>,
 ) -> Result<Response<Body>, RouteError> {
     let mut since = 0u64;
@@ -665,9 +715,10 @@ async fn get_events<C: Control>(
         }
     }
     if follow {
-        return Ok(follow::events(c.clone(), since, stop));
+        return Ok(follow::events(c.clone(), since, readable, stop));
     }
-    let events = c.events(since).await.map_err(plain_control)?;
+    let mut events = c.events(since).await.map_err(plain_control)?;
+    events.retain(|e| readable.allows(&e.service));
     Ok(json(StatusCode::OK, &Events { events }))
 }
 

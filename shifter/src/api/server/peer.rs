@@ -1,10 +1,12 @@
 //! Who may do what: SO_PEERCRED, the configured socket group and `[[daemon.grant]]`.
 
+use std::collections::BTreeSet;
+
 use hyper::StatusCode;
 use tracing::warn;
 
 use super::{ApiError, Peer};
-use crate::config::{Grant, GrantVerb, Grantee, MAX_GRANTS, SocketGroup};
+use crate::config::{Grant, GrantVerb, Grantee, MAX_GRANTS, ReadAccess, SocketGroup};
 
 /// What a peer asks for: a verb a grant can allow (`None`: only root and the group, e.g.
 /// reload) on a service (`None`: every service, e.g. detach).
@@ -88,6 +90,52 @@ pub(super) fn authorize(
         )
     };
     Err(ApiError::new(StatusCode::FORBIDDEN, message))
+}
+
+/// What a peer may read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Readable {
+    All,
+    /// These services only (`daemon.read_access = "granted"`, a peer outside root and the
+    /// socket group with `read` grants on named services; empty: none).
+    Only(BTreeSet<String>),
+}
+
+impl Readable {
+    pub fn allows(&self, service: &str) -> bool {
+        match self {
+            Self::All => true,
+            Self::Only(set) => set.contains(service),
+        }
+    }
+}
+
+/// What `peer` may read under `access`.
+pub(super) fn readable(access: ReadAccess, grants: &[Grant], peer: Peer) -> Readable {
+    let Peer::Unix {
+        uid,
+        in_group,
+        grants: mine,
+        ..
+    } = peer
+    else {
+        // The metrics listener: the operator chose to publish metrics on it.
+        return Readable::All;
+    };
+    if access == ReadAccess::Open || uid == 0 || in_group {
+        return Readable::All;
+    }
+    let mut only = BTreeSet::new();
+    for (i, g) in grants.iter().enumerate().take(MAX_GRANTS) {
+        if mine & (1 << i) == 0 || !g.verbs.contains(&GrantVerb::Read) {
+            continue;
+        }
+        match &g.services {
+            None => return Readable::All,
+            Some(list) => only.extend(list.iter().cloned()),
+        }
+    }
+    Readable::Only(only)
 }
 
 /// The peer's supplementary groups at connect time (SO_PEERGROUPS); empty when unknown.
@@ -201,5 +249,48 @@ mod tests {
         assert_eq!(e.status, StatusCode::FORBIDDEN);
         assert!(e.message.contains("uid 1004"), "{}", e.message);
         assert!(authorize(None, &grants, peer(0, 0, &[], &grants), ask(None, None)).is_ok());
+    }
+
+    #[test]
+    fn granted_read_access_limits_readers_to_their_read_grants() {
+        let grants = [
+            grant(
+                Grantee::Uid(1001),
+                Some(&["web", "api"]),
+                &[GrantVerb::Read, GrantVerb::Rollout],
+            ),
+            grant(Grantee::Uid(1001), Some(&["db"]), &[GrantVerb::Rollout]),
+            grant(Grantee::Gid(2000), None, &[GrantVerb::Read]),
+        ];
+        let read = |p| readable(ReadAccess::Granted, &grants, p);
+        let alice = peer(1001, 1001, &[], &grants);
+        let only = |l: &[&str]| Readable::Only(l.iter().map(|s| (*s).to_owned()).collect());
+        assert_eq!(
+            read(alice),
+            only(&["api", "web"]),
+            "rollout on db gives no read"
+        );
+        assert!(read(alice).allows("web") && !read(alice).allows("db"));
+        assert_eq!(
+            read(peer(1002, 1002, &[2000], &grants)),
+            Readable::All,
+            "\"*\""
+        );
+        assert_eq!(read(peer(1004, 1004, &[], &grants)), only(&[]));
+        assert_eq!(read(peer(0, 0, &[], &grants)), Readable::All, "root");
+        let member = Peer::Unix {
+            uid: 1005,
+            gid: 1005,
+            pid: None,
+            in_group: true,
+            grants: 0,
+        };
+        assert_eq!(read(member), Readable::All, "the socket group");
+        assert_eq!(read(Peer::Metrics), Readable::All);
+        assert_eq!(
+            readable(ReadAccess::Open, &grants, peer(1004, 1004, &[], &grants)),
+            Readable::All,
+            "open: everyone who can connect"
+        );
     }
 }
