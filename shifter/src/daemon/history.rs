@@ -108,24 +108,7 @@ mod tests {
         Cause, RolloutEvent, StateName,
         history::{MAX_ROLLOUTS, Outcome},
     };
-
-    struct TempDir(PathBuf);
-    impl TempDir {
-        fn new(name: &str) -> Self {
-            let p = std::env::temp_dir().join(format!(
-                "shifter-history-{name}-{}-{}",
-                std::process::id(),
-                crate::util::now_unix_ms()
-            ));
-            fs::create_dir_all(&p).unwrap();
-            Self(p)
-        }
-    }
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::util::TestDir;
 
     fn started(history: &mut History, t: u64) {
         let ev = RolloutEvent {
@@ -148,7 +131,7 @@ mod tests {
 
     #[test]
     fn saved_history_loads_back_bounded() {
-        let d = TempDir::new("roundtrip");
+        let d = TestDir::new("history-roundtrip");
         assert_eq!(load(&d.0), History::default());
         let mut h = History::default();
         for t in 0..(MAX_ROLLOUTS as u64 + 2) {
@@ -164,7 +147,7 @@ mod tests {
 
     #[test]
     fn unusable_file_is_moved_aside_and_history_starts_empty() {
-        let d = TempDir::new("corrupt");
+        let d = TestDir::new("history-corrupt");
         fs::write(history_path(&d.0), b"{\"version\": 1, \"next_id\": ").unwrap();
         assert_eq!(load(&d.0), History::default());
         assert!(d.0.join("history.json.bad").exists());

@@ -221,24 +221,7 @@ fn read(path: &Path) -> Result<Option<State>, String> {
 mod tests {
     use super::*;
     use crate::events::Cause;
-
-    struct TempDir(PathBuf);
-    impl TempDir {
-        fn new(name: &str) -> Self {
-            let p = std::env::temp_dir().join(format!(
-                "shifter-state-{name}-{}-{}",
-                std::process::id(),
-                crate::util::now_unix_ms()
-            ));
-            fs::create_dir_all(&p).unwrap();
-            Self(p)
-        }
-    }
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::util::TestDir;
 
     fn state(w: u16) -> State {
         let mut s = empty();
@@ -250,7 +233,7 @@ mod tests {
 
     #[test]
     fn missing_dir_is_empty_without_warnings() {
-        let d = TempDir::new("missing");
+        let d = TestDir::new("state-missing");
         let l = Store::new(d.0.join("nope")).load();
         assert_eq!(l.source, Source::Empty);
         assert!(l.warnings.is_empty(), "{:?}", l.warnings);
@@ -259,7 +242,7 @@ mod tests {
 
     #[test]
     fn save_then_load_round_trips_and_keeps_previous() {
-        let d = TempDir::new("roundtrip");
+        let d = TestDir::new("state-roundtrip");
         let store = Store::new(&d.0);
         store.save(&state(100)).unwrap();
         let second = state(200);
@@ -275,7 +258,7 @@ mod tests {
 
     #[test]
     fn truncated_file_falls_back_to_previous() {
-        let d = TempDir::new("truncated");
+        let d = TestDir::new("state-truncated");
         let store = Store::new(&d.0);
         store.save(&state(100)).unwrap();
         store.save(&state(200)).unwrap();
@@ -293,7 +276,7 @@ mod tests {
 
     #[test]
     fn garbage_everywhere_starts_empty() {
-        let d = TempDir::new("garbage");
+        let d = TestDir::new("state-garbage");
         let store = Store::new(&d.0);
         fs::write(store.path(), b"\x00\x01garbage").unwrap();
         fs::write(
@@ -314,7 +297,7 @@ mod tests {
 
     #[test]
     fn wrong_version_is_unusable() {
-        let d = TempDir::new("version");
+        let d = TestDir::new("state-version");
         let store = Store::new(&d.0);
         fs::write(store.path(), b"{\"version\": 99, \"weights\": {}}").unwrap();
         let l = store.load();
@@ -324,7 +307,7 @@ mod tests {
 
     #[test]
     fn attachments_round_trip_and_older_files_have_none() {
-        let d = TempDir::new("attach");
+        let d = TestDir::new("state-attach");
         let store = Store::new(&d.0);
         // A file written before attachments were recorded.
         fs::write(

@@ -442,33 +442,30 @@ impl Webhooks {
         let body = serde_json::to_vec(&body).expect("JSON of plain values");
         self.told.retain(|t| !t.0.is_finished());
         let task = self.rt.spawn(async move {
-            for attempt in 1..=settings.failure_limit {
-                match post(
-                    &settings.url,
-                    settings.ca.as_ref(),
-                    body.clone(),
-                    settings.timeout,
-                )
-                .await
-                {
-                    Ok(s) if s.is_success() => {
-                        stats.hook(&service, settings.kind, true);
-                        return;
-                    }
-                    r => {
-                        stats.hook(&service, settings.kind, false);
-                        let why = r.map_or_else(|e| e, |s| format!("HTTP {}", s.as_u16()));
-                        warn!(
-                            "{service}: {} hook {} (attempt {attempt} of {}): {why}",
-                            settings.kind,
-                            shown(&settings.url),
-                            settings.failure_limit
-                        );
-                    }
-                }
-                if attempt < settings.failure_limit {
-                    tokio::time::sleep(settings.interval).await;
-                }
+            let retry = Retry {
+                attempts: settings.failure_limit,
+                first_pause: settings.interval,
+                max_pause: settings.interval,
+            };
+            let sent = post_retried(
+                &settings.url,
+                settings.ca.as_ref(),
+                &body,
+                settings.timeout,
+                retry,
+                |attempt, why| {
+                    stats.hook(&service, settings.kind, false);
+                    warn!(
+                        "{service}: {} hook {} (attempt {attempt} of {}): {why}",
+                        settings.kind,
+                        shown(&settings.url),
+                        settings.failure_limit
+                    );
+                },
+            )
+            .await;
+            if sent {
+                stats.hook(&service, settings.kind, true);
             }
         });
         self.told.push(Task(task));
@@ -535,38 +532,67 @@ async fn deliver(
 
 /// One event to one target, retried with backoff up to the target's limit.
 async fn deliver_one(settings: &NotifySettings, label: &str, body: Vec<u8>, stats: &WebhookStats) {
-    let mut backoff = BACKOFF_FIRST;
-    for attempt in 0..=settings.retries {
-        match post(
-            &settings.url,
-            settings.ca.as_ref(),
-            body.clone(),
-            settings.timeout,
-        )
-        .await
-        {
-            Ok(s) if s.is_success() => {
-                stats.notified(label, "sent");
-                return;
+    let attempts = settings.retries + 1;
+    let retry = Retry {
+        attempts,
+        first_pause: BACKOFF_FIRST,
+        max_pause: BACKOFF_MAX,
+    };
+    let sent = post_retried(
+        &settings.url,
+        settings.ca.as_ref(),
+        &body,
+        settings.timeout,
+        retry,
+        |attempt, why| {
+            stats.notified(label, "failed");
+            if attempt == attempts {
+                stats.notified(label, "given-up");
+                warn!("notify {label}: giving up an event after {attempts} attempts: {why}");
+            } else {
+                debug!("notify {label} (attempt {attempt}): {why}");
             }
-            r => {
-                stats.notified(label, "failed");
-                let why = r.map_or_else(|e| e, |s| format!("HTTP {}", s.as_u16()));
-                if attempt == settings.retries {
-                    stats.notified(label, "given-up");
-                    warn!(
-                        "notify {}: giving up an event after {} attempts: {why}",
-                        label,
-                        attempt + 1
-                    );
-                } else {
-                    debug!("notify {label} (attempt {}): {why}", attempt + 1);
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
-                }
-            }
+        },
+    )
+    .await;
+    if sent {
+        stats.notified(label, "sent");
+    }
+}
+
+/// How a POST is retried: `attempts` in all; the pause after the first failure is
+/// `first_pause`, doubling after each further one up to `max_pause`.
+#[derive(Clone, Copy)]
+struct Retry {
+    attempts: u32,
+    first_pause: Duration,
+    max_pause: Duration,
+}
+
+/// POSTs `body` until a 2xx answer or `retry.attempts` tries; `failed(attempt, why)` hears of
+/// each failed try (attempts count from 1). Returns whether it was delivered.
+async fn post_retried(
+    url: &str,
+    ca: Option<&std::path::PathBuf>,
+    body: &[u8],
+    timeout: Duration,
+    retry: Retry,
+    mut failed: impl FnMut(u32, &str),
+) -> bool {
+    let mut pause = retry.first_pause;
+    for attempt in 1..=retry.attempts {
+        let why = match post(url, ca, body.to_vec(), timeout).await {
+            Ok(s) if s.is_success() => return true,
+            Ok(s) => format!("HTTP {}", s.as_u16()),
+            Err(e) => e,
+        };
+        failed(attempt, &why);
+        if attempt < retry.attempts {
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(retry.max_pause);
         }
     }
+    false
 }
 
 #[cfg(test)]
