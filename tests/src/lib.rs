@@ -25,6 +25,41 @@ pub fn patient(bound: Duration) -> Duration {
     bound * patience()
 }
 
+/// The running kernel's major and minor version (`/proc/sys/kernel/osrelease`).
+pub fn kernel_version() -> (u32, u32) {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("kernel release");
+    let mut parts = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
+
+/// Whether this kernel can do socket dispatch: it needs `SO_NETNS_COOKIE` (Linux 5.14). On
+/// an older kernel the data plane must say why it cannot and serve TCP services by rewrite,
+/// and the socket-dispatch tests check that fallback instead (see
+/// [`assert_socket_dispatch_unavailable`]).
+pub fn socket_dispatch_expected() -> bool {
+    kernel_version() >= (5, 14)
+}
+
+/// On a kernel older than 5.14: the reason the data plane gives for having no socket
+/// dispatch is there and names what the kernel lacks.
+pub fn assert_socket_dispatch_unavailable(reason: Option<&str>, what: &str) {
+    let (major, minor) = kernel_version();
+    let reason = reason.unwrap_or_else(|| {
+        panic!("{what}: Linux {major}.{minor} has no SO_NETNS_COOKIE (5.14+), yet socket dispatch is said to be available")
+    });
+    assert!(
+        reason.contains("SO_NETNS_COOKIE"),
+        "{what}: the reason names what the kernel lacks: {reason}"
+    );
+    eprintln!(
+        "{what}: Linux {major}.{minor}: socket dispatch unavailable, as it must be before 5.14 \
+         ({reason}); checking the fallback to rewrite instead"
+    );
+}
+
 /// A second build of the kernel programs (`shifter-ebpf` with the `build-variant` feature,
 /// built by tests/build.rs): different instructions, same maps. Loading it over a running data
 /// plane is an upgrade to another build.

@@ -490,6 +490,15 @@ fn socket_dispatch_survives_sigkill_and_detach_removes_it() {
     let mut first = Process::start(&bed);
     let service = |bed: &DaemonBed| bed.status()["services"][0].clone();
     let s = service(&bed);
+    if !shifter_tests::socket_dispatch_expected() {
+        // Before 5.14: the daemon says why and serves the service by rewrite.
+        let why = bed.status()["socket_dispatch_unavailable"].clone();
+        shifter_tests::assert_socket_dispatch_unavailable(why.as_str(), "daemon");
+        assert_eq!(s["dispatch"], "rewrite", "{s}");
+        let text = bed.cli_ok(&["status"]);
+        assert!(text.contains("SO_NETNS_COOKIE"), "status says why: {text}");
+        return;
+    }
     assert_eq!(
         s["dispatch"],
         "socket",

@@ -75,90 +75,116 @@ fn v6_rewritten_checksums_verify() {
 
 #[test]
 fn socket_v4_new_connections_follow_weight() {
-    socket::new_connections_follow_weight(Family::V4, "sk4-split");
+    socket::on_kernel("sk4-split", |n| {
+        socket::new_connections_follow_weight(Family::V4, n)
+    });
 }
 
 #[test]
 fn socket_v6_new_connections_follow_weight() {
-    socket::new_connections_follow_weight(Family::V6, "sk6-split");
+    socket::on_kernel("sk6-split", |n| {
+        socket::new_connections_follow_weight(Family::V6, n)
+    });
 }
 
 #[test]
 fn socket_v4_client_affinity() {
-    socket::client_affinity(Family::V4, "sk4-aff");
+    socket::on_kernel("sk4-aff", |n| socket::client_affinity(Family::V4, n));
 }
 
 #[test]
 fn socket_v6_client_affinity() {
-    socket::client_affinity(Family::V6, "sk6-aff");
+    socket::on_kernel("sk6-aff", |n| socket::client_affinity(Family::V6, n));
 }
 
 #[test]
 fn socket_v4_long_lived_connections_keep_backend() {
-    socket::long_lived_connections_keep_backend(Family::V4, "sk4-long");
+    socket::on_kernel("sk4-long", |n| {
+        socket::long_lived_connections_keep_backend(Family::V4, n)
+    });
 }
 
 #[test]
 fn socket_v6_long_lived_connections_keep_backend() {
-    socket::long_lived_connections_keep_backend(Family::V6, "sk6-long");
+    socket::on_kernel("sk6-long", |n| {
+        socket::long_lived_connections_keep_backend(Family::V6, n)
+    });
 }
 
 #[test]
 fn socket_v4_green_dies_then_returns() {
-    socket::green_dies_then_returns(Family::V4, "sk4-down");
+    socket::on_kernel("sk4-down", |n| {
+        socket::green_dies_then_returns(Family::V4, n)
+    });
 }
 
 #[test]
 fn socket_v6_green_dies_then_returns() {
-    socket::green_dies_then_returns(Family::V6, "sk6-down");
+    socket::on_kernel("sk6-down", |n| {
+        socket::green_dies_then_returns(Family::V6, n)
+    });
 }
 
 #[test]
 fn socket_local_clients_are_steered() {
-    socket::local_clients_are_steered("sk-local");
+    socket::on_kernel("sk-local", socket::local_clients_are_steered);
 }
 
 #[test]
 fn socket_v4_direct_and_other_ports_untouched() {
-    socket::direct_and_other_ports_untouched(Family::V4, "sk4-direct");
+    socket::on_kernel("sk4-direct", |n| {
+        socket::direct_and_other_ports_untouched(Family::V4, n)
+    });
 }
 
 #[test]
 fn socket_resets_are_counted() {
-    socket::resets_are_counted("sk-reset");
+    socket::on_kernel("sk-reset", socket::resets_are_counted);
 }
 
 #[test]
 fn socket_reuseport_workers_exiting_leave_no_slot_empty() {
-    socket::reuseport_workers_exiting_leave_no_slot_empty("sk-reuse");
+    socket::on_kernel(
+        "sk-reuse",
+        socket::reuseport_workers_exiting_leave_no_slot_empty,
+    );
 }
 
 #[test]
 fn socket_preexisting_reuseport_group_is_registered_whole() {
-    socket::preexisting_reuseport_group_is_registered_whole("sk-reuse0");
+    socket::on_kernel(
+        "sk-reuse0",
+        socket::preexisting_reuseport_group_is_registered_whole,
+    );
 }
 
 #[test]
 fn socket_accounting_by_decisions() {
-    socket::accounting_by_decisions("sk-decide");
+    socket::on_kernel("sk-decide", socket::accounting_by_decisions);
 }
 
 #[test]
 fn socket_in_kernel_registration() {
-    socket::in_kernel_registration("sk-inkern");
+    socket::on_kernel("sk-inkern", socket::in_kernel_registration);
 }
 
 #[test]
 fn socket_another_sk_lookup_program_keeps_working() {
-    socket::another_sk_lookup_program_keeps_working("sk-two");
+    socket::on_kernel("sk-two", socket::another_sk_lookup_program_keeps_working);
 }
 
 #[test]
 fn socket_programs_run_per_connection_not_per_packet() {
-    socket::programs_run_per_connection_not_per_packet("sk-runcnt");
+    socket::on_kernel(
+        "sk-runcnt",
+        socket::programs_run_per_connection_not_per_packet,
+    );
 }
 
 #[test]
 fn socket_switching_dispatch_keeps_live_connections() {
-    socket::switching_dispatch_keeps_live_connections("sk-switch");
+    socket::on_kernel(
+        "sk-switch",
+        socket::switching_dispatch_keeps_live_connections,
+    );
 }

@@ -541,6 +541,22 @@ fn green_refusing_connections_is_caught_by_the_gate_while_its_http_check_passes(
 /// refusal), each counted as green's fallback, and the gate rolls back on them.
 #[test]
 fn socket_dispatch_green_closing_falls_back_in_kernel_and_the_gate_rolls_back() {
+    if !shifter_tests::socket_dispatch_expected() {
+        // Before 5.14 the daemon serves a `dispatch = "socket"` service by rewrite, saying
+        // why; the rewrite variant of this scenario is the test above.
+        let bed = DaemonBed::new("gate-sock");
+        bed.write_config(&web("", "steps = [100]").replacen(
+            "weight = 0\n",
+            "weight = 0\ndispatch = \"socket\"\n",
+            1,
+        ));
+        let daemon = InProcess::start(&bed);
+        let why = bed.status()["socket_dispatch_unavailable"].clone();
+        shifter_tests::assert_socket_dispatch_unavailable(why.as_str(), "rollout");
+        assert_eq!(service_status(&bed)["dispatch"], "rewrite");
+        daemon.stop();
+        return;
+    }
     let run = GreenClosed::run("gate-sock", "socket");
     // A connection green had accepted (or had in its accept queue) when it closed is reset
     // with it, as behind any balancer; every connection opened after that must succeed.

@@ -249,6 +249,16 @@ fn socket_dispatch_upgrade_keeps_listeners_and_connections() {
     let bed = DaemonBed::new("upgrade-sock");
     bed.write_config(&web_service(50.0)); // socket dispatch: TCP's default
     let mut first = Process::start(&bed);
+    if !shifter_tests::socket_dispatch_expected() {
+        // Before 5.14: the daemon says why and serves the service by rewrite (the rewrite
+        // upgrade is the other test of this file).
+        let status = bed.status();
+        let why = status["socket_dispatch_unavailable"].as_str();
+        shifter_tests::assert_socket_dispatch_unavailable(why, "upgrade");
+        assert_eq!(status["services"][0]["dispatch"], "rewrite", "{status}");
+        assert_steered(&bed, "rewrite in place of socket dispatch");
+        return;
+    }
     let long = traffic::LongLived::open(bed.client_ns(), target(), 16, Duration::from_secs(3));
     assert!(long.wait_rounds(20, Duration::from_secs(10)), "no progress");
     let background = traffic::ShortConnections::start(bed.client_ns(), target());

@@ -12,8 +12,8 @@ use shifter::{Affinity, Backend, Dispatch, Hook, Protocol, Service, model::addr_
 use shifter_common::{FlowTuple, choose_backend};
 use shifter_tests::{
     netns::{
-        BLUE_ID, BLUE_PORT, EchoServer, Family, GREEN_ID, GREEN_PORT, OTHER_ID, OTHER_PORT,
-        SERVER_V4, SERVER_V6, SERVICE_PORT, Servers, Testbed, run_in,
+        BLUE_ID, BLUE_PORT, CLIENT_V4, EchoServer, Family, GREEN_ID, GREEN_PORT, OTHER_ID,
+        OTHER_PORT, SERVER_V4, SERVER_V6, SERVICE_PORT, Servers, Testbed, run_in,
     },
     traffic::{self, LongLived, Report},
 };
@@ -28,6 +28,63 @@ fn socket_service(weight: u16, affinity: Affinity) -> Service {
     svc.config.dispatch = Dispatch::Socket;
     svc.config.affinity = affinity;
     svc
+}
+
+/// Runs the socket-dispatch scenario `scenario` where the kernel can do socket dispatch
+/// (5.14+); on an older kernel checks what the data plane does instead (says why, serves the
+/// socket service by rewrite), so the scenario still proves something there.
+pub fn on_kernel(name: &str, scenario: impl FnOnce(&str)) {
+    if shifter_tests::socket_dispatch_expected() {
+        scenario(name);
+    } else {
+        falls_back_to_rewrite(name);
+    }
+}
+
+/// Without socket dispatch in the kernel: a service asking for it is served by rewrite (TC
+/// ingress handles its port, nothing is registered), each connection decided by the hash.
+fn falls_back_to_rewrite(name: &str) {
+    let svc = socket_service(5000, Affinity::Connection);
+    let mut tb = Testbed::new(name, Hook::Tc, Servers::Tcp);
+    shifter_tests::assert_socket_dispatch_unavailable(
+        tb.dp.dp().socket_dispatch_unavailable(),
+        name,
+    );
+    let ns = tb.server_ns().to_owned();
+    let slot = run_in(&ns, || tb.dp.dp().set_service(&svc)).expect("set the service");
+    assert_eq!(
+        tb.dp
+            .dp()
+            .service_config(slot)
+            .expect("config")
+            .map(|c| c.dispatch),
+        Some(Dispatch::Rewrite),
+        "{name}: served by rewrite"
+    );
+    assert!(
+        tb.dp
+            .dp()
+            .rewrite_ports()
+            .expect("rewrite ports")
+            .contains(&SERVICE_PORT),
+        "{name}: TC ingress handles the service port"
+    );
+    let listening = tb.dp.dp().listener_counts().expect("listener counts");
+    assert!(listening.is_empty(), "{name}: registered {listening:?}");
+    let target = SocketAddr::new(IpAddr::V4(SERVER_V4), SERVICE_PORT);
+    let report = short_connections(tb.client_ns(), target, 40000..40300, name);
+    assert_eq!(
+        report.count(BLUE_ID) + report.count(GREEN_ID),
+        300,
+        "{name}"
+    );
+    assert_decisions(
+        &report,
+        &svc,
+        IpAddr::V4(CLIENT_V4),
+        IpAddr::V4(SERVER_V4),
+        name,
+    );
 }
 
 /// A testbed whose data plane serves `svc` by socket dispatch; returns its slot.
