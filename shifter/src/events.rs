@@ -90,6 +90,10 @@ pub struct Event {
     /// (automatic health rollbacks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since_decision_ns: Option<u64>,
+    /// The fleet rollout this host's rollout belongs to (its agent started it), so a host's
+    /// log says which fleet rollout moved its weight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet_rollout: Option<String>,
 }
 
 impl Event {
@@ -113,6 +117,7 @@ impl Event {
             dry_run: false,
             map_update_ns: None,
             since_decision_ns: None,
+            fleet_rollout: None,
         }
     }
 }

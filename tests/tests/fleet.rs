@@ -392,6 +392,25 @@ fn six_hosts_in_three_waves_complete_without_a_failed_connection() {
         );
         eprintln!("{}: {} connections, 0 failed", h.node, r.outcomes.len());
     }
+    // Each host's own event log says which fleet rollout moved its weight, to 100 % too.
+    let id = doc["id"].as_str().expect("id");
+    for h in &f.hosts {
+        let log: Value =
+            serde_json::from_str(&h.bed.cli_ok(&["events", "--json"])).expect("events");
+        let ours: Vec<&Value> = log["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .filter(|e| e["fleet_rollout"] == id)
+            .collect();
+        assert!(
+            ours.iter().any(|e| e["new_weight_bp"] == 10_000),
+            "{}: no event of fleet rollout {id} reaching 100 %: {log}",
+            h.node
+        );
+        let text = h.bed.cli_ok(&["events"]);
+        assert!(text.contains(&format!("[fleet rollout {id}]")), "{text}");
+    }
     // Nothing is left active; a new rollout of the service may start.
     assert_eq!(
         f.cli_json(&["status", "--json"])["rollouts"],
@@ -408,7 +427,6 @@ fn six_hosts_in_three_waves_complete_without_a_failed_connection() {
         .output()
         .expect("curl");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let id = doc["id"].as_str().expect("id");
     for want in [
         "shifter_fleet_nodes 6".to_owned(),
         "shifter_fleet_leader{coordinator=\"c1\"} 1".to_owned(),
@@ -504,6 +522,19 @@ fn green_broken_on_a_wave_two_host_rolls_back_waves_one_and_two_only() {
                 .get_prefix(&format!("{}desired/{node}/", f.prefix))
                 .is_empty(),
             "{node} of wave 3 has a desired state"
+        );
+    }
+    // Each rolled-back host's event log names the fleet rollout in its way back to 0: h3's
+    // own health rollback and h1's rollback by the fleet alike.
+    let id = doc["id"].as_str().expect("id");
+    for node in ["h1", "h3"] {
+        let log: Value =
+            serde_json::from_str(&f.host(node).bed.cli_ok(&["events", "--json"])).expect("events");
+        assert!(
+            log["events"].as_array().expect("events").iter().any(|e| {
+                e["fleet_rollout"] == id && e["new_weight_bp"] == 0 && e["old_weight_bp"] != 0
+            }),
+            "{node}: no event of fleet rollout {id} back to 0: {log}"
         );
     }
     // The rollback was the fleet's, the failure h3's own: h3's log says it rolled back

@@ -38,6 +38,9 @@ fn row(e: &Event) -> Vec<String> {
             if e.dry_run {
                 d.insert_str(0, "[dry run] ");
             }
+            if let Some(fleet) = &e.fleet_rollout {
+                d.push_str(&format!(" [fleet rollout {fleet}]"));
+            }
             if let Some(ns) = e.since_decision_ns {
                 d.push_str(&format!(
                     " [{:.3} ms after the deciding check]",

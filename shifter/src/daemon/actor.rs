@@ -176,9 +176,10 @@ impl Actor {
                 name,
                 command,
                 uid,
+                fleet,
                 reply,
             } => {
-                let _ = reply.send(self.rollout_command(&name, command, uid));
+                let _ = reply.send(self.rollout_command(&name, command, uid, fleet));
             }
             Command::Refused { uid, service, what } => self.refused(uid, service, &what),
             Command::History(name, r) => {
@@ -488,7 +489,8 @@ impl Actor {
             {
                 continue;
             }
-            let e = to_event(ev);
+            let mut e = to_event(ev);
+            e.fleet_rollout = self.state.fleet_rollouts.get(name).cloned();
             let timing = match (e.map_update_ns, e.since_decision_ns) {
                 (Some(m), Some(d)) => format!(
                     "; map update {:.3} ms, {:.3} ms after the deciding check",
@@ -517,19 +519,37 @@ impl Actor {
         recorded
     }
 
+    /// An operator's rollout command, or the fleet agent's for the fleet rollout `fleet`.
     fn rollout_command(
         &mut self,
         name: &str,
         command: OperatorCommand,
         uid: u32,
+        fleet: Option<String>,
     ) -> Result<RolloutReply, ControlError> {
         self.slot_of(name)?;
         let what = command.name();
+        let starts = matches!(
+            command,
+            OperatorCommand::Start { .. } | OperatorCommand::BlueGreen { .. }
+        );
         let o = self
             .rollouts
             .command(&mut self.dp, name, command, uid)
             .map_err(|e| ControlError::Conflict(e.to_string()))?;
-        info!("{name}: rollout command {what} by uid {uid}");
+        match fleet {
+            Some(f) => {
+                info!("{name}: rollout command {what} by the fleet agent (fleet rollout {f})");
+                self.state.fleet_rollouts.insert(name.to_owned(), f);
+            }
+            None => {
+                info!("{name}: rollout command {what} by uid {uid}");
+                // A rollout started here is not the fleet's (its events no longer say so).
+                if starts {
+                    self.state.fleet_rollouts.remove(name);
+                }
+            }
+        }
         let events = self.take_outcome(name, o);
         let slot = self.slot_of(name)?;
         let weight_bp = self

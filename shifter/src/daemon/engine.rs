@@ -46,6 +46,8 @@ pub(crate) enum Command {
         name: String,
         command: OperatorCommand,
         uid: u32,
+        /// The fleet rollout the command is for (from the fleet agent).
+        fleet: Option<String>,
         reply: Reply<Result<RolloutReply, ControlError>>,
     },
     /// A request of `uid` was refused: record it.
@@ -267,6 +269,7 @@ impl Control for Engine {
                 name: n,
                 command,
                 uid,
+                fleet: None,
                 reply,
             })
             .await?;
@@ -274,6 +277,22 @@ impl Control for Engine {
             reply.drain = Some(self.wait_for_green_drain(&name, timeout).await?);
         }
         Ok(reply)
+    }
+
+    async fn fleet_rollout(
+        &self,
+        name: String,
+        command: OperatorCommand,
+        fleet: String,
+    ) -> Result<RolloutReply, ControlError> {
+        self.ask(|reply| Command::Rollout {
+            name,
+            command,
+            uid: crate::fleet::agent::AGENT_UID,
+            fleet: Some(fleet),
+            reply,
+        })
+        .await
     }
 
     async fn refused(&self, uid: u32, service: Option<String>, what: String) {

@@ -609,6 +609,7 @@ pub(crate) mod tests {
             dry_run: false,
             map_update_ns: None,
             since_decision_ns: None,
+            fleet_rollout: None,
         }
     }
 

@@ -758,6 +758,7 @@ pub(crate) fn to_event(ev: &RolloutEvent) -> Event {
         since_decision_ns: a
             .and_then(|a| a.since_decision)
             .map(|d| d.as_nanos() as u64),
+        fleet_rollout: None,
     }
 }
 

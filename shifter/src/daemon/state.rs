@@ -33,6 +33,10 @@ pub struct State {
     /// bpffs, so this is how `shifter status` names them while the daemon is down.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub attachments: BTreeMap<String, AttachmentRecord>,
+    /// Services whose rollout the fleet agent started, with the fleet rollout's id: their
+    /// rollout events carry it, across restarts too, until a rollout is started here.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fleet_rollouts: BTreeMap<String, String>,
 }
 
 /// One interface's attachment as last persisted.

@@ -218,7 +218,7 @@ impl<C: Control> Agent<C> {
                 info!("fleet: {service}: etcd is back; resuming the ramp of {rollout}");
                 if let Err(e) = self
                     .control
-                    .rollout(service.clone(), OperatorCommand::Resume, AGENT_UID, None)
+                    .fleet_rollout(service.clone(), OperatorCommand::Resume, rollout.clone())
                     .await
                 {
                     warn!("fleet: {service}: resume: {e}");
@@ -248,7 +248,7 @@ impl<C: Control> Agent<C> {
             }
             match self
                 .control
-                .rollout(service.clone(), OperatorCommand::Pause, AGENT_UID, None)
+                .fleet_rollout(service.clone(), OperatorCommand::Pause, rollout.clone())
                 .await
             {
                 Ok(r) => {
@@ -296,15 +296,14 @@ impl<C: Control> Agent<C> {
                     d.rollout
                 );
                 self.control
-                    .rollout(
+                    .fleet_rollout(
                         service.to_owned(),
                         OperatorCommand::Start {
                             steps: Some(steps_bp.clone()),
                             hold: Some(Duration::from_millis(*hold_ms)),
                             dry_run: false,
                         },
-                        AGENT_UID,
-                        None,
+                        d.rollout.clone(),
                     )
                     .await
                     .map(drop)
@@ -354,7 +353,7 @@ impl<C: Control> Agent<C> {
         };
         info!("fleet: {service}: {} (fleet rollout {rollout})", cmd.name());
         self.control
-            .rollout(service.to_owned(), cmd, AGENT_UID, None)
+            .fleet_rollout(service.to_owned(), cmd, rollout.to_owned())
             .await
             .map(drop)
     }

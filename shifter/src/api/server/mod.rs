@@ -81,6 +81,14 @@ pub trait Control: Clone + Send + Sync + 'static {
         uid: u32,
         drain: Option<Duration>,
     ) -> impl Future<Output = Result<RolloutReply, ControlError>> + Send;
+    /// A rollout command of the fleet agent (as root) for the fleet rollout `fleet`: the
+    /// host's rollout events carry its id.
+    fn fleet_rollout(
+        &self,
+        name: String,
+        command: OperatorCommand,
+        fleet: String,
+    ) -> impl Future<Output = Result<RolloutReply, ControlError>> + Send;
     /// The recorded rollouts of service `name`, or of every service (`None`).
     fn history(
         &self,

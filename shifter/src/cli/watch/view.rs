@@ -170,6 +170,9 @@ pub fn event_line(ev: &Event) -> String {
     if let Some(uid) = ev.uid {
         line.push_str(&format!(" uid {uid}"));
     }
+    if let Some(fleet) = &ev.fleet_rollout {
+        line.push_str(&format!(" fleet {fleet}"));
+    }
     line
 }
 
@@ -511,6 +514,7 @@ mod tests {
             dry_run: false,
             map_update_ns: None,
             since_decision_ns: None,
+            fleet_rollout: None,
         };
         assert_eq!(
             event_line(&ev),
@@ -527,6 +531,14 @@ mod tests {
         assert_eq!(
             event_line(&ev),
             "00:00:00 web 25.00% -> 0.00% health-rollback"
+        );
+        let ev = Event {
+            fleet_rollout: Some("web-7".into()),
+            ..ev
+        };
+        assert_eq!(
+            event_line(&ev),
+            "00:00:00 web 25.00% -> 0.00% health-rollback fleet web-7"
         );
     }
 }
