@@ -146,6 +146,38 @@ impl EtcdCluster {
     }
 
     /// `etcdctl get --prefix KEY` values, for assertions.
+    /// Compacts the key space up to its current revision (physically): every older revision
+    /// is gone, as an operator's or etcd's auto-compaction does. Returns that revision, or
+    /// `None` when nothing was written since the last compaction (nothing to compact).
+    pub fn compact(&self) -> Option<u64> {
+        let etcdctl = |args: &[&str]| {
+            Command::new(which("etcdctl"))
+                .env("ETCDCTL_API", "3")
+                .args(["--endpoints", &self.endpoints().join(",")])
+                .args(args)
+                .output()
+                .expect("etcdctl")
+        };
+        let out = etcdctl(&["get", "shifter-compact-probe", "-w", "json"]);
+        assert!(
+            out.status.success(),
+            "etcdctl get: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let status: serde_json::Value =
+            serde_json::from_slice(&out.stdout).expect("etcdctl get -w json");
+        let revision = status["header"]["revision"]
+            .as_u64()
+            .expect("header.revision");
+        let out = etcdctl(&["compact", &revision.to_string(), "--physical"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() && err.contains("has been compacted") {
+            return None;
+        }
+        assert!(out.status.success(), "etcdctl compact {revision}: {err}");
+        Some(revision)
+    }
+
     pub fn get_prefix(&self, key: &str) -> Vec<(String, String)> {
         let out = Command::new(which("etcdctl"))
             .env("ETCDCTL_API", "3")

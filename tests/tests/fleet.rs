@@ -801,6 +801,59 @@ fn quorum_lost_nothing_advances_nothing_reverts_then_it_continues() {
     }
 }
 
+/// etcd compacted again and again while the agents and the coordinator work (as
+/// auto-compaction does): they read the current state at each poll, so nothing they need is
+/// gone; the rollout completes, each host ramped once.
+#[test]
+fn compaction_mid_rollout_loses_nothing() {
+    let _one = ONE_FLEET_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let mut f = Fleet::new("flc", 3);
+    f.coordinate("c1");
+    f.cli_ok(&[
+        "rollout",
+        "start",
+        "web",
+        "--steps",
+        "25,50,100",
+        "--hold",
+        "1s",
+        "--wave",
+        "count=1",
+        "--wave",
+        "rest",
+    ]);
+    f.wait("h1 ramping", Duration::from_secs(20), || {
+        (f.host("h1").weight_bp() > 0).then_some(())
+    });
+    let mut revisions = Vec::new();
+    let until = Instant::now() + Duration::from_secs(60);
+    let doc = loop {
+        revisions.extend(f.etcd.compact());
+        let doc = f.doc();
+        if doc["phase"] == "completed" {
+            break doc;
+        }
+        assert!(Instant::now() < until, "not completed: {:#}", f.doc());
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    eprintln!(
+        "compacted {} times (revisions {:?} .. {:?}) during the rollout",
+        revisions.len(),
+        revisions.first(),
+        revisions.last()
+    );
+    assert!(
+        revisions.len() >= 3,
+        "the rollout ended before compactions: {doc:#}"
+    );
+    for h in &f.hosts {
+        assert_eq!(h.weight_bp(), 10_000, "{}", h.node);
+        assert_eq!(f.ramps_applied(&h.node), 1, "{} ramped twice", h.node);
+    }
+}
+
 #[test]
 fn daemon_restarted_within_the_ttl_mid_ramp_is_not_lost_and_ramps_once() {
     let _one = ONE_FLEET_AT_A_TIME
