@@ -26,7 +26,69 @@ pub struct EtcdCluster {
     pub members: Vec<Member>,
     token: String,
     initial: String,
+    /// Clients speak TLS to the members and must show a client certificate.
+    pub tls: Option<EtcdTls>,
     pub dir: TempDir,
+}
+
+/// PEM files of a test CA, of the members' server certificate (for 127.0.0.1) and of a
+/// client certificate, all signed by that CA (rcgen), in the cluster's directory.
+pub struct EtcdTls {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+impl EtcdTls {
+    fn write(dir: &std::path::Path) -> Self {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+            KeyPair, KeyUsagePurpose,
+        };
+        let ca_key = KeyPair::generate().expect("CA key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "shifter test etcd CA");
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca_cert = params.self_signed(&ca_key).expect("CA certificate");
+        let issuer = Issuer::new(params, ca_key);
+        let issue = |names: Vec<String>, usages: Vec<ExtendedKeyUsagePurpose>| {
+            let key = KeyPair::generate().expect("key");
+            let mut p = CertificateParams::new(names).expect("params");
+            p.extended_key_usages = usages;
+            let cert = p.signed_by(&key, &issuer).expect("sign");
+            (cert.pem(), key.serialize_pem())
+        };
+        let (server, server_key) = issue(
+            vec!["127.0.0.1".into(), "localhost".into()],
+            // etcd's JSON gateway dials its own gRPC server with this certificate, so
+            // under --client-cert-auth it must be a client certificate too.
+            vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+        );
+        let (client, client_key) = issue(
+            vec!["shifter".into()],
+            vec![ExtendedKeyUsagePurpose::ClientAuth],
+        );
+        let file = |name: &str, text: &str| {
+            let p = dir.join(name);
+            std::fs::write(&p, text).expect("write a PEM file");
+            p
+        };
+        Self {
+            ca: file("ca.pem", &ca_cert.pem()),
+            server_cert: file("server.pem", &server),
+            server_key: file("server-key.pem", &server_key),
+            client_cert: file("client.pem", &client),
+            client_key: file("client-key.pem", &client_key),
+        }
+    }
 }
 
 /// A loopback port nobody listens on right now.
@@ -40,7 +102,18 @@ fn free_port() -> u16 {
 impl EtcdCluster {
     /// Starts three members and waits until the cluster answers writes.
     pub fn start(name: &str) -> Self {
+        Self::start_with(name, false)
+    }
+
+    /// The same, clients speaking TLS with a client certificate (`--client-cert-auth`).
+    pub fn start_tls(name: &str) -> Self {
+        Self::start_with(name, true)
+    }
+
+    fn start_with(name: &str, tls: bool) -> Self {
         let dir = TempDir::new(&format!("etcd-{name}"));
+        let tls = tls.then(|| EtcdTls::write(&dir.0));
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let token = unique_name("etcd", name);
         let mut members = Vec::new();
         for i in 0..3 {
@@ -48,7 +121,7 @@ impl EtcdCluster {
             members.push(Member {
                 data_dir: dir.0.join(&name),
                 log: dir.0.join(format!("{name}.log")),
-                client_url: format!("http://127.0.0.1:{}", free_port()),
+                client_url: format!("{scheme}://127.0.0.1:{}", free_port()),
                 peer_url: format!("http://127.0.0.1:{}", free_port()),
                 name,
                 child: None,
@@ -63,6 +136,7 @@ impl EtcdCluster {
             members,
             token,
             initial,
+            tls,
             dir,
         };
         for i in 0..3 {
@@ -81,7 +155,17 @@ impl EtcdCluster {
             .append(true)
             .open(&m.log)
             .expect("etcd log");
-        let child = Command::new(which("etcd"))
+        let mut cmd = Command::new(which("etcd"));
+        if let Some(t) = &self.tls {
+            cmd.arg("--cert-file")
+                .arg(&t.server_cert)
+                .arg("--key-file")
+                .arg(&t.server_key)
+                .arg("--trusted-ca-file")
+                .arg(&t.ca)
+                .arg("--client-cert-auth");
+        }
+        let child = cmd
             .args(["--name", &m.name, "--data-dir"])
             .arg(&m.data_dir)
             .args(["--listen-client-urls", &m.client_url])
@@ -123,9 +207,9 @@ impl EtcdCluster {
         let deadline = Instant::now() + crate::patient(limit);
         for m in self.members.iter().filter(|m| m.child.is_some()) {
             loop {
-                let ok = Command::new(which("etcdctl"))
-                    .env("ETCDCTL_API", "3")
-                    .args(["--endpoints", &m.client_url, "--command-timeout=2s"])
+                let ok = self
+                    .etcdctl(&m.client_url)
+                    .arg("--command-timeout=2s")
                     .args(["put", "/health-probe", "1"])
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
@@ -145,15 +229,27 @@ impl EtcdCluster {
         }
     }
 
-    /// `etcdctl get --prefix KEY` values, for assertions.
+    /// `etcdctl` for `endpoints`, with the cluster's client TLS files when it has them.
+    fn etcdctl(&self, endpoints: &str) -> Command {
+        let mut c = Command::new(which("etcdctl"));
+        c.env("ETCDCTL_API", "3").args(["--endpoints", endpoints]);
+        if let Some(t) = &self.tls {
+            c.arg("--cacert")
+                .arg(&t.ca)
+                .arg("--cert")
+                .arg(&t.client_cert)
+                .arg("--key")
+                .arg(&t.client_key);
+        }
+        c
+    }
+
     /// Compacts the key space up to its current revision (physically): every older revision
     /// is gone, as an operator's or etcd's auto-compaction does. Returns that revision, or
     /// `None` when nothing was written since the last compaction (nothing to compact).
     pub fn compact(&self) -> Option<u64> {
         let etcdctl = |args: &[&str]| {
-            Command::new(which("etcdctl"))
-                .env("ETCDCTL_API", "3")
-                .args(["--endpoints", &self.endpoints().join(",")])
+            self.etcdctl(&self.endpoints().join(","))
                 .args(args)
                 .output()
                 .expect("etcdctl")
@@ -178,10 +274,10 @@ impl EtcdCluster {
         Some(revision)
     }
 
+    /// `etcdctl get --prefix KEY` values, for assertions.
     pub fn get_prefix(&self, key: &str) -> Vec<(String, String)> {
-        let out = Command::new(which("etcdctl"))
-            .env("ETCDCTL_API", "3")
-            .args(["--endpoints", &self.endpoints().join(",")])
+        let out = self
+            .etcdctl(&self.endpoints().join(","))
             .args(["get", "--prefix", key])
             .output()
             .expect("etcdctl get");

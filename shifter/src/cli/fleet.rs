@@ -38,6 +38,16 @@ pub(crate) struct Args {
     /// The key prefix instead of the configuration's.
     #[arg(long, global = true)]
     prefix: Option<String>,
+    /// With https:// endpoints: the CA file verifying etcd's certificates (default: the
+    /// configuration's `[fleet] ca`, else the system's roots).
+    #[arg(long, global = true, value_name = "PEM")]
+    ca: Option<PathBuf>,
+    /// With https:// endpoints: a client certificate for etcd (with --client-key).
+    #[arg(long, global = true, value_name = "PEM", requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    /// The private key of --client-cert.
+    #[arg(long, global = true, value_name = "PEM", requires = "client_cert")]
+    client_key: Option<PathBuf>,
     #[command(subcommand)]
     verb: Verb,
 }
@@ -227,9 +237,10 @@ fn connect(a: &Args) -> Result<(Store, Keys, Option<crate::config::FleetConfig>)
     };
     if let Some(bad) = endpoints.iter().find(|e| !valid_endpoint(e)) {
         return Err(usage(format!(
-            "--endpoints: {bad:?} is not http://HOST:PORT"
+            "--endpoints: {bad:?} is not http://HOST:PORT or https://HOST:PORT"
         )));
     }
+    let tls = tls_of(a, fleet.as_ref());
     let prefix = a
         .prefix
         .clone()
@@ -238,8 +249,27 @@ fn connect(a: &Args) -> Result<(Store, Keys, Option<crate::config::FleetConfig>)
     let timeout = fleet
         .as_ref()
         .map_or(DEFAULT_REQUEST_TIMEOUT, |f| f.request_timeout);
-    let store = Store::new(&endpoints, timeout).map_err(|e| usage(e.to_string()))?;
+    let store = Store::new(&endpoints, timeout, tls.as_ref()).map_err(|e| usage(e.to_string()))?;
     Ok((store, Keys::new(&prefix), fleet))
+}
+
+/// The TLS settings: the configuration's, with the options over them.
+fn tls_of(
+    a: &Args,
+    fleet: Option<&crate::config::FleetConfig>,
+) -> Option<crate::config::TlsSettings> {
+    let mut tls = fleet.and_then(|f| f.tls.clone());
+    if a.ca.is_some() || a.client_cert.is_some() {
+        let t = tls.get_or_insert_with(Default::default);
+        if a.ca.is_some() {
+            t.ca.clone_from(&a.ca);
+        }
+        if a.client_cert.is_some() {
+            t.client_cert.clone_from(&a.client_cert);
+            t.client_key.clone_from(&a.client_key);
+        }
+    }
+    tls
 }
 
 fn etcd(e: impl std::error::Error + 'static) -> Failure {
@@ -248,6 +278,7 @@ fn etcd(e: impl std::error::Error + 'static) -> Failure {
 
 pub(crate) fn run(a: Args) -> VerbResult {
     let (store, keys, fleet) = connect(&a)?;
+    let tls = tls_of(&a, fleet.as_ref());
     match a.verb {
         Verb::Coordinate {
             id,
@@ -284,6 +315,7 @@ pub(crate) fn run(a: Args) -> VerbResult {
                 request_timeout: fleet
                     .as_ref()
                     .map_or(DEFAULT_REQUEST_TIMEOUT, |f| f.request_timeout),
+                tls,
             };
             block_on(async {
                 if let Some(addr) = metrics_address {

@@ -9,6 +9,11 @@
 //! lease_ttl = "10s"              # heartbeat lease; whole seconds
 //! poll_interval = "1s"           # how often the desired state is read
 //! request_timeout = "2s"         # one etcd request, before the next endpoint is tried
+//! # With https:// endpoints (all or none):
+//! ca = "/etc/shifter/etcd-ca.pem"          # default: the system's roots
+//! client_cert = "/etc/shifter/etcd-client.pem"   # with client_key, for --client-cert-auth
+//! client_key = "/etc/shifter/etcd-client-key.pem"
+//! server_name = "etcd.internal"  # the name the members' certificates carry; default: each host
 //! ```
 
 use std::{collections::BTreeMap, time::Duration};
@@ -32,6 +37,8 @@ pub struct FleetConfig {
     pub lease_ttl: Duration,
     pub poll_interval: Duration,
     pub request_timeout: Duration,
+    /// With https:// endpoints: how the members are verified and who we are to them.
+    pub tls: Option<super::TlsSettings>,
 }
 
 #[derive(Deserialize, Default)]
@@ -45,6 +52,10 @@ pub(super) struct RawFleet {
     lease_ttl: Option<String>,
     poll_interval: Option<String>,
     request_timeout: Option<String>,
+    ca: Option<std::path::PathBuf>,
+    client_cert: Option<std::path::PathBuf>,
+    client_key: Option<std::path::PathBuf>,
+    server_name: Option<String>,
 }
 
 /// A node name or label: letters, digits, `.`, `_`, `-`; 1..=63 bytes (it is part of keys).
@@ -55,9 +66,10 @@ pub fn valid_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-/// `http://HOST:PORT` (the client speaks plain HTTP to etcd's gateway).
+/// `http://HOST:PORT` or `https://HOST:PORT` (etcd's JSON gateway, plain or over TLS).
 pub fn valid_endpoint(s: &str) -> bool {
     s.strip_prefix("http://")
+        .or_else(|| s.strip_prefix("https://"))
         .map(|a| a.trim_end_matches('/'))
         .and_then(|a| a.rsplit_once(':'))
         .is_some_and(|(host, port)| {
@@ -95,10 +107,25 @@ pub(super) fn validate(f: RawFleet, p: &mut Problems) -> FleetConfig {
         if !valid_endpoint(e) {
             p.add(
                 format!("fleet.endpoints[{i}]"),
-                format!("{e:?} is not http://HOST:PORT (TLS is not supported yet)"),
+                format!("{e:?} is not http://HOST:PORT or https://HOST:PORT"),
             );
         }
     }
+    let https = endpoints
+        .iter()
+        .filter(|e| e.starts_with("https://"))
+        .count();
+    if https != 0 && https != endpoints.len() {
+        p.add("fleet.endpoints", "all http:// or all https://, not both");
+    }
+    let tls = tls_settings(
+        &f.ca,
+        &f.client_cert,
+        &f.client_key,
+        &f.server_name,
+        https > 0,
+        p,
+    );
     let node = f.node.unwrap_or_else(host_name);
     if !valid_name(&node) {
         p.add(
@@ -181,7 +208,47 @@ pub(super) fn validate(f: RawFleet, p: &mut Problems) -> FleetConfig {
         lease_ttl,
         poll_interval,
         request_timeout,
+        tls,
     }
+}
+
+/// The TLS settings of https:// endpoints, their files read once here so a bad one is a
+/// configuration error; TLS keys without https:// endpoints are one too.
+fn tls_settings(
+    ca: &Option<std::path::PathBuf>,
+    client_cert: &Option<std::path::PathBuf>,
+    client_key: &Option<std::path::PathBuf>,
+    server_name: &Option<String>,
+    https: bool,
+    p: &mut Problems,
+) -> Option<super::TlsSettings> {
+    let settings = super::TlsSettings {
+        ca: ca.clone(),
+        server_name: server_name.clone(),
+        client_cert: client_cert.clone(),
+        client_key: client_key.clone(),
+    };
+    if !https {
+        if settings != super::TlsSettings::default() {
+            p.add(
+                "fleet.ca",
+                "ca, client_cert, client_key and server_name need https:// endpoints",
+            );
+        }
+        return None;
+    }
+    if let Some(name) = server_name
+        && !super::TlsSettings::valid_name(name)
+    {
+        p.add(
+            "fleet.server_name",
+            format!("{name:?} is not a DNS name or an IP address"),
+        );
+    }
+    if let Err((field, message)) = settings.client_config() {
+        p.add(format!("fleet.{field}"), message);
+    }
+    Some(settings)
 }
 
 #[cfg(test)]
@@ -243,11 +310,11 @@ mod tests {
 
     #[test]
     fn fleet_problems_name_their_field() {
-        let e = fleet("node = \"a/b\"\nendpoints = [\"https://e:1\", \"e:2\"]\nlabels = { zone = \"\" }\nprefix = \"x\"\nlease_ttl = \"1500ms\"\npoll_interval = \"2h\"\nrequest_timeout = \"soon\"")
+        let e = fleet("node = \"a/b\"\nendpoints = [\"https://e\", \"e:2\"]\nlabels = { zone = \"\" }\nprefix = \"x\"\nlease_ttl = \"1500ms\"\npoll_interval = \"2h\"\nrequest_timeout = \"soon\"")
             .unwrap_err();
         let want = [
-            "fleet.endpoints[0]: \"https://e:1\" is not http://HOST:PORT (TLS is not supported yet)",
-            "fleet.endpoints[1]: \"e:2\" is not http://HOST:PORT (TLS is not supported yet)",
+            "fleet.endpoints[0]: \"https://e\" is not http://HOST:PORT or https://HOST:PORT",
+            "fleet.endpoints[1]: \"e:2\" is not http://HOST:PORT or https://HOST:PORT",
             "fleet.node: \"a/b\" is not a name of letters, digits, '.', '_' or '-' (at most 63)",
             "fleet.labels.zone: \"zone\" = \"\": labels are names of letters, digits, '.', '_' or '-'",
             "fleet.prefix: \"x\" must start with '/' and name a directory, e.g. \"/shifter/\"",
@@ -266,5 +333,57 @@ mod tests {
         assert_eq!(e, ["fleet.endpoints: at least one etcd endpoint is needed"]);
         let e = fleet("node = \"h\"\nendpoints = [\"http://e:1\"]\ncolour = 1").unwrap_err();
         assert!(e[0].contains("unknown field `colour`"), "{e:?}");
+    }
+
+    #[test]
+    fn https_endpoints_take_tls_files_read_at_validation() {
+        let d = crate::util::TestDir::new("fleet-tls");
+        let ca = d.0.join("ca.pem");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        std::fs::write(&ca, params.self_signed(&key).unwrap().pem()).unwrap();
+        let ok = fleet(&format!(
+            "node = \"h\"\nendpoints = [\"https://e:1\", \"https://f:1\"]\nca = \"{}\"\nserver_name = \"etcd.internal\"",
+            ca.display()
+        ))
+        .unwrap();
+        let tls = ok.tls.expect("TLS settings");
+        assert_eq!(tls.ca.as_deref(), Some(ca.as_path()));
+        assert_eq!(tls.server_name.as_deref(), Some("etcd.internal"));
+        assert_eq!(
+            fleet("node = \"h\"\nendpoints = [\"http://e:1\"]")
+                .unwrap()
+                .tls,
+            None
+        );
+        for (body, want) in [
+            (
+                "endpoints = [\"https://e:1\"]\nca = \"/nonexistent/ca.pem\"".to_owned(),
+                "fleet.ca: /nonexistent/ca.pem",
+            ),
+            (
+                format!("endpoints = [\"http://e:1\"]\nca = \"{}\"", ca.display()),
+                "fleet.ca: ca, client_cert, client_key and server_name need https:// endpoints",
+            ),
+            (
+                "endpoints = [\"http://e:1\", \"https://f:1\"]".to_owned(),
+                "fleet.endpoints: all http:// or all https://, not both",
+            ),
+            (
+                format!(
+                    "endpoints = [\"https://e:1\"]\nca = \"{}\"\nclient_cert = \"{}\"",
+                    ca.display(),
+                    ca.display()
+                ),
+                "fleet.client_key: is required with client_cert",
+            ),
+        ] {
+            let e = fleet(&format!("node = \"h\"\n{body}")).unwrap_err();
+            assert!(
+                e.iter().any(|x| x.starts_with(want)),
+                "want {want:?} in {e:#?}"
+            );
+        }
     }
 }

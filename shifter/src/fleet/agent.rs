@@ -104,7 +104,7 @@ pub async fn run<C: Control>(
     services: Vec<String>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let store = match Store::new(&cfg.endpoints, cfg.request_timeout) {
+    let store = match Store::new(&cfg.endpoints, cfg.request_timeout, cfg.tls.as_ref()) {
         Ok(s) => s,
         Err(e) => {
             warn!("fleet: {}", error_chain(&e));

@@ -28,6 +28,8 @@ pub struct Options {
     /// How often the leader decides (and a standby campaigns).
     pub tick: Duration,
     pub request_timeout: Duration,
+    /// With https:// endpoints.
+    pub tls: Option<crate::config::TlsSettings>,
 }
 
 fn now_ms() -> u64 {
@@ -111,7 +113,7 @@ pub async fn snapshot(store: &Store, keys: &Keys) -> Result<Snapshot, StoreError
 
 /// Runs until `shutdown` completes; resigns then, so a standby need not wait for the TTL.
 pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<(), StoreError> {
-    let store = Store::new(&opts.endpoints, opts.request_timeout)?;
+    let store = Store::new(&opts.endpoints, opts.request_timeout, opts.tls.as_ref())?;
     let keys = Keys::new(&opts.prefix);
     let elector = Elector {
         store: store.clone(),

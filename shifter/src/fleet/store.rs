@@ -4,8 +4,10 @@
 //! base64; 64-bit numbers come back as JSON strings.
 //!
 //! Each request goes to one endpoint; on a connection error or a timeout the next endpoint
-//! is tried, and the one that answered is used first next time. Only `http://` endpoints
-//! (see docs/ARCHITECTURE.md: TLS is not done yet).
+//! is tried, and the one that answered is used first next time. Endpoints are all `http://`
+//! or all `https://`; over TLS the members' certificates are verified against the configured
+//! CA (or the system's roots) and a client certificate is sent when configured (etcd's
+//! `--client-cert-auth`).
 
 use std::{
     sync::{
@@ -36,8 +38,12 @@ pub enum StoreError {
     },
     #[error("etcd answer to {path} is not what was expected: {message}")]
     Decode { path: String, message: String },
-    #[error("invalid etcd endpoint {0:?}: only http://HOST:PORT is supported")]
+    #[error("invalid etcd endpoint {0:?}: expected http://HOST:PORT or https://HOST:PORT")]
     Endpoint(String),
+    #[error("etcd endpoints mix http:// and https://")]
+    MixedSchemes,
+    #[error("https:// etcd endpoints: {0}")]
+    Tls(String),
 }
 
 /// One key-value pair as etcd holds it.
@@ -94,11 +100,24 @@ pub struct TxnResult {
 }
 
 /// An etcd client over a list of endpoints.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Store {
+    /// (URL, HOST:PORT) of each member.
     endpoints: Arc<Vec<(String, String)>>,
     preferred: Arc<AtomicUsize>,
     timeout: Duration,
+    /// With https:// endpoints: the client configuration and the name to verify (`None`:
+    /// each endpoint's host).
+    tls: Option<(Arc<rustls::ClientConfig>, Option<String>)>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("endpoints", &self.endpoints)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Reads a JSON int64 that etcd writes as a string (or omits when 0).
@@ -127,13 +146,25 @@ fn prefix_end(prefix: &str) -> Vec<u8> {
 }
 
 impl Store {
-    /// `endpoints` like `http://127.0.0.1:2379`; `timeout` bounds each request.
-    pub fn new(endpoints: &[String], timeout: Duration) -> Result<Self, StoreError> {
+    /// `endpoints` like `http://127.0.0.1:2379` (or all `https://`, with `tls`: the CA,
+    /// client certificate and name); `timeout` bounds each request.
+    pub fn new(
+        endpoints: &[String],
+        timeout: Duration,
+        tls: Option<&crate::config::TlsSettings>,
+    ) -> Result<Self, StoreError> {
         let mut list = Vec::new();
+        let mut https = None;
         for e in endpoints {
-            let authority = e
-                .strip_prefix("http://")
-                .map(|a| a.trim_end_matches('/'))
+            let (secure, rest) = match (e.strip_prefix("https://"), e.strip_prefix("http://")) {
+                (Some(rest), _) => (true, rest),
+                (None, Some(rest)) => (false, rest),
+                (None, None) => return Err(StoreError::Endpoint(e.clone())),
+            };
+            if *https.get_or_insert(secure) != secure {
+                return Err(StoreError::MixedSchemes);
+            }
+            let authority = Some(rest.trim_end_matches('/'))
                 .filter(|a| !a.is_empty() && !a.contains('/') && a.contains(':'))
                 .ok_or_else(|| StoreError::Endpoint(e.clone()))?;
             list.push((e.clone(), authority.to_owned()));
@@ -141,11 +172,49 @@ impl Store {
         if list.is_empty() {
             return Err(StoreError::Endpoint(String::new()));
         }
+        let tls = match https {
+            Some(true) => {
+                let settings = tls.cloned().unwrap_or_default();
+                let config = settings
+                    .client_config()
+                    .map_err(|(field, m)| StoreError::Tls(format!("{field}: {m}")))?;
+                Some((config, settings.server_name))
+            }
+            _ => None,
+        };
         Ok(Self {
             endpoints: Arc::new(list),
             preferred: Arc::new(AtomicUsize::new(0)),
             timeout,
+            tls,
         })
+    }
+
+    /// One POST on a new connection to `authority`, over TLS with https:// endpoints.
+    async fn exchange(
+        &self,
+        authority: &str,
+        req: Request<Full<Bytes>>,
+    ) -> Result<(u16, Bytes), String> {
+        let stream = tokio::net::TcpStream::connect(authority)
+            .await
+            .map_err(|e| e.to_string())?;
+        let Some((config, name)) = &self.tls else {
+            return send(stream, req).await;
+        };
+        let host = authority
+            .rsplit_once(':')
+            .map_or(authority, |(h, _)| h)
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let name = name.clone().unwrap_or_else(|| host.to_owned());
+        let server_name = rustls::pki_types::ServerName::try_from(name.clone())
+            .map_err(|e| format!("{name:?} is not a TLS server name: {e}"))?;
+        let stream = tokio_rustls::TlsConnector::from(config.clone())
+            .connect(server_name, stream)
+            .await
+            .map_err(|e| format!("TLS handshake (verifying {name:?}): {e}"))?;
+        send(stream, req).await
     }
 
     async fn post_to(
@@ -154,33 +223,14 @@ impl Store {
         path: &str,
         body: &Value,
     ) -> Result<(u16, Bytes), String> {
-        let fut = async {
-            let stream = tokio::net::TcpStream::connect(authority)
-                .await
-                .map_err(|e| e.to_string())?;
-            let (mut sender, conn) = http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(|e| e.to_string())?;
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-            let req = Request::builder()
-                .method(Method::POST)
-                .uri(path)
-                .header(hyper::header::HOST, authority)
-                .header(hyper::header::CONTENT_TYPE, "application/json")
-                .body(Full::new(Bytes::from(body.to_string())))
-                .expect("valid request");
-            let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-            let status = resp.status().as_u16();
-            let bytes = resp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| e.to_string())?
-                .to_bytes();
-            Ok((status, bytes))
-        };
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header(hyper::header::HOST, authority)
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body.to_string())))
+            .expect("valid request");
+        let fut = self.exchange(authority, req);
         tokio::time::timeout(self.timeout, fut)
             .await
             .map_err(|_| format!("no answer within {:?}", self.timeout))?
@@ -381,6 +431,28 @@ pub fn decode_all<T: DeserializeOwned>(kvs: &[Kv]) -> Vec<(String, T)> {
         .collect()
 }
 
+/// Sends `req` over `stream` (plain or TLS) and reads the whole answer.
+async fn send<S>(stream: S, req: Request<Full<Bytes>>) -> Result<(u16, Bytes), String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, bytes))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -392,17 +464,28 @@ mod tests {
     }
 
     #[test]
-    fn endpoints_must_be_plain_http() {
-        assert!(Store::new(&["http://127.0.0.1:2379".into()], Duration::from_secs(1)).is_ok());
+    fn endpoints_are_http_or_https_host_port() {
+        let t = Duration::from_secs(1);
+        assert!(Store::new(&["http://127.0.0.1:2379".into()], t, None).is_ok());
+        assert!(matches!(
+            Store::new(&["http://a:1".into(), "https://b:1".into()], t, None),
+            Err(StoreError::MixedSchemes)
+        ));
+        let missing = crate::config::TlsSettings {
+            ca: Some("/nonexistent/ca.pem".into()),
+            ..Default::default()
+        };
+        let e = Store::new(&["https://a:1".into()], t, Some(&missing)).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/ca.pem"), "{e}");
         for bad in [
-            "https://h:1",
+            "ftp://h:1",
             "127.0.0.1:2379",
             "http://h",
             "http://h:1/x",
             "",
         ] {
             assert!(
-                Store::new(&[bad.into()], Duration::from_secs(1)).is_err(),
+                Store::new(&[bad.into()], t, None).is_err(),
                 "{bad} accepted"
             );
         }
