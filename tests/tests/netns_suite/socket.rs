@@ -53,11 +53,7 @@ fn falls_back_to_rewrite(name: &str) {
     let ns = tb.server_ns().to_owned();
     let slot = run_in(&ns, || tb.dp.dp().set_service(&svc)).expect("set the service");
     assert_eq!(
-        tb.dp
-            .dp()
-            .service_config(slot)
-            .expect("config")
-            .map(|c| c.dispatch),
+        dispatch_of(&mut tb, slot),
         Some(Dispatch::Rewrite),
         "{name}: served by rewrite"
     );
@@ -87,6 +83,15 @@ fn falls_back_to_rewrite(name: &str) {
     );
 }
 
+/// The dispatch the kernel's configuration word of `slot` holds.
+fn dispatch_of(tb: &mut Testbed, slot: u32) -> Option<Dispatch> {
+    tb.dp
+        .dp()
+        .service_config(slot)
+        .expect("config")
+        .map(|c| c.dispatch)
+}
+
 /// A testbed whose data plane serves `svc` by socket dispatch; returns its slot.
 fn testbed(name: &str, svc: &Service) -> (Testbed, u32) {
     let mut tb = Testbed::new(name, Hook::Tc, Servers::Tcp);
@@ -112,14 +117,7 @@ fn testbed(name: &str, svc: &Service) -> (Testbed, u32) {
             tb.dp.dp().listener_registration_problem()
         );
     }
-    assert_eq!(
-        tb.dp
-            .dp()
-            .service_config(slot)
-            .expect("config")
-            .map(|c| c.dispatch),
-        Some(Dispatch::Socket)
-    );
+    assert_eq!(dispatch_of(&mut tb, slot), Some(Dispatch::Socket));
     (tb, slot)
 }
 
