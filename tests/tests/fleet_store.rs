@@ -293,6 +293,10 @@ fn tls_with_a_client_certificate() {
         .block_on(refused.put("/tls/c", b"3", 0))
         .expect_err("etcd takes no client without a certificate");
     eprintln!("without a client certificate: {e}");
+    assert!(
+        e.to_string().contains("no client certificate was sent"),
+        "{e}"
+    );
 
     let other_ca = c.dir.0.join("other-ca.pem");
     let key = rcgen::KeyPair::generate().expect("key");

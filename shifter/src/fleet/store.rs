@@ -106,9 +106,9 @@ pub struct Store {
     endpoints: Arc<Vec<(String, String)>>,
     preferred: Arc<AtomicUsize>,
     timeout: Duration,
-    /// With https:// endpoints: the client configuration and the name to verify (`None`:
-    /// each endpoint's host).
-    tls: Option<(Arc<rustls::ClientConfig>, Option<String>)>,
+    /// With https:// endpoints: the client configuration, the name to verify (`None`: each
+    /// endpoint's host), and whether a client certificate is sent.
+    tls: Option<(Arc<rustls::ClientConfig>, Option<String>, bool)>,
 }
 
 impl std::fmt::Debug for Store {
@@ -178,7 +178,8 @@ impl Store {
                 let config = settings
                     .client_config()
                     .map_err(|(field, m)| StoreError::Tls(format!("{field}: {m}")))?;
-                Some((config, settings.server_name))
+                let with_cert = settings.client_cert.is_some();
+                Some((config, settings.server_name, with_cert))
             }
             _ => None,
         };
@@ -199,7 +200,7 @@ impl Store {
         let stream = tokio::net::TcpStream::connect(authority)
             .await
             .map_err(|e| e.to_string())?;
-        let Some((config, name)) = &self.tls else {
+        let Some((config, name, with_cert)) = &self.tls else {
             return send(stream, req).await;
         };
         let host = authority
@@ -214,7 +215,15 @@ impl Store {
             .connect(server_name, stream)
             .await
             .map_err(|e| format!("TLS handshake (verifying {name:?}): {e}"))?;
-        send(stream, req).await
+        // Under TLS 1.3 a server that wants a client certificate says so after our side of
+        // the handshake is done: the refusal shows as a broken connection.
+        send(stream, req).await.map_err(|e| {
+            if *with_cert {
+                e
+            } else {
+                format!("{e} (no client certificate was sent: does etcd want one, --client-cert-auth? set client_cert and client_key)")
+            }
+        })
     }
 
     async fn post_to(
