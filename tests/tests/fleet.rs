@@ -92,12 +92,15 @@ impl Drop for Coordinator {
     }
 }
 
+/// A fleet of one test. Fleets run one at a time (the machine has 2 cores): `new` waits for
+/// the previous one to be dropped.
 struct Fleet {
     prefix: String,
-    // Drop order: coordinators, hosts, then etcd.
+    // Drop order: coordinators, hosts, etcd, then the turn of the next fleet.
     coordinators: Vec<Coordinator>,
     hosts: Vec<Host>,
     etcd: EtcdCluster,
+    _turn: std::sync::MutexGuard<'static, ()>,
 }
 
 fn web_with_health() -> String {
@@ -111,6 +114,9 @@ fn web_with_health() -> String {
 impl Fleet {
     fn new(name: &str, hosts: usize) -> Self {
         netns::require_root();
+        let turn = ONE_FLEET_AT_A_TIME
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let etcd = EtcdCluster::start(name);
         let prefix = format!("/{}/", unique_name("shifter-t", name));
         let mut list = Vec::new();
@@ -139,6 +145,7 @@ impl Fleet {
             coordinators: Vec::new(),
             hosts: list,
             etcd,
+            _turn: turn,
         };
         f.wait("every host registered", Duration::from_secs(20), || {
             let n = f.cli_json(&["nodes", "--json"]);
@@ -191,6 +198,13 @@ impl Fleet {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `shifter fleet rollout start web ARGS...`.
+    fn start_rollout(&self, args: &[&str]) -> String {
+        let mut all = vec!["rollout", "start", "web"];
+        all.extend_from_slice(args);
+        self.cli_ok(&all)
     }
 
     fn cli_json(&self, args: &[&str]) -> Value {
@@ -328,9 +342,6 @@ fn at(doc: &Value, text: &str) -> u64 {
 
 #[test]
 fn six_hosts_in_three_waves_complete_without_a_failed_connection() {
-    let _one = ONE_FLEET_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
     let mut f = Fleet::new("flw", 6);
     let metrics = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -340,10 +351,7 @@ fn six_hosts_in_three_waves_complete_without_a_failed_connection() {
     let traffic: Vec<Traffic> = f.hosts.iter().map(|h| Traffic::start(&h.bed)).collect();
     std::thread::sleep(Duration::from_millis(500));
     let started = Instant::now();
-    f.cli_ok(&[
-        "rollout",
-        "start",
-        "web",
+    f.start_rollout(&[
         "--steps",
         "50,100",
         "--hold",
@@ -462,15 +470,9 @@ fn six_hosts_in_three_waves_complete_without_a_failed_connection() {
 
 #[test]
 fn green_broken_on_a_wave_two_host_rolls_back_waves_one_and_two_only() {
-    let _one = ONE_FLEET_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
     let mut f = Fleet::new("flb", 6);
     f.coordinate("c1");
-    f.cli_ok(&[
-        "rollout",
-        "start",
-        "web",
+    f.start_rollout(&[
         "--steps",
         "50,100",
         "--hold",
@@ -551,9 +553,6 @@ fn green_broken_on_a_wave_two_host_rolls_back_waves_one_and_two_only() {
 
 #[test]
 fn coordinators_stopped_and_killed_mid_rollout_take_over_and_are_fenced() {
-    let _one = ONE_FLEET_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
     let mut f = Fleet::new("flc", 6);
     f.coordinate("c1");
     f.wait("c1 leading", Duration::from_secs(10), || {
@@ -561,9 +560,9 @@ fn coordinators_stopped_and_killed_mid_rollout_take_over_and_are_fenced() {
     });
     assert_eq!(f.leader().as_deref(), Some("c1"));
     f.coordinate("c2");
-    f.cli_ok(&[
-        "rollout", "start", "web", "--steps", "50,100", "--hold", "1s", "--wave", "count=2",
-        "--wave", "count=2", "--wave", "rest",
+    f.start_rollout(&[
+        "--steps", "50,100", "--hold", "1s", "--wave", "count=2", "--wave", "count=2", "--wave",
+        "rest",
     ]);
     f.wait("wave 1 ramping", Duration::from_secs(20), || {
         (f.host("h1").weight_bp() > 0).then_some(())
@@ -640,23 +639,10 @@ fn weights_during(f: &Fleet, span: Duration) -> Vec<std::collections::BTreeSet<u
 
 #[test]
 fn host_cut_off_from_etcd_holds_its_weight_and_converges() {
-    let _one = ONE_FLEET_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
     let mut f = Fleet::new("flp", 3);
     f.coordinate("c1");
     let traffic = Traffic::start(&f.host("h2").bed);
-    f.cli_ok(&[
-        "rollout",
-        "start",
-        "web",
-        "--steps",
-        "25,50,100",
-        "--hold",
-        "2s",
-        "--wave",
-        "rest",
-    ]);
+    f.start_rollout(&["--steps", "25,50,100", "--hold", "2s", "--wave", "rest"]);
     f.wait("h2 ramping", Duration::from_secs(20), || {
         (f.host("h2").weight_bp() > 0).then_some(())
     });
@@ -692,15 +678,9 @@ fn host_cut_off_from_etcd_holds_its_weight_and_converges() {
 
 #[test]
 fn host_daemon_down_during_its_wave_aborts_and_its_data_plane_keeps_forwarding() {
-    let _one = ONE_FLEET_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
     let mut f = Fleet::new("fld", 3);
     f.coordinate("c1");
-    f.cli_ok(&[
-        "rollout",
-        "start",
-        "web",
+    f.start_rollout(&[
         "--steps",
         "50,100",
         "--hold",
@@ -749,15 +729,9 @@ fn host_daemon_down_during_its_wave_aborts_and_its_data_plane_keeps_forwarding()
 
 #[test]
 fn quorum_lost_nothing_advances_nothing_reverts_then_it_continues() {
-    let _one = ONE_FLEET_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
     let mut f = Fleet::new("flq", 3);
     f.coordinate("c1");
-    f.cli_ok(&[
-        "rollout",
-        "start",
-        "web",
+    f.start_rollout(&[
         "--steps",
         "25,50,100",
         "--hold",
@@ -806,15 +780,9 @@ fn quorum_lost_nothing_advances_nothing_reverts_then_it_continues() {
 /// gone; the rollout completes, each host ramped once.
 #[test]
 fn compaction_mid_rollout_loses_nothing() {
-    let _one = ONE_FLEET_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    let mut f = Fleet::new("flc", 3);
+    let mut f = Fleet::new("flk", 3);
     f.coordinate("c1");
-    f.cli_ok(&[
-        "rollout",
-        "start",
-        "web",
+    f.start_rollout(&[
         "--steps",
         "25,50,100",
         "--hold",
@@ -856,15 +824,9 @@ fn compaction_mid_rollout_loses_nothing() {
 
 #[test]
 fn daemon_restarted_within_the_ttl_mid_ramp_is_not_lost_and_ramps_once() {
-    let _one = ONE_FLEET_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
     let mut f = Fleet::new("flr", 2);
     f.coordinate("c1");
-    f.cli_ok(&[
-        "rollout",
-        "start",
-        "web",
+    f.start_rollout(&[
         "--steps",
         "25,50,100",
         "--hold",
