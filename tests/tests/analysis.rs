@@ -217,16 +217,27 @@ fn errors_on_green_roll_back_by_the_query_gate_while_its_health_passes() {
     ));
     let daemon = InProcess::start(&bed);
     wait_for(
-        "green up and a first successful query",
+        "green up",
         Duration::from_secs(20),
         Duration::from_millis(100),
-        || {
-            let s = service(&bed);
-            s["health"]["green"]["status"] == "up" && analysis_of(&s)["last"] == "success"
-        },
+        || service(&bed)["health"]["green"]["status"] == "up",
     );
+    // No rollout, nothing to gate: Prometheus is not asked.
+    std::thread::sleep(interval + Duration::from_millis(500));
+    let measured = |bed: &DaemonBed| {
+        analysis_of(&service(bed))["measurements"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    assert_eq!(measured(&bed), 0, "queried without a rollout");
     bed.cli_ok(&["rollout", "start", "web"]);
     assert_eq!(service(&bed)["weight_bp"], 5000);
+    wait_for(
+        "a first successful query, at the rollout's start",
+        Duration::from_secs(5),
+        Duration::from_millis(50),
+        || analysis_of(&service(&bed))["last"] == "success",
+    );
 
     app.errors.store(true, Ordering::Relaxed);
     let errors_from = Instant::now();
@@ -254,6 +265,10 @@ fn errors_on_green_roll_back_by_the_query_gate_while_its_health_passes() {
 
     let s = service(&bed);
     assert_eq!(s["rollout"]["state"], "rolled back", "{s:#}");
+    // Rolled back to 0: the queries stop (the last result stays in status).
+    let after = measured(&bed);
+    std::thread::sleep(interval * 2);
+    assert_eq!(measured(&bed), after, "still queried after the rollback");
     let a = analysis_of(&s);
     assert_eq!(a["last"], "failure", "{a:#}");
     assert!(
@@ -333,16 +348,19 @@ fn a_gate_without_data_pauses_and_resumes_when_data_arrives() {
     ));
     let daemon = InProcess::start(&bed);
     wait_for(
-        "green up and a first (empty) answer",
+        "green up",
         Duration::from_secs(20),
         Duration::from_millis(100),
-        || {
-            let s = service(&bed);
-            s["health"]["green"]["status"] == "up" && analysis_of(&s)["last"] == "inconclusive"
-        },
+        || service(&bed)["health"]["green"]["status"] == "up",
+    );
+    bed.cli_ok(&["rollout", "start", "web"]);
+    wait_for(
+        "a first (empty) answer",
+        Duration::from_secs(5),
+        Duration::from_millis(50),
+        || analysis_of(&service(&bed))["last"] == "inconclusive",
     );
     assert_eq!(analysis_of(&service(&bed))["detail"], "no data");
-    bed.cli_ok(&["rollout", "start", "web"]);
     wait_for(
         "the rollout to pause for lack of data",
         Duration::from_secs(10),

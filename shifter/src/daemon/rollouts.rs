@@ -59,9 +59,10 @@ struct ServiceRollout {
     health: Option<HealthSettings>,
     checks: BTreeMap<u16, CheckView>,
     _checkers: Vec<Task>,
-    /// The Prometheus analyses the tasks below run.
+    /// The Prometheus analyses the tasks below run, only while they count
+    /// (`Engine::analysis_counts`; see `sync_analyzers`).
     analysis: Vec<AnalysisSettings>,
-    _analyzers: Vec<Task>,
+    analyzers: Vec<Task>,
     /// The confirm webhook being asked (replaced by the next attempt, dropped when the
     /// rollout leaves the state that asked).
     confirming: Option<Task>,
@@ -215,9 +216,8 @@ impl Rollouts {
             let s = self.services.get_mut(&name).expect("checked");
             if s.analysis != spec.rollout.analysis {
                 s.analysis.clone_from(&spec.rollout.analysis);
-                s._analyzers = Vec::new();
-                let analyzers = self.spawn_analyzers(&name, &spec.rollout.analysis);
-                self.services.get_mut(&name).expect("checked")._analyzers = analyzers;
+                s.analyzers = Vec::new();
+                self.sync_analyzers(&name);
             }
         } else {
             let now = self.now();
@@ -253,10 +253,11 @@ impl Rollouts {
                     checks: BTreeMap::new(),
                     _checkers: checkers,
                     analysis: spec.rollout.analysis.clone(),
-                    _analyzers: self.spawn_analyzers(&name, &spec.rollout.analysis),
+                    analyzers: Vec::new(),
                     confirming: None,
                 },
             );
+            self.sync_analyzers(&name);
             if !fx.is_empty() {
                 out.push(self.run(dp, &name, fx, None));
             }
@@ -321,6 +322,27 @@ impl Rollouts {
                 }))
             })
             .collect()
+    }
+
+    /// Starts the service's analyses when they begin to count (a rollout starts, or resumes
+    /// after a restart) and stops them when they no longer do (it ended at 0 or was
+    /// promoted): Prometheus is queried only while a result can matter.
+    fn sync_analyzers(&mut self, name: &str) {
+        let Some(s) = self.services.get(name) else {
+            return;
+        };
+        let want = !s.analysis.is_empty() && s.engine.analysis_counts();
+        match (want, s.analyzers.is_empty()) {
+            (true, true) => {
+                let analyzers = self.spawn_analyzers(name, &s.analysis);
+                self.services.get_mut(name).expect("checked").analyzers = analyzers;
+            }
+            (false, false) => {
+                tracing::debug!("{name}: analyses stop (no rollout needs them)");
+                self.services.get_mut(name).expect("checked").analyzers = Vec::new();
+            }
+            _ => {}
+        }
     }
 
     /// One task per analysis, posting each result to the actor.
@@ -437,6 +459,7 @@ impl Rollouts {
             warn!("{name}: {}", error_chain(&e));
         }
         self.hooks_after(name, &events, confirms);
+        self.sync_analyzers(name);
         let s = &self.services[name];
         Outcome {
             events,

@@ -445,6 +445,13 @@ impl Engine {
     }
 
     /// Automatic rollback is armed while green carries (would-be) traffic for a rollout.
+    /// Whether Prometheus analyses count now: during a rollout, and while green keeps a
+    /// share under its gates (after completion until promote). Otherwise nothing needs them
+    /// and the daemon does not query.
+    pub fn analysis_counts(&self) -> bool {
+        self.armed() || self.state.in_progress()
+    }
+
     fn armed(&self) -> bool {
         self.controlled_weight() > 0
             && matches!(
@@ -704,7 +711,7 @@ impl Engine {
         let (failure_limit, inconclusive_limit) =
             (settings.failure_limit, settings.inconclusive_limit);
         let armed = self.armed();
-        let counting = armed || self.state.in_progress();
+        let counting = self.analysis_counts();
         let t = self.analysis.entry(r.name.clone()).or_default();
         t.name.clone_from(&r.name);
         t.measurements += 1;
