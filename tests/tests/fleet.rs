@@ -66,6 +66,11 @@ impl Host {
         );
         cfgs.values().next().expect("one").weight
     }
+
+    /// The daemon's `status --json`.
+    fn status(&self) -> Value {
+        serde_json::from_str(&self.bed.cli_ok(&["status", "--json"])).expect("status json")
+    }
 }
 
 struct Coordinator {
@@ -419,6 +424,40 @@ fn six_hosts_in_three_waves_complete_without_a_failed_connection() {
         let text = h.bed.cli_ok(&["events"]);
         assert!(text.contains(&format!("[fleet rollout {id}]")), "{text}");
     }
+    // Each host's status and `shifter watch` show the fleet rollout as its agent read it.
+    for h in &f.hosts {
+        let seen = f.wait(
+            "the agent's view of the completed rollout",
+            Duration::from_secs(5),
+            || {
+                let st = h.status();
+                (st["services"][0]["fleet"]["phase"] == "completed").then_some(st)
+            },
+        );
+        assert_eq!(seen["fleet"]["node"], h.node.as_str(), "{seen:#}");
+        assert_eq!(seen["fleet"]["etcd_reachable"], true, "{seen:#}");
+        let web = &seen["services"][0]["fleet"];
+        assert_eq!(web["rollout"], id, "{web:#}");
+        assert_eq!(
+            (&web["wave"], &web["waves"]),
+            (&Value::from(3), &Value::from(3))
+        );
+        assert_eq!(
+            (&web["hosts_done"], &web["hosts"]),
+            (&Value::from(6), &Value::from(6))
+        );
+        assert_eq!(web["reported"], "completed", "{web:#}");
+    }
+    let screen =
+        f.host("h3")
+            .bed
+            .cli_ok(&["watch", "--once", "--interval", "200ms", "--width", "120"]);
+    for want in [
+        "fleet: node h3, etcd reachable".to_owned(),
+        format!("fleet {id} completed, wave 3/3, 6/6 hosts done; here: wave 2, ramp completed"),
+    ] {
+        assert!(screen.contains(&want), "no {want:?} in:\n{screen}");
+    }
     // Nothing is left active; a new rollout of the service may start.
     assert_eq!(
         f.cli_json(&["status", "--json"])["rollouts"],
@@ -656,6 +695,21 @@ fn host_cut_off_from_etcd_holds_its_weight_and_converges() {
             .then_some(())
     });
     let held = f.host("h2").weight_bp();
+    // Its status says why: etcd unreachable since the cut, the ramp held.
+    let st = f.wait(
+        "h2's status saying it holds",
+        Duration::from_secs(5),
+        || {
+            let st = f.host("h2").status();
+            (st["services"][0]["fleet"]["held"] == true).then_some(st)
+        },
+    );
+    assert_eq!(st["fleet"]["etcd_reachable"], false, "{st:#}");
+    assert!(
+        st["fleet"]["unreachable_since_ms"].as_u64().is_some(),
+        "{st:#}"
+    );
+    assert!(st["fleet"]["last_error"].is_string(), "{st:#}");
     let doc = f.wait_phase("paused", Duration::from_secs(10));
     assert_eq!(doc["reason"], "host(s) lost: h2", "{doc:#}");
     let seen = weights_during(&f, Duration::from_secs(3));
@@ -668,6 +722,15 @@ fn host_cut_off_from_etcd_holds_its_weight_and_converges() {
     // Back: h2 registers again, resumes where it was, the fleet completes.
     f.host("h2")._relay.restore();
     f.wait_phase("completed", Duration::from_secs(40));
+    let st = f.wait(
+        "h2's agent reaching etcd again",
+        Duration::from_secs(5),
+        || {
+            let st = f.host("h2").status();
+            (st["fleet"]["etcd_reachable"] == true).then_some(st)
+        },
+    );
+    assert_eq!(st["services"][0]["fleet"]["held"], false, "{st:#}");
     for h in &f.hosts {
         assert_eq!(h.weight_bp(), 10_000, "{}", h.node);
         assert_eq!(f.ramps_applied(&h.node), 1, "{} ramped twice", h.node);

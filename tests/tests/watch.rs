@@ -6,7 +6,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use serde_json::{Value, json};
 use shifter::{
-    api::types::Status,
+    api::types::{FleetAgentView, Status},
     cli::watch::view::{Tracker, ViewModel, render_text},
     events::Event,
 };
@@ -138,6 +138,45 @@ fn screen_with_health_and_rollout() {
         24,
     );
     golden("watch-80x24-rollout", &lines);
+}
+
+#[test]
+fn screen_with_a_fleet_rollout() {
+    let mut vm = view(json!({
+        "fleet": {"rollout": "web-7", "action": "ramp", "phase": "running", "reason": null,
+                  "wave": 2, "host_wave": 2, "waves": 3, "hosts_done": 2, "hosts": 6,
+                  "reported": "running", "held": false}
+    }));
+    vm.fleet = Some(FleetAgentView {
+        node: "h3".into(),
+        etcd_reachable: true,
+        unreachable_since_ms: None,
+        last_error: None,
+    });
+    let lines = render_text(&vm, 80, 24);
+    golden("watch-80x24-fleet", &lines);
+    // Cut off from etcd: the agent line says since when and why, the ramp says it holds.
+    let since = shifter::util::now_unix_ms() - 12_000;
+    vm.fleet = Some(FleetAgentView {
+        node: "h3".into(),
+        etcd_reachable: false,
+        unreachable_since_ms: Some(since),
+        last_error: Some("connection refused".into()),
+    });
+    let web = vm.services[0].fleet.as_mut().expect("fleet view");
+    web.phase = Some("paused".into());
+    web.reason = Some("host(s) lost: h3".into());
+    web.held = true;
+    let text = render_text(&vm, 80, 24).join("\n");
+    for want in [
+        "fleet: node h3, etcd unreachable for 12s (connection refused)",
+        "fleet web-7 paused (host(s) lost: h3), wave 2/3, 2/6 hosts done",
+    ] {
+        assert!(text.contains(want), "no {want:?} in:\n{text}");
+    }
+    // The held note is past 80 columns; the status line has it whole.
+    let line = vm.services[0].fleet.as_ref().expect("fleet view").summary();
+    assert!(line.ends_with(", held while etcd is unreachable"), "{line}");
 }
 
 #[test]

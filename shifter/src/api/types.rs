@@ -95,6 +95,9 @@ pub struct ServiceStatus {
     pub health: Option<HealthView>,
     #[serde(default)]
     pub rollout: Option<RolloutView>,
+    /// The fleet rollout this host last took part in for the service (`[fleet]` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<ServiceFleetView>,
 }
 
 fn rewrite() -> String {
@@ -219,6 +222,103 @@ pub struct Status {
     /// were).
     #[serde(default)]
     pub listener_registration_problem: Option<String>,
+    /// This host's fleet agent (`None`: no `[fleet]` section).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetAgentView>,
+}
+
+/// What this host's fleet agent last saw of etcd.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetAgentView {
+    pub node: String,
+    /// etcd answered the last poll.
+    pub etcd_reachable: bool,
+    /// Since when etcd has not answered (Unix ms; `None` while it answers).
+    pub unreachable_since_ms: Option<u64>,
+    /// The etcd error of the last failed poll.
+    pub last_error: Option<String>,
+}
+
+impl FleetAgentView {
+    /// "node h1, etcd reachable", or since when (at `now_ms`) and why it is not.
+    pub fn summary(&self, now_ms: u64) -> String {
+        match self.unreachable_since_ms {
+            None => format!("node {}, etcd reachable", self.node),
+            Some(since) => {
+                let secs = now_ms.saturating_sub(since) / 1000;
+                let mut t = format!("node {}, etcd unreachable for {secs}s", self.node);
+                if let Some(e) = &self.last_error {
+                    t.push_str(&format!(" ({e})"));
+                }
+                t
+            }
+        }
+    }
+}
+
+impl ServiceFleetView {
+    /// One line: "web-7 running, wave 2/3, 2/6 hosts done; here: wave 2, ramp running".
+    pub fn summary(&self) -> String {
+        let mut t = format!(
+            "{} {}",
+            self.rollout,
+            self.phase.as_deref().unwrap_or("unread")
+        );
+        if let Some(r) = &self.reason {
+            t.push_str(&format!(" ({r})"));
+        }
+        if self.waves > 0 {
+            t.push_str(&format!(
+                ", wave {}/{}, {}/{} hosts done",
+                self.wave, self.waves, self.hosts_done, self.hosts
+            ));
+        }
+        t.push_str("; here: ");
+        if let Some(w) = self.host_wave {
+            t.push_str(&format!("wave {w}, "));
+        }
+        t.push_str(&format!(
+            "{} {}",
+            self.action,
+            self.reported.as_deref().unwrap_or("not reported")
+        ));
+        if self.held {
+            t.push_str(", held while etcd is unreachable");
+        }
+        t
+    }
+}
+
+/// What the fleet agent tells the daemon after each poll of etcd.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FleetSeen {
+    pub agent: FleetAgentView,
+    /// By service name.
+    pub services: std::collections::BTreeMap<String, ServiceFleetView>,
+}
+
+/// A service's fleet rollout as this host's agent last read it from etcd.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceFleetView {
+    /// The fleet rollout id.
+    pub rollout: String,
+    /// What the fleet asks of this host: `ramp` or `rollback`.
+    pub action: String,
+    /// The fleet rollout's phase (`running`, `waiting-approval`, `paused`, ...; `None`
+    /// until its document was read) and why, for the phases that have a reason.
+    pub phase: Option<String>,
+    pub reason: Option<String>,
+    /// The wave under way and this host's wave, counted from 1, of `waves`.
+    pub wave: usize,
+    pub host_wave: Option<usize>,
+    pub waves: usize,
+    /// Hosts of the rollout done (at 100 %) and in all.
+    pub hosts_done: usize,
+    pub hosts: usize,
+    /// What this host last reported (`running`, `completed`, `rolled-back`, ...).
+    pub reported: Option<String>,
+    /// The agent paused this host's ramp because etcd stopped answering (fail static).
+    pub held: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -314,6 +414,7 @@ impl ServiceStatus {
             green,
             health: None,
             rollout: None,
+            fleet: None,
         }
     }
 

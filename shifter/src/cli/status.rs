@@ -11,6 +11,7 @@ use crate::{
     daemon::offline as pinned,
     model::percent as format_percent,
     paths,
+    util::now_unix_ms,
 };
 
 /// One line for a rollout: phase, step, time left, would-be weight of a dry run.
@@ -184,6 +185,9 @@ fn print_overview(s: &Status) {
     if let Some(problem) = &s.listener_registration_problem {
         println!("socket dispatch: {problem}");
     }
+    if let Some(a) = &s.fleet {
+        println!("fleet: {}", a.summary(now_unix_ms()));
+    }
     println!();
     if s.services.is_empty() {
         println!("no services configured");
@@ -240,6 +244,11 @@ fn print_overview(s: &Status) {
             &rows
         )
     );
+    for v in &s.services {
+        if let Some(f) = &v.fleet {
+            println!("fleet rollout of {}: {}", v.name, f.summary());
+        }
+    }
 }
 
 /// "rewrite", or "socket" with the listeners each backend has ("socket 2/0 listening").
@@ -314,6 +323,9 @@ fn detail(s: &ServiceStatus) -> String {
         {
             out.push_str(&format!("dry run: would-be new flows blue/green {d}\n"));
         }
+    }
+    if let Some(f) = &s.fleet {
+        out.push_str(&format!("fleet rollout: {}\n", f.summary()));
     }
     out.push('\n');
     out.push_str(&table::render(&["COUNTER", "BLUE", "GREEN"], &rows));

@@ -25,8 +25,8 @@ use crate::{
     api::{
         ControlError,
         types::{
-            DetachReport, FlowEntry, Flows, InterfaceStatus, RolloutReply, ServiceStatus, Status,
-            WeightChange,
+            DetachReport, FleetSeen, FlowEntry, Flows, InterfaceStatus, RolloutReply,
+            ServiceStatus, Status, WeightChange,
         },
     },
     config::Config,
@@ -51,6 +51,8 @@ pub(super) struct Actor {
     pub(super) refusals: super::refusals::Refusals,
     /// The last failure to register listeners, logged once until it changes.
     listener_error: Option<String>,
+    /// What the fleet agent last saw (`[fleet]` only), shown in the status.
+    fleet: Option<FleetSeen>,
 }
 
 pub(super) fn dp_err(e: &dataplane::Error) -> ControlError {
@@ -100,6 +102,7 @@ impl Actor {
             metrics: MetricsState::new(loaded.state.log.next_seq)
                 .with_webhooks(rollouts.webhooks.stats.clone()),
             listener_error: None,
+            fleet: None,
             state: loaded.state,
             store,
             events,
@@ -182,6 +185,7 @@ impl Actor {
                 let _ = reply.send(self.rollout_command(&name, command, uid, fleet));
             }
             Command::Refused { uid, service, what } => self.refused(uid, service, &what),
+            Command::FleetSeen(seen) => self.fleet = Some(seen),
             Command::History(name, r) => {
                 let _ = r.send(self.history(name));
             }
@@ -658,6 +662,10 @@ impl Actor {
                 st.rollout = Some(rollout);
                 st.health = health;
             }
+            st.fleet = self
+                .fleet
+                .as_ref()
+                .and_then(|f| f.services.get(&spec.name).cloned());
             out.push(st);
         }
         Ok(out)
@@ -698,6 +706,7 @@ impl Actor {
                 .dp
                 .listener_registration_problem()
                 .map(str::to_owned),
+            fleet: self.fleet.as_ref().map(|f| f.agent.clone()),
         }
     }
 

@@ -12,7 +12,7 @@ use crate::{
         ControlError,
         server::Control,
         types::{
-            DetachReport, DrainReport, Flows, HistoryReply, ReloadReport, RolloutReply,
+            DetachReport, DrainReport, FleetSeen, Flows, HistoryReply, ReloadReport, RolloutReply,
             ServiceStatus, Status, WeightChange,
         },
     },
@@ -50,6 +50,8 @@ pub(crate) enum Command {
         fleet: Option<String>,
         reply: Reply<Result<RolloutReply, ControlError>>,
     },
+    /// What the fleet agent saw at its last poll.
+    FleetSeen(FleetSeen),
     /// A request of `uid` was refused: record it.
     Refused {
         uid: u32,
@@ -297,6 +299,10 @@ impl Control for Engine {
 
     async fn refused(&self, uid: u32, service: Option<String>, what: String) {
         let _ = self.post(Command::Refused { uid, service, what }).await;
+    }
+
+    async fn fleet_seen(&self, seen: FleetSeen) {
+        let _ = self.post(Command::FleetSeen(seen)).await;
     }
 
     async fn history(&self, name: Option<String>) -> Result<HistoryReply, ControlError> {

@@ -578,6 +578,7 @@ pub(crate) mod tests {
             },
             health: None,
             rollout: None,
+            fleet: None,
         }
     }
 
@@ -593,6 +594,7 @@ pub(crate) mod tests {
             services: vec![svc],
             socket_dispatch_unavailable: None,
             listener_registration_problem: None,
+            fleet: None,
         }
     }
 

@@ -60,6 +60,8 @@ pub fn status(maps: &PinnedMaps, config: &Config) -> dataplane::Result<Status> {
         // Only a loaded data plane learns it (by loading the programs).
         socket_dispatch_unavailable: None,
         listener_registration_problem: None,
+        // Only the running daemon's agent talks to etcd.
+        fleet: None,
     })
 }
 

@@ -4,6 +4,10 @@
 //! gates, automatic rollback: all local), and reports what the engine says
 //! (`reports/NODE/SERVICE`).
 //!
+//! After every poll it tells the daemon what it saw (etcd reachable or since when not, each
+//! service's fleet rollout: phase, wave, hosts done), which `status` and `shifter watch`
+//! show.
+//!
 //! It never needs the coordinator to roll back: the local engine's gates do that, and the
 //! report tells the fleet. Each `(rollout, action)` is applied once: the agent remembers
 //! what it applied, and after a restart its own report in etcd says so.
@@ -23,11 +27,14 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::{
-    schema::{Action, Desired, HostState, Keys, NodeInfo, Report},
+    schema::{Action, Desired, HostPhase, HostState, Keys, NodeInfo, Report, RolloutDoc},
     store::{Store, StoreError, decode_all},
 };
 use crate::{
-    api::{server::Control, types::ServiceStatus},
+    api::{
+        server::Control,
+        types::{FleetAgentView, FleetSeen, ServiceFleetView, ServiceStatus},
+    },
     config::FleetConfig,
     rollout::OperatorCommand,
     util::error_chain,
@@ -46,6 +53,37 @@ fn kernel_release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_owned())
         .unwrap_or_default()
+}
+
+/// A service's fleet rollout as this host sees it: what it was asked (`desired`), the
+/// rollout's document (`None` before it was read), what it reported, and whether it holds
+/// its ramp while cut off from etcd.
+pub fn service_view(
+    node: &str,
+    desired: &Desired,
+    doc: Option<&RolloutDoc>,
+    report: Option<&Report>,
+    held: bool,
+) -> ServiceFleetView {
+    let mut v = ServiceFleetView {
+        rollout: desired.rollout.clone(),
+        action: desired.action.name().to_owned(),
+        reported: report
+            .filter(|r| r.rollout == desired.rollout)
+            .map(|r| r.state.name().to_owned()),
+        held,
+        ..ServiceFleetView::default()
+    };
+    if let Some(d) = doc.filter(|d| d.id == desired.rollout) {
+        v.phase = Some(d.phase.name().to_owned());
+        v.reason = d.phase.reason().map(str::to_owned);
+        v.waves = d.waves.len();
+        v.wave = if d.waves.is_empty() { 0 } else { d.wave + 1 };
+        v.host_wave = d.wave_of(node).map(|w| w + 1);
+        v.hosts = d.hosts.len();
+        v.hosts_done = d.hosts.values().filter(|p| **p == HostPhase::Done).count();
+    }
+    v
 }
 
 /// What the local rollout of a service means for the fleet.
@@ -89,12 +127,14 @@ struct Agent<C> {
     applied: BTreeSet<(String, String, String)>,
     /// The last report written per service (without its time).
     reported: BTreeMap<String, Report>,
-    /// etcd was unreachable at the last attempt (to log the outage once).
-    cut_off: bool,
     /// The desired states last read, by service.
     desired: BTreeMap<String, Desired>,
     /// Services whose fleet ramp this agent paused while cut off (and the rollout id).
     held: BTreeMap<String, String>,
+    /// The documents of the fleet rollouts in `desired`, by service, as last read.
+    docs: BTreeMap<String, RolloutDoc>,
+    /// Since when etcd has not answered (Unix ms), and its last error.
+    unreachable: Option<(u64, String)>,
 }
 
 /// Runs the agent until `stop` turns true.
@@ -120,9 +160,10 @@ pub async fn run<C: Control>(
         lease: 0,
         applied: BTreeSet::new(),
         reported: BTreeMap::new(),
-        cut_off: false,
         desired: BTreeMap::new(),
         held: BTreeMap::new(),
+        docs: BTreeMap::new(),
+        unreachable: None,
     };
     info!(
         "fleet: agent {} on {} (lease {:?}, poll {:?})",
@@ -146,21 +187,25 @@ pub async fn run<C: Control>(
         match res {
             Ok(()) => {
                 last_ok = tokio::time::Instant::now();
-                if a.cut_off {
+                if a.unreachable.take().is_some() {
                     info!("fleet: etcd answers again");
-                    a.cut_off = false;
                 }
             }
             Err(e) => {
-                if !a.cut_off {
-                    warn!("fleet: etcd: {}", error_chain(&e));
-                    a.cut_off = true;
+                let error = error_chain(&e);
+                match &mut a.unreachable {
+                    Some((_, last)) => *last = error,
+                    None => {
+                        warn!("fleet: etcd: {error}");
+                        a.unreachable = Some((now_ms(), error));
+                    }
                 }
                 if last_ok.elapsed() >= a.cfg.lease_ttl {
                     a.hold_still().await;
                 }
             }
         }
+        a.tell_daemon().await;
         tokio::select! {
             () = crate::util::stopped(&mut stop) => break,
             () = tokio::time::sleep(a.cfg.poll_interval) => {}
@@ -226,8 +271,41 @@ impl<C: Control> Agent<C> {
             }
             self.apply_once(&service, &desired).await?;
             self.report(&service, &desired).await?;
+            if let Some(doc) = self
+                .store
+                .get(&self.keys.rollout(&desired.rollout))
+                .await?
+                .and_then(|kv| kv.json::<RolloutDoc>().ok())
+            {
+                self.docs.insert(service, doc);
+            }
         }
         Ok(())
+    }
+
+    /// Tells the daemon what the last poll saw, for its status and `shifter watch`.
+    async fn tell_daemon(&self) {
+        let services = self
+            .desired
+            .iter()
+            .map(|(service, d)| {
+                let view = service_view(
+                    &self.cfg.node,
+                    d,
+                    self.docs.get(service),
+                    self.reported.get(service),
+                    self.held.contains_key(service),
+                );
+                (service.clone(), view)
+            })
+            .collect();
+        let agent = FleetAgentView {
+            node: self.cfg.node.clone(),
+            etcd_reachable: self.unreachable.is_none(),
+            unreachable_since_ms: self.unreachable.as_ref().map(|(since, _)| *since),
+            last_error: self.unreachable.as_ref().map(|(_, e)| e.clone()),
+        };
+        self.control.fleet_seen(FleetSeen { agent, services }).await;
     }
 
     /// Cut off from etcd for a lease TTL: pauses every fleet ramp running here, so the
@@ -479,5 +557,71 @@ mod tests {
             host_state(&Action::Rollback, &status(100, Some("running"), None)).0,
             HostState::Running
         );
+    }
+
+    #[test]
+    fn a_service_view_says_where_the_fleet_rollout_and_this_host_are() {
+        use crate::fleet::schema::{FleetSpec, OnLost, Phase};
+        let desired = Desired {
+            rollout: "web-7".into(),
+            action: Action::Ramp {
+                steps_bp: vec![10_000],
+                hold_ms: 1,
+            },
+        };
+        // Before the document was read: what the host was asked, nothing more.
+        let v = service_view("h3", &desired, None, None, false);
+        assert_eq!((v.rollout.as_str(), v.action.as_str()), ("web-7", "ramp"));
+        assert_eq!((v.phase, v.waves, v.host_wave), (None, 0, None));
+        let spec = FleetSpec {
+            service: "web".into(),
+            steps_bp: vec![10_000],
+            hold_ms: 1,
+            waves: Vec::new(),
+            max_parallel: 0,
+            min_healthy: 0,
+            failures_tolerated: 0,
+            on_lost: OnLost::Pause,
+            wave_deadline_ms: 0,
+            approve_waves: true,
+        };
+        let mut doc = RolloutDoc::new("web-7".into(), spec, 1);
+        doc.waves = vec![vec!["h1".into(), "h2".into()], vec!["h3".into()]];
+        doc.wave = 1;
+        doc.phase = Phase::Paused {
+            reason: "host(s) lost: h3".into(),
+        };
+        doc.hosts = [
+            ("h1".into(), HostPhase::Done),
+            ("h2".into(), HostPhase::Done),
+            ("h3".into(), HostPhase::Ramping),
+        ]
+        .into();
+        let report = Report {
+            rollout: "web-7".into(),
+            action: "ramp".into(),
+            state: HostState::Running,
+            weight_bp: 2500,
+            detail: None,
+            at_ms: 2,
+        };
+        let v = service_view("h3", &desired, Some(&doc), Some(&report), true);
+        assert_eq!(v.phase.as_deref(), Some("paused"));
+        assert_eq!(v.reason.as_deref(), Some("host(s) lost: h3"));
+        assert_eq!((v.wave, v.host_wave, v.waves), (2, Some(2), 2));
+        assert_eq!((v.hosts_done, v.hosts), (2, 3));
+        assert_eq!(v.reported.as_deref(), Some("running"));
+        assert!(v.held);
+        // The document or report of another rollout says nothing about this one.
+        let other = RolloutDoc {
+            id: "web-6".into(),
+            ..doc
+        };
+        let old = Report {
+            rollout: "web-6".into(),
+            ..report
+        };
+        let v = service_view("h3", &desired, Some(&other), Some(&old), false);
+        assert_eq!((v.phase, v.reported), (None, None));
     }
 }

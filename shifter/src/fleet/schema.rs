@@ -305,6 +305,18 @@ pub enum HostState {
     Error,
 }
 
+impl HostState {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Completed => "completed",
+            Self::RolledBack => "rolled-back",
+            Self::Reverted => "reverted",
+            Self::Error => "error",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
     pub rollout: String,
@@ -351,6 +363,15 @@ mod tests {
         assert_eq!(v["action"], "ramp");
         assert_eq!(v["steps_bp"][1], 10_000);
         assert_eq!(serde_json::from_value::<Desired>(v).unwrap(), d);
+        for state in [
+            HostState::Running,
+            HostState::Completed,
+            HostState::RolledBack,
+            HostState::Reverted,
+            HostState::Error,
+        ] {
+            assert_eq!(serde_json::to_value(state).unwrap(), state.name());
+        }
         let p = Phase::RollingBack { reason: "x".into() };
         let v = serde_json::to_value(&p).unwrap();
         assert_eq!(

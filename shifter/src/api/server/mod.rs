@@ -40,8 +40,8 @@ use peer::{Ask, Readable};
 use super::{
     ControlError,
     types::{
-        DetachReport, ErrorBody, Events, Flows, HistoryReply, ReloadReport, RolloutReply,
-        ServiceStatus, Status, WeightChange,
+        DetachReport, ErrorBody, Events, FleetSeen, Flows, HistoryReply, ReloadReport,
+        RolloutReply, ServiceStatus, Status, WeightChange,
     },
 };
 use crate::{
@@ -101,6 +101,8 @@ pub trait Control: Clone + Send + Sync + 'static {
         service: Option<String>,
         what: String,
     ) -> impl Future<Output = ()> + Send;
+    /// What the fleet agent saw at its last poll of etcd, for the status.
+    fn fleet_seen(&self, seen: FleetSeen) -> impl Future<Output = ()> + Send;
     /// Events with `seq >= since`.
     fn events(&self, since: u64) -> impl Future<Output = Result<Vec<Event>, ControlError>> + Send;
     /// New events as they are recorded.

@@ -5,8 +5,9 @@
 //! Per service the screen shows a bar of the blue/green split of the NEW connections seen
 //! over the last seconds (deltas of the `new_flows` counters between status samples), the
 //! configured weight beside it, active flows per version, and, when the daemon reports them,
-//! the health of each backend and the rollout step with its time left. The last events close
-//! the screen. Everything fits 80x24; longer lines are clipped.
+//! the health of each backend and the rollout step with its time left, and on a fleet host
+//! the agent's view of etcd and each service's fleet rollout (phase, wave, hosts done). The
+//! last events close the screen. Everything fits 80x24; longer lines are clipped.
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -14,10 +15,10 @@ use std::{
 };
 
 use crate::{
-    api::types::{BackendHealthView, RolloutView, Status, label},
+    api::types::{BackendHealthView, FleetAgentView, RolloutView, ServiceFleetView, Status, label},
     events::Event,
     model::percent as format_percent,
-    util::format_time_ms,
+    util::{format_time_ms, now_unix_ms},
 };
 use ratatui::{
     Frame,
@@ -95,6 +96,8 @@ pub struct ViewModel {
     pub events: Vec<String>,
     /// Why the last sample failed (the screen keeps the previous data).
     pub error: Option<String>,
+    /// This host's fleet agent (`[fleet]` configured).
+    pub fleet: Option<FleetAgentView>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -111,6 +114,8 @@ pub struct ServiceView {
     pub active: [u64; 2],
     pub health: [Option<BackendHealthView>; 2],
     pub rollout: Option<RolloutView>,
+    /// The service's fleet rollout, as this host's agent last read it.
+    pub fleet: Option<ServiceFleetView>,
 }
 
 impl ViewModel {
@@ -140,6 +145,7 @@ impl ViewModel {
                     s.health.as_ref().map(|h| h.green.clone()),
                 ],
                 rollout: s.rollout.clone(),
+                fleet: s.fleet.clone(),
             })
             .collect();
         let skip = events.len().saturating_sub(max_events);
@@ -149,6 +155,7 @@ impl ViewModel {
             services,
             events: events[skip..].iter().map(event_line).collect(),
             error: None,
+            fleet: snap.fleet.clone(),
         }
     }
 }
@@ -343,6 +350,14 @@ fn service_lines(s: &ServiceView, width: u16) -> Vec<Line<'static>> {
             out.push(Line::from(l));
         }
     }
+    if let Some(f) = &s.fleet {
+        let settled = matches!(f.phase.as_deref(), Some("running" | "completed")) && !f.held;
+        let color = if settled { Color::Cyan } else { Color::Yellow };
+        out.push(Line::from(vec![
+            Span::raw("  fleet "),
+            Span::styled(f.summary(), Style::new().fg(color)),
+        ]));
+    }
     out
 }
 
@@ -376,6 +391,17 @@ pub fn render(frame: &mut Frame, vm: &ViewModel) {
     frame.render_widget(Paragraph::new(Line::from(title)), head);
 
     let mut lines: Vec<Line> = Vec::new();
+    if let Some(a) = &vm.fleet {
+        let color = if a.etcd_reachable {
+            Color::Cyan
+        } else {
+            Color::Red
+        };
+        lines.push(Line::from(vec![
+            Span::raw("fleet: "),
+            Span::styled(a.summary(now_unix_ms()), Style::new().fg(color)),
+        ]));
+    }
     if vm.services.is_empty() {
         lines.push(Line::styled("no services configured", dim()));
     }
