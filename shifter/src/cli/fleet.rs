@@ -206,8 +206,18 @@ pub(crate) fn parse_wave(v: &str) -> Result<WaveSelector, String> {
     ))
 }
 
-/// The etcd endpoints and prefix: the options, else the configuration's `[fleet]`.
-fn connect(a: &Args) -> Result<(Store, Keys, Option<crate::config::FleetConfig>), Failure> {
+/// How the CLI reaches etcd, resolved once from the options over the configuration's
+/// `[fleet]`.
+struct Connection {
+    store: Store,
+    keys: Keys,
+    endpoints: Vec<String>,
+    request_timeout: Duration,
+    tls: Option<crate::config::TlsSettings>,
+}
+
+/// The etcd endpoints, prefix and TLS files: the options, else the configuration's `[fleet]`.
+fn connect(a: &Args) -> Result<Connection, Failure> {
     let fleet = if a.endpoints.is_some() && a.prefix.is_some() {
         None
     } else {
@@ -246,11 +256,18 @@ fn connect(a: &Args) -> Result<(Store, Keys, Option<crate::config::FleetConfig>)
         .clone()
         .or_else(|| fleet.as_ref().map(|f| f.prefix.clone()))
         .unwrap_or_else(|| DEFAULT_FLEET_PREFIX.to_owned());
-    let timeout = fleet
+    let request_timeout = fleet
         .as_ref()
         .map_or(DEFAULT_REQUEST_TIMEOUT, |f| f.request_timeout);
-    let store = Store::new(&endpoints, timeout, tls.as_ref()).map_err(|e| usage(e.to_string()))?;
-    Ok((store, Keys::new(&prefix), fleet))
+    let store =
+        Store::new(&endpoints, request_timeout, tls.as_ref()).map_err(|e| usage(e.to_string()))?;
+    Ok(Connection {
+        store,
+        keys: Keys::new(&prefix),
+        endpoints,
+        request_timeout,
+        tls,
+    })
 }
 
 /// The TLS settings: the configuration's, with the options over them.
@@ -277,8 +294,13 @@ fn etcd(e: impl std::error::Error + 'static) -> Failure {
 }
 
 pub(crate) fn run(a: Args) -> VerbResult {
-    let (store, keys, fleet) = connect(&a)?;
-    let tls = tls_of(&a, fleet.as_ref());
+    let Connection {
+        store,
+        keys,
+        endpoints,
+        request_timeout,
+        tls,
+    } = connect(&a)?;
     match a.verb {
         Verb::Coordinate {
             id,
@@ -303,18 +325,12 @@ pub(crate) fn run(a: Args) -> VerbResult {
                 format!("{}-{}", host.trim(), std::process::id())
             });
             let opts = coordinator::Options {
-                endpoints: a
-                    .endpoints
-                    .clone()
-                    .or(fleet.as_ref().map(|f| f.endpoints.clone()))
-                    .unwrap_or_default(),
+                endpoints,
                 prefix: keys.prefix().to_owned(),
                 id,
                 ttl_secs: ttl.as_secs(),
                 tick,
-                request_timeout: fleet
-                    .as_ref()
-                    .map_or(DEFAULT_REQUEST_TIMEOUT, |f| f.request_timeout),
+                request_timeout,
                 tls,
             };
             block_on(async {
