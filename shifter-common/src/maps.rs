@@ -214,6 +214,33 @@ pub const PORT_BITMAP_SPECIFIC_BASE: u32 = PORT_BITMAP_WORDS * 2;
 /// socket-dispatched service's included, leaves ingress at this one array lookup.
 pub const MAP_REWRITE_PORTS: &str = "SHIFTER_RWPORTS";
 
+/// TCP service port -> how sk_lookup finds the port's service without a hash lookup: an
+/// array of 65536 `u32` indexed by the port, holding [`tcp_port_entry`] of the TCP services
+/// on it. One array lookup (inlined by the verifier) replaces the port bitmap test and the
+/// wildcard key's hash lookup of `SHIFTER_SVC` on every new connection.
+pub const MAP_TCP_SERVICE_PORTS: &str = "SHIFTER_TCPPORT";
+/// Entries of `MAP_TCP_SERVICE_PORTS`.
+pub const TCP_SERVICE_PORTS: u32 = 65536;
+/// The entry of a port with a TCP service that names local addresses: look the service up
+/// by (address, port) in `SHIFTER_SVC`, as TC does.
+pub const TCP_PORT_BY_ADDRESS: u32 = u32::MAX;
+// Every slot + 1 differs from the marker.
+const _: () = assert!(MAX_SERVICES < TCP_PORT_BY_ADDRESS - 1);
+
+/// The `MAP_TCP_SERVICE_PORTS` entry of a port from its TCP services, each `(slot, names
+/// local addresses)`: 0 for none, [`TCP_PORT_BY_ADDRESS`] when any names addresses (an
+/// exact key may win over the wildcard), else the wildcard service's slot + 1.
+pub fn tcp_port_entry(services: impl IntoIterator<Item = (u32, bool)>) -> u32 {
+    let mut entry = 0;
+    for (slot, names_addresses) in services {
+        if names_addresses {
+            return TCP_PORT_BY_ADDRESS;
+        }
+        entry = slot + 1;
+    }
+    entry
+}
+
 /// Entries of the `SHIFTER_SKIP` per-CPU array: room for reasons added later without changing
 /// the shape of a map pinned by an older build (a pinned map is adopted as it is).
 pub const SKIP_SLOTS: u32 = 32;
@@ -357,6 +384,17 @@ mod tests {
         assert_eq!(core::mem::offset_of!(BackendCounters, dry_new_flows), 72);
         assert_eq!(dry_weight(0), None);
         assert_eq!(dry_weight(DRY_ACTIVE | 2500), Some(2500));
+    }
+
+    #[test]
+    fn a_tcp_port_entry_names_the_wildcard_slot_or_asks_for_the_address() {
+        assert_eq!(tcp_port_entry([]), 0);
+        // Slot 0 is a service: its entry is 1, never the "none" 0.
+        assert_eq!(tcp_port_entry([(0, false)]), 1);
+        assert_eq!(tcp_port_entry([(41, false)]), 42);
+        // Any service on the port with local addresses: the hash decides, whatever the order.
+        assert_eq!(tcp_port_entry([(3, false), (4, true)]), TCP_PORT_BY_ADDRESS);
+        assert_eq!(tcp_port_entry([(4, true), (3, false)]), TCP_PORT_BY_ADDRESS);
     }
 
     #[test]

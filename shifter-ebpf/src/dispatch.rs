@@ -17,15 +17,15 @@ use aya_ebpf::{
 };
 use shifter_common::{
     Backend, Dispatch, FlowKey, FlowTuple, LISTENER_MEMBERS, NETNS_COOKIE, NETNS_DECISIONS,
-    PORT_BITMAP_BACKEND_BASE, PORT_BITMAP_SERVICE_BASE, PROTO_TCP, SOCKET_TAG_LISTENER,
-    ServiceConfig, Skip, choose_backend, listener_key, v4_mapped,
+    PORT_BITMAP_BACKEND_BASE, PROTO_TCP, SOCKET_TAG_LISTENER, ServiceConfig, Skip,
+    TCP_PORT_BY_ADDRESS, choose_backend, listener_key, v4_mapped,
 };
 
 use crate::{
     ingress::{count_dry_run, find_service},
     maps::{
-        LISTENERS, NETNS, SERVICE_CONFIG, SOCKET_DECISIONS, SOCKET_TAGS, counters, port_in,
-        socket_counters,
+        LISTENERS, NETNS, SERVICE_CONFIG, SOCKET_DECISIONS, SOCKET_TAGS, TCP_SERVICE_PORTS,
+        counters, port_in, socket_counters,
     },
     sockops::{socket_of, words_to_bytes},
 };
@@ -57,7 +57,16 @@ pub fn lookup(ctx: &SkLookupContext) -> Result<(), Skip> {
         field!(l, local_ip6[2]),
         field!(l, local_ip6[3]),
     ];
-    if protocol != u32::from(PROTO_TCP) || !port_in(PORT_BITMAP_SERVICE_BASE, local_port) {
+    if protocol != u32::from(PROTO_TCP) {
+        return Ok(());
+    }
+    // One array lookup says whether the port has a TCP service and, unless one there names
+    // local addresses, which.
+    let entry = TCP_SERVICE_PORTS
+        .get(u32::from(local_port))
+        .copied()
+        .unwrap_or(0);
+    if entry == 0 {
         return Ok(()); // not a service's connection: every other lookup in the netns
     }
     // Another sk_lookup program before us chose a socket: never override it.
@@ -72,8 +81,13 @@ pub fn lookup(ctx: &SkLookupContext) -> Result<(), Skip> {
     } else {
         (words_to_bytes(remote6), words_to_bytes(local6))
     };
-    let Some(slot) = find_service(local_addr, local_port, PROTO_TCP) else {
-        return Ok(());
+    let slot = if entry == TCP_PORT_BY_ADDRESS {
+        match find_service(local_addr, local_port, PROTO_TCP) {
+            Some(slot) => slot,
+            None => return Ok(()),
+        }
+    } else {
+        entry - 1
     };
     let word = SERVICE_CONFIG.get_ptr(slot).ok_or(Skip::NoConfig)?;
     // SAFETY: aligned array value; one 8-byte load (docs/ARCHITECTURE.md, invariant 4).

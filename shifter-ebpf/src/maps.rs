@@ -45,6 +45,11 @@ pub static PORTS: Array<u64> = Array::pinned(PORT_BITMAP_WORDS * 3, 0);
 #[map(name = "SHIFTER_RWPORTS")]
 pub static REWRITE_PORTS: Array<u64> = Array::pinned(PORT_BITMAP_WORDS, 0);
 
+/// TCP service port -> `shifter_common::tcp_port_entry` of its services (sk_lookup's
+/// service lookup; `shifter_common::MAP_TCP_SERVICE_PORTS`).
+#[map(name = "SHIFTER_TCPPORT")]
+pub static TCP_SERVICE_PORTS: Array<u32> = Array::pinned(shifter_common::TCP_SERVICE_PORTS, 0);
+
 #[inline(always)]
 pub fn port_in(base: u32, port: u16) -> bool {
     bit_of(&PORTS, base, port)

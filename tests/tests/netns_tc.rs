@@ -138,6 +138,11 @@ fn socket_v4_direct_and_other_ports_untouched() {
 }
 
 #[test]
+fn socket_service_on_one_local_address() {
+    socket::on_kernel("sk-addr", socket::address_specific_service);
+}
+
+#[test]
 fn socket_resets_are_counted() {
     socket::on_kernel("sk-reset", socket::resets_are_counted);
 }

@@ -265,6 +265,12 @@ fn socket_dispatch_upgrade_keeps_listeners_and_connections() {
     first.signal(libc::SIGTERM);
     assert_eq!(first.wait_exit(Duration::from_secs(15)), Some(0));
 
+    // The build before SHIFTER_TCPPORT (sk_lookup's port -> service array) pinned no such
+    // map: the upgrade must create it and fill it from the adopted services, or sk_lookup
+    // finds no service and every new connection is refused.
+    let tcp_ports = bed.pin_dir.join(shifter_common::MAP_TCP_SERVICE_PORTS);
+    std::fs::remove_file(&tcp_ports)
+        .unwrap_or_else(|e| panic!("remove {}: {e}", tcp_ports.display()));
     let pin_dir = bed.pin_dir.clone();
     let listening = netns::run_in(bed.server_ns(), move || {
         let mut opts = LoadOptions::new(&pin_dir);

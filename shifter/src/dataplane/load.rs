@@ -176,13 +176,17 @@ impl DataPlane {
                 source: "not on a bpffs mount (mount -t bpf bpf /sys/fs/bpf)".into(),
             });
         }
-        let fresh_rewrite_ports = !opts
-            .pin_dir
-            .join(shifter_common::MAP_REWRITE_PORTS)
-            .exists();
+        // Maps newer than the pinned ones (an upgrade) start empty: fill them from the
+        // adopted services.
+        let fresh = |name: &str| !opts.pin_dir.join(name).exists();
+        let fresh_rewrite_ports = fresh(shifter_common::MAP_REWRITE_PORTS);
+        let fresh_tcp_service_ports = fresh(shifter_common::MAP_TCP_SERVICE_PORTS);
         let loaded = Self::load_into(opts).and_then(|mut dp| {
             if fresh_rewrite_ports {
                 dp.seed_rewrite_ports()?;
+            }
+            if fresh_tcp_service_ports {
+                dp.seed_tcp_service_ports()?;
             }
             Ok(dp)
         });
@@ -528,6 +532,9 @@ impl DataPlane {
     }
     pub(crate) fn rewrite_ports_map(&mut self) -> Result<Array<&mut MapData, u64>> {
         typed_map(&mut self.ebpf, shifter_common::MAP_REWRITE_PORTS)
+    }
+    pub(crate) fn tcp_service_ports_map(&mut self) -> Result<Array<&mut MapData, u32>> {
+        typed_map(&mut self.ebpf, shifter_common::MAP_TCP_SERVICE_PORTS)
     }
     pub(crate) fn flows_map(&mut self) -> Result<HashMap<&mut MapData, FlowKey, FlowValue>> {
         typed_map(&mut self.ebpf, MAP_FLOWS)

@@ -1,4 +1,5 @@
-//! The services in the maps: add, update, remove, read back; the port bitmap follows them.
+//! The services in the maps: add, update, remove, read back; the port bitmap and the TCP
+//! service ports follow them.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -6,8 +7,9 @@ use std::{
 };
 
 use shifter_common::{
-    Dispatch, MAP_REWRITE_PORTS, MAX_SERVICES, PORT_BITMAP_BACKEND_BASE, PORT_BITMAP_SERVICE_BASE,
-    PORT_BITMAP_SPECIFIC_BASE, PORT_BITMAP_WORDS, ServiceConfig, ServiceKey,
+    Dispatch, MAP_REWRITE_PORTS, MAP_TCP_SERVICE_PORTS, MAX_SERVICES, PORT_BITMAP_BACKEND_BASE,
+    PORT_BITMAP_SERVICE_BASE, PORT_BITMAP_SPECIFIC_BASE, PORT_BITMAP_WORDS, ServiceConfig,
+    ServiceKey, tcp_port_entry,
 };
 
 use tracing::warn;
@@ -248,7 +250,40 @@ impl DataPlane {
                     .map_err(map_err(shifter_common::MAP_PORT_BITMAP))?;
             }
         }
+        self.sync_tcp_service_ports(&services, ports)
+    }
+
+    /// Rewrites the `MAP_TCP_SERVICE_PORTS` entries of `ports` that differ from what
+    /// `services` (all of them) say.
+    fn sync_tcp_service_ports(
+        &mut self,
+        services: &BTreeMap<u32, Service>,
+        ports: &[u16],
+    ) -> Result<()> {
+        let mut map = self.tcp_service_ports_map()?;
+        for &port in ports {
+            let want = tcp_port_entry(
+                services
+                    .iter()
+                    .filter(|(_, s)| s.protocol == Protocol::Tcp && s.port == port)
+                    .map(|(slot, s)| (*slot, !s.local_addrs.is_empty())),
+            );
+            let index = u32::from(port);
+            let have = map.get(&index, 0).map_err(map_err(MAP_TCP_SERVICE_PORTS))?;
+            if have != want {
+                map.set(index, want, 0)
+                    .map_err(map_err(MAP_TCP_SERVICE_PORTS))?;
+            }
+        }
         Ok(())
+    }
+
+    /// Fills `MAP_TCP_SERVICE_PORTS` from the services: for a map this load created next
+    /// to services an earlier build configured.
+    pub(crate) fn seed_tcp_service_ports(&mut self) -> Result<()> {
+        let services = self.services()?;
+        let ports: Vec<u16> = services.values().map(|s| s.port).collect();
+        self.sync_tcp_service_ports(&services, &ports)
     }
 }
 

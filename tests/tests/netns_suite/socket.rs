@@ -368,6 +368,41 @@ pub fn local_clients_are_steered(name: &str) {
     }
 }
 
+/// A service that names a local address (IPv4 here) is found by that address: sk_lookup's
+/// port entry sends it to the exact-key lookup. Connections to that address follow its
+/// weight; the same port on the IPv6 address is no service (nobody listens there: refused,
+/// and not counted).
+pub fn address_specific_service(name: &str) {
+    let mut svc = socket_service(2500, Affinity::Connection);
+    svc.local_addrs = vec![IpAddr::V4(SERVER_V4)];
+    let (mut tb, slot) = testbed(name, &svc);
+    let v4 = SocketAddr::new(SERVER_V4.into(), SERVICE_PORT);
+    let what = format!("{name}: to the service's own address");
+    let report = short_connections(tb.client_ns(), v4, 20000..21000, &what);
+    assert_share(&report, 2500, &what);
+    assert_decisions(&report, &svc, CLIENT_V4.into(), SERVER_V4.into(), &what);
+    let counted = |tb: &mut Testbed| {
+        let c = tb.dp.dp().counters_view(slot).expect("counters");
+        c[0].new_flows + c[1].new_flows
+    };
+    let before = counted(&mut tb);
+    let v6 = SocketAddr::new(SERVER_V6.into(), SERVICE_PORT);
+    let report = run_in(tb.client_ns(), || {
+        traffic::tcp_short(v6, 50, STEP_TIMEOUT, BATCH_BUDGET)
+    });
+    assert_eq!(
+        report.failures().len(),
+        50,
+        "{name}: the IPv6 address has no service and no listener on the port: {}",
+        report.failure_summary()
+    );
+    assert_eq!(
+        counted(&mut tb),
+        before,
+        "{name}: IPv6 connections were counted"
+    );
+}
+
 /// Direct connections to blue's, green's and another port are answered by that server and
 /// are not counted as the service's.
 pub fn direct_and_other_ports_untouched(family: Family, name: &str) {
