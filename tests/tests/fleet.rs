@@ -205,11 +205,35 @@ impl Fleet {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// `shifter fleet rollout start web ARGS...`.
-    fn start_rollout(&self, args: &[&str]) -> String {
-        let mut all = vec!["rollout", "start", "web"];
-        all.extend_from_slice(args);
+    /// `shifter fleet rollout start web --steps STEPS --hold HOLD --wave W... EXTRA...`.
+    fn start_rollout(&self, steps: &str, hold: &str, waves: &[&str], extra: &[&str]) -> String {
+        let mut all = vec!["rollout", "start", "web", "--steps", steps, "--hold", hold];
+        for w in waves {
+            all.extend(["--wave", w]);
+        }
+        all.extend_from_slice(extra);
         self.cli_ok(&all)
+    }
+
+    /// Waits until `node` has green above 0.
+    fn wait_ramping(&self, node: &str, limit: Duration) {
+        self.wait(&format!("{node} ramping"), limit, || {
+            (self.host(node).weight_bp() > 0).then_some(())
+        });
+    }
+
+    /// Every host at 100 %, each having applied its ramp exactly once (none skipped, none
+    /// ramped twice).
+    fn assert_every_host_ramped_once_to_100(&self) {
+        for h in &self.hosts {
+            assert_eq!(h.weight_bp(), 10_000, "{} is not at 100 %", h.node);
+            assert_eq!(
+                self.ramps_applied(&h.node),
+                1,
+                "{} did not ramp exactly once",
+                h.node
+            );
+        }
     }
 
     fn cli_json(&self, args: &[&str]) -> Value {
@@ -356,18 +380,7 @@ fn six_hosts_in_three_waves_complete_without_a_failed_connection() {
     let traffic: Vec<Traffic> = f.hosts.iter().map(|h| Traffic::start(&h.bed)).collect();
     std::thread::sleep(Duration::from_millis(500));
     let started = Instant::now();
-    f.start_rollout(&[
-        "--steps",
-        "50,100",
-        "--hold",
-        "1s",
-        "--wave",
-        "count=2",
-        "--wave",
-        "label:zone=z2",
-        "--wave",
-        "rest",
-    ]);
+    f.start_rollout("50,100", "1s", &["count=2", "label:zone=z2", "rest"], &[]);
     let doc = f.wait_phase("completed", Duration::from_secs(60));
     eprintln!(
         "6 hosts, 3 waves, 2 steps of 1 s: completed in {:?}",
@@ -380,15 +393,7 @@ fn six_hosts_in_three_waves_complete_without_a_failed_connection() {
     // Wave by wave: no host of a wave was asked before the previous wave was done.
     assert!(at(&doc, "wave 1 done") <= at(&doc, "h3: ramp (wave 2)"));
     assert!(at(&doc, "h4: completed") <= at(&doc, "h5: ramp (wave 3)"));
-    for h in &f.hosts {
-        assert_eq!(h.weight_bp(), 10_000, "{} is not at 100 %", h.node);
-        assert_eq!(
-            f.ramps_applied(&h.node),
-            1,
-            "{} ramped more than once",
-            h.node
-        );
-    }
+    f.assert_every_host_ramped_once_to_100();
     std::thread::sleep(Duration::from_millis(300));
     for (h, t) in f.hosts.iter().zip(traffic) {
         let r = t.finish();
@@ -511,22 +516,9 @@ fn six_hosts_in_three_waves_complete_without_a_failed_connection() {
 fn green_broken_on_a_wave_two_host_rolls_back_waves_one_and_two_only() {
     let mut f = Fleet::new("flb", 6);
     f.coordinate("c1");
-    f.start_rollout(&[
-        "--steps",
-        "50,100",
-        "--hold",
-        "2s",
-        "--wave",
-        "hosts=h1,h2",
-        "--wave",
-        "hosts=h3,h4",
-        "--wave",
-        "rest",
-    ]);
+    f.start_rollout("50,100", "2s", &["hosts=h1,h2", "hosts=h3,h4", "rest"], &[]);
     // h3 of wave 2 ramps: break its green there.
-    f.wait("h3 ramping", Duration::from_secs(40), || {
-        (f.host("h3").weight_bp() > 0).then_some(())
-    });
+    f.wait_ramping("h3", Duration::from_secs(40));
     let h3 = f.hosts.iter_mut().find(|h| h.node == "h3").expect("h3");
     h3.bed.servers.remove(1).stop();
     let broken = Instant::now();
@@ -599,13 +591,8 @@ fn coordinators_stopped_and_killed_mid_rollout_take_over_and_are_fenced() {
     });
     assert_eq!(f.leader().as_deref(), Some("c1"));
     f.coordinate("c2");
-    f.start_rollout(&[
-        "--steps", "50,100", "--hold", "1s", "--wave", "count=2", "--wave", "count=2", "--wave",
-        "rest",
-    ]);
-    f.wait("wave 1 ramping", Duration::from_secs(20), || {
-        (f.host("h1").weight_bp() > 0).then_some(())
-    });
+    f.start_rollout("50,100", "1s", &["count=2", "count=2", "rest"], &[]);
+    f.wait_ramping("h1", Duration::from_secs(20));
     // SIGSTOP the leader mid-wave: c2 takes over within the TTL.
     f.coordinators[0].signal(libc::SIGSTOP);
     let stopped = Instant::now();
@@ -657,10 +644,7 @@ fn coordinators_stopped_and_killed_mid_rollout_take_over_and_are_fenced() {
         "takeover after SIGKILL took {takeover_kill:?}"
     );
     f.wait_phase("completed", Duration::from_secs(60));
-    for h in &f.hosts {
-        assert_eq!(h.weight_bp(), 10_000, "{} was skipped", h.node);
-        assert_eq!(f.ramps_applied(&h.node), 1, "{} ramped twice", h.node);
-    }
+    f.assert_every_host_ramped_once_to_100();
 }
 
 /// Samples every host's weight for `span`: the set of weights each host showed.
@@ -681,10 +665,8 @@ fn host_cut_off_from_etcd_holds_its_weight_and_converges() {
     let mut f = Fleet::new("flp", 3);
     f.coordinate("c1");
     let traffic = Traffic::start(&f.host("h2").bed);
-    f.start_rollout(&["--steps", "25,50,100", "--hold", "2s", "--wave", "rest"]);
-    f.wait("h2 ramping", Duration::from_secs(20), || {
-        (f.host("h2").weight_bp() > 0).then_some(())
-    });
+    f.start_rollout("25,50,100", "2s", &["rest"], &[]);
+    f.wait_ramping("h2", Duration::from_secs(20));
     f.host("h2")._relay.cut();
     // After a TTL the agent pauses its ramp; the fleet counts h2 as lost and pauses.
     f.wait("h2 holding still", Duration::from_secs(10), || {
@@ -731,10 +713,7 @@ fn host_cut_off_from_etcd_holds_its_weight_and_converges() {
         },
     );
     assert_eq!(st["services"][0]["fleet"]["held"], false, "{st:#}");
-    for h in &f.hosts {
-        assert_eq!(h.weight_bp(), 10_000, "{}", h.node);
-        assert_eq!(f.ramps_applied(&h.node), 1, "{} ramped twice", h.node);
-    }
+    f.assert_every_host_ramped_once_to_100();
     let r = traffic.finish();
     assert!(r.failures().is_empty(), "h2: {}", r.failure_summary());
 }
@@ -743,19 +722,8 @@ fn host_cut_off_from_etcd_holds_its_weight_and_converges() {
 fn host_daemon_down_during_its_wave_aborts_and_its_data_plane_keeps_forwarding() {
     let mut f = Fleet::new("fld", 3);
     f.coordinate("c1");
-    f.start_rollout(&[
-        "--steps",
-        "50,100",
-        "--hold",
-        "3s",
-        "--wave",
-        "rest",
-        "--on-lost",
-        "abort",
-    ]);
-    f.wait("h2 ramping", Duration::from_secs(20), || {
-        (f.host("h2").weight_bp() > 0).then_some(())
-    });
+    f.start_rollout("50,100", "3s", &["rest"], &["--on-lost", "abort"]);
+    f.wait_ramping("h2", Duration::from_secs(20));
     let traffic = Traffic::start(&f.host("h2").bed);
     let h2 = f.hosts.iter_mut().find(|h| h.node == "h2").expect("h2");
     h2.daemon.signal(libc::SIGKILL);
@@ -794,19 +762,8 @@ fn host_daemon_down_during_its_wave_aborts_and_its_data_plane_keeps_forwarding()
 fn quorum_lost_nothing_advances_nothing_reverts_then_it_continues() {
     let mut f = Fleet::new("flq", 3);
     f.coordinate("c1");
-    f.start_rollout(&[
-        "--steps",
-        "25,50,100",
-        "--hold",
-        "2s",
-        "--wave",
-        "count=1",
-        "--wave",
-        "rest",
-    ]);
-    f.wait("h1 ramping", Duration::from_secs(20), || {
-        (f.host("h1").weight_bp() > 0).then_some(())
-    });
+    f.start_rollout("25,50,100", "2s", &["count=1", "rest"], &[]);
+    f.wait_ramping("h1", Duration::from_secs(20));
     f.etcd.stop_member(1);
     f.etcd.stop_member(2);
     // Once a TTL has passed without etcd, h1 holds; h2 and h3 (wave 2) never start.
@@ -832,10 +789,7 @@ fn quorum_lost_nothing_advances_nothing_reverts_then_it_continues() {
     f.etcd.start_member(2);
     f.etcd.wait_healthy(Duration::from_secs(30));
     f.wait_phase("completed", Duration::from_secs(60));
-    for h in &f.hosts {
-        assert_eq!(h.weight_bp(), 10_000, "{}", h.node);
-        assert_eq!(f.ramps_applied(&h.node), 1, "{} ramped twice", h.node);
-    }
+    f.assert_every_host_ramped_once_to_100();
 }
 
 /// etcd compacted again and again while the agents and the coordinator work (as
@@ -845,19 +799,8 @@ fn quorum_lost_nothing_advances_nothing_reverts_then_it_continues() {
 fn compaction_mid_rollout_loses_nothing() {
     let mut f = Fleet::new("flk", 3);
     f.coordinate("c1");
-    f.start_rollout(&[
-        "--steps",
-        "25,50,100",
-        "--hold",
-        "1s",
-        "--wave",
-        "count=1",
-        "--wave",
-        "rest",
-    ]);
-    f.wait("h1 ramping", Duration::from_secs(20), || {
-        (f.host("h1").weight_bp() > 0).then_some(())
-    });
+    f.start_rollout("25,50,100", "1s", &["count=1", "rest"], &[]);
+    f.wait_ramping("h1", Duration::from_secs(20));
     let mut revisions = Vec::new();
     let until = Instant::now() + Duration::from_secs(60);
     let doc = loop {
@@ -879,29 +822,15 @@ fn compaction_mid_rollout_loses_nothing() {
         revisions.len() >= 3,
         "the rollout ended before compactions: {doc:#}"
     );
-    for h in &f.hosts {
-        assert_eq!(h.weight_bp(), 10_000, "{}", h.node);
-        assert_eq!(f.ramps_applied(&h.node), 1, "{} ramped twice", h.node);
-    }
+    f.assert_every_host_ramped_once_to_100();
 }
 
 #[test]
 fn daemon_restarted_within_the_ttl_mid_ramp_is_not_lost_and_ramps_once() {
     let mut f = Fleet::new("flr", 2);
     f.coordinate("c1");
-    f.start_rollout(&[
-        "--steps",
-        "25,50,100",
-        "--hold",
-        "2s",
-        "--wave",
-        "rest",
-        "--on-lost",
-        "abort",
-    ]);
-    f.wait("h2 ramping", Duration::from_secs(20), || {
-        (f.host("h2").weight_bp() > 0).then_some(())
-    });
+    f.start_rollout("25,50,100", "2s", &["rest"], &["--on-lost", "abort"]);
+    f.wait_ramping("h2", Duration::from_secs(20));
     // An upgrade: SIGTERM, then the daemon again; the engine resumes its saved progress.
     let h2 = f.hosts.iter_mut().find(|h| h.node == "h2").expect("h2");
     let stopped = Instant::now();

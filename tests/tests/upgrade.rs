@@ -56,6 +56,38 @@ fn assert_steered(bed: &DaemonBed, when: &str) {
     );
 }
 
+/// The traffic that ran through the upgrades: every new connection answered (and some
+/// made), every long-lived one unbroken, with at least `rounds` exchanges (the rounds the
+/// test waited for).
+fn assert_traffic_unhurt(
+    background: traffic::ShortConnections,
+    long: traffic::LongLived,
+    rounds: u64,
+) {
+    let shorts = background.finish();
+    assert!(
+        shorts.failures().is_empty(),
+        "new connections failed during the upgrades: {}",
+        shorts.failure_summary()
+    );
+    assert!(
+        shorts.outcomes.len() >= 20,
+        "the background traffic made progress: {} connections",
+        shorts.outcomes.len()
+    );
+    let conns = long.finish();
+    let problems = traffic::long_problems(&conns, None);
+    assert!(
+        problems.is_empty(),
+        "established connections hurt by the upgrades: {problems:?}"
+    );
+    assert!(
+        conns.iter().all(|c| c.exchanges >= rounds),
+        "every long-lived connection kept exchanging: {:?}",
+        conns.iter().map(|c| c.exchanges).collect::<Vec<_>>()
+    );
+}
+
 #[test]
 fn another_build_replaces_the_programs_keeping_flows_and_connections() {
     assert_ne!(
@@ -216,28 +248,7 @@ fn another_build_replaces_the_programs_keeping_flows_and_connections() {
         "long-lived connections stall after the adoption"
     );
 
-    let shorts = background.finish();
-    assert!(
-        shorts.failures().is_empty(),
-        "new connections failed during the upgrades: {}",
-        shorts.failure_summary()
-    );
-    assert!(
-        shorts.outcomes.len() >= 20,
-        "the background traffic made progress: {} connections",
-        shorts.outcomes.len()
-    );
-    let conns = long.finish();
-    let problems = traffic::long_problems(&conns, None);
-    assert!(
-        problems.is_empty(),
-        "established connections hurt by the upgrades: {problems:?}"
-    );
-    assert!(
-        conns.iter().all(|c| c.exchanges >= 100),
-        "every long-lived connection kept exchanging: {:?}",
-        conns.iter().map(|c| c.exchanges).collect::<Vec<_>>()
-    );
+    assert_traffic_unhurt(background, long, 100);
     drop(third);
 }
 
@@ -310,16 +321,6 @@ fn socket_dispatch_upgrade_keeps_listeners_and_connections() {
         long.wait_rounds(30, Duration::from_secs(10)),
         "stall after the daemon"
     );
-    let shorts = background.finish();
-    assert!(
-        shorts.failures().is_empty(),
-        "new connections failed during the upgrades: {}",
-        shorts.failure_summary()
-    );
-    let problems = traffic::long_problems(&long.finish(), None);
-    assert!(
-        problems.is_empty(),
-        "established connections hurt: {problems:?}"
-    );
+    assert_traffic_unhurt(background, long, 80);
     drop(second);
 }

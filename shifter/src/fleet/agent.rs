@@ -561,7 +561,7 @@ mod tests {
 
     #[test]
     fn a_service_view_says_where_the_fleet_rollout_and_this_host_are() {
-        use crate::fleet::schema::{FleetSpec, OnLost, Phase};
+        use crate::fleet::schema::{FleetSpec, Phase};
         let desired = Desired {
             rollout: "web-7".into(),
             action: Action::Ramp {
@@ -573,19 +573,7 @@ mod tests {
         let v = service_view("h3", &desired, None, None, false);
         assert_eq!((v.rollout.as_str(), v.action.as_str()), ("web-7", "ramp"));
         assert_eq!((v.phase, v.waves, v.host_wave), (None, 0, None));
-        let spec = FleetSpec {
-            service: "web".into(),
-            steps_bp: vec![10_000],
-            hold_ms: 1,
-            waves: Vec::new(),
-            max_parallel: 0,
-            min_healthy: 0,
-            failures_tolerated: 0,
-            on_lost: OnLost::Pause,
-            wave_deadline_ms: 0,
-            approve_waves: true,
-        };
-        let mut doc = RolloutDoc::new("web-7".into(), spec, 1);
+        let mut doc = RolloutDoc::new("web-7".into(), FleetSpec::one_step("web"), 1);
         doc.waves = vec![vec!["h1".into(), "h2".into()], vec!["h3".into()]];
         doc.wave = 1;
         doc.phase = Phase::Paused {

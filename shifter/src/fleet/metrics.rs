@@ -192,23 +192,12 @@ async fn answer(ctx: &(Store, Keys, String), path: &str) -> Response<Full<Bytes>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fleet::schema::{FleetSpec, HostState, OnLost, Phase, Report};
+    use crate::fleet::schema::{FleetSpec, HostState, Phase, Report};
 
     #[test]
     fn exposition_of_a_rollout() {
         let mut snap = Snapshot::default();
-        let spec = FleetSpec {
-            service: "web".into(),
-            steps_bp: vec![10_000],
-            hold_ms: 1,
-            waves: Vec::new(),
-            max_parallel: 0,
-            min_healthy: 0,
-            failures_tolerated: 0,
-            on_lost: OnLost::Pause,
-            wave_deadline_ms: 0,
-            approve_waves: false,
-        };
+        let spec = FleetSpec::one_step("web");
         let mut old = RolloutDoc::new("web-1".into(), spec.clone(), 1);
         old.phase = Phase::Completed;
         let mut doc = RolloutDoc::new("web-2".into(), spec, 2);

@@ -138,6 +138,25 @@ pub struct FleetSpec {
     pub approve_waves: bool,
 }
 
+#[cfg(test)]
+impl FleetSpec {
+    /// A rollout of `service` to 100 % in one step, one wave, no limits: for unit tests.
+    pub fn one_step(service: &str) -> Self {
+        Self {
+            service: service.into(),
+            steps_bp: vec![10_000],
+            hold_ms: 1,
+            waves: Vec::new(),
+            max_parallel: 0,
+            min_healthy: 0,
+            failures_tolerated: 0,
+            on_lost: OnLost::Pause,
+            wave_deadline_ms: 0,
+            approve_waves: false,
+        }
+    }
+}
+
 /// The phase of a fleet rollout.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "phase", rename_all = "kebab-case")]
