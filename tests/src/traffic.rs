@@ -400,6 +400,17 @@ impl LongLived {
         true
     }
 
+    /// Stops and checks that no connection broke (`what`: during what).
+    pub fn finish_unbroken(self, what: &str) -> Vec<LongConn> {
+        let conns = self.finish();
+        let problems = long_problems(&conns, None);
+        assert!(
+            problems.is_empty(),
+            "{what}: long-lived connections hurt: {problems:?}"
+        );
+        conns
+    }
+
     /// Stops the exchanges and returns each connection's story. The connections close.
     pub fn finish(mut self) -> Vec<LongConn> {
         self.stop.store(true, Ordering::Relaxed);
@@ -519,6 +530,23 @@ impl ShortConnections {
             Ok(r) => r,
             Err(p) => std::panic::resume_unwind(p),
         }
+    }
+
+    /// Stops and checks that at least `min` connections were made and every one was
+    /// answered (`what`: during what).
+    pub fn finish_all_answered(self, min: usize, what: &str) -> Report {
+        let report = self.finish();
+        assert!(
+            report.outcomes.len() >= min,
+            "{what}: too few short connections: {} (want {min})",
+            report.outcomes.len()
+        );
+        assert!(
+            report.failures().is_empty(),
+            "{what}: new connections failed: {}",
+            report.failure_summary()
+        );
+        report
     }
 }
 

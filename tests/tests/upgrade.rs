@@ -64,23 +64,8 @@ fn assert_traffic_unhurt(
     long: traffic::LongLived,
     rounds: u64,
 ) {
-    let shorts = background.finish();
-    assert!(
-        shorts.failures().is_empty(),
-        "new connections failed during the upgrades: {}",
-        shorts.failure_summary()
-    );
-    assert!(
-        shorts.outcomes.len() >= 20,
-        "the background traffic made progress: {} connections",
-        shorts.outcomes.len()
-    );
-    let conns = long.finish();
-    let problems = traffic::long_problems(&conns, None);
-    assert!(
-        problems.is_empty(),
-        "established connections hurt by the upgrades: {problems:?}"
-    );
+    background.finish_all_answered(20, "the upgrades");
+    let conns = long.finish_unbroken("the upgrades");
     assert!(
         conns.iter().all(|c| c.exchanges >= rounds),
         "every long-lived connection kept exchanging: {:?}",
