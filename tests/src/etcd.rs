@@ -155,7 +155,7 @@ impl EtcdCluster {
             .append(true)
             .open(&m.log)
             .expect("etcd log");
-        let mut cmd = Command::new(which("etcd"));
+        let mut cmd = Command::new(etcd_binary());
         if let Some(t) = &self.tls {
             cmd.arg("--cert-file")
                 .arg(&t.server_cert)
@@ -194,6 +194,33 @@ impl EtcdCluster {
 
     pub fn endpoints(&self) -> Vec<String> {
         self.members.iter().map(|m| m.client_url.clone()).collect()
+    }
+
+    /// The server version the first member reports (`GET /version`, plain HTTP clusters),
+    /// e.g. `3.5.16`.
+    pub fn server_version(&self) -> String {
+        let url = format!("{}/version", self.members[0].client_url);
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "5", &url])
+            .output()
+            .expect("curl");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{url}: {e}: {}", String::from_utf8_lossy(&out.stdout)));
+        v["etcdserver"].as_str().expect("etcdserver").to_owned()
+    }
+
+    /// The version `etcd --version` of the binary the members run prints.
+    pub fn binary_version() -> String {
+        let out = Command::new(etcd_binary())
+            .arg("--version")
+            .output()
+            .expect("etcd --version");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("etcd Version: "))
+            .expect("a version line")
+            .trim()
+            .to_owned()
     }
 
     /// The endpoints as a TOML array.
@@ -302,6 +329,12 @@ impl Drop for EtcdCluster {
             self.stop_member(i);
         }
     }
+}
+
+/// The etcd server to run: `SHIFTER_TEST_ETCD` (`cargo xtask test` runs the fleet tests
+/// again with Debian 13's 3.5 there), else `etcd` on PATH (Debian 12's 3.4).
+pub fn etcd_binary() -> PathBuf {
+    std::env::var_os("SHIFTER_TEST_ETCD").map_or_else(|| which("etcd"), PathBuf::from)
 }
 
 /// A program on PATH (or /usr/bin, /usr/sbin), or a panic naming its package.

@@ -692,6 +692,18 @@ fn host_cut_off_from_etcd_holds_its_weight_and_converges() {
         "{st:#}"
     );
     assert!(st["fleet"]["last_error"].is_string(), "{st:#}");
+    // And its metrics, for an alert.
+    let (code, metrics) = f.host("h2").bed.curl("GET", "/metrics", None, None);
+    assert_eq!(code, 200, "{metrics}");
+    for want in [
+        "shifter_fleet_etcd_reachable 0",
+        "shifter_fleet_ramp_held{service=\"web\"} 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == want),
+            "no {want:?} in /metrics:\n{metrics}"
+        );
+    }
     let doc = f.wait_phase("paused", Duration::from_secs(10));
     assert_eq!(doc["reason"], "host(s) lost: h2", "{doc:#}");
     let seen = weights_during(&f, Duration::from_secs(3));

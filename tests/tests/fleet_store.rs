@@ -22,6 +22,11 @@ fn rt() -> tokio::runtime::Runtime {
 #[test]
 fn kv_txn_lease_and_failover() {
     let mut c = EtcdCluster::start("kv");
+    // The members run the binary asked for (`SHIFTER_TEST_ETCD`: 3.5 in the second run of
+    // `cargo xtask test`).
+    let version = c.server_version();
+    eprintln!("etcd server {version}");
+    assert_eq!(version, EtcdCluster::binary_version());
     let s = store(&c);
     rt().block_on(async {
         s.put("/t/a", b"1", 0).await.expect("put");

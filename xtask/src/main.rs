@@ -92,6 +92,15 @@ enum Cmd {
     ///
     /// Example: `cargo xtask deb` (writes target/debian/shifter_<version>_<arch>.deb)
     Deb(deb::DebArgs),
+    /// The fleet tests (real 3-member etcd, root) on Debian 13's etcd 3.5, fetched into
+    /// target/vm/packages/ (`cargo test -p shifter-tests --test fleet` runs them on the
+    /// machine's 3.4; `cargo xtask test` runs both).
+    ///
+    /// Example: `cargo xtask fleet-test-etcd35`
+    FleetTestEtcd35 {
+        #[arg(long, default_value_t = 2)]
+        test_threads: usize,
+    },
     /// Check the layer rule: no import circles between the top-level modules of shifter/src
     /// and shifter-common/src (also a step of `cargo xtask test`). See docs/ARCHITECTURE.md.
     ///
@@ -161,6 +170,7 @@ fn test(test_threads: usize, vm: bool, bench: bool, harness_args: &[String]) -> 
     ]);
     c.args(harness_args);
     cmd::run("test", &mut c)?;
+    fleet_tests_on_etcd_3_5(test_threads)?;
     // After the tests, so that one run reports both.
     cmd::step("module circles");
     modcycles::run(workspace_root(), &LAYERED_CRATES)?;
@@ -184,6 +194,28 @@ fn test(test_threads: usize, vm: bool, bench: bool, harness_args: &[String]) -> 
     }
     eprintln!("\nall checks passed");
     Ok(())
+}
+
+/// Production runs etcd 3.5+ and the machine's Debian 12 has 3.4: the fleet tests run again
+/// on Debian 13's 3.5, so nothing depends on what one of them lacks.
+fn fleet_tests_on_etcd_3_5(test_threads: usize) -> anyhow::Result<()> {
+    cmd::step("fleet tests on etcd 3.5 (Debian 13's etcd-server)");
+    let etcd = vm::etcd_3_5()?;
+    cmd::run(
+        "fleet tests on etcd 3.5",
+        cargo().env("SHIFTER_TEST_ETCD", &etcd).args([
+            "test",
+            "-p",
+            "shifter-tests",
+            "--test",
+            "fleet",
+            "--test",
+            "fleet_store",
+            "--",
+            "--test-threads",
+            &test_threads.to_string(),
+        ]),
+    )
 }
 
 fn demo(fleet: bool, args: &[String]) -> anyhow::Result<()> {
@@ -253,6 +285,9 @@ fn main() -> ExitCode {
         Cmd::Bench(args) => bench::run(&args),
         Cmd::Deb(args) => deb::run(&args),
         Cmd::Modcycles => modcycles::run(workspace_root(), &LAYERED_CRATES),
+        Cmd::FleetTestEtcd35 { test_threads } => {
+            require_root("fleet-test-etcd35").and_then(|()| fleet_tests_on_etcd_3_5(test_threads))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -516,6 +516,30 @@ fn workspace_root() -> PathBuf {
         .to_owned()
 }
 
+/// The `etcd` of Debian 13 (3.5; the machine's bookworm has 3.4), for the fleet tests'
+/// second run: unpacked under `target/vm/packages/`, checked to say it is 3.5.
+pub fn etcd_3_5() -> anyhow::Result<PathBuf> {
+    let suite = kernel::Suite {
+        name: "trixie",
+        uri: kernel::DEBIAN,
+    };
+    let root = kernel::unpacked_package(
+        suite,
+        "etcd-server",
+        &target_dir(&workspace_root()).join("vm"),
+    )?;
+    let etcd = root.join("usr/bin/etcd");
+    let out = std::process::Command::new(&etcd)
+        .arg("--version")
+        .output()
+        .with_context(|| format!("running {} --version", etcd.display()))?;
+    let version = String::from_utf8_lossy(&out.stdout);
+    if !version.contains("etcd Version: 3.5.") {
+        bail!("{} is not etcd 3.5: {version}", etcd.display());
+    }
+    Ok(etcd)
+}
+
 fn target_dir(root: &Path) -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
 }

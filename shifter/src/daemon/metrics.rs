@@ -28,6 +28,8 @@
 //! | `shifter_backend_up` | gauge | 1 up, 0 otherwise (only where a check runs) |
 //! | `shifter_rollout_state` | gauge | 1 for the rollout's `state` (only where a rollout is reported) |
 //! | `shifter_rollout_step`, `_steps`, `_step_weight_basis_points`, `_hold_remaining_seconds`, `_dry_run` | gauge | rollout progress |
+//! | `shifter_fleet_etcd_reachable` | gauge | `[fleet]` only: 1 while the agent's last poll of etcd succeeded (no labels) |
+//! | `shifter_fleet_ramp_held` | gauge | `[fleet]` only: 1 while the service's fleet ramp is held because etcd does not answer |
 //! | `shifter_build_info` | gauge | 1, with the daemon's `version` |
 //!
 //! Health and rollout series come from the optional parts of the status; nothing is emitted
@@ -261,6 +263,7 @@ impl MetricsState {
         );
         register_health(&mut reg, snap);
         register_rollout(&mut reg, snap);
+        register_fleet(&mut reg, snap);
         super::analysis_metrics::register(&mut reg, snap);
         if let Some(w) = &self.webhooks {
             w.register(&mut reg);
@@ -277,6 +280,35 @@ impl MetricsState {
         prometheus_text::encode(&mut out, &reg).expect("writing to a String cannot fail");
         out
     }
+}
+
+/// The fleet agent's view (`[fleet]` only): whether etcd answers, and per service whether
+/// its fleet ramp is held because it does not.
+fn register_fleet(reg: &mut Registry, snap: &Status) {
+    let Some(agent) = &snap.fleet else {
+        return;
+    };
+    let reachable = Gauge::<i64>::default();
+    reachable.set(i64::from(agent.etcd_reachable));
+    reg.register(
+        "fleet_etcd_reachable",
+        "1 while the fleet agent's last poll of etcd succeeded",
+        reachable,
+    );
+    let held = Family::<ServiceLabels, Gauge>::default();
+    for s in &snap.services {
+        if let Some(f) = &s.fleet {
+            held.get_or_create(&ServiceLabels {
+                service: s.name.clone(),
+            })
+            .set(i64::from(f.held));
+        }
+    }
+    reg.register(
+        "fleet_ramp_held",
+        "1 while the service's fleet ramp is paused here because etcd does not answer (fail static)",
+        held,
+    );
 }
 
 fn backend(service: &str, b: &str) -> BackendLabels {
@@ -648,8 +680,35 @@ pub(crate) mod tests {
         ] {
             assert!(t.lines().any(|l| l == line), "missing {line:?} in\n{t}");
         }
-        for absent in ["rollback", "health", "rollout", "backend_up"] {
+        for absent in ["rollback", "health", "rollout", "backend_up", "fleet"] {
             assert!(!t.contains(absent), "{absent} emitted without data:\n{t}");
+        }
+    }
+
+    #[test]
+    fn fleet_series_on_a_host_cut_off_from_etcd() {
+        let mut snap = status(ServiceStatus {
+            fleet: Some(crate::api::types::ServiceFleetView {
+                rollout: "web-7".into(),
+                action: "ramp".into(),
+                held: true,
+                ..Default::default()
+            }),
+            ..svc()
+        });
+        snap.fleet = Some(crate::api::types::FleetAgentView {
+            node: "h1".into(),
+            etcd_reachable: false,
+            unreachable_since_ms: Some(1),
+            last_error: Some("connection refused".into()),
+        });
+        let t = MetricsState::new(0).render(&snap, None);
+        for line in [
+            "# TYPE shifter_fleet_etcd_reachable gauge",
+            "shifter_fleet_etcd_reachable 0",
+            "shifter_fleet_ramp_held{service=\"web\"} 1",
+        ] {
+            assert!(t.lines().any(|l| l == line), "missing {line:?} in\n{t}");
         }
     }
 

@@ -20,7 +20,7 @@ pub struct Suite {
     pub uri: &'static str,
 }
 
-const DEBIAN: &str = "http://deb.debian.org/debian";
+pub const DEBIAN: &str = "http://deb.debian.org/debian";
 const DEBIAN_SECURITY: &str = "http://deb.debian.org/debian-security";
 
 /// Where a named kernel comes from.
@@ -492,6 +492,24 @@ fn debs_in(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
         .collect();
     v.sort();
     Ok(v)
+}
+
+/// The Debian package `package` of `suite` (a private apt configuration: the machine's
+/// sources are not touched) unpacked under `cache/packages/PACKAGE-SUITE`, once: for test
+/// tools newer than the machine's release (etcd 3.5 from trixie). Returns that directory.
+pub fn unpacked_package(suite: Suite, package: &str, cache: &Path) -> anyhow::Result<PathBuf> {
+    let root = cache
+        .join("packages")
+        .join(format!("{package}-{}", suite.name));
+    if !root.join(".unpacked").is_file() {
+        std::fs::create_dir_all(cache.join("packages"))
+            .with_context(|| format!("creating {}", cache.join("packages").display()))?;
+        let apt = Apt::private(suite, &cache.join("apt"))?;
+        eprintln!("{package} from {}", apt.what);
+        // No release: the kernel's split parts are the only dependencies fetched.
+        fetch_and_unpack(&apt, package, "", &root)?;
+    }
+    Ok(root)
 }
 
 fn fetch_and_unpack(apt: &Apt, package: &str, release: &str, root: &Path) -> anyhow::Result<()> {
