@@ -97,6 +97,8 @@ impl ConfigError {
     pub fn problems(&self) -> Vec<String> {
         match self {
             Self::Invalid { errors, .. } => errors.iter().map(ToString::to_string).collect(),
+            // The caller names the file.
+            Self::Syntax { message, .. } => vec![message.clone()],
             other => vec![crate::util::error_chain(other)],
         }
     }
@@ -225,6 +227,24 @@ fn duration(p: &mut Problems, field: &str, v: Option<&str>, default: Duration) -
     }
 }
 
+/// A TOML or type error on one line: where it is, the line, and what is wrong (toml's own
+/// text spans several lines with a drawing of the source).
+fn syntax_message(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim_end().replace('\n', " ");
+    match e.span() {
+        Some(span) => {
+            // The line itself names the key: toml's type errors do not.
+            let before = &text[..span.start.min(text.len())];
+            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+            let source = text[line_start..].lines().next().unwrap_or("").trim();
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - line_start + 1;
+            format!("line {line}, column {column} ({source}): {message}")
+        }
+        None => message,
+    }
+}
+
 impl Config {
     /// Reads and validates `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -239,7 +259,7 @@ impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
             path: path.to_owned(),
-            message: e.to_string().trim_end().replace('\n', " "),
+            message: syntax_message(text, &e),
         })?;
         let mut p = Problems::default();
         let cfg = Self {

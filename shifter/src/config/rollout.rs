@@ -13,9 +13,12 @@
 //! min_green_flows = 0          # fewer new green flows in a step: keep holding
 //! ```
 
-use std::time::Duration;
+use std::{fmt, marker::PhantomData, time::Duration};
 
-use serde::{Deserialize, Serialize};
+use serde::{
+    Deserialize, Deserializer, Serialize,
+    de::{self, Visitor},
+};
 use shifter_common::WEIGHT_MAX;
 
 use super::{FieldError, Number, Problems, duration};
@@ -27,16 +30,127 @@ pub const DEFAULT_STEPS_BP: [u16; 5] = [100, 500, 2500, 5000, 10_000];
 pub const DEFAULT_HOLD: Duration = Duration::from_secs(30);
 
 /// One step as written: a percentage, or a table with its own hold and approval.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(untagged)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum RawStep {
     Weight(Number),
-    Table {
-        weight: Number,
-        hold: Option<String>,
-        #[serde(default)]
-        approve: bool,
-    },
+    Table(RawStepTable),
+}
+
+/// `{ weight = 25, hold = "2m", approve = true }` as written.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStepTable {
+    pub weight: Number,
+    pub hold: Option<String>,
+    #[serde(default)]
+    pub approve: bool,
+}
+
+impl<'de> Deserialize<'de> for RawStep {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ScalarOrTable::new(
+            "a percentage or a table like { weight = 25, hold = \"2m\", approve = true }",
+            |n| Ok(Self::Weight(n)),
+            Self::Table,
+        ))
+    }
+}
+
+/// `rollback` as written: `"immediate"`, or a table of falling steps ending at 0.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RawRollback {
+    Word(String),
+    Gradual(RawGradual),
+}
+
+impl<'de> Deserialize<'de> for RawRollback {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ScalarOrTable::new(
+            "\"immediate\" or a table like { steps = [50, 10, 0], hold = \"10s\" }",
+            |n| match n {
+                Number::Text(word) => Ok(Self::Word(word)),
+                _ => Err("a number"),
+            },
+            Self::Gradual,
+        ))
+    }
+}
+
+/// `rollback = { steps = [50, 10, 0], hold = "10s" }` as written.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGradual {
+    pub steps: Vec<Number>,
+    pub hold: Option<String>,
+}
+
+/// Reads a setting written either as a scalar or as a table. Serde's untagged enums would
+/// answer a misspelt key in the table with "data did not match any variant" (or, on a
+/// variant without `deny_unknown_fields`, silently drop it: `aprove = true` would lose the
+/// approval); this gives the table's own error, naming the key and the ones expected.
+struct ScalarOrTable<T, R, S, M> {
+    expecting: &'static str,
+    scalar: S,
+    table: M,
+    /// The value made (`T`) and the table read (`R`).
+    _types: PhantomData<fn(R) -> T>,
+}
+
+impl<T, R, S, M> ScalarOrTable<T, R, S, M> {
+    fn new(expecting: &'static str, scalar: S, table: M) -> Self {
+        Self {
+            expecting,
+            scalar,
+            table,
+            _types: PhantomData,
+        }
+    }
+
+    fn scalar<E: de::Error>(self, n: Number, what: de::Unexpected<'_>) -> Result<T, E>
+    where
+        S: FnOnce(Number) -> Result<T, &'static str>,
+    {
+        (self.scalar)(n).map_err(|_| E::invalid_type(what, &self.expecting))
+    }
+}
+
+impl<'de, T, R, S, M> Visitor<'de> for ScalarOrTable<T, R, S, M>
+where
+    S: FnOnce(Number) -> Result<T, &'static str>,
+    M: FnOnce(R) -> T,
+    R: Deserialize<'de>,
+{
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(self.expecting)
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<T, E> {
+        self.scalar(Number::Int(v), de::Unexpected::Signed(v))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<T, E> {
+        match i64::try_from(v) {
+            Ok(i) => self.visit_i64(i),
+            Err(_) => Err(E::invalid_value(
+                de::Unexpected::Unsigned(v),
+                &self.expecting,
+            )),
+        }
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<T, E> {
+        self.scalar(Number::Float(v), de::Unexpected::Float(v))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+        self.scalar(Number::Text(v.to_owned()), de::Unexpected::Str(v))
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+        R::deserialize(de::value::MapAccessDeserializer::new(map)).map(self.table)
+    }
 }
 
 /// `[services.rollout]` as written. Percentages are green's share of new connections.
@@ -56,22 +170,6 @@ pub struct RawRollout {
     pub webhook: Option<Vec<super::webhooks::RawWebhook>>,
     /// `rollback = "immediate" | { steps = [50, 10, 0], hold = "10s" }`
     pub rollback: Option<RawRollback>,
-}
-
-/// `rollback` as written: `"immediate"`, or a table of falling steps ending at 0.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(untagged)]
-pub enum RawRollback {
-    Word(String),
-    Gradual(RawGradual),
-}
-
-/// `rollback = { steps = [...], hold = "..." }` as written.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawGradual {
-    pub steps: Vec<Number>,
-    pub hold: Option<String>,
 }
 
 /// How a soft failure (an operator's abort, a confirm webhook's limit, an analysis's
@@ -268,11 +366,7 @@ fn steps(p: &mut Problems, steps: Option<&[RawStep]>, hold: Duration) -> Vec<Ste
             for (i, s) in list.iter().enumerate() {
                 let (weight, step_hold, approve) = match s {
                     RawStep::Weight(w) => (w, None, false),
-                    RawStep::Table {
-                        weight,
-                        hold,
-                        approve,
-                    } => (weight, hold.as_deref(), *approve),
+                    RawStep::Table(t) => (&t.weight, t.hold.as_deref(), t.approve),
                 };
                 let weight_bp = match weight.weight() {
                     Ok(w) => w.bp(),

@@ -7,6 +7,7 @@ use crate::{
     paths,
 };
 use shifter_common::{Affinity, DEFAULT_FLOW_CAPACITY, Dispatch, MAX_SERVICES};
+use std::collections::BTreeMap;
 
 /// Percent text as the configuration reads it (the one parser: `Weight`).
 fn parse_percent(text: &str) -> Result<u16, String> {
@@ -463,4 +464,176 @@ fn all_problems_are_reported_at_once() {
         .replacen("hook = \"xdp-generic\"", "hook = \"x\"", 1);
     let errs = parse(&text).unwrap_err();
     assert_eq!(errs.len(), 3, "{errs:?}");
+}
+
+/// The one-line problem of `text`, which must not deserialize.
+fn syntax_problem(text: &str) -> String {
+    let e = Config::parse(text, Path::new("t.toml")).unwrap_err();
+    assert!(matches!(e, ConfigError::Syntax { .. }), "{e:?}");
+    let problems = e.problems();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    problems[0].clone()
+}
+
+const ROLLOUT_HEAD: &str = "[[services]]\nname = \"web\"\nport = 80\nblue_port = 1\n\
+                            green_port = 2\n[services.rollout]\n";
+
+#[test]
+fn a_misspelt_key_in_a_step_or_rollback_table_is_named_with_its_line() {
+    // Before: a step's `aprove = true` was dropped without a word (no approval gate), and a
+    // rollback table's typo said only "data did not match any variant of untagged enum".
+    let problem = syntax_problem(&format!(
+        "{ROLLOUT_HEAD}steps = [1, {{ weight = 25, aprove = true }}]\n"
+    ));
+    assert_eq!(
+        problem,
+        "line 7, column 28 (steps = [1, { weight = 25, aprove = true }]): unknown field \
+         `aprove`, expected one of `weight`, `hold`, `approve`"
+    );
+    let problem = syntax_problem(&format!(
+        "{ROLLOUT_HEAD}rollback = {{ steps = [50, 0], hodl = \"1s\" }}\n"
+    ));
+    assert_eq!(
+        problem,
+        "line 7, column 31 (rollback = { steps = [50, 0], hodl = \"1s\" }): unknown field \
+         `hodl`, expected `steps` or `hold`"
+    );
+    let problem = syntax_problem(&format!("{ROLLOUT_HEAD}rollback = 5\n"));
+    assert!(
+        problem.starts_with(
+            "line 7, column 12 (rollback = 5): invalid type: integer `5`, expected \"immediate\""
+        ),
+        "{problem}"
+    );
+    let problem = syntax_problem(&format!("{ROLLOUT_HEAD}steps = [1, true]\n"));
+    assert!(
+        problem.contains("boolean `true`, expected a percentage or a table"),
+        "{problem}"
+    );
+    // The good forms still read as before.
+    let c = parse(&format!(
+        "{ROLLOUT_HEAD}steps = [1, \"12.5\", 30.5, {{ weight = 100, hold = \"2m\", approve = true }}]\n\
+         rollback = {{ steps = [10, 0], hold = \"1s\" }}\n"
+    ))
+    .unwrap();
+    let r = &c.services[0].rollout;
+    let steps: Vec<(u16, bool)> = r.steps.iter().map(|s| (s.weight_bp, s.approve)).collect();
+    assert_eq!(
+        steps,
+        [(100, false), (1250, false), (3050, false), (10_000, true)]
+    );
+    assert_eq!(r.steps[3].hold, Duration::from_secs(120));
+    assert_ne!(r.rollback, RollbackPolicy::Immediate);
+}
+
+/// The sections of examples/shifter.toml (commented-out ones too) by table path, each with
+/// the text that documents it.
+fn example_sections() -> BTreeMap<String, String> {
+    let text = include_str!("../../../examples/shifter.toml");
+    let mut sections = BTreeMap::<String, String>::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let bare = line.trim_start_matches('#').trim();
+        if bare.starts_with('[') && bare.ends_with(']') && !bare.contains(' ') {
+            current = bare.trim_matches(['[', ']']).to_owned();
+        }
+        let section = sections.entry(current.clone()).or_default();
+        section.push_str(line);
+        section.push('\n');
+    }
+    sections
+}
+
+/// The keys serde accepts in the table at `path`, read from its answer to an unknown key.
+fn accepted_keys(path: &str, text: &str) -> Vec<String> {
+    let problem = syntax_problem(text);
+    let Some((_, expected)) = problem.split_once("expected ") else {
+        panic!("{path}: {problem}");
+    };
+    expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn every_key_of_every_table_is_in_the_example_configuration() {
+    const BOGUS: &str = "not_a_key_of_ours = 1\n";
+    const SERVICE: &str = "[[services]]\n";
+    // Each table, reached with nothing else in it, so serde's first complaint is the bogus
+    // key and lists every key the table takes.
+    let tables = [
+        ("", BOGUS.to_owned()),
+        ("daemon", format!("[daemon]\n{BOGUS}")),
+        ("daemon.grant", format!("[[daemon.grant]]\n{BOGUS}")),
+        ("daemon.notify", format!("[[daemon.notify]]\n{BOGUS}")),
+        ("interfaces", format!("[[interfaces]]\n{BOGUS}")),
+        ("services", format!("{SERVICE}{BOGUS}")),
+        (
+            "services.health",
+            format!("{SERVICE}[services.health]\n{BOGUS}"),
+        ),
+        (
+            "services.rollout",
+            format!("{SERVICE}[services.rollout]\n{BOGUS}"),
+        ),
+        (
+            "services.rollout",
+            format!(
+                "{SERVICE}[services.rollout]\nsteps = [{{ {} }}]\n",
+                BOGUS.trim()
+            ),
+        ),
+        (
+            "services.rollout",
+            format!(
+                "{SERVICE}[services.rollout]\nrollback = {{ {} }}\n",
+                BOGUS.trim()
+            ),
+        ),
+        (
+            "services.rollout.analysis",
+            format!("{SERVICE}[[services.rollout.analysis]]\n{BOGUS}"),
+        ),
+        (
+            "services.rollout.webhook",
+            format!("{SERVICE}[[services.rollout.webhook]]\n{BOGUS}"),
+        ),
+        ("fleet", format!("[fleet]\n{BOGUS}")),
+    ];
+    let sections = example_sections();
+    let mut missing = Vec::new();
+    let mut checked = 0;
+    for (path, text) in &tables {
+        let keys = accepted_keys(path, text);
+        assert!(keys.len() > 1, "{path}: {keys:?}");
+        let section = sections
+            .get(*path)
+            .unwrap_or_else(|| panic!("examples/shifter.toml has no [{path}] section"));
+        for key in keys {
+            // A sub-table is documented by its own section header.
+            let sub_table = sections.contains_key(&format!("{path}.{key}"))
+                || (path.is_empty() && sections.contains_key(&key));
+            let documented = section.lines().any(|l| {
+                let l = l.trim_start_matches(['#', ' ']);
+                l.starts_with(&format!("{key} ="))
+                    || l.contains(&format!("{{ {key} ="))
+                    || l.contains(&format!(", {key} ="))
+            });
+            if !(documented || sub_table) {
+                missing.push(format!("[{path}] {key}"));
+            }
+            checked += 1;
+        }
+    }
+    assert!(
+        checked > 80,
+        "only {checked} keys found: is serde's message still parsed?"
+    );
+    assert!(
+        missing.is_empty(),
+        "keys the daemon accepts but examples/shifter.toml does not show: {missing:?}"
+    );
 }
