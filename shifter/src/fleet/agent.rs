@@ -135,6 +135,8 @@ struct Agent<C> {
     docs: BTreeMap<String, RolloutDoc>,
     /// Since when etcd has not answered (Unix ms), and its last error.
     unreachable: Option<(u64, String)>,
+    /// What the daemon was told last.
+    told: Option<FleetSeen>,
 }
 
 /// Runs the agent until `stop` turns true.
@@ -164,6 +166,7 @@ pub async fn run<C: Control>(
         held: BTreeMap::new(),
         docs: BTreeMap::new(),
         unreachable: None,
+        told: None,
     };
     info!(
         "fleet: agent {} on {} (lease {:?}, poll {:?})",
@@ -271,6 +274,14 @@ impl<C: Control> Agent<C> {
             }
             self.apply_once(&service, &desired).await?;
             self.report(&service, &desired).await?;
+            // A finished rollout's document no longer changes: read it once, not every poll.
+            let finished = self
+                .docs
+                .get(&service)
+                .is_some_and(|doc| doc.id == desired.rollout && doc.phase.is_terminal());
+            if finished {
+                continue;
+            }
             if let Some(doc) = self
                 .store
                 .get(&self.keys.rollout(&desired.rollout))
@@ -283,8 +294,9 @@ impl<C: Control> Agent<C> {
         Ok(())
     }
 
-    /// Tells the daemon what the last poll saw, for its status and `shifter watch`.
-    async fn tell_daemon(&self) {
+    /// Tells the daemon what the last poll saw, for its status and `shifter watch`, when it
+    /// differs from what it was told last.
+    async fn tell_daemon(&mut self) {
         let services = self
             .desired
             .iter()
@@ -305,7 +317,12 @@ impl<C: Control> Agent<C> {
             unreachable_since_ms: self.unreachable.as_ref().map(|(since, _)| *since),
             last_error: self.unreachable.as_ref().map(|(_, e)| e.clone()),
         };
-        self.control.fleet_seen(FleetSeen { agent, services }).await;
+        let seen = FleetSeen { agent, services };
+        if self.told.as_ref() == Some(&seen) {
+            return;
+        }
+        self.control.fleet_seen(seen.clone()).await;
+        self.told = Some(seen);
     }
 
     /// Cut off from etcd for a lease TTL: pauses every fleet ramp running here, so the

@@ -26,16 +26,10 @@ fn six() -> BTreeMap<String, NodeInfo> {
 
 fn spec(waves: Vec<WaveSelector>) -> FleetSpec {
     FleetSpec {
-        service: "web".into(),
         steps_bp: vec![5000, 10_000],
         hold_ms: 100,
         waves,
-        max_parallel: 0,
-        min_healthy: 0,
-        failures_tolerated: 0,
-        on_lost: OnLost::Pause,
-        wave_deadline_ms: 0,
-        approve_waves: false,
+        ..FleetSpec::one_step("web")
     }
 }
 
