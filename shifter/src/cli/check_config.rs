@@ -27,13 +27,6 @@ pub(crate) fn run(a: Args) -> VerbResult {
             );
             Ok(())
         }
-        Err(e) => Err(Failure::Message(
-            e.problems()
-                .iter()
-                .map(|p| format!("{}: {p}", a.path.display()))
-                .collect::<Vec<_>>()
-                .join("\n"),
-            EXIT_USAGE,
-        )),
+        Err(e) => Err(Failure::Message(e.report(), EXIT_USAGE)),
     }
 }

@@ -45,14 +45,7 @@ pub(crate) fn run(client: &Client, a: Args) -> VerbResult {
 }
 
 fn offline(path: &std::path::Path) -> VerbResult {
-    let cfg = Config::load(path).map_err(|e| {
-        let problems: Vec<String> = e
-            .problems()
-            .iter()
-            .map(|p| format!("{}: {p}", path.display()))
-            .collect();
-        Failure::Message(problems.join("\n"), EXIT_USAGE)
-    })?;
+    let cfg = Config::load(path).map_err(|e| Failure::Message(e.report(), EXIT_USAGE))?;
     let dir = &cfg.daemon.bpffs_dir;
     let configured: Vec<String> = cfg.interfaces.iter().map(|i| i.name.clone()).collect();
     let removed = dataplane::detach_pinned(dir, &configured).map_err(|e| {

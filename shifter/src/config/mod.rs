@@ -102,6 +102,20 @@ impl ConfigError {
             other => vec![crate::util::error_chain(other)],
         }
     }
+
+    /// Every problem on its own line, each starting with the file, for a terminal.
+    pub fn report(&self) -> String {
+        match self {
+            // Already names the file.
+            Self::Read { .. } => crate::util::error_chain(self),
+            Self::Syntax { path, .. } | Self::Invalid { path, .. } => self
+                .problems()
+                .iter()
+                .map(|p| format!("{}: {p}", path.display()))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        }
+    }
 }
 
 fn join_errors(errors: &[FieldError]) -> String {

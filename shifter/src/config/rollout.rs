@@ -50,7 +50,7 @@ impl<'de> Deserialize<'de> for RawStep {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_any(ScalarOrTable::new(
             "a percentage or a table like { weight = 25, hold = \"2m\", approve = true }",
-            |n| Ok(Self::Weight(n)),
+            |n| Some(Self::Weight(n)),
             Self::Table,
         ))
     }
@@ -68,8 +68,8 @@ impl<'de> Deserialize<'de> for RawRollback {
         d.deserialize_any(ScalarOrTable::new(
             "\"immediate\" or a table like { steps = [50, 10, 0], hold = \"10s\" }",
             |n| match n {
-                Number::Text(word) => Ok(Self::Word(word)),
-                _ => Err("a number"),
+                Number::Text(word) => Some(Self::Word(word)),
+                Number::Int(_) | Number::Float(_) => None,
             },
             Self::Gradual,
         ))
@@ -108,15 +108,15 @@ impl<T, R, S, M> ScalarOrTable<T, R, S, M> {
 
     fn scalar<E: de::Error>(self, n: Number, what: de::Unexpected<'_>) -> Result<T, E>
     where
-        S: FnOnce(Number) -> Result<T, &'static str>,
+        S: FnOnce(Number) -> Option<T>,
     {
-        (self.scalar)(n).map_err(|_| E::invalid_type(what, &self.expecting))
+        (self.scalar)(n).ok_or_else(|| E::invalid_type(what, &self.expecting))
     }
 }
 
 impl<'de, T, R, S, M> Visitor<'de> for ScalarOrTable<T, R, S, M>
 where
-    S: FnOnce(Number) -> Result<T, &'static str>,
+    S: FnOnce(Number) -> Option<T>,
     M: FnOnce(R) -> T,
     R: Deserialize<'de>,
 {
