@@ -1,7 +1,7 @@
 //! Namespace tests of issue 2 with the ingress program at XDP (egress is TC): real TCP
 //! and UDP servers, a client across a veth pair, IPv4 and IPv6. Needs root.
 
-mod netns_suite;
+use crate::netns_suite;
 
 use shifter::Hook;
 use shifter_tests::netns::Family;

@@ -1,6 +1,6 @@
 //! `shifter watch`: the screen drawn on ratatui's test backend at 80x24 compared with golden
-//! files (tests/golden/*.txt; `UPDATE_GOLDEN=1 cargo test -p shifter-tests --test watch`
-//! rewrites them), and `shifter watch --once` against a real daemon under traffic (root).
+//! files (tests/golden/*.txt; `UPDATE_GOLDEN=1 cargo test -p shifter-tests --test integration
+//! watch::` rewrites them), and `shifter watch --once` against a real daemon under traffic (root).
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 

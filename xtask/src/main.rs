@@ -2,7 +2,9 @@
 //!
 //! Every command except `setup` first checks the machine and runs setup when something is missing.
 
+mod areas;
 mod bench;
+mod built;
 mod cmd;
 mod deb;
 mod modcycles;
@@ -47,7 +49,8 @@ enum Cmd {
     ///
     /// Example: `cargo xtask test` or `cargo xtask test -- smoke_load`
     Test {
-        /// Test threads per test binary (the namespace tests are heavy; the machine is small).
+        /// Test threads per test binary, and per area of the integration tests (the namespace
+        /// tests are heavy; the machine is small).
         #[arg(long, default_value_t = 2)]
         test_threads: usize,
         /// Skip the VM suites: the integration tests on Debian's 6.1 kernel and the systemd
@@ -93,7 +96,7 @@ enum Cmd {
     /// Example: `cargo xtask deb` (writes target/debian/shifter_<version>_<arch>.deb)
     Deb(deb::DebArgs),
     /// The fleet tests (real 3-member etcd, root) on Debian 13's etcd 3.5, fetched into
-    /// target/vm/packages/ (`cargo test -p shifter-tests --test fleet` runs them on the
+    /// target/vm/packages/ (`cargo test -p shifter-tests --test integration fleet` runs them on the
     /// machine's 3.4; `cargo xtask test` runs both).
     ///
     /// Example: `cargo xtask fleet-test-etcd35`
@@ -155,21 +158,26 @@ fn test(test_threads: usize, vm: bool, bench: bool, harness_args: &[String]) -> 
     )?;
     cmd::step("rustfmt");
     cmd::run("rustfmt", cargo().args(["fmt", "--all", "--check"]))?;
-    cmd::step("test");
-    let mut c = cargo();
+    cmd::step("test: unit tests");
+    let threads = test_threads.to_string();
     // shifter-ebpf only builds for the BPF target (shifter/build.rs builds it and the smoke and
     // packet tests run it through the kernel), so it is excluded from the host test build.
-    c.args([
-        "test",
-        "--workspace",
-        "--exclude",
-        "shifter-ebpf",
-        "--",
-        "--test-threads",
-        &test_threads.to_string(),
-    ]);
-    c.args(harness_args);
-    cmd::run("test", &mut c)?;
+    let workspace = ["--workspace", "--exclude", "shifter-ebpf"];
+    let mut c = cargo();
+    c.arg("test")
+        .args(workspace)
+        .args(["--lib", "--bins", "--"]);
+    c.args(["--test-threads", &threads]).args(harness_args);
+    cmd::run("unit tests", &mut c)?;
+    cmd::step("test: doc tests");
+    let mut c = cargo();
+    c.arg("test")
+        .args(workspace)
+        .args(["--doc", "--"])
+        .args(harness_args);
+    cmd::run("doc tests", &mut c)?;
+    cmd::step("test: integration tests, one area at a time");
+    integration_tests(None, test_threads, harness_args, &[])?;
     fleet_tests_on_etcd_3_5(test_threads)?;
     // After the tests, so that one run reports both.
     cmd::step("module circles");
@@ -201,22 +209,42 @@ fn test(test_threads: usize, vm: bool, bench: bool, harness_args: &[String]) -> 
 fn fleet_tests_on_etcd_3_5(test_threads: usize) -> anyhow::Result<()> {
     cmd::step("fleet tests on etcd 3.5 (Debian 13's etcd-server)");
     let etcd = vm::etcd_3_5()?;
-    cmd::run(
-        "fleet tests on etcd 3.5",
-        cargo().env("SHIFTER_TEST_ETCD", &etcd).args([
-            "test",
-            "-p",
-            "shifter-tests",
-            "--test",
-            "fleet",
-            "--test",
-            "fleet_store",
-            "--",
-            "--test-threads",
-            &test_threads.to_string(),
-        ]),
-    )
+    let env = [("SHIFTER_TEST_ETCD", etcd.as_os_str())];
+    integration_tests(Some(&FLEET_AREAS), test_threads, &[], &env)
 }
+
+/// Builds the integration tests and runs them one area at a time (xtask/src/areas.rs): every
+/// area with a test that `harness_args` selects, or only the `wanted` ones.
+fn integration_tests(
+    wanted: Option<&[&str]>,
+    test_threads: usize,
+    harness_args: &[String],
+    env: &[(&str, &std::ffi::OsStr)],
+) -> anyhow::Result<()> {
+    let exe = areas::build(workspace_root())?;
+    let mut listed = areas::list(&exe, harness_args)?;
+    if let Some(wanted) = wanted {
+        listed.retain(|a| wanted.contains(&a.name.as_str()));
+        if listed.len() != wanted.len() {
+            bail!("the integration tests lack one of the areas {wanted:?}");
+        }
+    }
+    if listed.is_empty() {
+        bail!("no integration test matches {harness_args:?}");
+    }
+    let dir = workspace_root().join("tests");
+    let run = areas::Run {
+        exe: &exe,
+        dir: &dir,
+        test_threads,
+        harness_args,
+        env,
+    };
+    areas::run(&run, &listed)
+}
+
+/// The areas of the integration tests that talk to etcd.
+const FLEET_AREAS: [&str; 2] = ["fleet", "fleet_store"];
 
 fn demo(fleet: bool, args: &[String]) -> anyhow::Result<()> {
     require_root("demo")?;

@@ -1,11 +1,12 @@
 //! `cargo xtask vm-test`: the privileged integration tests inside a qemu VM on another kernel.
 //!
-//! 1. Build every integration-test binary of `shifter-tests` and the `shifter` binary.
+//! 1. Build the integration-test binary of `shifter-tests` and the `shifter` binary; list its
+//!    tests by area (xtask/src/areas.rs).
 //! 2. Get the kernel (a named one from [`kernel::KERNELS`], e.g. Debian's 6.1 package, or
 //!    `--kernel PATH --modules DIR`).
 //! 3. Write an initramfs: busybox (static), iproute2's `ip` with its shared libraries, the
 //!    binaries with theirs, the modules the tests need (dependencies first) and an `/init`
-//!    script that mounts proc/sys/bpffs, loads the modules, runs each test binary with
+//!    script that mounts proc/sys/bpffs, loads the modules, runs each test area with
 //!    `--test-threads=1`, prints `SHIFTER-VM-RESULT: <rc>` and powers off.
 //! 4. Boot it under `qemu-system-x86_64 -accel tcg` (KVM hangs on our machines), stream the
 //!    console, and fail on a missing or non-zero result, a kernel panic or the time limit.
@@ -23,10 +24,12 @@ mod systemd;
 use anyhow::{Context as _, bail};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cpio::{Entry, Tree};
+
+use crate::{areas, built};
 
 /// Arguments of `cargo xtask vm-test`.
 #[derive(clap::Args, Debug)]
@@ -52,17 +55,17 @@ pub struct VmArgs {
     /// Guest CPUs (TCG runs one host thread per guest CPU).
     #[arg(long, default_value_t = 2)]
     pub cpus: u32,
-    /// Build the test binaries with the release profile (slower to build, faster in the guest).
+    /// Build the test binary with the release profile (slower to build, faster in the guest).
     #[arg(long)]
     pub release: bool,
-    /// Only these test binaries (names of tests/tests/*.rs without `.rs`); default: all.
+    /// Only these test areas (the modules of tests/tests/main.rs, e.g. `packets`); default: all.
     #[arg(long = "test", value_name = "NAME")]
     pub tests: Vec<String>,
     /// List the known kernels and exit.
     #[arg(long)]
     pub list_kernels: bool,
-    /// Run the suite on every kernel of the table, one after the other (the test binaries
-    /// are built once), and print a summary table; fails if any kernel failed.
+    /// Run the suite on every kernel of the table, one after the other (the test binary
+    /// is built once), and print a summary table; fails if any kernel failed.
     #[arg(long, conflicts_with_all = ["kernel", "modules"])]
     pub all: bool,
     /// Run the systemd scenarios instead: the .deb installed and driven by systemd in a Debian
@@ -70,14 +73,14 @@ pub struct VmArgs {
     /// (needs root).
     #[arg(long, conflicts_with_all = ["tests", "all"])]
     pub systemd: bool,
-    /// Arguments for every test binary's harness, e.g. a test name filter.
+    /// Arguments for the test harness of every area, e.g. a test name filter.
     #[arg(last = true)]
     pub harness_args: Vec<String>,
 }
 
 /// Prefix of the guest's result line; the host looks for it on the console.
 const RESULT_MARKER: &str = "SHIFTER-VM-RESULT: ";
-/// Prefix of a per-binary line: `SHIFTER-VM-TEST: <name> rc=<rc> seconds=<s>`.
+/// Prefix of a per-area line: `SHIFTER-VM-TEST: <area> rc=<rc> seconds=<s>`.
 const TEST_MARKER: &str = "SHIFTER-VM-TEST: ";
 
 pub fn run(args: &VmArgs) -> anyhow::Result<()> {
@@ -98,18 +101,23 @@ pub fn run(args: &VmArgs) -> anyhow::Result<()> {
 
     crate::cmd::step("vm-test: build");
     let built = build(&root, args.release)?;
-    let (tests, excluded) = select_tests(built.tests, &args.tests)?;
+    let listed = areas::list(&built.integration, &args.harness_args)?;
+    let (tests, excluded) = select_tests(listed, &args.tests)?;
     for (name, why) in &excluded {
         eprintln!("vm-test: not run in the guest: {name}: {why}");
     }
     if tests.is_empty() {
-        bail!("no integration-test binaries were built for shifter-tests");
+        bail!(
+            "no test of {} matches the selection",
+            built.integration.display()
+        );
     }
     let data = test_data(&root)?;
     let suite = Suite {
         cache: &cache,
         data: &data,
-        tests: &tests,
+        integration: &built.integration,
+        areas: &tests,
         bins: &built.bins,
         excluded: &excluded,
     };
@@ -160,7 +168,8 @@ pub fn run(args: &VmArgs) -> anyhow::Result<()> {
 struct Suite<'a> {
     cache: &'a Path,
     data: &'a [PathBuf],
-    tests: &'a [(String, PathBuf)],
+    integration: &'a Path,
+    areas: &'a [areas::Area],
     bins: &'a [(String, PathBuf)],
     excluded: &'a [(&'static str, &'static str)],
 }
@@ -194,7 +203,8 @@ impl Suite<'_> {
             data: self.data,
             kernel: &kernel,
             modules: &modules,
-            tests: self.tests,
+            integration: self.integration,
+            areas: self.areas,
             bins: self.bins,
             harness_args: &args.harness_args,
             expect_mode,
@@ -202,10 +212,10 @@ impl Suite<'_> {
         let initrd = work.join("initramfs.cpio");
         let size = image.write(&initrd)?;
         eprintln!(
-            "{}: {} MiB; {} test binaries, {} modules, expecting tc mode {expect_mode}",
+            "{}: {} MiB; {} test areas, {} modules, expecting tc mode {expect_mode}",
             initrd.display(),
             size >> 20,
-            self.tests.len(),
+            self.areas.len(),
             modules.len()
         );
 
@@ -294,7 +304,7 @@ impl Row {
 fn summary_table(rows: &[Row]) -> String {
     let mut t = format!(
         "{:<48} {:<15} {:>6} {:>6} {:>7}  {}\n",
-        "kernel", "tc exp/seen", "passed", "failed", "guest s", "failed binaries / error"
+        "kernel", "tc exp/seen", "passed", "failed", "guest s", "failed areas / error"
     );
     for r in rows {
         let mode = format!("{}/{}", r.expected, r.seen.as_deref().unwrap_or("-"));
@@ -316,8 +326,8 @@ fn summary_table(rows: &[Row]) -> String {
     t
 }
 
-/// Test binaries that cannot run in the guest, with the reason printed on every run. They
-/// are left out of the default selection, and naming one with `--test` is an error.
+/// Test areas that cannot run in the guest, with the reason printed on every run. They are
+/// left out of the default selection, and naming one with `--test` is an error.
 const NOT_IN_VM: &[(&str, &str)] = &[
     (
         "https_health",
@@ -361,38 +371,36 @@ const NOT_IN_VM: &[(&str, &str)] = &[
     ),
 ];
 
-/// Test binaries by name: (name, executable).
-type Executables = Vec<(String, PathBuf)>;
-/// Test binaries left out of the guest run: (name, why).
+/// Test areas left out of the guest run: (name, why).
 type LeftOut = Vec<(&'static str, &'static str)>;
 
-/// The test binaries to run (all, or those named with `--test`), and the ones left out
-/// with their reasons.
-fn select_tests(built: Executables, wanted: &[String]) -> anyhow::Result<(Executables, LeftOut)> {
+/// The test areas to run (all, or those named with `--test`), and the ones left out with
+/// their reasons.
+fn select_tests(
+    listed: Vec<areas::Area>,
+    wanted: &[String],
+) -> anyhow::Result<(Vec<areas::Area>, LeftOut)> {
     for t in wanted {
         if let Some((_, why)) = NOT_IN_VM.iter().find(|(n, _)| n == t) {
             bail!("--test {t}: cannot run in the VM: {why}");
         }
-        if !built.iter().any(|(n, _)| n == t) {
-            let names: Vec<_> = built.iter().map(|(n, _)| n.as_str()).collect();
-            bail!(
-                "--test {t}: no such test binary (have: {})",
-                names.join(", ")
-            );
+        if !listed.iter().any(|a| a.name == *t) {
+            let names: Vec<_> = listed.iter().map(|a| a.name.as_str()).collect();
+            bail!("--test {t}: no such test area (have: {})", names.join(", "));
         }
     }
     let excluded: Vec<_> = NOT_IN_VM
         .iter()
-        .filter(|(n, _)| wanted.is_empty() && built.iter().any(|(b, _)| b == n))
+        .filter(|(n, _)| wanted.is_empty() && listed.iter().any(|a| a.name == *n))
         .copied()
         .collect();
-    let tests = built
+    let tests = listed
         .into_iter()
-        .filter(|(n, _)| {
+        .filter(|a| {
             if wanted.is_empty() {
-                !NOT_IN_VM.iter().any(|(x, _)| x == n)
+                !NOT_IN_VM.iter().any(|(x, _)| *x == a.name)
             } else {
-                wanted.contains(n)
+                wanted.contains(&a.name)
             }
         })
         .collect();
@@ -450,7 +458,7 @@ fn report(
             eprintln!("vm-test on {}: all tests passed", kernel.label);
             Ok(())
         }
-        Some(rc) => fail(format!("a test binary failed (guest result {rc})")),
+        Some(rc) => fail(format!("a test area failed (guest result {rc})")),
         None => fail(format!(
             "the guest stopped without a result line (qemu exit {})",
             o.qemu_status
@@ -560,78 +568,40 @@ fn sanitize(s: &str) -> String {
 /// test and the demo); the workspace build also yields xtask and the bench tool, left out.
 const GUEST_BINS: &[&str] = &["shifter", "shifter-t", "shifter-demo"];
 
-/// What the build produced: (name, executable) pairs.
-struct Built {
-    tests: Vec<(String, PathBuf)>,
-    bins: Vec<(String, PathBuf)>,
+/// What the build produced: the integration binary and the guest's binaries by name.
+pub(crate) struct Built {
+    pub(crate) integration: PathBuf,
+    pub(crate) bins: Vec<(String, PathBuf)>,
 }
 
-fn build(root: &Path, release: bool) -> anyhow::Result<Built> {
+pub(crate) fn build(root: &Path, release: bool) -> anyhow::Result<Built> {
     // The same package selection as `cargo xtask test`'s own `cargo test`: with `-p` cargo would
-    // unify features differently and link every test binary a second time (~2 GB of disk).
+    // unify features differently and link the test binary a second time.
     const WORKSPACE: [&str; 3] = ["--workspace", "--exclude", "shifter-ebpf"];
-    let mut tests = Vec::new();
+    let mut integration = None;
     let mut bins = Vec::new();
     let profile: &[&str] = if release { &["--release"] } else { &[] };
     for argv in [
-        &["test", "--no-run", "--tests"][..],
+        &["test", "--no-run", "--test", areas::TARGET][..],
         &["build", "--bins"][..],
     ] {
-        let mut c = Command::new("cargo");
-        c.args(argv)
-            .args(WORKSPACE)
-            .args(profile)
-            .arg("--message-format=json-render-diagnostics")
-            .current_dir(root)
-            .stdout(Stdio::piped());
-        eprintln!("$ {}", crate::cmd::render(&c));
-        let out = c.spawn().context("running cargo")?.wait_with_output()?;
-        if !out.status.success() {
-            bail!("`{}` failed ({})", crate::cmd::render(&c), out.status);
-        }
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            if let Some((kind, name, exe)) = artifact(line) {
-                match kind {
-                    ArtifactKind::Test => tests.push((name, exe)),
-                    ArtifactKind::Bin if GUEST_BINS.contains(&name.as_str()) => {
-                        bins.push((name, exe));
-                    }
-                    ArtifactKind::Bin => {}
+        for artifact in built::cargo(root, &[argv, &WORKSPACE[..], profile].concat())? {
+            match artifact {
+                (built::Kind::Test, name, exe) if name == areas::TARGET => {
+                    integration = Some(exe);
                 }
+                (built::Kind::Bin, name, exe) if GUEST_BINS.contains(&name.as_str()) => {
+                    bins.push((name, exe));
+                }
+                _ => {}
             }
         }
     }
-    tests.sort();
-    tests.dedup();
     bins.sort();
     bins.dedup();
-    Ok(Built { tests, bins })
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum ArtifactKind {
-    Test,
-    Bin,
-}
-
-/// An executable from one line of cargo's JSON messages: integration-test binaries (target
-/// kind `test`) and binaries (kind `bin`, not built as tests).
-fn artifact(line: &str) -> Option<(ArtifactKind, String, PathBuf)> {
-    let v: serde_json::Value = serde_json::from_str(line).ok()?;
-    if v["reason"] != "compiler-artifact" {
-        return None;
-    }
-    let exe = PathBuf::from(v["executable"].as_str()?);
-    let name = v["target"]["name"].as_str()?.to_owned();
-    let kinds = v["target"]["kind"].as_array()?;
-    let is_test = v["profile"]["test"].as_bool()?;
-    if kinds.iter().any(|k| k == "test") && is_test {
-        Some((ArtifactKind::Test, name, exe))
-    } else if kinds.iter().any(|k| k == "bin") && !is_test {
-        Some((ArtifactKind::Bin, name, exe))
-    } else {
-        None
-    }
+    let integration = integration
+        .with_context(|| format!("cargo built no `{}` test executable", areas::TARGET))?;
+    Ok(Built { integration, bins })
 }
 
 /// Host tools copied into the guest: (command, required). iproute2's `ip` is required (busybox's
@@ -655,7 +625,8 @@ struct Image<'a> {
     data: &'a [PathBuf],
     kernel: &'a kernel::Kernel,
     modules: &'a [kernel::Module],
-    tests: &'a [(String, PathBuf)],
+    integration: &'a Path,
+    areas: &'a [areas::Area],
     bins: &'a [(String, PathBuf)],
     harness_args: &'a [String],
     expect_mode: &'a str,
@@ -686,18 +657,17 @@ impl Image<'_> {
         }
         // Executables keep their host paths, so a test finds a binary next to its own `deps`
         // directory (or through a compile-time `CARGO_BIN_EXE_*` path) as it does on the host.
-        for set in [self.tests, self.bins] {
-            for (name, exe) in set {
-                let staged = strip_into(exe, &stage.join(name))?;
-                t.add(
-                    &exe.to_string_lossy(),
-                    Entry::File {
-                        source: staged,
-                        mode: 0o755,
-                    },
-                )?;
-                dynamic.push(exe.clone());
-            }
+        let integration = (areas::TARGET.to_owned(), self.integration.to_path_buf());
+        for (name, exe) in std::iter::once(&integration).chain(self.bins) {
+            let staged = strip_into(exe, &stage.join(name))?;
+            t.add(
+                &exe.to_string_lossy(),
+                Entry::File {
+                    source: staged,
+                    mode: 0o755,
+                },
+            )?;
+            dynamic.push(exe.clone());
         }
         for f in self.data {
             t.add(
@@ -749,10 +719,11 @@ impl Image<'_> {
     }
 
     fn init_script(&self) -> String {
-        let tests: Vec<String> = self
-            .tests
+        let exe = shell_quote(&self.integration.to_string_lossy());
+        let runs: Vec<String> = self
+            .areas
             .iter()
-            .map(|(n, exe)| format!("{n}:{}", shell_quote(&exe.to_string_lossy())))
+            .map(|a| format!("run_area {} {exe} {}", a.name, shell_words(&a.selection())))
             .collect();
         let mut bin_dirs: Vec<String> = self
             .bins
@@ -769,7 +740,7 @@ impl Image<'_> {
         INIT_TEMPLATE
             .replace("@TOOLS@", GUEST_TOOLS)
             .replace("@PATH@", &path.join(":"))
-            .replace("@TESTS@", &tests.join(" "))
+            .replace("@AREAS@", &runs.join("\n"))
             .replace("@HARNESS@", &shell_words(self.harness_args))
             .replace("@EXPECT_MODE@", self.expect_mode)
             .replace("@PATIENCE@", &guest_patience().to_string())
@@ -842,7 +813,7 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
 mount -t tmpfs tmpfs /run
-# No tmpfs on /tmp: the initramfs root is RAM already, and test binaries keep their host
+# No tmpfs on /tmp: the initramfs root is RAM already, and executables keep their host
 # paths, which may lie under /tmp (a CI checkout there).
 mkdir -p /tmp && chmod 1777 /tmp
 mkdir -p /run/netns /sys/fs/cgroup
@@ -858,11 +829,13 @@ echo "shifter-vm: modules loaded: $(cut -d' ' -f1 /proc/modules | tr '\n' ' ')"
 dmesg -c >/dev/null
 @TOOLS@/ip link set lo up
 rc=0
-for te in @TESTS@; do
-    t=${te%%:*}
+# run_area AREA EXE ARGS...: one area of the integration binary (xtask/src/areas.rs).
+run_area() {
+    t=$1
+    shift
     echo "shifter-vm: === $t"
     start=$(date +%s)
-    "${te#*:}" --test-threads=1 @HARNESS@ </dev/null
+    "$@" --test-threads=1 @HARNESS@ </dev/null
     r=$?
     echo "@TEST@$t rc=$r seconds=$(( $(date +%s) - start ))"
     if [ "$r" -ne 0 ]; then
@@ -871,7 +844,8 @@ for te in @TESTS@; do
         dmesg | tail -n 40 | sed 's/^/shifter-vm: dmesg: /'
         dmesg -c >/dev/null
     fi
-done
+}
+@AREAS@
 leftover=$(ls /sys/fs/bpf; @TOOLS@/ip netns list)
 [ -z "$leftover" ] || echo "shifter-vm: left behind after the tests: $leftover"
 echo "@RESULT@$rc"
@@ -1007,41 +981,17 @@ mod tests {
     }
 
     #[test]
-    fn cargo_messages_give_test_and_bin_executables() {
-        let test = r#"{"reason":"compiler-artifact","target":{"kind":["test"],"name":"smoke_load"},"profile":{"test":true},"executable":"/t/debug/deps/smoke_load-5d0e"}"#;
-        let lib = r#"{"reason":"compiler-artifact","target":{"kind":["lib"],"name":"shifter_tests"},"profile":{"test":true},"executable":"/t/debug/deps/shifter_tests-04"}"#;
-        let bin = r#"{"reason":"compiler-artifact","target":{"kind":["bin"],"name":"shifter"},"profile":{"test":false},"executable":"/t/debug/shifter"}"#;
-        let rlib = r#"{"reason":"compiler-artifact","target":{"kind":["lib"],"name":"aya"},"profile":{"test":false},"executable":null}"#;
-        assert_eq!(
-            artifact(test),
-            Some((
-                ArtifactKind::Test,
-                "smoke_load".into(),
-                "/t/debug/deps/smoke_load-5d0e".into()
-            ))
-        );
-        assert_eq!(
-            artifact(bin),
-            Some((
-                ArtifactKind::Bin,
-                "shifter".into(),
-                "/t/debug/shifter".into()
-            ))
-        );
-        assert_eq!(artifact(lib), None);
-        assert_eq!(artifact(rlib), None);
-        assert_eq!(artifact("not json"), None);
-    }
-
-    #[test]
     fn tests_that_cannot_run_in_the_vm_are_left_out_with_a_reason() {
         let built = || {
             ["deb_package", "packets", "smoke_load"]
-                .map(|n| (n.to_owned(), PathBuf::from(format!("/t/{n}"))))
+                .map(|n| areas::Area {
+                    name: n.to_owned(),
+                    tests: vec![format!("{n}::t")],
+                })
                 .to_vec()
         };
         let (tests, excluded) = select_tests(built(), &[]).expect("all");
-        let names: Vec<_> = tests.iter().map(|(n, _)| n.as_str()).collect();
+        let names: Vec<_> = tests.iter().map(|a| a.name.as_str()).collect();
         assert_eq!(names, ["packets", "smoke_load"]);
         assert_eq!(excluded.len(), 1);
         assert_eq!(excluded[0].0, "deb_package");
@@ -1067,24 +1017,33 @@ mod tests {
             accel: "tcg",
             append: "",
         };
-        let tests = [
-            ("smoke_load".to_owned(), PathBuf::from("/x")),
-            ("packets".to_owned(), PathBuf::from("/y")),
-        ];
+        let areas = areas::parse_list("packets::a: test\npackets::b: test\nsmoke_load::s: test\n")
+            .expect("list");
         let img = Image {
             work: Path::new("/w"),
             data: &[],
             kernel: &k,
             modules: &[],
-            tests: &tests,
+            integration: Path::new("/t/integration-1"),
+            areas: &areas,
             bins: &[],
             harness_args: &["it's".to_owned()],
             expect_mode: "legacy",
         };
         let s = img.init_script();
-        assert!(!s.contains('@'), "unreplaced placeholder in:\n{s}");
+        // `@NAME@` left over (the script's own `"$@"` is not one).
+        let placeholder = s.match_indices('@').find_map(|(i, _)| {
+            let rest = &s[i + 1..];
+            let word = &rest[..rest.find('@')?];
+            let upper = word.chars().all(|c| c.is_ascii_uppercase() || c == '_');
+            (!word.is_empty() && upper).then_some(word)
+        });
+        assert_eq!(placeholder, None, "unreplaced placeholder in:\n{s}");
         assert!(
-            s.contains("for te in smoke_load:'/x' packets:'/y'; do"),
+            s.contains(
+                "run_area packets '/t/integration-1' '--exact' 'packets::a' 'packets::b'\n\
+                 run_area smoke_load '/t/integration-1' '--exact' 'smoke_load::s'\n"
+            ),
             "{s}"
         );
         assert!(s.contains(r"--test-threads=1 'it'\''s'"));

@@ -3,8 +3,9 @@
 //! 1. A Debian root filesystem with systemd as PID 1, built by `mmdebstrap` from Debian's
 //!    packages and cached as a tarball keyed by its package list (`<target>/vm/systemd/`).
 //! 2. Per run: the tarball unpacked, the `.deb` of `cargo xtask deb` (built from this build's
-//!    `shifter`), the scenario binary (`tests/tests/systemd.rs`) and a unit that runs it at
-//!    boot copied in; `mkfs.ext4 -d` makes the disk image (no loop device, no mount).
+//!    `shifter`), the integration-test binary and a unit that runs its `systemd` area
+//!    (`tests/tests/systemd.rs`) at boot copied in; `mkfs.ext4 -d` makes the disk image (no
+//!    loop device, no mount).
 //! 3. qemu (TCG) boots the image's own kernel; the scenario unit prints the test output and
 //!    `SHIFTER-VM-RESULT: <rc>` on the serial console, then powers off.
 //!
@@ -24,7 +25,7 @@ use std::{
 use anyhow::{Context as _, bail};
 
 use super::{
-    VmArgs,
+    VmArgs, areas,
     cpio::Entry,
     kernel::{self, Kernel},
     qemu,
@@ -80,22 +81,15 @@ pub fn run(args: &VmArgs, root: &Path, target: &Path) -> anyhow::Result<()> {
     let work = target.join("vm").join("systemd");
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     // Resolved first: a kernel that cannot be fetched fails before minutes of building.
-    let other_kernel = match &args.kernel {
-        Some(name) => {
-            super::ensure_tools()?; // qemu and a static busybox for the initramfs
-            let k = kernel::resolve(name, args.modules.as_deref(), &target.join("vm"))?;
-            eprintln!(
-                "vm-test --systemd: kernel {} (release {}, qemu -cpu {} -accel {})",
-                k.label, k.release, k.cpu, k.accel
-            );
-            Some(k)
-        }
-        None => None,
-    };
+    let other_kernel = args
+        .kernel
+        .as_deref()
+        .map(|name| other_kernel(name, args, target))
+        .transpose()?;
 
     crate::cmd::step("vm-test --systemd: build");
     let built = super::build(root, args.release)?;
-    let scenarios = executable(&built.tests, "systemd")?;
+    let scenarios = scenario_area(&built.integration, &args.harness_args)?;
     let shifter = executable(&built.bins, "shifter")?;
     let version = env!("CARGO_PKG_VERSION");
     let deb = crate::deb::build(root, &shifter, &work.join("deb"), version)?;
@@ -113,7 +107,14 @@ pub fn run(args: &VmArgs, root: &Path, target: &Path) -> anyhow::Result<()> {
     let tarball = rootfs(&work)?;
     let tree = work.join("root");
     unpack(&tarball, &tree)?;
-    install_into(&tree, &deb, &next, &scenarios, &args.harness_args)?;
+    install_into(
+        &tree,
+        &deb,
+        &next,
+        &built.integration,
+        &scenarios,
+        &args.harness_args,
+    )?;
     let boot = match &other_kernel {
         None => BootKernel {
             bzimage: only_file(&tree.join("boot"), "vmlinuz-")?,
@@ -308,6 +309,31 @@ fn lintian(debs: &[&Path]) -> anyhow::Result<()> {
     crate::cmd::run("vm-test --systemd: lintian", &mut c)
 }
 
+/// The kernel `--kernel` names instead of the image's own (fetched if need be).
+fn other_kernel(name: &str, args: &VmArgs, target: &Path) -> anyhow::Result<Kernel> {
+    super::ensure_tools()?; // qemu and a static busybox for the initramfs
+    let k = kernel::resolve(name, args.modules.as_deref(), &target.join("vm"))?;
+    eprintln!(
+        "vm-test --systemd: kernel {} (release {}, qemu -cpu {} -accel {})",
+        k.label, k.release, k.cpu, k.accel
+    );
+    Ok(k)
+}
+
+/// The integration tests' `systemd` area (its scenarios are `#[ignore]`d: they run only here),
+/// narrowed by the harness arguments (e.g. a name filter).
+fn scenario_area(integration: &Path, harness_args: &[String]) -> anyhow::Result<areas::Area> {
+    let args: Vec<String> = std::iter::once("--ignored".to_owned())
+        .chain(harness_args.iter().cloned())
+        .collect();
+    areas::list(integration, &args)?
+        .into_iter()
+        .find(|a| a.name == SCENARIO_AREA)
+        .with_context(|| format!("no test of the `{SCENARIO_AREA}` area matches {harness_args:?}"))
+}
+
+const SCENARIO_AREA: &str = "systemd";
+
 fn executable(built: &[(String, PathBuf)], name: &str) -> anyhow::Result<PathBuf> {
     built
         .iter()
@@ -371,21 +397,24 @@ fn unpack(tarball: &Path, tree: &Path) -> anyhow::Result<()> {
 }
 
 /// The script the unit runs: the scenarios (with the harness arguments given after `--`, e.g.
-/// a name filter), their output and result on the console.
-fn scenario_script(harness_args: &[String]) -> String {
+/// `--nocapture`), their output and result on the console.
+fn scenario_script(scenarios: &areas::Area, harness_args: &[String]) -> String {
+    let selection = super::shell_words(&scenarios.selection());
     let extra = super::shell_words(harness_args);
     format!(
-        "/root/systemd-scenarios --ignored --test-threads=1 --nocapture {extra} >/dev/ttyS0 2>&1\n\
+        "/root/systemd-scenarios --ignored --test-threads=1 --nocapture {selection} {extra} \
+         >/dev/ttyS0 2>&1\n\
          echo \"SHIFTER-VM-RESULT: $?\" >/dev/ttyS0\n"
     )
 }
 
-/// The package, the scenario binary and the unit that runs it at boot.
+/// The package, the integration binary and the unit that runs its scenarios at boot.
 fn install_into(
     tree: &Path,
     deb: &Path,
     next: &Path,
-    scenarios: &Path,
+    integration: &Path,
+    scenarios: &areas::Area,
     harness_args: &[String],
 ) -> anyhow::Result<()> {
     let copy = |from: &Path, to: &str| {
@@ -394,12 +423,12 @@ fn install_into(
     };
     copy(deb, "root/shifter.deb")?;
     copy(next, "root/shifter-next.deb")?;
-    copy(scenarios, "root/systemd-scenarios")?;
+    copy(integration, "root/systemd-scenarios")?;
     let units = tree.join("etc/systemd/system");
     std::fs::write(units.join("shifter-scenarios.service"), SCENARIO_UNIT)?;
     std::fs::write(
         tree.join("root/run-scenarios.sh"),
-        scenario_script(harness_args),
+        scenario_script(scenarios, harness_args),
     )?;
     let wants = units.join("multi-user.target.wants");
     std::fs::create_dir_all(&wants)?;
@@ -429,7 +458,7 @@ fn only_file(dir: &Path, prefix: &str) -> anyhow::Result<PathBuf> {
 
 #[cfg(test)]
 mod tests {
-    use super::{fnv1a, scenario_script, with_words};
+    use super::{SCENARIO_AREA, areas, fnv1a, scenario_script, with_words};
 
     #[test]
     fn a_kernel_option_already_on_the_command_line_is_not_repeated() {
@@ -450,9 +479,16 @@ mod tests {
 
     #[test]
     fn the_scenario_script_passes_the_harness_arguments_quoted() {
-        let s = scenario_script(&["s9".to_owned(), "it's".to_owned()]);
+        let area = areas::Area {
+            name: SCENARIO_AREA.to_owned(),
+            tests: vec!["systemd::s9_a".to_owned()],
+        };
+        let s = scenario_script(&area, &["it's".to_owned()]);
         assert!(
-            s.starts_with("/root/systemd-scenarios --ignored --test-threads=1 --nocapture 's9' 'it'\\''s' >/dev/ttyS0"),
+            s.starts_with(
+                "/root/systemd-scenarios --ignored --test-threads=1 --nocapture \
+                 '--exact' 'systemd::s9_a' 'it'\\''s' >/dev/ttyS0"
+            ),
             "{s}"
         );
         assert!(s.contains("SHIFTER-VM-RESULT: $?"), "{s}");
