@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Number, Problems, duration};
+use super::{Number, Problems, duration, duration_within};
 
 pub const DEFAULT_ANALYSIS_INTERVAL: Duration = Duration::from_secs(30);
 pub const DEFAULT_ANALYSIS_TIMEOUT: Duration = Duration::from_secs(5);
@@ -209,15 +209,13 @@ pub(super) fn validate(p: &mut Problems, raw: &[RawAnalysis]) -> Vec<AnalysisSet
         {
             p.add(f("min"), format!("{} is above max {}", lo.0, hi.0));
         }
-        let interval = duration(
+        let interval = duration_within(
             p,
             &f("interval"),
             a.interval.as_deref(),
             DEFAULT_ANALYSIS_INTERVAL,
+            Duration::from_millis(100)..=Duration::from_secs(3600),
         );
-        if !(Duration::from_millis(100)..=Duration::from_secs(3600)).contains(&interval) {
-            p.add(f("interval"), "must be within 100ms..=1h");
-        }
         let timeout = duration(
             p,
             &f("timeout"),
@@ -334,7 +332,7 @@ mod tests {
             (
                 "max = 0.05",
                 "max = 1\ninterval = \"2h\"",
-                "analysis[0].interval: must be within",
+                "analysis[0].interval: 2h is outside 100ms..=1h",
             ),
             (
                 "max = 0.05",

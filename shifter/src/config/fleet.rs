@@ -20,7 +20,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use serde::Deserialize;
 
-use super::{Problems, duration};
+use super::{Problems, duration_within};
 
 pub const DEFAULT_FLEET_PREFIX: &str = "/shifter/";
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
@@ -83,21 +83,6 @@ fn host_name() -> String {
         .unwrap_or_default()
 }
 
-fn bounded(p: &mut Problems, field: &str, d: Duration, min: Duration, max: Duration) -> Duration {
-    if d < min || d > max {
-        p.add(
-            field,
-            format!(
-                "{} is outside {}..={}",
-                humantime::format_duration(d),
-                humantime::format_duration(min),
-                humantime::format_duration(max)
-            ),
-        );
-    }
-    d
-}
-
 pub(super) fn validate(f: RawFleet, p: &mut Problems) -> FleetConfig {
     let endpoints = f.endpoints.unwrap_or_default();
     if endpoints.is_empty() {
@@ -148,18 +133,12 @@ pub(super) fn validate(f: RawFleet, p: &mut Problems) -> FleetConfig {
             format!("{prefix:?} must start with '/' and name a directory, e.g. \"/shifter/\""),
         );
     }
-    let lease_ttl = duration(
+    let lease_ttl = duration_within(
         p,
         "fleet.lease_ttl",
         f.lease_ttl.as_deref(),
         DEFAULT_LEASE_TTL,
-    );
-    let lease_ttl = bounded(
-        p,
-        "fleet.lease_ttl",
-        lease_ttl,
-        Duration::from_secs(1),
-        Duration::from_secs(3600),
+        Duration::from_secs(1)..=Duration::from_secs(3600),
     );
     if lease_ttl.subsec_nanos() != 0 {
         p.add(
@@ -170,31 +149,19 @@ pub(super) fn validate(f: RawFleet, p: &mut Problems) -> FleetConfig {
             ),
         );
     }
-    let poll_interval = duration(
+    let poll_interval = duration_within(
         p,
         "fleet.poll_interval",
         f.poll_interval.as_deref(),
         DEFAULT_POLL_INTERVAL,
+        Duration::from_millis(10)..=Duration::from_secs(60),
     );
-    let poll_interval = bounded(
-        p,
-        "fleet.poll_interval",
-        poll_interval,
-        Duration::from_millis(10),
-        Duration::from_secs(60),
-    );
-    let request_timeout = duration(
+    let request_timeout = duration_within(
         p,
         "fleet.request_timeout",
         f.request_timeout.as_deref(),
         DEFAULT_REQUEST_TIMEOUT,
-    );
-    let request_timeout = bounded(
-        p,
-        "fleet.request_timeout",
-        request_timeout,
-        Duration::from_millis(100),
-        Duration::from_secs(60),
+        Duration::from_millis(100)..=Duration::from_secs(60),
     );
     FleetConfig {
         endpoints,

@@ -25,7 +25,7 @@ use std::{fmt, net::IpAddr, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-use super::{FieldError, Number, Problems, duration};
+use super::{FieldError, Number, Problems, duration, duration_within};
 
 /// Default interval between two checks of one backend.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(2);
@@ -282,18 +282,15 @@ fn tls_settings(p: &mut Problems, raw: &RawHealth) -> super::TlsSettings {
 
 /// `interval`, `timeout` and `jitter`, checked against each other.
 fn timing(p: &mut Problems, raw: &RawHealth) -> (Duration, Duration, Duration) {
-    let interval = duration(p, "interval", raw.interval.as_deref(), DEFAULT_INTERVAL);
+    let interval = duration_within(
+        p,
+        "interval",
+        raw.interval.as_deref(),
+        DEFAULT_INTERVAL,
+        Duration::from_millis(10)..=Duration::from_secs(3600),
+    );
     let timeout = duration(p, "timeout", raw.timeout.as_deref(), DEFAULT_TIMEOUT);
     let jitter = duration(p, "jitter", raw.jitter.as_deref(), Duration::ZERO);
-    if interval < Duration::from_millis(10) || interval > Duration::from_secs(3600) {
-        p.add(
-            "interval",
-            format!(
-                "{} is outside 10ms..=1h",
-                humantime::format_duration(interval)
-            ),
-        );
-    }
     if timeout.is_zero() || timeout > interval {
         p.add(
             "timeout",

@@ -20,7 +20,7 @@ mod tests;
 mod tls;
 mod webhooks;
 
-use std::{fmt, path::Path, path::PathBuf, time::Duration};
+use std::{fmt, ops::RangeInclusive, path::Path, path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 
@@ -239,6 +239,30 @@ fn duration(p: &mut Problems, field: &str, v: Option<&str>, default: Duration) -
             }
         },
     }
+}
+
+/// A [`duration`] that must lie within `range`; the problem names the value and the range.
+fn duration_within(
+    p: &mut Problems,
+    field: &str,
+    v: Option<&str>,
+    default: Duration,
+    range: RangeInclusive<Duration>,
+) -> Duration {
+    let d = duration(p, field, v, default);
+    if !range.contains(&d) {
+        let show = humantime::format_duration;
+        p.add(
+            field,
+            format!(
+                "{} is outside {}..={}",
+                show(d),
+                show(*range.start()),
+                show(*range.end())
+            ),
+        );
+    }
+    d
 }
 
 /// A TOML or type error on one line: where it is, the line, and what is wrong (toml's own

@@ -30,7 +30,7 @@ use std::{fmt, path::PathBuf, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Problems, duration};
+use super::{Problems, duration_within};
 
 pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_HOOK_INTERVAL: Duration = Duration::from_secs(10);
@@ -212,11 +212,13 @@ fn int_in(p: &mut Problems, field: &str, v: Option<i64>, range: (i64, i64), defa
 }
 
 fn timeout(p: &mut Problems, field: &str, v: Option<&str>) -> Duration {
-    let t = duration(p, field, v, DEFAULT_HOOK_TIMEOUT);
-    if !(Duration::from_millis(10)..=Duration::from_secs(60)).contains(&t) {
-        p.add(field, "must be within 10ms..=1m");
-    }
-    t
+    duration_within(
+        p,
+        field,
+        v,
+        DEFAULT_HOOK_TIMEOUT,
+        Duration::from_millis(10)..=Duration::from_secs(60),
+    )
 }
 
 /// Validates a service's webhooks; fields are named `webhook[i].field`. One hook of each kind.
@@ -255,15 +257,13 @@ pub(super) fn validate_hooks(p: &mut Problems, raw: &[RawWebhook]) -> Vec<Webhoo
         let url = http_url(p, &f("url"), h.url.as_deref());
         let ca = ca_file(p, &f("ca"), &url, h.ca.as_deref());
         let timeout = timeout(p, &f("timeout"), h.timeout.as_deref());
-        let interval = duration(
+        let interval = duration_within(
             p,
             &f("interval"),
             h.interval.as_deref(),
             DEFAULT_HOOK_INTERVAL,
+            Duration::from_millis(10)..=Duration::from_secs(3600),
         );
-        if !(Duration::from_millis(10)..=Duration::from_secs(3600)).contains(&interval) {
-            p.add(f("interval"), "must be within 10ms..=1h");
-        }
         let failure_limit = int_in(
             p,
             &f("failure_limit"),
@@ -394,7 +394,7 @@ mod tests {
             [
                 "daemon.notify[0].url: \"ftp://x/\" is not an http:// or https:// URL with a host",
                 "daemon.notify[0].format: \"xml\": want json or slack",
-                "daemon.notify[0].timeout: must be within 10ms..=1m",
+                "daemon.notify[0].timeout: 0s is outside 10ms..=1m",
                 "daemon.notify[0].retries: -1 is outside 0..=100",
                 "daemon.notify[0].queue: 0 is outside 1..=1048576",
                 "services[0].rollout.webhook[0].kind: \"confirm\": want confirm-rollout, confirm-step, confirm-promotion, post-rollout or rollback",
