@@ -120,7 +120,7 @@ pub fn run(args: &VmArgs, root: &Path, target: &Path) -> anyhow::Result<()> {
             bzimage: only_file(&tree.join("boot"), "vmlinuz-")?,
             initrd: only_file(&tree.join("boot"), "initrd.img-")?,
             cpu: "max",
-            accel: "tcg",
+            accel: kernel::TCG_SINGLE,
             append: APPEND.to_owned(),
         },
         Some(k) => {
