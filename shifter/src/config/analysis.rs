@@ -133,6 +133,64 @@ fn limit(p: &mut Problems, field: &str, v: Option<i64>, default: u32) -> u32 {
     }
 }
 
+/// An analysis's name: required, of letters, digits, '.', '_' and '-', unique in the service.
+fn analysis_name(
+    p: &mut Problems,
+    field: &str,
+    v: Option<&str>,
+    earlier: &[AnalysisSettings],
+) -> String {
+    match v {
+        None | Some("") => {
+            p.add(field, "required");
+            String::new()
+        }
+        Some(n)
+            if !n
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) =>
+        {
+            p.add(
+                field,
+                format!("{n:?}: only letters, digits, '.', '_' and '-'"),
+            );
+            n.to_owned()
+        }
+        Some(n) => {
+            if earlier.iter().any(|o| o.name == n) {
+                p.add(field, format!("{n:?} is used twice in this service"));
+            }
+            n.to_owned()
+        }
+    }
+}
+
+/// The Prometheus base URL: required, http:// with a host and no query; kept without a
+/// trailing slash.
+fn prometheus_url(p: &mut Problems, field: &str, v: Option<&str>) -> String {
+    let Some(u) = v else {
+        p.add(
+            field,
+            "required: the base URL, e.g. \"http://127.0.0.1:9090\"",
+        );
+        return String::new();
+    };
+    match u.parse::<hyper::Uri>() {
+        Ok(x)
+            if x.scheme_str() == Some("http") && x.authority().is_some() && x.query().is_none() =>
+        {
+            u.trim_end_matches('/').to_owned()
+        }
+        _ => {
+            p.add(
+                field,
+                format!("{u:?} is not an http:// URL with a host (https is not supported)"),
+            );
+            String::new()
+        }
+    }
+}
+
 /// Validates the analyses of one service; fields are named `analysis[i].field`.
 pub(super) fn validate(p: &mut Problems, raw: &[RawAnalysis]) -> Vec<AnalysisSettings> {
     if raw.len() > MAX_ANALYSES {
@@ -144,54 +202,8 @@ pub(super) fn validate(p: &mut Problems, raw: &[RawAnalysis]) -> Vec<AnalysisSet
     let mut out: Vec<AnalysisSettings> = Vec::new();
     for (i, a) in raw.iter().enumerate() {
         let f = |k: &str| format!("analysis[{i}].{k}");
-        let name = match a.name.as_deref() {
-            None | Some("") => {
-                p.add(f("name"), "required");
-                String::new()
-            }
-            Some(n)
-                if !n
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) =>
-            {
-                p.add(
-                    f("name"),
-                    format!("{n:?}: only letters, digits, '.', '_' and '-'"),
-                );
-                n.to_owned()
-            }
-            Some(n) => {
-                if out.iter().any(|o| o.name == n) {
-                    p.add(f("name"), format!("{n:?} is used twice in this service"));
-                }
-                n.to_owned()
-            }
-        };
-        let prometheus = match a.prometheus.as_deref() {
-            None => {
-                p.add(
-                    f("prometheus"),
-                    "required: the base URL, e.g. \"http://127.0.0.1:9090\"",
-                );
-                String::new()
-            }
-            Some(u) => match u.parse::<hyper::Uri>() {
-                Ok(x)
-                    if x.scheme_str() == Some("http")
-                        && x.authority().is_some()
-                        && x.query().is_none() =>
-                {
-                    u.trim_end_matches('/').to_owned()
-                }
-                _ => {
-                    p.add(
-                        f("prometheus"),
-                        format!("{u:?} is not an http:// URL with a host (https is not supported)"),
-                    );
-                    String::new()
-                }
-            },
-        };
+        let name = analysis_name(p, &f("name"), a.name.as_deref(), &out);
+        let prometheus = prometheus_url(p, &f("prometheus"), a.prometheus.as_deref());
         let query = match a.query.as_deref().map(str::trim) {
             None | Some("") => {
                 p.add(f("query"), "required: a PromQL expression");

@@ -83,8 +83,8 @@ fn host_name() -> String {
         .unwrap_or_default()
 }
 
-pub(super) fn validate(f: RawFleet, p: &mut Problems) -> FleetConfig {
-    let endpoints = f.endpoints.unwrap_or_default();
+/// Records what is wrong with the etcd endpoints; says whether they are https://.
+fn endpoint_problems(endpoints: &[String], p: &mut Problems) -> bool {
     if endpoints.is_empty() {
         p.add("fleet.endpoints", "at least one etcd endpoint is needed");
     }
@@ -103,12 +103,18 @@ pub(super) fn validate(f: RawFleet, p: &mut Problems) -> FleetConfig {
     if https != 0 && https != endpoints.len() {
         p.add("fleet.endpoints", "all http:// or all https://, not both");
     }
+    https > 0
+}
+
+pub(super) fn validate(f: RawFleet, p: &mut Problems) -> FleetConfig {
+    let endpoints = f.endpoints.unwrap_or_default();
+    let https = endpoint_problems(&endpoints, p);
     let tls = tls_settings(
         &f.ca,
         &f.client_cert,
         &f.client_key,
         &f.server_name,
-        https > 0,
+        https,
         p,
     );
     let node = f.node.unwrap_or_else(host_name);

@@ -131,6 +131,60 @@ pub(super) struct RawGrant {
     verbs: Option<Vec<String>>,
 }
 
+/// A grant's services: `Some(None)` for every service (`["*"]`), `Some(Some(names))`, or
+/// `None` when the list is missing or bad (the problem is recorded).
+fn grant_services(
+    p: &mut Problems,
+    field: &str,
+    v: Option<Vec<String>>,
+) -> Option<Option<BTreeSet<String>>> {
+    match v {
+        None => {
+            p.add(field, "required: service names, or [\"*\"] for all");
+            None
+        }
+        Some(list) if list.is_empty() => {
+            p.add(field, "is empty: name services, or [\"*\"] for all");
+            None
+        }
+        Some(list) if list.iter().any(|s| s == "*") => {
+            if list.len() > 1 {
+                p.add(field, "\"*\" stands alone (it means every service)");
+            }
+            Some(None)
+        }
+        Some(list) => Some(Some(list.into_iter().collect())),
+    }
+}
+
+/// A grant's verbs, each known; unknown ones are recorded as problems.
+fn grant_verbs(p: &mut Problems, field: &str, v: Option<Vec<String>>) -> BTreeSet<GrantVerb> {
+    let mut verbs = BTreeSet::new();
+    match v {
+        None => p.add(
+            field,
+            "required: some of read, weight, rollout, promote, rollback, detach",
+        ),
+        Some(list) if list.is_empty() => p.add(field, "is empty"),
+        Some(list) => {
+            for v in list {
+                match GrantVerb::ALL.iter().find(|k| k.name() == v) {
+                    Some(k) => {
+                        verbs.insert(*k);
+                    }
+                    None => p.add(
+                        field,
+                        format!(
+                            "{v:?} is not a verb (read, weight, rollout, promote, rollback, detach)"
+                        ),
+                    ),
+                }
+            }
+        }
+    }
+    verbs
+}
+
 /// Validates the grants; `socket_mode` says whether a grantee can connect at all.
 pub(super) fn validate(raw: Vec<RawGrant>, socket_mode: u32, p: &mut Problems) -> Vec<Grant> {
     if raw.len() > MAX_GRANTS {
@@ -153,53 +207,8 @@ pub(super) fn validate(raw: Vec<RawGrant>, socket_mode: u32, p: &mut Problems) -
                 None
             }
         };
-        let services = match g.services {
-            None => {
-                p.add(
-                    field("services"),
-                    "required: service names, or [\"*\"] for all",
-                );
-                None
-            }
-            Some(list) if list.is_empty() => {
-                p.add(
-                    field("services"),
-                    "is empty: name services, or [\"*\"] for all",
-                );
-                None
-            }
-            Some(list) if list.iter().any(|s| s == "*") => {
-                if list.len() > 1 {
-                    p.add(
-                        field("services"),
-                        "\"*\" stands alone (it means every service)",
-                    );
-                }
-                Some(None)
-            }
-            Some(list) => Some(Some(list.into_iter().collect::<BTreeSet<_>>())),
-        };
-        let mut verbs = BTreeSet::new();
-        match g.verbs {
-            None => p.add(
-                field("verbs"),
-                "required: some of read, weight, rollout, promote, rollback, detach",
-            ),
-            Some(list) if list.is_empty() => p.add(field("verbs"), "is empty"),
-            Some(list) => {
-                for v in list {
-                    match GrantVerb::ALL.iter().find(|k| k.name() == v) {
-                        Some(k) => {
-                            verbs.insert(*k);
-                        }
-                        None => p.add(
-                            field("verbs"),
-                            format!("{v:?} is not a verb (read, weight, rollout, promote, rollback, detach)"),
-                        ),
-                    }
-                }
-            }
-        }
+        let services = grant_services(p, &field("services"), g.services);
+        let verbs = grant_verbs(p, &field("verbs"), g.verbs);
         if verbs.contains(&GrantVerb::Detach) && matches!(services, Some(Some(_))) {
             p.add(
                 field("verbs"),
