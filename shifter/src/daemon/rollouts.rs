@@ -7,6 +7,10 @@
 //! batch, so a rollback is one config-word write made right where it is decided. Health
 //! checkers are tokio tasks that post their reports to the actor as commands; a timer task
 //! posts a tick at the end of each hold and about every second (counter sample, then tick).
+//!
+//! Over 700 lines, about 50 of them its unit tests: one service's engine, checkers, analyzers and
+//! confirm hooks are driven here together, because each input of one can change what the others
+//! must do.
 
 use std::{
     collections::BTreeMap,
@@ -187,80 +191,9 @@ impl Rollouts {
                 && s.health.is_some() == spec.health.is_some()
         });
         if keep {
-            let s = self.services.get_mut(&name).expect("checked");
-            s.engine.set_settings(spec.rollout.clone());
-            // A reload that removed the confirm hook being asked lets the rollout go on.
-            if let rollout::State::Confirming { step, hook, .. } = *s.engine.state()
-                && spec.rollout.webhook(hook).is_none()
-                && let Some(commands) = self.commands.upgrade()
-            {
-                s.confirming = None;
-                let answer = HookAnswer {
-                    hook,
-                    step,
-                    ok: true,
-                    detail: "the hook was removed from the configuration".into(),
-                };
-                let _ = commands.try_send(Command::Hook {
-                    service: name.clone(),
-                    answer,
-                });
-            }
-            if s.health != spec.health {
-                s.health.clone_from(&spec.health);
-                s.checks.clear();
-                s._checkers = Vec::new();
-                let checkers = self.spawn_checkers(&name, spec.health.as_ref(), ports);
-                self.services.get_mut(&name).expect("checked")._checkers = checkers;
-            }
-            let s = self.services.get_mut(&name).expect("checked");
-            if s.analysis != spec.rollout.analysis {
-                s.analysis.clone_from(&spec.rollout.analysis);
-                s.analyzers = Vec::new();
-                self.sync_analyzers(&name);
-            }
-        } else {
-            let now = self.now();
-            let health_checked = spec.health.is_some();
-            let progress = self.saved_progress(&name, ports, now);
-            let (engine, fx) = match progress {
-                Some(p) => {
-                    info!(
-                        "{name}: resuming the rollout ({:?}) without changing the weight",
-                        p.phase
-                    );
-                    Engine::resume_from(p, spec.rollout.clone(), health_checked, now)
-                }
-                None => (
-                    Engine::new(
-                        name.clone(),
-                        spec.rollout.clone(),
-                        ports.0,
-                        ports.1,
-                        live.config.weight,
-                        health_checked,
-                    ),
-                    Vec::new(),
-                ),
-            };
-            let checkers = self.spawn_checkers(&name, spec.health.as_ref(), ports);
-            self.services.insert(
-                name.clone(),
-                ServiceRollout {
-                    engine,
-                    slot,
-                    health: spec.health.clone(),
-                    checks: BTreeMap::new(),
-                    _checkers: checkers,
-                    analysis: spec.rollout.analysis.clone(),
-                    analyzers: Vec::new(),
-                    confirming: None,
-                },
-            );
-            self.sync_analyzers(&name);
-            if !fx.is_empty() {
-                out.push(self.run(dp, &name, fx, None));
-            }
+            self.update_settings(&name, spec, ports);
+        } else if let Some(o) = self.start(dp, spec, slot, live) {
+            out.push(o);
         }
         let known = self.services[&name].engine.weight_bp();
         if known != live.config.weight
@@ -277,6 +210,95 @@ impl Rollouts {
         }
         self.publish_deadline();
         out
+    }
+
+    /// A service kept across a reload takes the new settings: rollout settings at once, and
+    /// new health checkers or analyzers only when those settings changed.
+    fn update_settings(&mut self, name: &str, spec: &ServiceSpec, ports: (u16, u16)) {
+        let s = self.services.get_mut(name).expect("checked");
+        s.engine.set_settings(spec.rollout.clone());
+        // A reload that removed the confirm hook being asked lets the rollout go on.
+        if let rollout::State::Confirming { step, hook, .. } = *s.engine.state()
+            && spec.rollout.webhook(hook).is_none()
+            && let Some(commands) = self.commands.upgrade()
+        {
+            s.confirming = None;
+            let answer = HookAnswer {
+                hook,
+                step,
+                ok: true,
+                detail: "the hook was removed from the configuration".into(),
+            };
+            let _ = commands.try_send(Command::Hook {
+                service: name.to_owned(),
+                answer,
+            });
+        }
+        if s.health != spec.health {
+            s.health.clone_from(&spec.health);
+            s.checks.clear();
+            s._checkers = Vec::new();
+            let checkers = self.spawn_checkers(name, spec.health.as_ref(), ports);
+            self.services.get_mut(name).expect("checked")._checkers = checkers;
+        }
+        let s = self.services.get_mut(name).expect("checked");
+        if s.analysis != spec.rollout.analysis {
+            s.analysis.clone_from(&spec.rollout.analysis);
+            s.analyzers = Vec::new();
+            self.sync_analyzers(name);
+        }
+    }
+
+    /// A service new to the engine (or moved to another slot or ports): its engine resumed
+    /// from its progress file, else started at the live weight; its checkers and analyzers.
+    fn start(
+        &mut self,
+        dp: &mut DataPlane,
+        spec: &ServiceSpec,
+        slot: u32,
+        live: &Service,
+    ) -> Option<Outcome> {
+        let name = spec.name.clone();
+        let ports = (live.config.blue_port, live.config.green_port);
+        let now = self.now();
+        let health_checked = spec.health.is_some();
+        let progress = self.saved_progress(&name, ports, now);
+        let (engine, fx) = match progress {
+            Some(p) => {
+                info!(
+                    "{name}: resuming the rollout ({:?}) without changing the weight",
+                    p.phase
+                );
+                Engine::resume_from(p, spec.rollout.clone(), health_checked, now)
+            }
+            None => (
+                Engine::new(
+                    name.clone(),
+                    spec.rollout.clone(),
+                    ports.0,
+                    ports.1,
+                    live.config.weight,
+                    health_checked,
+                ),
+                Vec::new(),
+            ),
+        };
+        let checkers = self.spawn_checkers(&name, spec.health.as_ref(), ports);
+        self.services.insert(
+            name.clone(),
+            ServiceRollout {
+                engine,
+                slot,
+                health: spec.health.clone(),
+                checks: BTreeMap::new(),
+                _checkers: checkers,
+                analysis: spec.rollout.analysis.clone(),
+                analyzers: Vec::new(),
+                confirming: None,
+            },
+        );
+        self.sync_analyzers(&name);
+        (!fx.is_empty()).then(|| self.run(dp, &name, fx, None))
     }
 
     /// Forgets a service that left the configuration (its progress file goes too).

@@ -3,6 +3,9 @@
 //! The server knows the daemon only as a [`Control`]: it turns requests into calls of it and
 //! [`ControlError`]s into HTTP statuses. Request bodies are read in [`bodies`], peers are
 //! authorised in [`peer`].
+//!
+//! Over 700 lines: the router with one short handler per endpoint and the listeners around it;
+//! bodies and peers are in their own modules.
 
 mod bodies;
 mod follow;
@@ -519,46 +522,71 @@ async fn route<C: Control>(
         }
         ["v1", "detach"] => {
             no_query(&m, &req, &Method::POST, "POST")?;
-            let ask = Ask {
-                verb: Some(GrantVerb::Detach),
-                service: None,
-                what: "detach the data plane",
-            };
-            let uid = authorize(ctx, peer, ask).await?;
-            let _ = read_body(req).await.map_err(plain)?;
-            info!("detach requested by uid {uid}");
-            let report = c.detach().await.map_err(plain_control)?;
-            let _ = ctx.stop.send(true);
-            Ok(json(StatusCode::OK, &report))
+            post_detach(ctx, peer, req).await
         }
         ["v1", "reload"] => {
             no_query(&m, &req, &Method::POST, "POST")?;
-            let ask = Ask {
-                verb: None,
-                service: None,
-                what: "reload the configuration",
-            };
-            let uid = authorize(ctx, peer, ask).await?;
-            let _ = read_body(req).await.map_err(plain)?;
-            info!("reload requested by uid {uid}");
-            ok_json(c.reload().await)
+            post_reload(ctx, peer, req).await
         }
         ["metrics"] => {
             method(&m, &Method::GET, "GET")?;
-            // Metrics cover every service: they need read on all of them.
-            if peer::readable(ctx.read_access, &ctx.grants, peer) != Readable::All {
-                let ask = Ask {
-                    verb: Some(GrantVerb::Read),
-                    service: None,
-                    what: "read the metrics",
-                };
-                authorize(ctx, peer, ask).await?;
-            }
-            let text = c.metrics().await.map_err(plain_control)?;
-            Ok(full(StatusCode::OK, prometheus_text::CONTENT_TYPE, text))
+            get_metrics(ctx, peer).await
         }
         _ => Err(plain(ApiError::not_found(format!("no endpoint {path}")))),
     }
+}
+
+/// `POST /v1/detach`: the data plane removed, then the daemon stops.
+async fn post_detach<C: Control>(
+    ctx: &ApiContext<C>,
+    peer: Peer,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, RouteError> {
+    let ask = Ask {
+        verb: Some(GrantVerb::Detach),
+        service: None,
+        what: "detach the data plane",
+    };
+    let uid = authorize(ctx, peer, ask).await?;
+    let _ = read_body(req).await.map_err(plain)?;
+    info!("detach requested by uid {uid}");
+    let report = ctx.control.detach().await.map_err(plain_control)?;
+    let _ = ctx.stop.send(true);
+    Ok(json(StatusCode::OK, &report))
+}
+
+/// `POST /v1/reload`: the configuration file read again (full rights only).
+async fn post_reload<C: Control>(
+    ctx: &ApiContext<C>,
+    peer: Peer,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, RouteError> {
+    let ask = Ask {
+        verb: None,
+        service: None,
+        what: "reload the configuration",
+    };
+    let uid = authorize(ctx, peer, ask).await?;
+    let _ = read_body(req).await.map_err(plain)?;
+    info!("reload requested by uid {uid}");
+    ok_json(ctx.control.reload().await)
+}
+
+/// `GET /metrics`: every service's series, so it needs read on all of them.
+async fn get_metrics<C: Control>(
+    ctx: &ApiContext<C>,
+    peer: Peer,
+) -> Result<Response<Body>, RouteError> {
+    if peer::readable(ctx.read_access, &ctx.grants, peer) != Readable::All {
+        let ask = Ask {
+            verb: Some(GrantVerb::Read),
+            service: None,
+            what: "read the metrics",
+        };
+        authorize(ctx, peer, ask).await?;
+    }
+    let text = ctx.control.metrics().await.map_err(plain_control)?;
+    Ok(full(StatusCode::OK, prometheus_text::CONTENT_TYPE, text))
 }
 
 fn ok_json<T: serde::Serialize>(
