@@ -6,6 +6,9 @@
 //!
 //! Everything is removed on drop, also on panic: daemon processes are killed, attachments
 //! detached inside the namespace, pins and the temporary directory removed.
+//!
+//! Over 700 lines: the daemon test bed (config, in-process and real-process daemons, credentials,
+//! the API client) that six areas share.
 
 use std::{
     collections::{BTreeMap, HashSet},

@@ -4,6 +4,9 @@
 //!
 //! Addresses come only from the benchmarking ranges of TESTNET.md (198.18.0.0/15 and
 //! 2001:2::/48); names carry the test name, the pid and a counter, so tests run side by side.
+//!
+//! Over 700 lines on purpose: the pieces of one test bed (namespaces, veth pair, addresses, echo
+//! servers, the attached data plane, checksum settings) that every namespace area uses together.
 
 use std::{
     fs::File,

@@ -19,6 +19,9 @@
 //!
 //! Timings are scaled for a small machine: lease TTLs of 2 s, polls of 100 ms, ticks of
 //! 200 ms, holds of 1 s. The tests take one lock: one fleet at a time.
+//!
+//! Over 700 lines: the fleet scenarios of one area, sharing the etcd cluster, host and traffic
+//! fixtures at its top.
 
 use std::{
     fs::File,

@@ -3,6 +3,9 @@
 //! Every expectation is a whole frame built with `shifter_tests::pkt`, compared byte for byte
 //! with the program's output, and every rewritten frame's checksums are recomputed from
 //! scratch by `pkt::verify`. Ingress cases run through TC and through XDP.
+//!
+//! Over 700 lines: the packet scenarios of one area (every header length field, every program
+//! path), sharing the loaded programs and frame helpers at its top.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 

@@ -10,6 +10,9 @@
 //! - a daemon restarted mid-rollout resumes the same step with the same remaining hold and
 //!   no weight change in between;
 //! - promote moves no connection.
+//!
+//! Over 700 lines: the rollout scenarios of one area, sharing the daemon bed and traffic fixtures
+//! at its top.
 
 use std::{
     io::{Read as _, Write as _},

@@ -11,6 +11,9 @@
 //! - nightly: rustup nightly with the `rust-src` component (`-Z build-std=core`).
 //!
 //! `SHIFTER_BPF_TOOLCHAIN` names another toolchain and overrides both.
+//!
+//! Over 700 lines, about 300 of them its unit tests: one plan of what is missing, and each install
+//! step beside the check that decides it.
 
 use crate::cmd;
 use anyhow::bail;

@@ -14,6 +14,9 @@
 //!    every way out (error, panic, Ctrl-C).
 //!
 //! See docs/vm-tests.md.
+//!
+//! Over 700 lines, about 90 of them its unit tests: the guest image, its init script and the report
+//! of one run; kernels, qemu, the image format and the systemd guest are its submodules.
 
 mod cpio;
 mod elf;

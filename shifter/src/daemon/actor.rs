@@ -3,6 +3,10 @@
 //!
 //! The thread is spawned by the caller of `run`, so it lives in the caller's network
 //! namespace: netlink attachment and interface names are per namespace.
+//!
+//! Over 700 lines: the one owner of the data plane and the state, with a method per command it
+//! answers; reload planning, rollouts, state, history and start-up recovery live in their own
+//! modules.
 
 use std::{
     collections::{BTreeMap, BTreeSet},

@@ -14,6 +14,9 @@
 //! Every outcome is counted ([`WebhookStats`], in `/metrics`) and failures are logged.
 //! `https://` URLs go over rustls, verified for the URL's host against the URL's `ca` or
 //! the system roots (that configuration is built once).
+//!
+//! Over 700 lines, about 330 of them its unit tests: confirm hooks, told hooks and notification
+//! queues share one HTTP client, one retry schedule and one set of counters.
 
 use std::{
     collections::BTreeMap,

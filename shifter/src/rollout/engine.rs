@@ -36,6 +36,9 @@
 //! About 1200 lines on purpose: the transitions of the one state machine stay together (its
 //! vocabulary is in `types.rs`, its scenario tests in `tests.rs`, `analysis_tests.rs`,
 //! `hook_tests.rs` and `rollback_tests.rs`).
+//!
+//! Over 700 lines on purpose: one state machine, every state's answer to every input in one place,
+//! so a transition can be checked against all the others.
 
 use std::time::Duration;
 

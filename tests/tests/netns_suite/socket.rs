@@ -5,6 +5,9 @@
 //! The echo servers start before the service is set, so every scenario also proves the
 //! registration of listeners that predate the programs; the restarted green of
 //! `green_dies_then_returns` proves the registration by sock_ops at `listen()`.
+//!
+//! Over 700 lines: the socket-dispatch scenarios of one area, sharing the servers and helpers at
+//! its top.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 

@@ -1,5 +1,9 @@
 //! Kernels for the VM tests: the table of named kernels, fetching Debian kernel packages, and
 //! the modules the tests need (with their dependencies, read from each module's `.modinfo`).
+//!
+//! Over 700 lines, about 130 of them its unit tests: the kernel table and the fetching of its
+//! packages (split packages, other suites through a private apt configuration), the module order
+//! and the release checks belong together.
 
 use anyhow::{Context as _, bail};
 use std::collections::{BTreeMap, BTreeSet};
